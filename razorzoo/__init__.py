@@ -1,0 +1,64 @@
+"""razorzoo: MMRazor NAS subnets and their MMYOLO detectors as pure-PyTorch models.
+
+The public API is the names in ``__all__``. They are imported lazily (PEP 562) so that ``import razorzoo`` and the
+card-browsing CLI stay fast and never import torch; torch is imported the first time a model is built.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    # architectures (no network, no weights)
+    "build_classifier": "razorzoo.builder",
+    "build_backbone": "razorzoo.builder",
+    "build_detector": "razorzoo.builder",
+    "load_subnet": "razorzoo.subnet",
+    "extract_subnet": "razorzoo.extract",
+    "count_flops": "razorzoo.flops",
+    # ready models with weights (download, verify, convert, cache)
+    "load_classifier": "razorzoo.loading",
+    "load_backbone": "razorzoo.loading",
+    "load_detector": "razorzoo.loading",
+    "convert_checkpoint": "razorzoo.convert",
+    "verify_pair": "razorzoo.verify",
+    # the zoo
+    "list_models": "razorzoo.registry",
+    "get_card": "razorzoo.registry",
+    "push_to_hub": "razorzoo.hub",
+    # detection results
+    "Detector": "razorzoo.models.detector",
+    "Detections": "razorzoo.detection.detections",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'razorzoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
+    from razorzoo.builder import build_backbone, build_classifier, build_detector
+    from razorzoo.convert import convert_checkpoint
+    from razorzoo.detection.detections import Detections
+    from razorzoo.extract import extract_subnet
+    from razorzoo.flops import count_flops
+    from razorzoo.hub import push_to_hub
+    from razorzoo.loading import load_backbone, load_classifier, load_detector
+    from razorzoo.models.detector import Detector
+    from razorzoo.registry import get_card, list_models
+    from razorzoo.subnet import load_subnet
+    from razorzoo.verify import verify_pair

@@ -1,0 +1,3 @@
+from razorzoo.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Build architectures (no weights, no network) from a registry name, a subnet YAML, or an :class:`ArchSpec`.
+
+This is where a name becomes a model: registry card -> subnet YAML shipped with the card -> ``ArchSpec`` ->
+``nn.Module``. Weights are the loader's business (``razorzoo.loading``).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Iterator
+
+from razorzoo.errors import RazorzooError
+from razorzoo.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from razorzoo.models.detector import Detector
+
+__all__ = ["build_classifier", "build_backbone", "build_detector", "build_model", "resolve_spec"]
+
+_RANDOM_INITS = ("kaiming_uniform_", "kaiming_normal_", "uniform_", "normal_", "trunc_normal_", "xavier_uniform_",
+                 "xavier_normal_")
+
+
+@contextlib.contextmanager
+def _skip_random_init() -> Iterator[None]:
+    """Replace torch's random initializers by ``zero_`` while building: weights are about to be overwritten, and
+    random init of a detector costs more than the whole load. Norm layers still get their ones/zeros."""
+    import torch
+
+    saved = {name: getattr(torch.nn.init, name) for name in _RANDOM_INITS}
+    zero = lambda tensor, *args, **kwargs: tensor.data.zero_()  # noqa: E731
+    try:
+        for name in _RANDOM_INITS:
+            setattr(torch.nn.init, name, zero)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
+def build_model(spec: ArchSpec) -> "nn.Module":
+    """Build the ``nn.Module`` an :class:`ArchSpec` describes (weights zero-filled, norm layers at identity)."""
+    with _skip_random_init():
+        if spec.task == "classification":
+            from razorzoo.models.classifier import build_classifier_from_subnet
+
+            return build_classifier_from_subnet(spec.subnet)
+        if spec.task == "backbone":
+            from razorzoo.models.backbones import build_backbone_from_subnet
+
+            return build_backbone_from_subnet(spec.subnet, out_indices=spec.out_indices)
+        from razorzoo.models.detector import build_detector_from_subnet
+
+        return build_detector_from_subnet(spec.subnet, spec.recipe)
+
+
+def _looks_like_subnet(source: object) -> bool:
+    if isinstance(source, (dict, os.PathLike)):
+        return True
+    text = str(source)
+    return "\n" in text or text.endswith((".yaml", ".yml", ".json")) or os.path.exists(text)
+
+
+def resolve_spec(
+    name_or_subnet_yaml: object,
+    task: str,
+    *,
+    detector: str | None = None,
+    out_indices: tuple[int, ...] | None = None,
+) -> ArchSpec:
+    """Turn what a user passed (registry name or alias, YAML path/text/dict) into an :class:`ArchSpec`.
+
+    ``detector`` names the neck/head recipe: a recipe id (``"yolov6_l_d12"``) or a detection entry of the registry
+    (``"yolov6s-attentive_a6"``), whose recipe is used. It is required when building a detector from a bare YAML.
+    """
+    from razorzoo.subnet import load_subnet
+
+    recipe = None
+    if _looks_like_subnet(name_or_subnet_yaml):
+        subnet = load_subnet(name_or_subnet_yaml)
+    else:
+        from razorzoo.registry import get_card
+
+        card = get_card(str(name_or_subnet_yaml))
+        if card.task == "supernet":
+            raise RazorzooError(
+                f"{card.name!r} is a supernet; pick one of its subnets (e.g. razorzoo.list_models('"
+                f"{card.family}*')) or pass a subnet YAML"
+            )
+        subnet = load_subnet(card.subnet_path)
+        recipe = card.recipe
+    if task == "detection":
+        if detector is not None:
+            recipe = _resolve_recipe(detector)
+        if recipe is None:
+            raise RazorzooError(
+                "building a detector needs a neck/head recipe: pass detector= a detection model name "
+                "(e.g. 'yolov6s-attentive_a6') or a recipe id "
+                f"({', '.join(_recipe_ids())})"
+            )
+        return ArchSpec("detection", subnet, recipe=recipe)
+    if task == "backbone" and out_indices is None and recipe is not None:
+        from razorzoo.models.detector import RECIPES
+
+        out_indices = RECIPES[recipe].out_indices
+    return ArchSpec(task, subnet, out_indices=tuple(out_indices) if out_indices is not None else None)
+
+
+def _recipe_ids() -> list[str]:
+    from razorzoo.models.detector import RECIPES
+
+    return sorted(RECIPES)
+
+
+def _resolve_recipe(detector: str) -> str:
+    from razorzoo.models.detector import RECIPES
+
+    if detector in RECIPES:
+        return detector
+    from razorzoo.registry import get_card
+
+    card = get_card(detector)
+    if card.recipe is None:
+        raise RazorzooError(f"{card.name!r} is not a detector; detector= takes a detection entry or one of "
+                            f"{sorted(RECIPES)}")
+    return card.recipe
+
+
+def build_classifier(name_or_subnet_yaml: object) -> "nn.Module":
+    """ImageNet classifier (backbone + global pool + ``head.fc``) for a registry name or a subnet YAML.
+
+    Architecture only: no network access, no weights (parameters are zero-filled, not randomly initialized).
+    """
+    return build_model(resolve_spec(name_or_subnet_yaml, "classification"))
+
+
+def build_backbone(name_or_subnet_yaml: object, out_indices: tuple[int, ...] | None = None) -> "nn.Module":
+    """Backbone alone; calling it returns the tuple of stage outputs at ``out_indices`` (upstream stage numbering)."""
+    return build_model(resolve_spec(name_or_subnet_yaml, "backbone", out_indices=out_indices))
+
+
+def build_detector(name_or_subnet_yaml: object, *, detector: str | None = None) -> "Detector":
+    """Detector for a registry name, or for a subnet YAML plus ``detector=`` (recipe id or detection entry name)."""
+    return build_model(resolve_spec(name_or_subnet_yaml, "detection", detector=detector))

@@ -1,0 +1,56 @@
+"""``razorzoo`` command line.
+
+Each command group lives in its own module and registers its subcommands through ``add_parsers(subparsers)``;
+a handler receives the parsed ``argparse.Namespace`` and returns an exit code. Modules are imported only to build
+the parser, so they must not import torch at module level (``razorzoo list`` must stay fast).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from razorzoo import __version__
+
+# modules that contribute subcommands, in help order
+COMMAND_MODULES = (
+    "razorzoo.cli.browse",  # list, show, search, cards build
+    "razorzoo.cli.pipeline",  # download, verify, convert, cache
+    "razorzoo.cli.predict",  # predict
+    "razorzoo.cli.hub",  # push
+)
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as ``razorzoo: error: <message>`` with exit code 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="razorzoo", description="MMRazor NAS models as pure-PyTorch, in one line.")
+    parser.add_argument("--version", action="version", version=f"razorzoo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # command group not built yet
+        module.add_parsers(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except CLIError as exc:
+        print(f"razorzoo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("razorzoo: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,146 @@
+"""Building blocks shared by backbones, necks and heads.
+
+State-dict names follow mmcv's ``ConvModule`` (``conv``, ``bn``, ``activate``) so that our modules load upstream
+checkpoints with ``strict=True``. Each upstream rounding helper exists exactly once here, named for what it does
+(UPSTREAM.md §7.11), instead of the several same-named ``make_divisible`` variants upstream has.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "BN",
+    "ConvModule",
+    "DepthwiseSeparableConvModule",
+    "HSigmoid",
+    "make_activation",
+    "make_divisible_nearest",
+    "make_divisible_ceil",
+    "make_round",
+]
+
+
+@dataclass(frozen=True)
+class BN:
+    """BatchNorm settings; upstream parts differ (backbones 1e-5/0.1, YOLO necks 1e-3/0.03)."""
+
+    eps: float = 1e-5
+    momentum: float = 0.1
+
+
+class HSigmoid(nn.Module):
+    """mmcv >= 1.4.4 HSigmoid: ``clamp((x + 3) / 6, 0, 1)`` (not torch's hardsigmoid op order)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 3) / 6).clamp(0, 1)
+
+
+_ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "silu": lambda: nn.SiLU(inplace=True),
+    "swish": lambda: nn.SiLU(inplace=True),  # mmcv Swish = x * sigmoid(x)
+    "hswish": lambda: nn.Hardswish(inplace=True),  # mmcv maps HSwish to torch Hardswish for torch >= 1.7
+    "hsigmoid": HSigmoid,
+}
+
+
+def make_activation(name: str | None) -> nn.Module | None:
+    """Activation module by (case-insensitive) upstream name; ``None`` means no activation."""
+    if name is None:
+        return None
+    try:
+        return _ACTIVATIONS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}") from None
+
+
+class ConvModule(nn.Module):
+    """Conv2d -> optional BatchNorm2d -> optional activation, named like mmcv's ``ConvModule``.
+
+    ``bias="auto"`` gives the conv a bias only when no norm follows (mmcv's rule); padding defaults to ``k // 2``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        *,
+        padding: int | None = None,
+        groups: int = 1,
+        bias: bool | str = "auto",
+        norm: BN | None = BN(),
+        act: str | None = "relu",
+    ) -> None:
+        super().__init__()
+        if bias == "auto":
+            bias = norm is None
+        padding = kernel_size // 2 if padding is None else padding
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bool(bias))
+        if norm is not None:
+            self.bn = nn.BatchNorm2d(out_channels, eps=norm.eps, momentum=norm.momentum)
+        activate = make_activation(act)
+        if activate is not None:
+            self.activate = activate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if hasattr(self, "bn"):
+            x = self.bn(x)
+        if hasattr(self, "activate"):
+            x = self.activate(x)
+        return x
+
+
+class DepthwiseSeparableConvModule(nn.Module):
+    """mmcv ``DepthwiseSeparableConvModule``: depthwise ``ConvModule`` then pointwise ``ConvModule``.
+
+    ``dw_act`` defaults to ``act``; SPOS' ShuffleXception passes ``dw_act=None`` (no activation after depthwise).
+    """
+
+    _SAME = object()
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        *,
+        norm: BN | None = BN(),
+        act: str | None = "relu",
+        dw_act: str | None | object = _SAME,
+    ) -> None:
+        super().__init__()
+        dw_act = act if dw_act is self._SAME else dw_act
+        self.depthwise_conv = ConvModule(
+            in_channels, in_channels, kernel_size, stride, groups=in_channels, norm=norm, act=dw_act
+        )
+        self.pointwise_conv = ConvModule(in_channels, out_channels, 1, norm=norm, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise_conv(self.depthwise_conv(x))
+
+
+def make_divisible_nearest(value: float, divisor: int = 8, min_value: int | None = None, min_ratio: float = 0.9) -> int:
+    """mmcls/mmrazor ``make_divisible``: round to the nearest multiple, never below ``min_ratio`` of ``value``."""
+    min_value = divisor if min_value is None else min_value
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < min_ratio * value:
+        new_value += divisor
+    return new_value
+
+
+def make_divisible_ceil(channels: float, widen_factor: float, divisor: int = 8) -> int:
+    """mmyolo ``make_divisible`` (YOLOv5 neck/head): ``ceil(channels * widen / divisor) * divisor``."""
+    return math.ceil(channels * widen_factor / divisor) * divisor
+
+
+def make_round(num_blocks: float, deepen_factor: float) -> int:
+    """mmyolo ``make_round``: ``max(round(n * deepen), 1)`` (CSPNeXtPAFPN uses plain ``round`` instead)."""
+    return max(round(num_blocks * deepen_factor), 1) if num_blocks > 1 else num_blocks

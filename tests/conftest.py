@@ -1,0 +1,35 @@
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+CLASSIFIERS = ("spos_0.33M", "attentive_a6", "ofa_lat31")
+DETECTORS = ("yolov5s-spos_0.33M", "yolov6s-attentive_a6", "rtmdet_tiny-ofa_lat31")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_environment(tmp_path_factory):
+    """No test touches the user's caches, the network or a real Hub token."""
+    home = tmp_path_factory.mktemp("home")
+    saved = dict(os.environ)
+    os.environ["RAZORZOO_CACHE"] = str(home / "razorzoo-cache")
+    os.environ["HF_HOME"] = str(home / "hf-home")
+    os.environ.pop("HF_TOKEN", None)
+    os.environ.pop("RAZORZOO_CARDS", None)
+    os.environ.pop("RAZORZOO_MIRROR", None)
+    os.environ.setdefault("RAZORZOO_PROGRESS", "0")
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Goldens were recorded with 1 thread; 1 vs 2 threads differ by ~1e-6."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
