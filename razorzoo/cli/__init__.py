@@ -15,7 +15,8 @@ from razorzoo import __version__
 # modules that contribute subcommands, in help order
 COMMAND_MODULES = (
     "razorzoo.cli.browse",  # list, show, search, cards build
-    "razorzoo.cli.pipeline",  # download, verify, convert, cache
+    "razorzoo.cli.pipeline",  # download, cache
+    "razorzoo.cli.convert",  # verify, convert
     "razorzoo.cli.predict",  # predict
     "razorzoo.cli.hub",  # push
 )
