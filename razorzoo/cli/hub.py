@@ -1,0 +1,42 @@
+"""``razorzoo push``: publish a searched subnet and its weights as a Hugging Face Hub repo."""
+from __future__ import annotations
+
+import argparse
+
+from razorzoo.errors import RazorzooError
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    push = subparsers.add_parser(
+        "push",
+        help="publish a subnet YAML + checkpoint to the Hugging Face Hub",
+        description="Verify, convert and publish a searched subnet as a Hub repo (model.safetensors, config.json, "
+                    "subnet.yaml, README.md card) in one commit. Load it back with "
+                    "razorzoo.load_detector('hf-hub:REPO').",
+    )
+    push.add_argument("repo", metavar="REPO", help="Hub repo id, org/name")
+    push.add_argument("--subnet", required=True, help="subnet YAML from the search (best_fix_subnet.yaml)")
+    push.add_argument("--weights", required=True, help="checkpoint trained for the subnet (.pth)")
+    push.add_argument("--base", required=True,
+                      help="registry entry the model follows (task, family, detector recipe), e.g. attentive_a6")
+    push.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE",
+                      help="evaluation result for the card, repeatable (e.g. --metric box_ap=45.1)")
+    push.add_argument("--constraint", help="the search constraint, recorded in the card (e.g. 'flops<=300M')")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="branch to commit to (default: the default branch)")
+    push.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or the saved login)")
+    push.set_defaults(handler=_push)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from razorzoo.cli import CLIError
+    from razorzoo.hub import push_to_hub
+
+    try:
+        url = push_to_hub(args.repo, subnet=args.subnet, weights=args.weights, base=args.base, token=args.token,
+                          private=args.private, revision=args.revision, metrics=args.metric,
+                          constraint=args.constraint)
+    except RazorzooError as exc:
+        raise CLIError(str(exc)) from exc
+    print(url)
+    return 0
