@@ -1,0 +1,308 @@
+"""The model registry: one Markdown card per model, read from ``cards/`` (and ``RAZORZOO_CARDS``).
+
+A card is a Hugging Face style model card: YAML front matter (Hub keys plus a ``razorzoo:`` block) then prose. The
+``razorzoo:`` block is the single source of truth for what a name means: which subnet YAML, which weights, which
+detector recipe, and the published numbers. Cards are validated when loaded, so a broken card fails with the file,
+the key and the problem instead of surfacing later as a ``KeyError`` deep in the loader.
+
+This module must stay cheap to import (no torch, no huggingface_hub): every ``razorzoo list`` parses all cards.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from razorzoo.errors import CardError, UnknownModelError
+
+__all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "CARDS_DIR", "TASKS",
+           "FAMILIES", "FLOP_UNITS", "METRICS"]
+
+CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
+TASKS = ("classification", "detection", "supernet")
+FAMILIES = ("spos", "attentive", "ofa")
+RECIPES = ("yolov5_s", "yolov6_l_d12", "rtmdet_tiny")  # razorzoo.models.detector.RECIPES, kept torch-free here
+# FLOPs are multiply-accumulates (mmengine convention, §8: upstream "FLOPs" columns are MACs).
+FLOP_UNITS = {"MAC": 1, "KMAC": 10**3, "MMAC": 10**6, "GMAC": 10**9}
+METRICS = ("top1", "top5", "box_ap")  # ImageNet top-1/top-5 accuracy (%), COCO val2017 box AP (%)
+
+_HASH = re.compile(r"^(?:[0-9a-f]{8}|[0-9a-f]{64})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)(.*)\Z", re.S)
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader makes `razorzoo list` 5x faster
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A downloadable file: ``url`` plus ``sha256`` (64 hex, the 8-hex OpenMMLab file-name prefix, or ``None``).
+
+    ``file`` is a copy shipped with the card (relative to ``cards/``); ``layout`` names the checkpoint layout;
+    ``extract_from`` names the supernet card whose weights this entry is sliced from (§2.3).
+    """
+
+    url: str
+    sha256: str | None
+    file: str | None = None
+    layout: str | None = None
+    extract_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Card:
+    """A parsed, validated model card."""
+
+    name: str
+    task: str
+    family: str
+    aliases: tuple[str, ...]
+    recipe: str | None
+    subnet: FileRef | None
+    weights: FileRef
+    front_matter: dict[str, Any] = field(repr=False)
+    body: str = field(repr=False)
+    path: Path | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The ``razorzoo:`` block of the front matter."""
+        return self.front_matter["razorzoo"]
+
+    @property
+    def subnet_path(self) -> Path | None:
+        """The subnet YAML shipped with the card (``None`` when the card ships none)."""
+        if self.subnet is None or self.subnet.file is None or self.path is None:
+            return None
+        return self.path.parent / self.subnet.file
+
+    @property
+    def num_params(self) -> int | None:
+        return self.meta.get("num_params")
+
+    @property
+    def flops(self) -> int | None:
+        """Multiply-accumulates at ``flops_input`` (an exact integer)."""
+        flops = self.meta.get("flops")
+        return None if flops is None else int(flops["value"] * FLOP_UNITS[flops["unit"]])
+
+    @property
+    def flops_input(self) -> tuple[int, ...] | None:
+        flops = self.meta.get("flops")
+        return None if flops is None else tuple(flops["input"])
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Published metrics (``top1``, ``top5``, ``box_ap``), in percent."""
+        return dict(self.meta.get("metrics") or {})
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(self.front_matter.get("tags") or ())
+
+    @property
+    def description(self) -> str:
+        """The first prose paragraph of the body (Markdown), for tables and search results."""
+        for block in re.split(r"\n\s*\n", self.body):
+            block = block.strip()
+            if block and not block.startswith(("#", "|", "```", "-", "*", ">")):
+                return " ".join(block.split())
+        return ""
+
+    def summary(self) -> dict[str, Any]:
+        """One flat row for tables, ``--where``/``--pareto`` and the gallery (params in M, FLOPs in G MACs)."""
+        row: dict[str, Any] = {
+            "name": self.name,
+            "task": self.task,
+            "family": self.family,
+            "params": None if self.num_params is None else round(self.num_params / 1e6, 3),
+            "flops": None if self.flops is None else round(self.flops / 1e9, 3),
+            "input": None if self.flops_input is None else self.flops_input[-1],
+        }
+        row.update({metric: self.metrics.get(metric) for metric in METRICS})
+        return row
+
+
+def parse_card(path: str | os.PathLike) -> Card:
+    """Read and validate one card file; raises :class:`CardError` naming the file, the key and the problem."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    match = _FRONT_MATTER.match(text)
+    if match is None:
+        raise CardError(f"{path}: a card starts with YAML front matter between '---' lines")
+    try:
+        front = yaml.load(match.group(1), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise CardError(f"{path}: the front matter is not valid YAML: {exc}") from None
+    return _validate(front, match.group(2), path)
+
+
+def _validate(front: Any, body: str, path: Path) -> Card:
+    def fail(key: str, problem: str) -> CardError:
+        return CardError(f"{path}: {key}: {problem}")
+
+    if not isinstance(front, dict) or not isinstance(front.get("razorzoo"), dict):
+        raise fail("razorzoo", "missing; the front matter needs a 'razorzoo:' mapping")
+    meta = front["razorzoo"]
+    for key in ("name", "task", "family", "weights"):
+        if meta.get(key) is None:
+            raise fail(f"razorzoo.{key}", "required key is missing")
+    name = meta["name"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise fail("razorzoo.name", f"{name!r} is not a valid name (letters, digits, '_', '.', '-')")
+    if meta["task"] not in TASKS:
+        raise fail("razorzoo.task", f"{meta['task']!r} is not one of {', '.join(TASKS)}")
+    if meta["family"] not in FAMILIES:
+        raise fail("razorzoo.family", f"{meta['family']!r} is not one of {', '.join(FAMILIES)}")
+    recipe = meta.get("recipe")
+    if (meta["task"] == "detection") != (recipe is not None):
+        raise fail("razorzoo.recipe", "detection cards need a detector recipe, and only they take one")
+    if recipe is not None and recipe not in RECIPES:
+        raise fail("razorzoo.recipe", f"{recipe!r} is not one of {', '.join(RECIPES)}")
+    aliases = meta.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise fail("razorzoo.aliases", "must be a list of non-empty strings")
+    if "subnet" not in meta:
+        raise fail("razorzoo.subnet", "required key is missing (null for a supernet)")
+    if meta["subnet"] is None and meta["task"] != "supernet":
+        raise fail("razorzoo.subnet", "only supernet cards may have no subnet")
+    subnet = None if meta["subnet"] is None else _file_ref(meta["subnet"], "razorzoo.subnet", fail)
+    weights = _file_ref(meta["weights"], "razorzoo.weights", fail)
+    if subnet is not None and subnet.file is not None and not (path.parent / subnet.file).is_file():
+        raise fail("razorzoo.subnet.file", f"{subnet.file!r} does not exist next to the card")
+    _validate_numbers(meta, fail)
+    return Card(
+        name=name,
+        task=meta["task"],
+        family=meta["family"],
+        aliases=tuple(aliases),
+        recipe=recipe,
+        subnet=subnet,
+        weights=weights,
+        front_matter=front,
+        body=body.lstrip("\n"),
+        path=path,
+    )
+
+
+def _file_ref(value: Any, key: str, fail) -> FileRef:
+    if not isinstance(value, dict):
+        raise fail(key, "must be a mapping with 'url' and 'sha256'")
+    unknown = set(value) - {"url", "sha256", "file", "layout", "extract_from"}
+    if unknown:
+        raise fail(key, f"unknown keys {sorted(unknown)}")
+    url = value.get("url")
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise fail(f"{key}.url", f"{url!r} is not an https URL")
+    if "sha256" not in value:
+        raise fail(f"{key}.sha256", "required key is missing (null when no hash is known)")
+    sha256 = value["sha256"]
+    if sha256 is not None and not (isinstance(sha256, str) and _HASH.match(sha256)):
+        raise fail(f"{key}.sha256", f"{sha256!r} is neither 64 nor 8 lowercase hex digits nor null")
+    return FileRef(url, sha256, value.get("file"), value.get("layout"), value.get("extract_from"))
+
+
+def _validate_numbers(meta: dict[str, Any], fail) -> None:
+    num_params = meta.get("num_params")
+    if num_params is not None and (not isinstance(num_params, int) or num_params <= 0):
+        raise fail("razorzoo.num_params", f"{num_params!r} is not a positive integer (exact parameter count)")
+    flops = meta.get("flops")
+    if flops is not None:
+        if not isinstance(flops, dict) or set(flops) != {"value", "unit", "input"}:
+            raise fail("razorzoo.flops", "must be a mapping {value, unit, input}")
+        if flops["unit"] not in FLOP_UNITS:
+            raise fail("razorzoo.flops.unit", f"{flops['unit']!r} is not one of {', '.join(FLOP_UNITS)}")
+        if not isinstance(flops["value"], (int, float)) or flops["value"] <= 0:
+            raise fail("razorzoo.flops.value", f"{flops['value']!r} is not a positive number")
+        shape = flops["input"]
+        if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(s, int) and s > 0 for s in shape)):
+            raise fail("razorzoo.flops.input", f"{shape!r} is not an input shape [N, C, H, W]")
+    metrics = meta.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise fail("razorzoo.metrics", "must be a mapping of metric name to percent")
+    for metric, value in metrics.items():
+        if metric not in METRICS:
+            raise fail(f"razorzoo.metrics.{metric}", f"unknown metric; expected one of {', '.join(METRICS)}")
+        if not isinstance(value, (int, float)) or not 0 < value <= 100:
+            raise fail(f"razorzoo.metrics.{metric}", f"{value!r} is not a percentage")
+
+
+def _card_dirs() -> tuple[Path, ...]:
+    try:
+        from razorzoo.constants import extra_cards_dir
+    except ImportError:  # constants.py not written yet: read the variable directly
+        extra = os.environ.get("RAZORZOO_CARDS") or None
+    else:
+        extra = extra_cards_dir()
+    dirs = [CARDS_DIR]
+    if extra:
+        extra = Path(extra).expanduser()
+        if not extra.is_dir():
+            raise CardError(f"RAZORZOO_CARDS={str(extra)!r} is not a directory of card files (*.md)")
+        dirs.append(extra)
+    return tuple(dirs)
+
+
+def _card_files(dirs: tuple[Path, ...]) -> tuple[tuple[str, int], ...]:
+    return tuple((str(p), p.stat().st_mtime_ns) for d in dirs for p in sorted(d.glob("*.md")))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(files: tuple[tuple[str, int], ...]) -> tuple[dict[str, Card], dict[str, str]]:
+    """Parse the card files (keyed by path and mtime, so edited cards are re-read); later dirs override by name."""
+    cards: dict[str, Card] = {}
+    for file, _ in files:
+        card = parse_card(file)
+        cards[card.name] = card
+    index: dict[str, str] = {}
+    for card in cards.values():
+        for key in (card.name, *card.aliases):
+            other = index.get(key.lower())
+            if other is not None and other != card.name:
+                raise CardError(f"{card.path}: {key!r} is already the name or an alias of {other!r} "
+                                f"({cards[other].path}); names and aliases must be unique")
+            index[key.lower()] = card.name
+    return cards, index
+
+
+def _registry() -> tuple[dict[str, Card], dict[str, str]]:
+    return _load(_card_files(_card_dirs()))
+
+
+def all_cards() -> list[Card]:
+    """Every registered card, sorted by name."""
+    cards, _ = _registry()
+    return [cards[name] for name in sorted(cards, key=_natural_key)]
+
+
+def list_models(pattern: str = "*", *, task: str | None = None) -> list[str]:
+    """Registered model names matching ``pattern`` (fnmatch wildcards, case-insensitive; aliases match too and
+    resolve to their canonical name), optionally only those of one ``task``."""
+    if task is not None and task not in TASKS:
+        raise CardError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    cards, index = _registry()
+    pattern = pattern.lower()
+    names = {name for key, name in index.items() if fnmatch.fnmatchcase(key, pattern)}
+    return sorted((n for n in names if task is None or cards[n].task == task), key=_natural_key)
+
+
+def get_card(name: str) -> Card:
+    """The card registered under ``name`` or one of its aliases (case-insensitive)."""
+    cards, index = _registry()
+    canonical = index.get(name.lower())
+    if canonical is None:
+        close = difflib.get_close_matches(name.lower(), list(index), n=3, cutoff=0.5)
+        suggestions = dict.fromkeys(index[c] for c in close)  # several aliases may name one model
+        hint = f"; did you mean {', '.join(map(repr, suggestions))}?" if close else ""
+        raise UnknownModelError(f"unknown model {name!r}{hint} (razorzoo list shows all {len(cards)} models)")
+    return cards[canonical]
+
+
+def _natural_key(name: str) -> list[Any]:
+    """Sort ``attentive_a2`` before ``attentive_a10`` and keep families together."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
