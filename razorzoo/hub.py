@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-from razorzoo.errors import HubError, OfflineError, RazorzooError
+from razorzoo.errors import CardError, HubError, OfflineError, RazorzooError
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -46,10 +46,8 @@ _SEARCH = {
     "attentive": ("AttentiveNAS", "AttentiveMobileNetV3"),
     "ofa": ("Once-for-All", "OFA MobileNetV3"),
 }
-_PIPELINE_TAGS = {"classification": "image-classification", "backbone": "image-feature-extraction",
-                  "detection": "object-detection"}
-_DATASETS = {"classification": ("ImageNet-1k", "imagenet-1k"), "backbone": ("ImageNet-1k", "imagenet-1k"),
-             "detection": ("COCO 2017", "coco")}
+_PIPELINE_TAGS = {"classification": "image-classification", "detection": "object-detection"}
+_DATASETS = {"classification": ("ImageNet-1k", "imagenet-1k"), "detection": ("COCO 2017", "coco")}
 
 
 @dataclass(frozen=True)
@@ -232,12 +230,14 @@ def list_hub_models(author: str | None = None) -> list[dict[str, Any]]:
 
 
 def load_hub_card(ref: str, *, cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> "Card":
-    """The registry :class:`~razorzoo.registry.Card` of a Hub repo, parsed from its ``README.md``."""
+    """The registry :class:`~razorzoo.registry.Card` of a Hub repo, parsed from its ``README.md`` by the registry's
+    own parser (``subnet.yaml`` of the same commit is fetched too: the card refers to it)."""
     from razorzoo.registry import parse_card
 
     hub_ref = parse_hub_ref(ref)
     path = _download(hub_ref, CARD_FILE, revision=hub_ref.revision, cache_dir=cache_dir, offline=offline)
-    return parse_card(path.read_text(encoding="utf-8"), source=str(hub_ref))
+    _download(hub_ref, SUBNET_FILE, revision=path.parent.name, cache_dir=cache_dir, offline=offline)
+    return parse_card(path)
 
 
 # -- push --------------------------------------------------------------------------------------------------------
@@ -323,30 +323,30 @@ def _spec_for(subnet: Any, card: "Card") -> "ArchSpec":
     return ArchSpec(card.task, parsed, recipe=card.recipe if card.task == "detection" else None)
 
 
-def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", card: "Card", weights, metrics: dict[str, float],
+def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", weights, metrics: dict[str, float],
                       card_extra: Mapping[str, Any] | None, constraint: str | None) -> dict[str, Path]:
     """Verify the pair, convert, and write the four repo files into ``out``."""
     from razorzoo import __version__
     from razorzoo.convert import convert_checkpoint
-    from razorzoo.errors import PairMismatchError
+    from razorzoo.registry import parse_card
     from razorzoo.verify import verify_pair
 
     report = verify_pair(spec, weights)
     if not report.ok:
-        problems = "\n  ".join(report.problems)
-        raise HubError(f"cannot push {repo_id}: {weights} does not fit the subnet:\n  {problems}")
-    try:
-        weights_path = convert_checkpoint(weights, spec, out / WEIGHTS_FILE, name="", source_url="",
-                                          source_sha256=_sha256(Path(weights)))
-    except PairMismatchError as exc:
-        raise HubError(f"cannot push {repo_id}: {exc}") from exc
-    config = {**spec.to_dict(), "razorzoo_version": __version__, "base": card.name}
+        problems = "\n  ".join(map(str, report.problems))
+        raise HubError(f"cannot push {repo_id}: {weights} does not fit the subnet YAML:\n  {problems}")
+    convert_checkpoint(weights, spec, out / WEIGHTS_FILE, name="", source_url="",
+                       source_sha256=_sha256(Path(weights)))
+    config = {**spec.to_dict(), "razorzoo_version": __version__, "base": base.name}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out / SUBNET_FILE).write_text(spec.subnet.to_yaml())
-    readme = render_card(repo_id, spec, card, stats=_model_stats(spec), metrics=metrics, extra=card_extra,
-                         constraint=constraint, sha256={WEIGHTS_FILE: _sha256(weights_path),
-                                                        SUBNET_FILE: _sha256(out / SUBNET_FILE)})
+    readme = render_card(repo_id, spec, base, stats=_model_stats(spec, base), metrics=metrics, extra=card_extra,
+                         constraint=constraint, weights_sha256=_sha256(out / WEIGHTS_FILE))
     (out / CARD_FILE).write_text(readme, encoding="utf-8")
+    try:  # the card must read back through the registry (metric ranges, names) before anything is uploaded
+        parse_card(out / CARD_FILE)
+    except CardError as exc:
+        raise HubError(f"cannot push {repo_id}: the generated card is invalid: {exc}") from exc
     return {name: out / name for name in (WEIGHTS_FILE, CONFIG_FILE, SUBNET_FILE, CARD_FILE)}
 
 
@@ -358,71 +358,79 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _input_size(spec: "ArchSpec") -> tuple[int, int]:
-    if spec.task == "detection":
-        from razorzoo.models.detector import RECIPES
-
-        size = RECIPES[spec.recipe].test_size
-        return (size, size) if isinstance(size, int) else tuple(size)
-    return tuple(getattr(spec.subnet, "input_shape", None) or (224, 224))
-
-
-def _model_stats(spec: "ArchSpec") -> dict[str, Any]:
-    """Params and FLOPs (multiply-accumulates, mmengine convention) at the model's test resolution."""
+def _model_stats(spec: "ArchSpec", base: "Card") -> dict[str, Any]:
+    """``num_params`` and ``flops`` in the card schema, at the base card's FLOPs input so the numbers compare."""
     from razorzoo.builder import build_model
     from razorzoo.flops import count_flops
 
-    height, width = _input_size(spec)
-    flops, params = count_flops(build_model(spec), (1, 3, height, width))
-    return {"params": int(params), "flops": int(flops), "input_size": [height, width]}
+    input_shape = list(base.flops_input or (1, 3, 224, 224))
+    report = count_flops(build_model(spec), input_shape)
+    return {"num_params": report.params, "flops": {"value": report.flops, "unit": "MAC", "input": input_shape}}
+
+
+def _file_url(repo_id: str, filename: str) -> str:
+    # cards require https URLs; a plain-http endpoint (a local test hub) is named by the public Hub form instead,
+    # the ``hf-hub:`` id in ``hub_id`` is what razorzoo resolves
+    endpoint = _endpoint() if _endpoint().startswith("https://") else "https://huggingface.co"
+    return f"{endpoint}/{repo_id}/resolve/main/{filename}"
 
 
 def render_card(repo_id: str, spec: "ArchSpec", base: "Card", *, stats: Mapping[str, Any],
                 metrics: Mapping[str, float], extra: Mapping[str, Any] | None = None,
-                constraint: str | None = None, sha256: Mapping[str, str] | None = None) -> str:
-    """The repo's ``README.md``: Hub metadata + the zoo's ``razorzoo:`` block, then a human-readable body."""
+                constraint: str | None = None, weights_sha256: str | None = None) -> str:
+    """The repo's ``README.md``: Hub metadata and the zoo's ``razorzoo:`` block (``razorzoo.registry`` reads it),
+    then a short human-readable body."""
     import yaml
 
+    from razorzoo.registry import METRICS
+
     algorithm, space = _SEARCH[spec.subnet.family]
-    sha256 = sha256 or {}
-    block: dict[str, Any] = {
-        "name": repo_id.split("/")[1], "task": spec.task, "family": spec.subnet.family, "aliases": [],
-        "base": base.name, "hub_id": repo_id,
-        "subnet": {"file": SUBNET_FILE, "sha256": sha256.get(SUBNET_FILE, "")},
-        "weights": {"file": WEIGHTS_FILE, "sha256": sha256.get(WEIGHTS_FILE, ""), "layout": "razorzoo"},
-        "search": {"algorithm": algorithm, "search_space": space, **({"constraint": constraint} if constraint else {})},
-        **stats,
+    pipeline_tag = _PIPELINE_TAGS[spec.task]
+    dataset_name, dataset_type = _DATASETS[spec.task]
+    meta: dict[str, Any] = {
+        "library_name": LIBRARY_NAME,
+        "pipeline_tag": pipeline_tag,
+        "tags": [LIBRARY_NAME, "mmrazor", "nas", spec.subnet.family, pipeline_tag, f"base:{base.name}"],
+        "datasets": [dataset_type],
     }
-    if spec.recipe is not None:
-        block["recipe"] = spec.recipe
-    tags = [LIBRARY_NAME, "mmrazor", "nas", algorithm.lower(), _PIPELINE_TAGS[spec.task], f"base:{base.name}"]
-    meta: dict[str, Any] = {"library_name": LIBRARY_NAME, "tags": tags, "pipeline_tag": _PIPELINE_TAGS[spec.task]}
-    base_hub_id = (base.front_matter.get("razorzoo") or {}).get("hub_id")
-    if base_hub_id:  # the Hub validates base_model as a repo id; built-in zoo entries have none
+    base_hub_id = base.meta.get("hub_id")
+    if base_hub_id:  # the Hub validates base_model as a repo id; built-in zoo entries are named in razorzoo.base
         meta["base_model"] = base_hub_id
     if metrics:
-        dataset_name, dataset_type = _DATASETS[spec.task]
         meta["model-index"] = [{"name": repo_id, "results": [{
-            "task": {"type": _PIPELINE_TAGS[spec.task]},
-            "dataset": {"name": dataset_name, "type": dataset_type},
+            "task": {"type": pipeline_tag},
+            "dataset": {"type": dataset_type, "name": dataset_name},
             "metrics": [{"type": name, "name": name, "value": value} for name, value in metrics.items()],
         }]}]
     meta.update(extra or {})
+    block: dict[str, Any] = {
+        "name": repo_id.split("/")[1], "task": spec.task, "family": spec.subnet.family, "aliases": [],
+        **({"recipe": spec.recipe} if spec.recipe else {}),
+        "base": base.name, "hub_id": repo_id,
+        "algorithm": base.meta.get("algorithm", algorithm), "search_space": base.meta.get("search_space", space),
+        **({"constraint": constraint} if constraint else {}),
+        "subnet": {"url": _file_url(repo_id, SUBNET_FILE), "sha256": None, "file": SUBNET_FILE},
+        "weights": {"url": _file_url(repo_id, WEIGHTS_FILE), "sha256": weights_sha256, "layout": "razorzoo"},
+        **stats,
+        # the registry schema takes its own metric names only; every metric is in model-index
+        "metrics": {name: value for name, value in metrics.items() if name in METRICS},
+    }
     meta["razorzoo"] = block
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    loader = {"classification": "load_classifier", "backbone": "load_backbone", "detection": "load_detector"}
+    loader = {"classification": "load_classifier", "detection": "load_detector"}[spec.task]
     rows = "".join(f"| {name} | {value:g} |\n" for name, value in metrics.items()) or "| (none reported) | |\n"
+    flops = stats["flops"]
     return (
         f"---\n{front}---\n\n"
         f"# {repo_id}\n\n"
         f"A {algorithm} subnet of the {space} search space, published with razorzoo. It follows the built-in "
         f"entry `{base.name}`" + (f" (detector recipe `{spec.recipe}`)" if spec.recipe else "") + ".\n\n"
-        f"- Search: {algorithm}" + (f", constraint `{constraint}`" if constraint else "") + "\n"
-        f"- Params: {stats['params'] / 1e6:.2f} M; FLOPs: {stats['flops'] / 1e9:.3f} G "
-        f"at {stats['input_size'][0]}x{stats['input_size'][1]}\n\n"
+        f"- Search: {block['algorithm']}" + (f", constraint `{constraint}`" if constraint else "") + "\n"
+        f"- Params: {stats['num_params'] / 1e6:.2f} M; FLOPs: {flops['value'] / 1e9:.3f} G (multiply-accumulates) "
+        f"at input {flops['input']}\n\n"
         f"| metric | value |\n|---|---|\n{rows}\n"
         f"## Usage\n\n```python\nimport razorzoo\n\n"
-        f"model = razorzoo.{loader[spec.task]}(\"{HUB_PREFIX}{repo_id}\")\n```\n\n"
+        f"model = razorzoo.{loader}(\"{HUB_PREFIX}{repo_id}\")\n```\n\n"
         f"The subnet is in `{SUBNET_FILE}`; the architecture is also in `{CONFIG_FILE}` and in the metadata of "
         f"`{WEIGHTS_FILE}`.\n"
     )
