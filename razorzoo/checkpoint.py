@@ -10,6 +10,7 @@ one inside a part it needs (``state_dict``) is an :class:`~razorzoo.errors.Unsaf
 """
 from __future__ import annotations
 
+import _compat_pickle
 import pickle
 import zipfile
 from collections import OrderedDict
@@ -105,6 +106,11 @@ class _AllowListUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str) -> Any:
+        # protocol-2 pickles (all torch.save files) use Python 2 names (``__builtin__``, ``commands``); translate
+        # them as pickle's own ``fix_imports`` does, so messages name what would have run
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         allowed = _ALLOWED.get((module, name))
         return allowed if allowed is not None else _placeholder_type(module, name)
 
