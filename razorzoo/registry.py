@@ -22,7 +22,7 @@ import yaml
 
 from razorzoo.errors import CardError, UnknownModelError
 
-__all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "CARDS_DIR", "TASKS",
+__all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "pareto_front", "CARDS_DIR", "TASKS",
            "FAMILIES", "FLOP_UNITS", "METRICS"]
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
@@ -47,7 +47,7 @@ class FileRef:
     ``extract_from`` names the supernet card whose weights this entry is sliced from (§2.3).
     """
 
-    url: str
+    url: str | None
     sha256: str | None
     file: str | None = None
     layout: str | None = None
@@ -128,23 +128,27 @@ class Card:
         return row
 
 
-def parse_card(path: str | os.PathLike) -> Card:
-    """Read and validate one card file; raises :class:`CardError` naming the file, the key and the problem."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
+def parse_card(card: str | os.PathLike, *, source: str | None = None) -> Card:
+    """Read and validate one card: a file path, or the card's text (then ``source`` names it in errors, e.g. a Hub
+    repo). Raises :class:`CardError` naming the card, the key and the problem."""
+    if isinstance(card, str) and "\n" in card:
+        text, path, where = card, None, source or "<card text>"
+    else:
+        path = Path(card)
+        text, where = path.read_text(encoding="utf-8"), source or str(path)
     match = _FRONT_MATTER.match(text)
     if match is None:
-        raise CardError(f"{path}: a card starts with YAML front matter between '---' lines")
+        raise CardError(f"{where}: a card starts with YAML front matter between '---' lines")
     try:
         front = yaml.load(match.group(1), Loader=_Loader)
     except yaml.YAMLError as exc:
-        raise CardError(f"{path}: the front matter is not valid YAML: {exc}") from None
-    return _validate(front, match.group(2), path)
+        raise CardError(f"{where}: the front matter is not valid YAML: {exc}") from None
+    return _validate(front, match.group(2), path, where)
 
 
-def _validate(front: Any, body: str, path: Path) -> Card:
+def _validate(front: Any, body: str, path: Path | None, where: str) -> Card:
     def fail(key: str, problem: str) -> CardError:
-        return CardError(f"{path}: {key}: {problem}")
+        return CardError(f"{where}: {key}: {problem}")
 
     if not isinstance(front, dict) or not isinstance(front.get("razorzoo"), dict):
         raise fail("razorzoo", "missing; the front matter needs a 'razorzoo:' mapping")
@@ -173,7 +177,7 @@ def _validate(front: Any, body: str, path: Path) -> Card:
         raise fail("razorzoo.subnet", "only supernet cards may have no subnet")
     subnet = None if meta["subnet"] is None else _file_ref(meta["subnet"], "razorzoo.subnet", fail)
     weights = _file_ref(meta["weights"], "razorzoo.weights", fail)
-    if subnet is not None and subnet.file is not None and not (path.parent / subnet.file).is_file():
+    if path is not None and subnet is not None and subnet.file is not None and not (path.parent / subnet.file).is_file():
         raise fail("razorzoo.subnet.file", f"{subnet.file!r} does not exist next to the card")
     _validate_numbers(meta, fail)
     return Card(
@@ -197,7 +201,9 @@ def _file_ref(value: Any, key: str, fail) -> FileRef:
     if unknown:
         raise fail(key, f"unknown keys {sorted(unknown)}")
     url = value.get("url")
-    if not isinstance(url, str) or not url.startswith("https://"):
+    if value.get("file") is not None and url is None:
+        pass  # a file shipped with the card (e.g. in its Hub repo) needs no URL
+    elif not isinstance(url, str) or not url.startswith("https://"):
         raise fail(f"{key}.url", f"{url!r} is not an https URL")
     if "sha256" not in value:
         raise fail(f"{key}.sha256", "required key is missing (null when no hash is known)")
@@ -301,6 +307,17 @@ def get_card(name: str) -> Card:
         hint = f"; did you mean {', '.join(map(repr, suggestions))}?" if close else ""
         raise UnknownModelError(f"unknown model {name!r}{hint} (razorzoo list shows all {len(cards)} models)")
     return cards[canonical]
+
+
+def pareto_front(rows: list[dict[str, Any]], x: str, y: str) -> list[dict[str, Any]]:
+    """Rows (``Card.summary()`` dicts) not dominated in (min ``x``, max ``y``), sorted by ``x``; rows missing
+    either value are left out."""
+    points = [r for r in rows if r.get(x) is not None and r.get(y) is not None]
+    front = [
+        r for r in points
+        if not any(o[x] <= r[x] and o[y] >= r[y] and (o[x] < r[x] or o[y] > r[y]) for o in points)
+    ]
+    return sorted(front, key=lambda r: (r[x], -r[y]))
 
 
 def _natural_key(name: str) -> list[Any]:
