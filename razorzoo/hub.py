@@ -423,8 +423,8 @@ def render_card(repo_id: str, spec: "ArchSpec", base: "Card", *, stats: Mapping[
     return (
         f"---\n{front}---\n\n"
         f"# {repo_id}\n\n"
-        f"A {algorithm} subnet of the {space} search space, published with razorzoo. It follows the built-in "
-        f"entry `{base.name}`" + (f" (detector recipe `{spec.recipe}`)" if spec.recipe else "") + ".\n\n"
+        f"A subnet of the {space} search space found by {algorithm} search, published with razorzoo. It follows "
+        f"the built-in entry `{base.name}`" + (f" (detector recipe `{spec.recipe}`)" if spec.recipe else "") + ".\n\n"
         f"- Search: {block['algorithm']}" + (f", constraint `{constraint}`" if constraint else "") + "\n"
         f"- Params: {stats['num_params'] / 1e6:.2f} M; FLOPs: {flops['value'] / 1e9:.3f} G (multiply-accumulates) "
         f"at input {flops['input']}\n\n"

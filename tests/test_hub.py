@@ -1,0 +1,345 @@
+"""Publishing to and loading from the Hugging Face Hub, with the real ``huggingface_hub`` client against the
+Hub-compatible server of ``tests/hub_server.py`` on 127.0.0.1."""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+
+import pytest
+import torch
+
+import razorzoo
+from checkpoints import write_checkpoint
+from fixture_rule import rule_tensor
+from hub_server import HubServer
+from razorzoo.cli import main as cli_main
+from razorzoo.errors import HubError, OfflineError, SubnetError
+from razorzoo.hub import download_hub_model, list_hub_models, load_hub_card, parse_hub_ref, push_to_hub
+from razorzoo.spec import ArchSpec
+
+# An AttentiveNAS subnet nobody shipped: A6-like widths, other depths (2,4,3,3,3,3,2) and kernels, input 192.
+CUSTOM_SUBNET = """\
+backbone.first_channels: {chosen: 16}
+backbone.last_channels: {chosen: 1792}
+""" + "".join(
+    f"backbone.layers.{i}.kernel_size: {{chosen: {k}}}\n"
+    f"backbone.layers.{i}.depth: {{chosen: {d}}}\n"
+    f"backbone.layers.{i}.expand_ratio: {{chosen: {e}}}\n"
+    f"backbone.layers.{i}.out_channels: {{chosen: {c}}}\n"
+    for i, (k, d, e, c) in enumerate(
+        [(3, 2, 1, 16), (5, 4, 4, 24), (5, 3, 5, 32), (3, 3, 4, 64), (5, 3, 4, 112), (3, 3, 6, 192), (5, 2, 6, 216)],
+        start=1)
+) + "input_shape: {chosen: [192, 192]}\n"
+DETECTOR_BASE = "yolov6s-attentive_a6"
+
+
+def rule_weights(model: torch.nn.Module, salt: str = "") -> "OrderedDict[str, torch.Tensor]":
+    """The fixture rule on the model's own key set (``salt`` gives a second, different set of weights)."""
+    return OrderedDict((k, rule_tensor(salt + k, v.shape, str(v.dtype))) for k, v in model.state_dict().items())
+
+
+def flat_outputs(output) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output.flatten()
+    return torch.cat([flat_outputs(o) for o in output])
+
+
+def load_from_hub(ref: str, task: str) -> torch.nn.Module:
+    loader = {"classification": razorzoo.load_classifier, "detection": razorzoo.load_detector}[task]
+    return loader(ref).eval()
+
+
+def local_outputs(build, weights, x) -> torch.Tensor:
+    model = build()
+    model.load_state_dict(weights, strict=True)
+    with torch.no_grad():
+        return flat_outputs(model.eval()(x))
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """One server for the module; the client is pointed at it through HF_ENDPOINT and logged in as alice."""
+    with HubServer() as server, pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_ENDPOINT", server.url)
+        env.setenv("HF_TOKEN", "hf_alice")
+        env.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+        env.delenv("HF_HUB_OFFLINE", raising=False)
+        env.delenv("HF_HUB_CACHE", raising=False)
+        env.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        yield server
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch, tmp_path):
+    """A Hub cache nobody has downloaded into yet."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    return tmp_path / "hf-home" / "hub"
+
+
+@pytest.fixture(scope="module")
+def classifier_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("classifier")
+    (directory / "best_fix_subnet.yaml").write_text(CUSTOM_SUBNET)
+    weights = rule_weights(razorzoo.build_classifier(CUSTOM_SUBNET))
+    # MMRazor's subnet checkpoint layout: architecture.-prefixed keys (layouts.md §4)
+    path = write_checkpoint("attentive_a6", "mmrazor-subnet", directory / "subnet_custom.pth", weights)
+    return directory / "best_fix_subnet.yaml", path, weights
+
+
+@pytest.fixture(scope="module")
+def pushed_classifier(hub, classifier_files):
+    subnet, weights_path, weights = classifier_files
+    url = push_to_hub("alice/attentive-custom", subnet=subnet, weights=weights_path, base="attentive_a6",
+                      metrics={"top1": 77.7}, constraint="flops<=400M")
+    return url, weights
+
+
+def test_push_writes_one_commit_with_the_four_files(hub, pushed_classifier):
+    url, _ = pushed_classifier
+    assert url == f"{hub.url}/alice/attentive-custom"
+    repo = hub.repos["alice/attentive-custom"]
+    assert len(repo.commits) == 2  # the repo's initial commit + one commit with everything
+    assert sorted(repo.commits[-1].files) == [".gitattributes", "README.md", "config.json", "model.safetensors",
+                                              "subnet.yaml"]
+    config = json.loads(repo.commits[-1].files["config.json"])
+    assert config["task"] == "classification" and config["family"] == "attentive" and config["base"] == "attentive_a6"
+    assert config["razorzoo_version"] == razorzoo.__version__
+    assert ArchSpec.from_dict(config).subnet == razorzoo.load_subnet(CUSTOM_SUBNET)
+
+
+def test_load_classifier_by_id_matches_the_local_model(hub, pushed_classifier, fresh_cache):
+    _, weights = pushed_classifier
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(6))
+    expected = local_outputs(lambda: razorzoo.build_classifier(CUSTOM_SUBNET), weights, x)
+    with torch.no_grad():
+        got = flat_outputs(load_from_hub("hf-hub:alice/attentive-custom", "classification")(x))
+    assert got.shape == expected.shape == (2 * 1000,)
+    assert torch.equal(got, expected)
+
+
+def test_detector_round_trip(hub, tmp_path, fresh_cache):
+    """A YOLOv6 recipe on the custom subnet: neck channels follow the YAML (32, 112, 216)."""
+    build = lambda: razorzoo.build_detector(CUSTOM_SUBNET, detector=DETECTOR_BASE)  # noqa: E731
+    weights = rule_weights(build())
+    path = write_checkpoint(DETECTOR_BASE, "mmdet-publish", tmp_path / "yolov6_custom.pth", weights)
+    push_to_hub("razor-team/yolov6-custom", subnet=CUSTOM_SUBNET, weights=path, base=DETECTOR_BASE,
+                metrics=["box_ap=41.5"])
+    config = json.loads(hub.repos["razor-team/yolov6-custom"].commits[-1].files["config.json"])
+    assert config["task"] == "detection" and config["recipe"] == "yolov6_l_d12"
+    x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(7))
+    expected = local_outputs(build, weights, x)
+    with torch.no_grad():
+        got = flat_outputs(load_from_hub("hf-hub:razor-team/yolov6-custom", "detection")(x))
+    assert torch.equal(got, expected)
+    card = load_hub_card("hf-hub:razor-team/yolov6-custom")
+    assert (card.task, card.recipe, card.metrics) == ("detection", "yolov6_l_d12", {"box_ap": 41.5})
+
+
+def test_revision_pinning_returns_the_old_weights(hub, classifier_files, tmp_path, fresh_cache):
+    subnet, first_path, first = classifier_files
+    push_to_hub("alice/pinned", subnet=subnet, weights=first_path, base="attentive_a6")
+    first_commit = hub.repos["alice/pinned"].commits[-1].oid
+    second = rule_weights(razorzoo.build_classifier(CUSTOM_SUBNET), salt="v2/")
+    second_path = write_checkpoint("attentive_a6", "mmrazor-subnet", tmp_path / "v2.pth", second)
+    push_to_hub("alice/pinned", subnet=subnet, weights=second_path, base="attentive_a6")
+    assert hub.repos["alice/pinned"].commits[-1].oid != first_commit
+
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    build = lambda: razorzoo.build_classifier(CUSTOM_SUBNET)  # noqa: E731
+    with torch.no_grad():
+        pinned = flat_outputs(load_from_hub(f"hf-hub:alice/pinned@{first_commit}", "classification")(x))
+        latest = flat_outputs(load_from_hub("hf-hub:alice/pinned", "classification")(x))
+    assert torch.equal(pinned, local_outputs(build, first, x))
+    assert torch.equal(latest, local_outputs(build, second, x))
+    assert not torch.equal(pinned, latest)
+
+
+def test_repushing_identical_files_makes_no_commit(hub, pushed_classifier, classifier_files):
+    subnet, weights_path, _ = classifier_files
+    before = [c.oid for c in hub.repos["alice/attentive-custom"].commits]
+    url = push_to_hub("alice/attentive-custom", subnet=subnet, weights=weights_path, base="attentive_a6",
+                      metrics={"top1": 77.7}, constraint="flops<=400M")
+    assert url == pushed_classifier[0]
+    assert [c.oid for c in hub.repos["alice/attentive-custom"].commits] == before
+
+
+def test_downloads_go_through_the_hub_cache_and_work_offline(hub, pushed_classifier, fresh_cache, monkeypatch):
+    first = download_hub_model("hf-hub:alice/attentive-custom")
+    assert first.is_relative_to(fresh_cache) and first.name == "model.safetensors"
+    gets = lambda: sum(1 for m, p in hub.requests if m == "GET" and p.endswith("/model.safetensors"))  # noqa: E731
+    downloaded = gets()
+    assert downloaded == 1
+    assert download_hub_model("hf-hub:alice/attentive-custom") == first
+    assert gets() == downloaded  # no second download
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    requests_before = len(hub.requests)
+    assert download_hub_model("hf-hub:alice/attentive-custom") == first
+    assert len(hub.requests) == requests_before  # offline: no request at all
+    with pytest.raises(OfflineError, match="not in the Hub cache"):
+        download_hub_model("hf-hub:alice/pinned-never-downloaded")
+
+
+def test_private_repo_needs_the_token(hub, classifier_files, fresh_cache, monkeypatch):
+    subnet, weights_path, _ = classifier_files
+    push_to_hub("alice/secret", subnet=subnet, weights=weights_path, base="attentive_a6", private=True)
+    assert hub.repos["alice/secret"].private
+    assert "hf-hub:alice/secret" in [m["id"] for m in list_hub_models("alice")]
+
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(HubError, match="not found.*HF_TOKEN"):
+        download_hub_model("hf-hub:alice/secret")
+    assert "hf-hub:alice/secret" not in [m["id"] for m in list_hub_models("alice")]
+    monkeypatch.setenv("HF_TOKEN", "hf_bob")  # a valid token of someone else
+    with pytest.raises(HubError, match="not found"):
+        download_hub_model("hf-hub:alice/secret")
+
+    monkeypatch.setenv("HF_TOKEN", "hf_alice")
+    assert download_hub_model("hf-hub:alice/secret").is_file()
+
+
+def test_wrong_token_is_refused(hub, classifier_files, monkeypatch):
+    subnet, weights_path, _ = classifier_files
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_token")
+    with pytest.raises(HubError, match="refused the token"):
+        push_to_hub("alice/wrong-token", subnet=subnet, weights=weights_path, base="attentive_a6")
+    with pytest.raises(HubError, match="refused the token"):
+        download_hub_model("hf-hub:alice/attentive-custom")
+    assert "alice/wrong-token" not in hub.repos
+
+
+def test_missing_token_is_refused_before_any_work(hub, monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))  # no saved token either
+    requests_before = len(hub.requests)
+    with pytest.raises(HubError, match="needs a Hub token"):
+        push_to_hub("alice/x", subnet="missing.yaml", weights="missing.pth", base="attentive_a6")
+    assert len(hub.requests) == requests_before
+
+
+def test_name_taken_by_someone_else_is_refused(hub, pushed_classifier, classifier_files, monkeypatch):
+    subnet, weights_path, _ = classifier_files
+    before = list(hub.repos["alice/attentive-custom"].commits)
+    with pytest.raises(HubError, match="belongs to someone else.*bob/attentive-custom"):
+        push_to_hub("alice/attentive-custom", subnet=subnet, weights=weights_path, base="attentive_a6",
+                    token="hf_bob")
+    assert hub.repos["alice/attentive-custom"].commits == before
+
+
+@pytest.mark.parametrize("metrics", [{"box_ap": None}, {"box_ap": ""}, ["box_ap="], ["box_ap"], {"top1": "high"}])
+def test_metric_without_a_value_is_refused(hub, classifier_files, metrics):
+    subnet, weights_path, _ = classifier_files
+    requests_before = len(hub.requests)
+    with pytest.raises(HubError, match="box_ap|top1"):
+        push_to_hub("alice/no-value", subnet=subnet, weights=weights_path, base="attentive_a6", metrics=metrics)
+    assert len(hub.requests) == requests_before
+
+
+def test_invalid_pair_is_refused(hub, classifier_files, tmp_path):
+    subnet, _, _ = classifier_files
+    a6_weights = write_checkpoint("attentive_a6", "mmrazor-subnet", tmp_path / "a6.pth")  # weights of another subnet
+    with pytest.raises(HubError, match="does not fit the subnet"):
+        push_to_hub("alice/mismatch", subnet=subnet, weights=a6_weights, base="attentive_a6")
+    assert "alice/mismatch" not in hub.repos
+
+
+def test_subnet_outside_the_search_space_is_refused(hub, classifier_files):
+    _, weights_path, _ = classifier_files
+    with pytest.raises(SubnetError, match="kernel_size"):
+        push_to_hub("alice/bad-yaml", subnet=CUSTOM_SUBNET.replace("kernel_size: {chosen: 5}", "kernel_size: "
+                                                                   "{chosen: 9}", 1),
+                    weights=weights_path, base="attentive_a6")
+    assert "alice/bad-yaml" not in hub.repos
+
+
+def test_card_round_trips_through_model_card_and_the_registry(hub, pushed_classifier, monkeypatch, fresh_cache):
+    from huggingface_hub import ModelCard, constants
+
+    card_path = download_hub_model("hf-hub:alice/attentive-custom").parent / "README.md"
+    hf_card = ModelCard.load(card_path)
+    assert hf_card.data.library_name == "razorzoo"
+    assert "base:attentive_a6" in hf_card.data.tags
+    [result] = hf_card.data.eval_results
+    assert (result.metric_type, result.metric_value, result.dataset_type) == ("top1", 77.7, "imagenet-1k")
+    block = hf_card.data.to_dict()["razorzoo"]
+    assert (block["algorithm"], block["constraint"], block["base"]) == (
+        "AttentiveNAS (BigNAS-style sandwich supernet)", "flops<=400M", "attentive_a6")
+    built = razorzoo.build_classifier(CUSTOM_SUBNET)
+    assert block["num_params"] == sum(p.numel() for p in built.parameters())
+    assert 'razorzoo.load_classifier("hf-hub:alice/attentive-custom")' in hf_card.text
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)  # ModelCard.validate posts to the module-level endpoint
+    hf_card.validate()
+    hf_card.data.base_model = "attentive_a6"  # the Hub wants a repo id here, which is why razorzoo.base exists
+    with pytest.raises(ValueError, match="base_model"):
+        hf_card.validate()
+
+    card = load_hub_card("hf-hub:alice/attentive-custom")
+    assert (card.name, card.task, card.family, card.metrics) == ("attentive-custom", "classification", "attentive",
+                                                                 {"top1": 77.7})
+    assert razorzoo.load_subnet(card.subnet_path) == razorzoo.load_subnet(CUSTOM_SUBNET)
+    weights_file = download_hub_model("hf-hub:alice/attentive-custom")
+    assert card.weights.sha256 == hashlib.sha256(weights_file.read_bytes()).hexdigest()
+
+
+def test_list_hub_models_filters_by_library_and_author(hub, pushed_classifier):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(endpoint=hub.url, token="hf_bob")
+    api.create_repo("bob/not-razorzoo")
+    api.create_commit("bob/not-razorzoo", [CommitOperationAdd("README.md", b"---\nlibrary_name: timm\n---\n")],
+                      commit_message="a timm model")
+    ids = [m["id"] for m in list_hub_models()]
+    assert "hf-hub:alice/attentive-custom" in ids and "hf-hub:bob/not-razorzoo" not in ids
+    [entry] = [m for m in list_hub_models("alice") if m["id"] == "hf-hub:alice/attentive-custom"]
+    assert (entry["task"], entry["family"], entry["base"], entry["private"]) == (
+        "classification", "attentive", "attentive_a6", False)
+    assert list_hub_models("bob") == []
+
+
+def test_inconsistent_repo_is_detected(hub, pushed_classifier, fresh_cache):
+    """config.json and the safetensors metadata must agree before anything is built."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    files = hub.repos["alice/attentive-custom"].commits[-1].files
+    config = json.loads(files["config.json"])
+    config["subnet"] = config["subnet"].replace("chosen: 1792", "chosen: 1984")
+    api = HfApi(endpoint=hub.url, token="hf_alice")
+    api.create_repo("alice/inconsistent")
+    api.create_commit("alice/inconsistent", [CommitOperationAdd("model.safetensors", files["model.safetensors"]),
+                                             CommitOperationAdd("config.json", json.dumps(config).encode())],
+                      commit_message="hand-edited")
+    with pytest.raises(HubError, match="different architecture"):
+        download_hub_model("hf-hub:alice/inconsistent")
+
+
+def test_cli_push(hub, classifier_files, capsys):
+    subnet, weights_path, _ = classifier_files
+    code = cli_main(["push", "alice/from-cli", "--subnet", str(subnet), "--weights", str(weights_path), "--base",
+                     "attentive_a6", "--metric", "top1=76.5", "--constraint", "flops<=400M"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == f"{hub.url}/alice/from-cli"
+    assert b"value: 76.5" in hub.repos["alice/from-cli"].commits[-1].files["README.md"]
+
+    code = cli_main(["push", "alice/from-cli-2", "--subnet", str(subnet), "--weights", str(weights_path), "--base",
+                     "attentive_a6", "--metric", "box_ap="])
+    assert code == 2
+    assert "metric 'box_ap' has no value" in capsys.readouterr().err
+    assert "alice/from-cli-2" not in hub.repos
+
+
+@pytest.mark.parametrize("ref, repo_id, revision", [
+    ("hf-hub:org/name", "org/name", None),
+    ("hf-hub:org/name@v1.0", "org/name", "v1.0"),
+    ("org/my.model-2@" + "a" * 40, "org/my.model-2", "a" * 40),
+])
+def test_parse_hub_ref(ref, repo_id, revision):
+    parsed = parse_hub_ref(ref)
+    assert (parsed.repo_id, parsed.revision) == (repo_id, revision)
+
+
+@pytest.mark.parametrize("ref", ["hf-hub:name-only", "hf-hub:a/b/c", "hf-hub:org/name@", "hf-hub:"])
+def test_parse_hub_ref_rejects_malformed_ids(ref):
+    with pytest.raises(HubError, match="invalid Hub reference"):
+        parse_hub_ref(ref)
