@@ -353,7 +353,7 @@ class _Reader:
     def finish(self, family: str) -> None:
         if self.values:
             keys = ", ".join(repr(_display(key)) for key in sorted(self.values))
-            raise SubnetError(f"{self.where}: unknown key(s) for a {family} subnet: {keys}")
+            raise SubnetError(f"{self.where}: unknown key(s) for the {family} search space: {keys}")
 
 
 def _display(key: str) -> str:
