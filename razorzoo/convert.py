@@ -1,0 +1,200 @@
+"""Checkpoint + subnet -> one standalone ``model.safetensors`` that alone rebuilds the model, and back.
+
+The file holds the inference weights under razorzoo's model keys, in model order, tied aliases stored once, and
+metadata (all strings): ``format``, ``razorzoo_version``, ``razorzoo_arch`` (JSON of ``ArchSpec.to_dict()``),
+``razorzoo_name``, ``razorzoo_subnet_yaml``, ``razorzoo_tied`` (JSON list of alias groups), ``source_url``,
+``source_sha256``. The safetensors container is written here, streamed tensor by tensor, because
+``safetensors.torch.save_file`` first copies every tensor into a ``bytes`` object (2x the checkpoint in memory);
+the bytes are the format's (8-byte header length, JSON header, raw little-endian data) and read back by safetensors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from razorzoo import __version__
+from razorzoo.errors import CheckpointError, PairMismatchError
+from razorzoo.spec import ArchSpec
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from razorzoo.checkpoint import Checkpoint
+
+__all__ = ["convert_checkpoint", "read_converted", "load_converted", "METADATA_KEYS"]
+
+METADATA_KEYS = ("format", "razorzoo_version", "razorzoo_arch", "razorzoo_name", "razorzoo_subnet_yaml",
+                 "razorzoo_tied", "source_url", "source_sha256")
+EMA_PREFIX = "ema_state_dict."  # raw training weights, stored only with keep_ema=True (§4: upstream's name)
+
+_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+           "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
+def convert_checkpoint(
+    checkpoint: "str | Path | Checkpoint",
+    spec: ArchSpec,
+    output: str | Path,
+    *,
+    name: str = "",
+    source_url: str = "",
+    source_sha256: str = "",
+    keep_ema: bool = False,
+    subnet_yaml: str | None = None,
+) -> Path:
+    """Verify ``checkpoint`` against ``spec`` and write ``output`` (a razorzoo ``.safetensors`` file) atomically.
+
+    A supernet checkpoint is sliced to the spec's subnet first (§2.3). The output bytes depend only on the inputs.
+
+    Args:
+        checkpoint: a checkpoint path or a :class:`~razorzoo.checkpoint.Checkpoint`.
+        spec: the architecture the weights belong to.
+        output: where to write; written to a temporary file in the same directory, then renamed.
+        name: registry name of the model, if any; ``source_url``/``source_sha256``: where the weights came from.
+        keep_ema: also store the checkpoint's ``ema_state_dict`` (raw training weights) under ``ema_state_dict.*``.
+        subnet_yaml: the subnet YAML text as the user gave it (default: the spec's canonical YAML).
+
+    Raises:
+        PairMismatchError: the checkpoint does not hold the weights of ``spec`` (the message says how, in YAML terms).
+    """
+    from razorzoo.checkpoint import Checkpoint, read_checkpoint
+    from razorzoo.verify import model_keys, model_view, verify_pair
+
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = read_checkpoint(checkpoint, ema=keep_ema)
+    report = verify_pair(spec, checkpoint.state_dict)
+    report.raise_for_problems()
+    keys = model_keys(spec)
+    tensors = _model_tensors(spec, checkpoint.state_dict, report.is_supernet, keys)
+    if keep_ema:
+        if checkpoint.ema_state_dict is None:
+            raise CheckpointError("keep_ema=True, but the checkpoint has no ema_state_dict (read it with ema=True)")
+        ema = model_view(spec, checkpoint.ema_state_dict)
+        tensors.update((EMA_PREFIX + k, _as_dtype(ema[k], keys.dtypes[k])) for k in keys.shapes if k in ema)
+    metadata = {
+        "format": "pt",
+        "razorzoo_version": __version__,
+        "razorzoo_arch": json.dumps(spec.to_dict(), sort_keys=True),
+        "razorzoo_name": name,
+        "razorzoo_subnet_yaml": spec.subnet.to_yaml() if subnet_yaml is None else subnet_yaml,
+        "razorzoo_tied": json.dumps([list(group) for group in keys.tied]),
+        "source_url": source_url,
+        "source_sha256": source_sha256,
+    }
+    return write_safetensors(tensors, metadata, output)
+
+
+def _model_tensors(spec: ArchSpec, state_dict: Mapping[str, "torch.Tensor"], is_supernet: bool, keys: Any
+                   ) -> "OrderedDict[str, torch.Tensor]":
+    """The weights under model keys in model order; each tied group once, under its first name, holding the value
+    of its last alias: loading copies aliases in state-dict order, so upstream's effective weight is the last."""
+    from razorzoo.verify import model_view
+
+    if is_supernet:
+        from razorzoo.extract import extract_subnet
+
+        state_dict = extract_subnet(state_dict, spec.subnet)
+    view = model_view(spec, state_dict)
+    aliases = {group[0]: group[-1] for group in keys.tied}
+    dropped = {name for group in keys.tied for name in group[1:]}
+    return OrderedDict((k, _as_dtype(view[aliases.get(k, k)], keys.dtypes[k])) for k in keys.shapes
+                       if k not in dropped)
+
+
+def _as_dtype(tensor: "torch.Tensor", dtype: "torch.dtype") -> "torch.Tensor":
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def write_safetensors(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[str, str], output: str | Path) -> Path:
+    """Write a safetensors file tensor by tensor (no whole-file copy), atomically: on any error, nothing is left."""
+    output = Path(output)
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for key, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[key] = {"dtype": _DTYPES[str(tensor.dtype).removeprefix("torch.")], "shape": list(tensor.shape),
+                       "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(encoded)))
+            f.write(encoded)
+            for tensor in tensors.values():
+                f.write(_raw_bytes(tensor))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, output)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return output
+
+
+def _raw_bytes(tensor: "torch.Tensor") -> memoryview:
+    """The tensor's bytes without a copy (contiguous CPU tensors, the normal case; others are copied once)."""
+    import torch
+
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
+def read_converted(path: str | Path) -> tuple[ArchSpec, "OrderedDict[str, torch.Tensor]", dict[str, str]]:
+    """Read a razorzoo ``.safetensors`` file: its spec, a state dict ready for ``load_state_dict(strict=True)``
+    (tied aliases point at one tensor again), and its metadata.
+
+    Raises:
+        CheckpointError: the file is not a safetensors file, or not one razorzoo wrote.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            _check_metadata(metadata, path)
+            state_dict = OrderedDict((k, f.get_tensor(k)) for k in f.keys() if not k.startswith(EMA_PREFIX))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+    try:
+        spec = ArchSpec.from_dict(json.loads(metadata["razorzoo_arch"]))
+        tied = json.loads(metadata["razorzoo_tied"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the razorzoo metadata is corrupt ({exc}); convert the checkpoint again") from exc
+    for group in tied:
+        for alias in group[1:]:
+            state_dict[alias] = state_dict[group[0]]
+    return spec, state_dict, metadata
+
+
+def _check_metadata(metadata: Mapping[str, str], path: Path) -> None:
+    missing = [key for key in METADATA_KEYS if key not in metadata]
+    if missing:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a razorzoo model file (metadata lacks {', '.join(missing)}); "
+            "convert the original checkpoint with `razorzoo convert CHECKPOINT --subnet YAML -o OUT`"
+        )
+
+
+def load_converted(path: str | Path, device: str = "cpu") -> "nn.Module":
+    """Build the model a razorzoo ``.safetensors`` file describes, load it strictly, re-tie shared weights, eval."""
+    from razorzoo.builder import build_model
+
+    spec, state_dict, _ = read_converted(path)
+    model = build_model(spec)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise PairMismatchError(f"{path} does not fit the model its metadata describes: {exc}") from exc
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return model.to(device).eval()
