@@ -14,13 +14,14 @@ upsample               nearest: ``output.numel()``; bilinear: ``4 * output.numel
 adaptive avg pool      ``input.numel()``
 =====================  =============================================================================
 
-A module called several times (RTMDet's shared head convs) is counted at every call, like the tracer does.
+A module called several times (RTMDet's shared head convs) is counted at every call, like the tracer does, and
+results that never reach the outputs are not counted (the tracer eliminates dead code).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 if TYPE_CHECKING:
     import torch
@@ -90,17 +91,48 @@ def _handlers() -> list[tuple[type, Callable[..., int]]]:
     ]
 
 
+def _tensors(value: object) -> Iterator["torch.Tensor"]:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+def _live_nodes(outputs: object) -> set:
+    """Autograd nodes the model's outputs depend on."""
+    stack = [t.grad_fn for t in _tensors(outputs) if t.grad_fn is not None]
+    live = set()
+    while stack:
+        node = stack.pop()
+        if node not in live:
+            live.add(node)
+            stack.extend(child for child, _ in node.next_functions if child is not None)
+    return live
+
+
 def count_flops(model: "nn.Module", input_shape: Sequence[int]) -> FlopsReport:
-    """Count the multiply-accumulates of one forward pass of ``model`` on a zero tensor of ``input_shape``.
+    """Count the multiply-accumulates of one forward pass of ``model`` on an input of ``input_shape``.
+
+    Like mmengine's tracer, which drops dead code, only operators whose result reaches the outputs count: a
+    backbone's computed-but-unused last stage (SPOS ``layers.4``, MobileNet ``last_conv`` in the detectors) is
+    free. The forward runs on a ``meta``-device copy of the model (shapes only: no memory, no compute), so
+    ``model`` itself is left untouched.
 
     Args:
         model: any module whose ``forward`` takes one image tensor (classifier, backbone, detector).
         input_shape: ``(N, C, H, W)``, or ``(C, H, W)`` for a batch of one.
 
     Returns:
-        A :class:`FlopsReport`. The model is run in eval mode (its train/eval state is restored afterwards), on the
-        device and dtype of its parameters, without gradients.
+        A :class:`FlopsReport` for the model in eval mode; ``params`` counts shared parameters once.
     """
+    import copy
+
     import torch
 
     shape = tuple(int(s) for s in input_shape)
@@ -109,36 +141,33 @@ def count_flops(model: "nn.Module", input_shape: Sequence[int]) -> FlopsReport:
     if len(shape) != 4:
         raise ValueError(f"input_shape must be (N, C, H, W) or (C, H, W), got {tuple(input_shape)}")
 
+    ghost = copy.deepcopy(model).to("meta").eval()
     handlers = _handlers()
-    totals: dict[str, int] = {}
-    hooks = []
+    records: list[tuple[str, int, object]] = []  # (top-level child, flops, autograd node of the result)
 
     def make_hook(top: str, handler: Callable[..., int]) -> Callable[..., None]:
         def hook(module: "nn.Module", inputs: tuple, output: "torch.Tensor") -> None:
-            totals[top] = totals.get(top, 0) + int(handler(module, inputs, output))
+            records.append((top, int(handler(module, inputs, output)), output.grad_fn))
 
         return hook
 
-    for name, module in model.named_modules():
+    for name, module in ghost.named_modules():
         for kind, handler in handlers:
             if isinstance(module, kind):
-                hooks.append(module.register_forward_hook(make_hook(name.split(".")[0], handler)))
+                module.register_forward_hook(make_hook(name.split(".")[0], handler))
                 break
 
-    modes = {module: module.training for module in model.modules()}
     reference = next(iter(model.parameters()), None)
-    x = torch.zeros(shape, device=reference.device if reference is not None else None,
-                    dtype=reference.dtype if reference is not None else None)
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in hooks:
-            handle.remove()
-        for module, training in modes.items():
-            module.training = training
+    dtype = reference.dtype if reference is not None and reference.is_floating_point() else torch.float32
+    # the input requires grad so that every op depending on it gets an autograd node to trace liveness with
+    x = torch.zeros(shape, device="meta", dtype=dtype, requires_grad=True)
+    with torch.enable_grad():
+        live = _live_nodes(ghost(x))
 
+    totals: dict[str, int] = {}
+    for top, flops, node in records:
+        if node is None or node in live:
+            totals[top] = totals.get(top, 0) + flops
     by_module = {name: flops for name, flops in totals.items() if name}
     params = sum(p.numel() for p in model.parameters())
     return FlopsReport(flops=sum(totals.values()), params=params, input_shape=shape, by_module=by_module)
