@@ -237,7 +237,7 @@ def load_hub_card(ref: str, *, cache_dir: str | os.PathLike | None = None, offli
     hub_ref = parse_hub_ref(ref)
     path = _download(hub_ref, CARD_FILE, revision=hub_ref.revision, cache_dir=cache_dir, offline=offline)
     _download(hub_ref, SUBNET_FILE, revision=path.parent.name, cache_dir=cache_dir, offline=offline)
-    return parse_card(path)
+    return parse_card(path, source=str(hub_ref))
 
 
 # -- push --------------------------------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ def push_to_hub(
             ``yolov6s-attentive_a6``).
         token: a Hub token with write access; defaults to ``HF_TOKEN`` / the saved login.
         private: create the repo private (an existing repo keeps its visibility).
-        revision: branch to commit to (default: the default branch).
+        revision: branch to commit to, created from the default branch if missing (default: the default branch).
         metrics: evaluation results for the card's ``model-index``: ``{"box_ap": 45.1}`` or ``["box_ap=45.1"]``.
         card_extra: extra top-level card metadata (``license``, ``datasets``, ...).
         constraint: the search constraint, recorded in the card (``"flops<=300M"``).
@@ -292,6 +292,8 @@ def push_to_hub(
         files = _write_repo_files(Path(tmp), repo_id, spec, card, weights, metric_values, card_extra, constraint)
         with _hub_errors("cannot push", repo_id):
             url = api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision is not None:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
             api.create_commit(
                 repo_id,
                 [CommitOperationAdd(name, str(path)) for name, path in files.items()],

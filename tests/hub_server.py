@@ -1,10 +1,10 @@
 """A small Hugging Face Hub-compatible HTTP server on 127.0.0.1, so the real ``huggingface_hub`` client can be tested
 without the internet (protocol: shared/docs/HUB.md).
 
-Storage is in memory and git-less: repo id -> list of commits (40-hex ids), each commit a full ``{path: bytes}``
-map. Only the ``main`` branch exists; a revision is ``main`` or a commit id. Every file is "regular" (inlined as
-base64 in the commit), so neither LFS nor xet is involved. Tokens map to users; a user may write to its own namespace
-and to its organizations'.
+Storage is in memory and git-less: repo id -> commits (40-hex ids), each a full ``{path: bytes}`` map, and branches
+(name -> head commit id; ``main`` always exists). A revision is a branch name or a commit id. Every file is
+"regular" (inlined as base64 in the commit), so neither LFS nor xet is involved. Tokens map to users; a user may
+write to its own namespace and to its organizations'.
 """
 from __future__ import annotations
 
@@ -44,12 +44,12 @@ class Commit:
 class Repo:
     repo_id: str
     private: bool
-    commits: list[Commit] = field(default_factory=list)
+    commits: list[Commit] = field(default_factory=list)  # every commit of every branch, oldest first
+    branches: dict[str, str] = field(default_factory=dict)  # branch name -> head commit id
 
     def resolve(self, revision: str) -> Commit | None:
-        if revision == "main":
-            return self.commits[-1]
-        return next((c for c in self.commits if c.oid == revision), None)
+        oid = self.branches.get(revision, revision)
+        return next((c for c in self.commits if c.oid == oid), None)
 
     def card_data(self, commit: Commit) -> dict:
         """The YAML front matter of README.md (what the Hub returns as ``cardData``)."""
@@ -89,11 +89,12 @@ class HubServer:
         self._httpd.server_close()
 
     # -- storage -------------------------------------------------------------------------------------------------
-    def new_commit(self, repo: Repo, files: dict[str, bytes], summary: str, author: str) -> Commit:
+    def new_commit(self, repo: Repo, branch: str, files: dict[str, bytes], summary: str, author: str) -> Commit:
         self._commit_counter += 1
         oid = hashlib.sha1(f"{repo.repo_id}:{self._commit_counter}".encode()).hexdigest()
         commit = Commit(oid, summary, author, files)
         repo.commits.append(commit)
+        repo.branches[branch] = oid
         return commit
 
     def namespaces(self, user: str | None) -> tuple[str, ...]:
@@ -190,7 +191,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             raise HubError(403, f"You don't have the rights to create a model under the namespace {namespace!r}")
         private = body.get("private") or body.get("visibility") == "private"
         hub.repos[repo_id] = new = Repo(repo_id, bool(private))
-        hub.new_commit(new, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
+        hub.new_commit(new, "main", {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
                        "initial commit", user)
         return 200, {"url": url, "name": repo_id}
 
@@ -202,9 +203,19 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                   for f in req.json_body()["files"]]
         return 200, {"files": answer}
 
+    @route("POST", rf"/api/models/{repo}/branch/(?P<branch>[^/]+)")
+    def create_branch(req, user, repo, branch):
+        target = hub.writable_repo(repo, user)
+        if branch in target.branches:
+            raise HubError(409, f"Branch {branch} already exists")
+        target.branches[branch] = hub.commit_at(target, req.json_body().get("startingPoint", "main")).oid
+        return 200, {}
+
     @route("POST", rf"/api/models/{repo}/commit/(?P<rev>[^/]+)")
     def commit(req, user, repo, rev):
         target = hub.writable_repo(repo, user)
+        if rev not in target.branches:  # commits go on top of a branch, never onto a commit id
+            raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
         files = dict(hub.commit_at(target, rev).files)
         summary = ""
         for line in req.body().splitlines():
@@ -218,7 +229,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 files.pop(value["path"], None)
             else:  # lfsFile never happens: preupload answers "regular" for everything
                 raise HubError(400, f"unsupported commit operation {item['key']!r}")
-        new = hub.new_commit(target, files, summary, user)
+        new = hub.new_commit(target, rev, files, summary, user)
         return 200, {"commitUrl": f"{hub.url}/{repo}/commit/{new.oid}", "commitOid": new.oid,
                      "pullRequestUrl": None}
 
@@ -241,23 +252,24 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
 
     @route("GET", rf"/api/models/{repo}/refs")
     def refs(req, user, repo):
-        head = hub.get_repo(repo, user).commits[-1].oid
-        return 200, {"branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": head}],
-                     "tags": [], "converts": []}
+        branches = hub.get_repo(repo, user).branches
+        return 200, {"branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": oid}
+                                  for b, oid in branches.items()], "tags": [], "converts": []}
 
     @route("GET", r"/api/models")
     def list_models(req, user):
         query = parse_qs(urlsplit(req.path).query)
         filters, author = query.get("filter", []), query.get("author", [None])[0]
-        found = []
+        listed = []
         for repo_id in sorted(hub.repos):
             try:
-                info = hub.model_info(hub.get_repo(repo_id, user), hub.repos[repo_id].commits[-1])
+                found = hub.get_repo(repo_id, user)
             except HubError:
                 continue  # private and not ours
+            info = hub.model_info(found, hub.commit_at(found, "main"))
             if all(f in info["tags"] for f in filters) and author in (None, info["author"]):
-                found.append(info)
-        return 200, found
+                listed.append(info)
+        return 200, listed
 
     @route("HEAD", rf"/{repo}/resolve/(?P<rev>[^/]+)/(?P<path>.+)")
     @route("GET", rf"/{repo}/resolve/(?P<rev>[^/]+)/(?P<path>.+)")
@@ -317,6 +329,8 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 if err.code:
                     headers["X-Error-Code"] = err.code
                 headers["X-Error-Message"] = str(err)
+            except Exception as err:  # a bug in this server: answer instead of dropping the connection
+                status, body = 500, {"error": f"hub_server: {err!r}"}
             if not isinstance(body, bytes):
                 body, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
             self.send_response(status)

@@ -155,6 +155,20 @@ def test_revision_pinning_returns_the_old_weights(hub, classifier_files, tmp_pat
     assert not torch.equal(pinned, latest)
 
 
+def test_push_to_a_branch_leaves_main_alone(hub, pushed_classifier, classifier_files, tmp_path, fresh_cache):
+    subnet, _, _ = classifier_files
+    main_head = hub.repos["alice/attentive-custom"].branches["main"]
+    candidate = rule_weights(razorzoo.build_classifier(CUSTOM_SUBNET), salt="candidate/")
+    path = write_checkpoint("attentive_a6", "mmrazor-subnet", tmp_path / "candidate.pth", candidate)
+    push_to_hub("alice/attentive-custom", subnet=subnet, weights=path, base="attentive_a6", revision="candidate")
+    repo = hub.repos["alice/attentive-custom"]
+    assert repo.branches["main"] == main_head and repo.branches["candidate"] != main_head
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        got = flat_outputs(load_from_hub("hf-hub:alice/attentive-custom@candidate", "classification")(x))
+    assert torch.equal(got, local_outputs(lambda: razorzoo.build_classifier(CUSTOM_SUBNET), candidate, x))
+
+
 def test_repushing_identical_files_makes_no_commit(hub, pushed_classifier, classifier_files):
     subnet, weights_path, _ = classifier_files
     before = [c.oid for c in hub.repos["alice/attentive-custom"].commits]
