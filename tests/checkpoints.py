@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from fixture_rule import DATA, rule_state_dict
+from fixture_rule import DATA, rule_state_dict, rule_tensor
 
 LAYOUTS = ("runner", "mmdet-publish", "mmrazor-publish", "mmrazor-subnet", "state-dict")
+SUPERNET = "supernet"  # an MMRazor classification supernet of the model's search space
 
 
 def raw_state_dict(model: str) -> "OrderedDict[str, torch.Tensor]":
@@ -89,7 +90,8 @@ def write_checkpoint(model: str, layout: str, path: str | Path,
 
     ``runner`` (zip; with ``ema_state_dict`` for the detectors trained with EMAHook), ``mmdet-publish`` and
     ``mmrazor-publish`` (legacy format), ``mmrazor-subnet`` (zip, ``architecture.``-prefixed keys), ``state-dict``
-    (a bare zip-format state dict). ``state_dict`` always holds the EMA weights; ``ema_state_dict`` the raw ones.
+    (a bare zip-format state dict), ``supernet`` (the search space's supernet, ``architecture.``-prefixed; the
+    model's own weights are not used). ``state_dict`` always holds the EMA weights; ``ema_state_dict`` the raw ones.
     """
     path = Path(path)
     sd = _with_metadata(OrderedDict(state_dict if state_dict is not None else rule_state_dict(model)), model,
@@ -118,11 +120,25 @@ def _write(model: str, layout: str, path: Path, sd: OrderedDict) -> Path:
         ck = {"state_dict": OrderedDict(("architecture." + k, v) for k, v in sd.items()), "meta": {}}
     elif layout == "state-dict":
         ck = sd
+    elif layout == SUPERNET:
+        ck = {"state_dict": OrderedDict(("architecture." + k, v) for k, v in supernet_state_dict(model).items()),
+              "meta": {}}
     else:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ck, path, _use_new_zipfile_serialization=not legacy)
     return path
+
+
+def supernet_state_dict(model: str) -> "OrderedDict[str, torch.Tensor]":
+    """The classification supernet of ``model``'s search space (every SPOS candidate; AttentiveNAS/OFA at max size
+    plus OFA's kernel transformation matrices), filled by the fixture rule."""
+    from razorzoo.extract import supernet_state_dict_shapes
+    from razorzoo.subnet import load_subnet
+
+    family = load_subnet(DATA / model / "subnet.yaml").family
+    return OrderedDict((k, rule_tensor(k, shape, "torch.int64" if k.endswith("num_batches_tracked") else "float32"))
+                       for k, shape in supernet_state_dict_shapes(family).items())
 
 
 class _Payload:
