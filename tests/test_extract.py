@@ -1,0 +1,156 @@
+"""Supernet -> subnet extraction (razorzoo.extract), against the export rules of UPSTREAM.md §2.3."""
+import pytest
+import torch
+
+from fixture_rule import DATA, manifest, rule_tensor
+from razorzoo.errors import CheckpointError
+from razorzoo.extract import extract_subnet, max_subnet, ofa_transform_kernel, supernet_state_dict_shapes
+from razorzoo.subnet import load_subnet
+
+SUBNETS = DATA.parent.parent / "cards" / "subnets"
+
+
+def _supernet(family: str, prefix: str = "architecture.") -> dict:
+    """A supernet state dict filled by the fixture rule; OFA transformation matrices are random, not identity."""
+    sd = {}
+    for key, shape in supernet_state_dict_shapes(family).items():
+        dtype = "torch.int64" if key.endswith("num_batches_tracked") else "torch.float32"
+        sd[prefix + key] = rule_tensor(key, shape, dtype)
+    return sd
+
+
+def test_supernet_key_counts():
+    # UPSTREAM.md §2.3: supernet backbones have 802 (AttentiveNAS) / 475 (OFA) keys; + head.fc.weight/bias
+    assert len(supernet_state_dict_shapes("attentive")) == 802 + 2
+    assert len(supernet_state_dict_shapes("ofa")) == 475 + 2
+    spos = supernet_state_dict_shapes("spos")
+    assert spos["backbone.layers.0.0._candidates.shuffle_xception.branch2.0.depthwise_conv.conv.weight"] == (
+        16, 1, 3, 3)
+    assert spos["backbone.layers.0.0._candidates.shuffle_7x7.branch1.0.conv.weight"] == (16, 1, 7, 7)
+    ofa = supernet_state_dict_shapes("ofa")
+    assert ofa["backbone.layer2.0.depthwise_conv.conv.trans_matrix_7to5"] == (25, 25)
+    assert ofa["backbone.layer2.0.depthwise_conv.conv.trans_matrix_5to3"] == (9, 9)
+    assert not any(k.startswith("backbone.layer1.") and "trans_matrix" in k for k in ofa)  # kernel list {3}
+
+
+@pytest.mark.parametrize("family", ["attentive", "ofa"])
+def test_max_subnet_round_trip_is_identity(family):
+    supernet = _supernet(family, prefix="")
+    sub = extract_subnet(supernet, max_subnet(family))
+    for key, value in sub.items():
+        if key.endswith("num_batches_tracked"):
+            assert value.item() == 0
+        elif key.endswith("mask"):
+            assert torch.equal(value, torch.ones_like(value))
+        else:
+            assert torch.equal(value, supernet[key]), key
+    assert set(supernet) - set(sub) == {k for k in supernet if "trans_matrix" in k}
+
+
+@pytest.mark.parametrize("name, family", [("spos_0.33M", "spos"), ("attentive_a6", "attentive"),
+                                          ("ofa_lat31", "ofa")])
+def test_extracted_keys_shapes_and_order_equal_the_manifest(name, family):
+    sub = extract_subnet(_supernet(family), load_subnet(DATA / name / "subnet.yaml"))
+    assert [(k, list(v.shape), str(v.dtype)) for k, v in sub.items()] == [tuple(e) for e in manifest(name)["state_dict"]]
+
+
+def test_attentive_a6_hand_derived_slices():
+    supernet = _supernet("attentive", prefix="")
+    sub = extract_subnet(supernet, load_subnet(SUBNETS / "ATTENTIVE_SUBNET_A6.yaml"))
+    W = supernet  # noqa: N806
+    # layer3.0: 32 in, e 6 -> 192 mid, SE 48, k3 cropped from the supernet's 5x5 centre (rows/cols 1..3)
+    assert torch.equal(sub["backbone.layer3.0.depthwise_conv.conv.weight"],
+                       W["backbone.layer3.0.depthwise_conv.conv.weight"][:192, :, 1:4, 1:4])
+    assert torch.equal(sub["backbone.layer3.0.se.conv1.conv.weight"], W["backbone.layer3.0.se.conv1.conv.weight"][:48, :192])
+    assert torch.equal(sub["backbone.layer3.0.se.conv2.conv.bias"], W["backbone.layer3.0.se.conv2.conv.bias"][:192])
+    # layer6.0 keeps its 5x5 kernel: 128 in * 6 = 768
+    assert torch.equal(sub["backbone.layer6.0.depthwise_conv.conv.weight"],
+                       W["backbone.layer6.0.depthwise_conv.conv.weight"][:768])
+    assert torch.equal(sub["backbone.layer4.1.linear_conv.bn.running_var"], W["backbone.layer4.1.linear_conv.bn.running_var"][:72])
+    assert torch.equal(sub["head.fc.weight"], W["head.fc.weight"][:, :1984])
+    assert "backbone.layer4.4.linear_conv.conv.weight" not in sub  # depth 4
+    assert sub["backbone.first_mutable_channels.mask"].tolist() == [1.0] * 16 + [0.0] * 8
+
+
+def _direct_ofa_kernel(w: torch.Tensor, k: int, m75: torch.Tensor, m53: torch.Tensor) -> torch.Tensor:
+    """Re-derivation with explicit sums: out[t] = sum_s M[t, s] * centre[s] over row-major flattened windows."""
+    steps = [(7, 5, m75), (5, 3, m53)]
+    for src, tar, m in steps:
+        if src <= k:
+            break
+        off = (src - tar) // 2
+        new = torch.zeros(w.shape[0], w.shape[1], tar, tar, dtype=torch.float64)
+        for c in range(w.shape[0]):
+            for t in range(tar * tar):
+                total = 0.0
+                for s in range(tar * tar):
+                    total += m[t, s].item() * w[c, 0, off + s // tar, off + s % tar].item()
+                new[c, 0, t // tar, t % tar] = total
+        w = new
+    return w
+
+
+@pytest.mark.parametrize("kernel_size", [7, 5, 3])
+def test_ofa_kernel_transform_on_a_tiny_example(kernel_size):
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(2, 1, 7, 7, generator=g, dtype=torch.float64)
+    m75, m53 = torch.randn(25, 25, generator=g, dtype=torch.float64), torch.randn(9, 9, generator=g, dtype=torch.float64)
+    got = ofa_transform_kernel(w, kernel_size, {(7, 5): m75, (5, 3): m53})
+    torch.testing.assert_close(got, _direct_ofa_kernel(w, kernel_size, m75, m53))
+
+
+def test_ofa_extraction_applies_the_transformation_matrices():
+    supernet = _supernet("ofa")
+    sub = extract_subnet(supernet, load_subnet(SUBNETS / "OFA_SUBNET_NOTE8_LAT31.yaml"))
+    # lat31 layer2.0: k5 (one step 7 -> 5), 16 in * 3 = 48; layer4.0: k3 (7 -> 5 -> 3), 40 in * 4 = 160
+    for block, kernel, mid in [("layer2.0", 5, 48), ("layer4.0", 3, 160)]:
+        p = f"architecture.backbone.{block}.depthwise_conv.conv."
+        got = sub[f"backbone.{block}.depthwise_conv.conv.weight"]
+        assert got.shape == (mid, 1, kernel, kernel)
+        expected = _direct_ofa_kernel(supernet[p + "weight"][:8].double(), kernel,
+                                      supernet[p + "trans_matrix_7to5"].double(),
+                                      supernet[p + "trans_matrix_5to3"].double())
+        torch.testing.assert_close(got[:8].double(), expected)
+        # not a crop: the random matrices change the values
+        start = (7 - kernel) // 2
+        assert not torch.allclose(got, supernet[p + "weight"][:mid, :, start:start + kernel, start:start + kernel])
+
+
+def test_spos_keeps_the_chosen_candidate():
+    supernet = _supernet("spos", prefix="")
+    sub = extract_subnet(supernet, load_subnet(SUBNETS / "SPOS_SUBNET.yaml"))
+    assert not any("shuffle_5x5" in k for k in sub if k.startswith("backbone.layers.0.0."))
+    key = "backbone.layers.0.0._candidates.shuffle_7x7.branch1.0.conv.weight"
+    assert torch.equal(sub[key], supernet[key])
+    assert len(sub) == len(manifest("spos_0.33M")["state_dict"])
+
+
+def test_outputs_are_independent_copies():
+    supernet = _supernet("ofa", prefix="")
+    sub = extract_subnet(supernet, max_subnet("ofa"))
+    sub["backbone.first_conv.conv.weight"].zero_()
+    assert supernet["backbone.first_conv.conv.weight"].abs().sum() > 0
+
+
+def test_backbone_only_supernet_gives_backbone_only_subnet():
+    supernet = {k: v for k, v in _supernet("attentive").items() if ".head." not in k}
+    sub = extract_subnet(supernet, load_subnet(SUBNETS / "ATTENTIVE_SUBNET_A0.yaml"))
+    assert sub and all(k.startswith("backbone.") for k in sub)
+
+
+def test_errors_name_the_tensor():
+    supernet = _supernet("ofa")
+    subnet = load_subnet(SUBNETS / "OFA_SUBNET_NOTE8_LAT31.yaml")
+    missing = dict(supernet)
+    del missing["architecture.backbone.layer4.2.expand_conv.conv.weight"]
+    with pytest.raises(CheckpointError, match=r"no 'backbone\.layer4\.2\.expand_conv\.conv\.weight'"):
+        extract_subnet(missing, subnet)
+    no_matrix = {k: v for k, v in supernet.items() if not k.endswith("layer2.0.depthwise_conv.conv.trans_matrix_7to5")}
+    with pytest.raises(CheckpointError, match="trans_matrix_7to5"):
+        extract_subnet(no_matrix, subnet)
+    small = dict(supernet)
+    small["architecture.backbone.layer6.0.linear_conv.conv.weight"] = torch.zeros(100, 960, 1, 1)
+    with pytest.raises(CheckpointError, match=r"\(100, 960, 1, 1\), too small for the subnet's \(160, 672, 1, 1\)"):
+        extract_subnet(small, subnet)
+    with pytest.raises(CheckpointError, match="no 'backbone"):
+        extract_subnet({"neck.x": torch.zeros(1)}, subnet)
