@@ -92,3 +92,18 @@ def test_published_parameter_counts():
     assert round((sum(p.numel() for p in a6.parameters()) - unused) / 1e6, 3) == 15.594
     lat22 = build_model(ArchSpec("classification", load_subnet(root / "OFA_SUBNET_NOTE8_LAT22.yaml")))
     assert round(sum(p.numel() for p in lat22.parameters()) / 1e6, 1) == 4.3
+
+
+def test_public_names_build_the_registry_models():
+    import razorzoo
+
+    for name in CLASSIFIERS:
+        model = razorzoo.build_classifier(name)
+        assert sum(p.numel() for p in model.parameters()) == NUM_PARAMS[name]
+        model.load_state_dict(rule_state_dict(name), strict=True)
+    backbone = razorzoo.build_backbone("yolov6s-attentive_a6")  # the detector's out_indices
+    assert (backbone.out_indices, backbone.out_channels) == ((2, 4, 6), (40, 128, 224))
+    backbone = razorzoo.build_backbone("ofa_lat31", out_indices=(0, 6))
+    assert backbone.out_channels == (16, 1280)
+    assert set(backbone.state_dict()) == {k.removeprefix("backbone.") for k, _, _ in manifest("ofa_lat31")["state_dict"]
+                                          if k.startswith("backbone.")}
