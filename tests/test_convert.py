@@ -1,0 +1,197 @@
+"""razorzoo.convert: round trip to the same outputs, metadata, tied tensors, determinism, atomic writes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from checkpoints import SUPERNET, raw_state_dict, write_checkpoint
+from conftest import DATA
+from fixture_rule import effective_state_dict, manifest, rule_state_dict, rule_tensor
+from razorzoo import __version__
+from razorzoo.builder import build_model, resolve_spec
+from razorzoo.convert import convert_checkpoint, load_converted, read_converted
+from razorzoo.errors import CheckpointError, PairMismatchError
+
+RTMDET = "rtmdet_tiny-ofa_lat31"
+
+
+def spec_of(model: str, task: str):
+    return resolve_spec(DATA / model / "subnet.yaml", task,
+                        detector={"rtmdet_tiny-ofa_lat31": "rtmdet_tiny", "yolov5s-spos_0.33M": "yolov5_s"}.get(model))
+
+
+def reference_model(spec, model: str):
+    """The architecture loaded straight from the fixture weights (what the upstream loader ends up with)."""
+    state_dict = rule_state_dict(model)
+    if spec.task == "backbone":
+        state_dict = {k.removeprefix("backbone."): v for k, v in state_dict.items() if k.startswith("backbone.")}
+    net = build_model(spec)
+    net.load_state_dict(state_dict, strict=True)
+    if hasattr(net, "tie_weights"):
+        net.tie_weights()
+    return net.eval()
+
+
+def outputs(net, x):
+    """Every output tensor (nested tuples/lists of them for detectors), flattened into one."""
+    with torch.no_grad():
+        out = net(x)
+    flat, todo = [], [out]
+    while todo:
+        item = todo.pop(0)
+        if isinstance(item, torch.Tensor):
+            flat.append(item.flatten())
+        else:
+            todo.extend(item)
+    return torch.cat(flat)
+
+
+@pytest.mark.parametrize("model,task,layout", [
+    ("spos_0.33M", "classification", "mmrazor-subnet"),
+    ("attentive_a6", "classification", "runner"),
+    ("ofa_lat31", "backbone", "mmdet-publish"),
+    (RTMDET, "detection", "runner"),
+    ("yolov5s-spos_0.33M", "detection", "mmdet-publish"),
+])
+def test_round_trip_gives_the_original_outputs(tmp_path, model, task, layout):
+    spec = spec_of(model, task)
+    path = write_checkpoint(model, layout, tmp_path / "ckpt.pth")
+    out = convert_checkpoint(path, spec, tmp_path / "model.safetensors", name=model, source_url="https://x/y.pth",
+                             source_sha256="ab" * 32)
+    converted = load_converted(out)
+    assert not converted.training
+    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    diff = (outputs(converted, x) - outputs(reference_model(spec, model), x)).abs().max().item()
+    assert diff == 0.0
+    read_spec, state_dict, metadata = read_converted(out)
+    assert read_spec == spec
+    assert metadata["razorzoo_name"] == model and metadata["source_sha256"] == "ab" * 32
+    assert metadata["source_url"] == "https://x/y.pth" and metadata["razorzoo_version"] == __version__
+    assert metadata["format"] == "pt" and json.loads(metadata["razorzoo_arch"]) == spec.to_dict()
+    assert metadata["razorzoo_subnet_yaml"] == spec.subnet.to_yaml()
+
+
+def test_converted_tensors_are_the_checkpoint_tensors_in_model_order(tmp_path):
+    out = convert_checkpoint(write_checkpoint("ofa_lat31", "runner", tmp_path / "c.pth"),
+                             spec_of("ofa_lat31", "classification"), tmp_path / "m.safetensors")
+    reference = rule_state_dict("ofa_lat31")
+    with safe_open(str(out), framework="pt") as f:
+        assert sorted(f.keys()) == sorted(reference)
+        for key in reference:
+            assert torch.equal(f.get_tensor(key), reference[key]), key
+    header = json.loads(out.read_bytes()[8:8 + int.from_bytes(out.read_bytes()[:8], "little")])
+    offsets = [header[k]["data_offsets"][0] for k in reference]
+    assert offsets == sorted(offsets)  # data laid out in the model's order
+
+
+def test_backbone_from_a_detector_checkpoint_keeps_only_backbone_keys(tmp_path):
+    out = convert_checkpoint(write_checkpoint(RTMDET, "mmdet-publish", tmp_path / "c.pth"), spec_of(RTMDET, "backbone"),
+                             tmp_path / "m.safetensors")
+    _, state_dict, _ = read_converted(out)
+    expected = {k.removeprefix("backbone."): v for k, v in rule_state_dict(RTMDET).items() if k.startswith("backbone.")}
+    assert state_dict.keys() == expected.keys() and all(torch.equal(state_dict[k], v) for k, v in expected.items())
+
+
+def test_tied_head_convs_are_stored_once_with_the_last_aliases_value(tmp_path):
+    groups = [g["names"] for g in manifest(RTMDET)["tied_groups"]]
+    out = convert_checkpoint(write_checkpoint(RTMDET, "runner", tmp_path / "c.pth"), spec_of(RTMDET, "detection"),
+                             tmp_path / "m.safetensors")
+    with safe_open(str(out), framework="pt") as f:
+        stored = set(f.keys())
+        assert json.loads(f.metadata()["razorzoo_tied"]) == groups
+        for names in groups:
+            assert names[0] in stored and not stored & set(names[1:])
+            # loading the checkpoint makes the last alias effective (manifest tied_groups); the file keeps that value
+            assert torch.equal(f.get_tensor(names[0]), rule_tensor(names[-1], f.get_tensor(names[0]).shape))
+    _, state_dict, _ = read_converted(out)
+    effective = effective_state_dict(RTMDET)
+    assert state_dict.keys() == effective.keys()
+    assert all(torch.equal(state_dict[k], v) for k, v in effective.items())
+    model = load_converted(out)
+    head = model.bbox_head.head_module
+    assert head.cls_convs[0][0].conv.weight is head.cls_convs[2][0].conv.weight  # re-tied after loading
+    assert len(list(model.parameters())) < len(model.state_dict())
+
+
+def test_same_input_same_bytes(tmp_path):
+    spec = spec_of(RTMDET, "detection")
+    path = write_checkpoint(RTMDET, "mmrazor-publish", tmp_path / "c.pth")
+    first = convert_checkpoint(path, spec, tmp_path / "a.safetensors", name=RTMDET)
+    second = convert_checkpoint(write_checkpoint(RTMDET, "runner", tmp_path / "d.pth"), spec,
+                                tmp_path / "b.safetensors", name=RTMDET)
+    assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
+
+
+def test_keep_ema_stores_the_raw_weights_apart(tmp_path):
+    spec = spec_of(RTMDET, "detection")
+    out = convert_checkpoint(write_checkpoint(RTMDET, "runner", tmp_path / "c.pth"), spec, tmp_path / "m.safetensors",
+                             keep_ema=True)
+    raw = raw_state_dict(RTMDET)
+    with safe_open(str(out), framework="pt") as f:
+        assert torch.equal(f.get_tensor("ema_state_dict.neck.out_layers.0.conv.weight"),
+                           raw["neck.out_layers.0.conv.weight"])
+    _, state_dict, _ = read_converted(out)  # the model's weights stay the EMA ones
+    assert not any(k.startswith("ema_state_dict.") for k in state_dict)
+    assert torch.equal(state_dict["neck.out_layers.0.conv.weight"], rule_state_dict(RTMDET)["neck.out_layers.0.conv.weight"])
+
+
+def test_supernet_checkpoint_is_extracted(tmp_path):
+    # SPOS extraction keeps the chosen candidates' tensors as they are, and the rule gives each key its own value:
+    # the subnet cut from the supernet therefore equals the subnet's own fixture weights
+    spec = spec_of("spos_0.33M", "classification")
+    out = convert_checkpoint(write_checkpoint("spos_0.33M", SUPERNET, tmp_path / "s.pth"), spec,
+                             tmp_path / "m.safetensors")
+    _, state_dict, _ = read_converted(out)
+    reference = rule_state_dict("spos_0.33M")
+    assert state_dict.keys() == reference.keys()
+    assert all(torch.equal(state_dict[k], v) for k, v in reference.items())
+
+
+def test_mismatched_pair_raises_and_writes_nothing(tmp_path):
+    spec = spec_of("spos_0.33M", "classification")
+    state_dict = rule_state_dict("attentive_a6")
+    with pytest.raises(PairMismatchError, match="AttentiveNAS"):
+        convert_checkpoint(write_checkpoint("attentive_a6", "state-dict", tmp_path / "c.pth", state_dict), spec,
+                           tmp_path / "out" / "m.safetensors")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_disk_full_leaves_no_file(tmp_path):
+    """A real failing write: RLIMIT_FSIZE makes the kernel refuse bytes past 1 MB (EFBIG), like a full disk."""
+    ckpt = write_checkpoint("ofa_lat31", "mmrazor-subnet", tmp_path / "c.pth")
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(DATA.parent)!r})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get the OSError instead of being killed
+        from razorzoo.builder import resolve_spec
+        from razorzoo.convert import convert_checkpoint
+        spec = resolve_spec({str(DATA / "ofa_lat31" / "subnet.yaml")!r}, "classification")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        try:
+            convert_checkpoint({str(ckpt)!r}, spec, {str(tmp_path / "out" / "model.safetensors")!r})
+        except OSError as exc:
+            print("write failed:", exc)
+            sys.exit(3)
+    """)
+    (tmp_path / "out").mkdir()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stderr
+    assert "File too large" in result.stdout
+    assert list((tmp_path / "out").iterdir()) == []  # neither the output nor the temporary file
+
+
+def test_read_converted_refuses_foreign_safetensors(tmp_path):
+    save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="not a razorzoo model file .*razorzoo_arch"):
+        read_converted(tmp_path / "plain.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        read_converted(tmp_path / "junk.safetensors")
