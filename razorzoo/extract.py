@@ -23,7 +23,10 @@ __all__ = ["extract_subnet", "supernet_state_dict_shapes", "max_subnet", "ofa_tr
 
 _BLOCK_KEY = re.compile(r"backbone\.layer(\d+)\.\d+\.depthwise_conv\.conv\.weight")
 _SPOS_BLOCK = re.compile(r"(backbone\.layers\.\d+\.\d+)\._candidates\.")
-_MASKS = {"backbone.first_mutable_channels.mask": "first_channels", "backbone.last_mutable_channels.mask": "last_channels"}
+_MASKS = {
+    "backbone.first_mutable_channels.mask": "first_channels",
+    "backbone.last_mutable_channels.mask": "last_channels",
+}
 
 
 def extract_subnet(supernet_state_dict: Mapping[str, torch.Tensor], subnet: "Subnet") -> dict[str, torch.Tensor]:

@@ -308,7 +308,9 @@ def _normalize(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             key = key.removeprefix("backbone.")
         if isinstance(raw_value, Mapping):
             if set(raw_value) - {"chosen", "meta"} or "chosen" not in raw_value:
-                raise SubnetError(f"{where}: {raw_key!r} must be a bare value or {{chosen: <value>}}, got {raw_value!r}")
+                raise SubnetError(
+                    f"{where}: {raw_key!r} must be a bare value or {{chosen: <value>}}, got {raw_value!r}"
+                )
             raw_value = raw_value["chosen"]
         if key in values:
             raise SubnetError(f"{where}: {raw_key!r} is given twice (with and without the 'architecture.' root)")
@@ -388,7 +390,8 @@ def _parse_mobilenet(values: Mapping[str, Any], family: str, where: str) -> Mobi
         out_channels = reader.take(prefix + "out_channels", stage_space.out_channels)
         if space.fine_grained:
             blocks = tuple(
-                _read_ofa_block(reader, f"{prefix}{b}.", stage_space, in_channels if b == 0 else out_channels, b < depth)
+                _read_ofa_block(reader, f"{prefix}{b}.", stage_space,
+                                in_channels=in_channels if b == 0 else out_channels, built=b < depth)
                 for b in range(max(stage_space.depths))
             )
         else:
@@ -396,7 +399,8 @@ def _parse_mobilenet(values: Mapping[str, Any], family: str, where: str) -> Mobi
             expand_ratio = reader.take(prefix + "expand_ratio", stage_space.expand_ratios)
             # YAMLs of Jan-Feb 2023 carry a per-stage expand_ratio_se (§1.4); current MMRazor ignores it, which is
             # only right when it equals expand_ratio.
-            if reader.take_optional(prefix + "expand_ratio_se", stage_space.expand_ratios, expand_ratio) != expand_ratio:
+            expand_ratio_se = reader.take_optional(prefix + "expand_ratio_se", stage_space.expand_ratios, expand_ratio)
+            if expand_ratio_se != expand_ratio:
                 raise SubnetError(
                     f"{where}: 'backbone.{prefix}expand_ratio_se' must equal 'backbone.{prefix}expand_ratio' "
                     f"({expand_ratio}) in an AttentiveNAS subnet; other values have no upstream meaning"
@@ -411,7 +415,7 @@ def _parse_mobilenet(values: Mapping[str, Any], family: str, where: str) -> Mobi
     return MobileNetSubnet(family, first_channels, last_channels, tuple(stages), input_shape)
 
 
-def _read_ofa_block(reader: _Reader, prefix: str, space: StageSpace, in_channels: int, built: bool) -> Block:
+def _read_ofa_block(reader: _Reader, prefix: str, space: StageSpace, *, in_channels: int, built: bool) -> Block:
     kernel_size = reader.take(prefix + "kernel_size", space.kernel_sizes)
     expand_ratio = reader.take(prefix + "expand_ratio", space.expand_ratios)
     # Older OFA YAMLs (before mmrazor e0fabc34, 2023-02-28) have no expand_ratio_se: it then equals expand_ratio.

@@ -51,7 +51,8 @@ def test_max_subnet_round_trip_is_identity(family):
                                           ("ofa_lat31", "ofa")])
 def test_extracted_keys_shapes_and_order_equal_the_manifest(name, family):
     sub = extract_subnet(_supernet(family), load_subnet(DATA / name / "subnet.yaml"))
-    assert [(k, list(v.shape), str(v.dtype)) for k, v in sub.items()] == [tuple(e) for e in manifest(name)["state_dict"]]
+    expected = [tuple(entry) for entry in manifest(name)["state_dict"]]
+    assert [(k, list(v.shape), str(v.dtype)) for k, v in sub.items()] == expected
 
 
 def test_attentive_a6_hand_derived_slices():
@@ -61,12 +62,14 @@ def test_attentive_a6_hand_derived_slices():
     # layer3.0: 32 in, e 6 -> 192 mid, SE 48, k3 cropped from the supernet's 5x5 centre (rows/cols 1..3)
     assert torch.equal(sub["backbone.layer3.0.depthwise_conv.conv.weight"],
                        W["backbone.layer3.0.depthwise_conv.conv.weight"][:192, :, 1:4, 1:4])
-    assert torch.equal(sub["backbone.layer3.0.se.conv1.conv.weight"], W["backbone.layer3.0.se.conv1.conv.weight"][:48, :192])
+    assert torch.equal(sub["backbone.layer3.0.se.conv1.conv.weight"],
+                       W["backbone.layer3.0.se.conv1.conv.weight"][:48, :192])
     assert torch.equal(sub["backbone.layer3.0.se.conv2.conv.bias"], W["backbone.layer3.0.se.conv2.conv.bias"][:192])
     # layer6.0 keeps its 5x5 kernel: 128 in * 6 = 768
     assert torch.equal(sub["backbone.layer6.0.depthwise_conv.conv.weight"],
                        W["backbone.layer6.0.depthwise_conv.conv.weight"][:768])
-    assert torch.equal(sub["backbone.layer4.1.linear_conv.bn.running_var"], W["backbone.layer4.1.linear_conv.bn.running_var"][:72])
+    assert torch.equal(sub["backbone.layer4.1.linear_conv.bn.running_var"],
+                       W["backbone.layer4.1.linear_conv.bn.running_var"][:72])
     assert torch.equal(sub["head.fc.weight"], W["head.fc.weight"][:, :1984])
     assert "backbone.layer4.4.linear_conv.conv.weight" not in sub  # depth 4
     assert sub["backbone.first_mutable_channels.mask"].tolist() == [1.0] * 16 + [0.0] * 8
@@ -94,7 +97,8 @@ def _direct_ofa_kernel(w: torch.Tensor, k: int, m75: torch.Tensor, m53: torch.Te
 def test_ofa_kernel_transform_on_a_tiny_example(kernel_size):
     g = torch.Generator().manual_seed(7)
     w = torch.randn(2, 1, 7, 7, generator=g, dtype=torch.float64)
-    m75, m53 = torch.randn(25, 25, generator=g, dtype=torch.float64), torch.randn(9, 9, generator=g, dtype=torch.float64)
+    m75 = torch.randn(25, 25, generator=g, dtype=torch.float64)
+    m53 = torch.randn(9, 9, generator=g, dtype=torch.float64)
     got = ofa_transform_kernel(w, kernel_size, {(7, 5): m75, (5, 3): m53})
     torch.testing.assert_close(got, _direct_ofa_kernel(w, kernel_size, m75, m53))
 
