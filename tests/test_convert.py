@@ -195,3 +195,40 @@ def test_read_converted_refuses_foreign_safetensors(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         read_converted(tmp_path / "junk.safetensors")
+
+
+# --- command line ---------------------------------------------------------------------------------------------------
+
+def test_cli_convert_then_verify(tmp_path, capsys):
+    from razorzoo.cli import main
+
+    ckpt = write_checkpoint(RTMDET, "runner", tmp_path / "epoch_1.pth")
+    yaml_path = DATA / RTMDET / "subnet.yaml"
+    out = tmp_path / "model.safetensors"
+    assert main(["convert", str(ckpt), "--subnet", str(yaml_path), "--detector", "rtmdet_tiny", "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    _, _, metadata = read_converted(out)
+    assert metadata["razorzoo_subnet_yaml"] == yaml_path.read_text()  # the YAML text as given
+    assert metadata["source_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert main(["verify", "--subnet", str(yaml_path), "--weights", str(ckpt), "--detector", "rtmdet_tiny"]) == 0
+    assert capsys.readouterr().out.startswith("OK")
+
+
+def test_cli_verify_mismatch_exits_1_with_the_yaml_terms(tmp_path, capsys):
+    from razorzoo.cli import main
+
+    data = (DATA / "spos_0.33M" / "subnet.yaml").read_text()
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(data.replace("backbone.layers.2.5:\n  chosen: shuffle_xception",
+                                  "backbone.layers.2.5:\n  chosen: shuffle_3x3"))
+    ckpt = write_checkpoint("spos_0.33M", "mmrazor-subnet", tmp_path / "c.pth")
+    assert main(["verify", "--subnet", str(wrong), "--weights", str(ckpt)]) == 1
+    assert ("backbone.layers.2.5 chose shuffle_3x3 but the checkpoint holds shuffle_xception weights"
+            in capsys.readouterr().err)
+    assert main(["convert", str(ckpt), "--subnet", str(wrong), "-o", str(tmp_path / "m.safetensors")]) == 2
+    assert "chose shuffle_3x3" in capsys.readouterr().err and not (tmp_path / "m.safetensors").exists()
+
+
+def test_cli_module_does_not_import_torch():
+    code = "import sys, razorzoo.cli.convert; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
