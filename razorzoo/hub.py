@@ -343,7 +343,8 @@ def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", w
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out / SUBNET_FILE).write_text(spec.subnet.to_yaml())
     readme = render_card(repo_id, spec, base, stats=_model_stats(spec, base), metrics=metrics, extra=card_extra,
-                         constraint=constraint, weights_sha256=_sha256(out / WEIGHTS_FILE))
+                         constraint=constraint,
+                         sha256={name: _sha256(out / name) for name in (WEIGHTS_FILE, SUBNET_FILE)})
     (out / CARD_FILE).write_text(readme, encoding="utf-8")
     try:  # the card must read back through the registry (metric ranges, names) before anything is uploaded
         parse_card(out / CARD_FILE)
@@ -379,14 +380,15 @@ def _file_url(repo_id: str, filename: str) -> str:
 
 def render_card(repo_id: str, spec: "ArchSpec", base: "Card", *, stats: Mapping[str, Any],
                 metrics: Mapping[str, float], extra: Mapping[str, Any] | None = None,
-                constraint: str | None = None, weights_sha256: str | None = None) -> str:
+                constraint: str | None = None, sha256: Mapping[str, str] | None = None) -> str:
     """The repo's ``README.md``: Hub metadata and the zoo's ``razorzoo:`` block (``razorzoo.registry`` reads it),
-    then a short human-readable body."""
+    then a short human-readable body. ``sha256`` maps repo file names to their hashes."""
     import yaml
 
     from razorzoo.registry import METRICS
 
     algorithm, space = _SEARCH[spec.subnet.family]
+    sha256 = sha256 or {}
     pipeline_tag = _PIPELINE_TAGS[spec.task]
     dataset_name, dataset_type = _DATASETS[spec.task]
     meta: dict[str, Any] = {
@@ -411,8 +413,9 @@ def render_card(repo_id: str, spec: "ArchSpec", base: "Card", *, stats: Mapping[
         "base": base.name, "hub_id": repo_id,
         "algorithm": base.meta.get("algorithm", algorithm), "search_space": base.meta.get("search_space", space),
         **({"constraint": constraint} if constraint else {}),
-        "subnet": {"url": _file_url(repo_id, SUBNET_FILE), "sha256": None, "file": SUBNET_FILE},
-        "weights": {"url": _file_url(repo_id, WEIGHTS_FILE), "sha256": weights_sha256, "layout": "razorzoo"},
+        "subnet": {"url": _file_url(repo_id, SUBNET_FILE), "sha256": sha256.get(SUBNET_FILE), "file": SUBNET_FILE},
+        "weights": {"url": _file_url(repo_id, WEIGHTS_FILE), "sha256": sha256.get(WEIGHTS_FILE),
+                    "layout": "razorzoo"},
         **stats,
         # the registry schema takes its own metric names only; every metric is in model-index
         "metrics": {name: value for name, value in metrics.items() if name in METRICS},

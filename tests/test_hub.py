@@ -280,6 +280,7 @@ def test_card_round_trips_through_model_card_and_the_registry(hub, pushed_classi
     assert razorzoo.load_subnet(card.subnet_path) == razorzoo.load_subnet(CUSTOM_SUBNET)
     weights_file = download_hub_model("hf-hub:alice/attentive-custom")
     assert card.weights.sha256 == hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    assert card.subnet.sha256 == hashlib.sha256(card.subnet_path.read_bytes()).hexdigest()
 
     hf_card = ModelCard.load(card.path)  # the same README.md, read by huggingface_hub
     assert hf_card.data.library_name == "razorzoo"
@@ -361,3 +362,12 @@ def test_parse_hub_ref(ref, repo_id, revision):
 def test_parse_hub_ref_rejects_malformed_ids(ref):
     with pytest.raises(HubError, match="invalid Hub reference"):
         parse_hub_ref(ref)
+
+
+def test_cli_lists_and_shows_hub_models(hub, pushed_classifier, capsys, fresh_cache):
+    assert cli_main(["list", "--hub", "alice"]) == 0
+    listing = capsys.readouterr().out
+    assert "hf-hub:alice/attentive-custom" in listing and "attentive_a6" in listing
+    assert cli_main(["show", "hf-hub:alice/attentive-custom"]) == 0
+    shown = capsys.readouterr().out
+    assert "attentive-custom" in shown and "77.7" in shown and "flops<=400M" in shown
