@@ -125,6 +125,11 @@ def _is_offline(offline: bool | None) -> bool:
     return bool(constants.offline())
 
 
+def _require_online(what: str) -> None:
+    if _is_offline(None):
+        raise OfflineError(f"{what} needs the network, but offline mode is on (HF_HUB_OFFLINE / RAZORZOO_OFFLINE)")
+
+
 def _api(token: str | None = None) -> "HfApi":
     from huggingface_hub import HfApi
 
@@ -213,6 +218,7 @@ def list_hub_models(author: str | None = None) -> list[dict[str, Any]]:
     Each entry: ``id`` (``hf-hub:org/name``), ``repo_id``, ``author``, ``task``, ``family``, ``base``, ``private``,
     ``downloads``, ``likes``, ``last_modified`` (ISO date or None).
     """
+    _require_online("listing Hub models")
     api = _api()
     with _hub_errors("cannot list Hub models", author or "the Hub"):
         infos = list(api.list_models(filter=LIBRARY_NAME, author=author, cardData=True))
@@ -280,6 +286,7 @@ def push_to_hub(
     if not token:
         raise HubError("pushing needs a Hub token with write access: pass token=, set HF_TOKEN, or run "
                        "`hf auth login`")
+    _require_online(f"pushing {repo_id}")
     metric_values = parse_metrics(metrics)
     api = _api(token)
     _check_namespace(api, repo_id)

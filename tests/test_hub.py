@@ -197,6 +197,9 @@ def test_downloads_go_through_the_hub_cache_and_work_offline(hub, pushed_classif
     assert len(hub.requests) == requests_before  # offline: no request at all
     with pytest.raises(OfflineError, match="not in the Hub cache"):
         download_hub_model("hf-hub:alice/pinned-never-downloaded")
+    with pytest.raises(OfflineError, match="needs the network"):
+        list_hub_models()
+    assert len(hub.requests) == requests_before
 
 
 def test_private_repo_needs_the_token(hub, classifier_files, fresh_cache, monkeypatch):
