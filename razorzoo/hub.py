@@ -63,8 +63,8 @@ class HubRef:
 
 def parse_hub_ref(ref: str) -> HubRef:
     """Parse ``hf-hub:org/name[@revision]`` (the prefix is optional); raise :class:`HubError` when malformed."""
-    repo_id, _, revision = ref.removeprefix(HUB_PREFIX).partition("@")
-    if not _REPO_ID.match(repo_id) or (_ and not revision):
+    repo_id, at, revision = ref.removeprefix(HUB_PREFIX).partition("@")
+    if not _REPO_ID.match(repo_id) or (at and not revision):
         raise HubError(f"invalid Hub reference {ref!r}: expected 'hf-hub:org/name' or 'hf-hub:org/name@revision'")
     return HubRef(repo_id, revision or None)
 
