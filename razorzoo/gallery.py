@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
+
 from razorzoo import __version__
 from razorzoo.registry import Card, all_cards, pareto_front
 
@@ -220,8 +222,6 @@ def _card_page(card: Card) -> str:
 
     facts = "".join(f"<tr><th>{html.escape(label)}</th><td>{_inline(value)}</td></tr>"
                     for label, value in key_facts(card))
-    import yaml
-
     front = yaml.safe_dump(card.front_matter, sort_keys=False, allow_unicode=True, width=120)
     body = f"""<header><p><a href="../index.html">← all models</a></p>
 <h1>{html.escape(card.name)}</h1><p class="subtitle">{html.escape(card.task)} · {html.escape(card.family)}</p></header>
