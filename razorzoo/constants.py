@@ -1,0 +1,67 @@
+"""Every environment variable razorzoo reads, with its default, in one place.
+
+These are functions, not import-time constants: the environment is read at call time, so a process (or a test) can
+change it without re-importing razorzoo. Nothing here imports torch or huggingface_hub.
+
+=================================  ==================================================================================
+variable                           meaning (default)
+=================================  ==================================================================================
+``RAZORZOO_CACHE``                 cache root (``$XDG_CACHE_HOME/razorzoo``, i.e. ``~/.cache/razorzoo``)
+``RAZORZOO_MIRROR``                base URL that replaces ``https://download.openmmlab.com`` in card URLs (unset)
+``RAZORZOO_CARDS``                 a directory of extra cards that extend/override ``cards/`` (unset)
+``RAZORZOO_OFFLINE``               ``1``: use only the cache, never the network (``HF_HUB_OFFLINE`` works too)
+``RAZORZOO_PROGRESS``              ``0``: no progress bars (``HF_HUB_DISABLE_PROGRESS_BARS=1`` works too)
+``RAZORZOO_HTTP_TIMEOUT``          seconds to wait for a connection or for the next bytes of a download (``30``)
+=================================  ==================================================================================
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout"]
+
+UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (§8)
+
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in _TRUE
+
+
+def cache_dir() -> Path:
+    """The cache root: ``RAZORZOO_CACHE``, else ``$XDG_CACHE_HOME/razorzoo``, else ``~/.cache/razorzoo``."""
+    explicit = os.environ.get("RAZORZOO_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "razorzoo"
+
+
+def mirror() -> str | None:
+    """The base URL serving a copy of ``download.openmmlab.com`` (``RAZORZOO_MIRROR``), without a trailing ``/``."""
+    value = os.environ.get("RAZORZOO_MIRROR", "").strip()
+    return value.rstrip("/") or None
+
+
+def extra_cards_dir() -> str | None:
+    """A directory of extra/overriding model cards (``RAZORZOO_CARDS``)."""
+    return os.environ.get("RAZORZOO_CARDS") or None
+
+
+def offline() -> bool:
+    """Offline mode: ``RAZORZOO_OFFLINE`` or ``HF_HUB_OFFLINE`` is ``1``/``true``/``yes``/``on``."""
+    return _flag("RAZORZOO_OFFLINE") or _flag("HF_HUB_OFFLINE")
+
+
+def progress_bars() -> bool:
+    """Whether downloads show tqdm bars: off with ``RAZORZOO_PROGRESS=0`` or ``HF_HUB_DISABLE_PROGRESS_BARS=1``."""
+    if os.environ.get("RAZORZOO_PROGRESS", "").strip().upper() in {"0", "OFF", "NO", "FALSE"}:
+        return False
+    return not _flag("HF_HUB_DISABLE_PROGRESS_BARS")
+
+
+def http_timeout() -> float:
+    """Seconds to wait for a connection or between two reads of a download (``RAZORZOO_HTTP_TIMEOUT``, 30)."""
+    return float(os.environ.get("RAZORZOO_HTTP_TIMEOUT") or 30.0)
