@@ -12,6 +12,8 @@ variable                           meaning (default)
 ``RAZORZOO_OFFLINE``               ``1``: use only the cache, never the network (``HF_HUB_OFFLINE`` works too)
 ``RAZORZOO_PROGRESS``              ``0``: no progress bars (``HF_HUB_DISABLE_PROGRESS_BARS=1`` works too)
 ``RAZORZOO_HTTP_TIMEOUT``          seconds to wait for a connection or for the next bytes of a download (``30``)
+``HF_ENDPOINT``                    the Hugging Face Hub (or a compatible server) for ``hf-hub:`` ids and ``push``
+``HF_HUB_CACHE`` / ``HF_HOME``     the Hub's file cache (``$HF_HOME/hub``, i.e. ``~/.cache/huggingface/hub``)
 =================================  ==================================================================================
 """
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout"]
+__all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout",
+           "hub_endpoint", "hub_cache_dir"]
 
 UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (§8)
 
@@ -65,3 +68,18 @@ def progress_bars() -> bool:
 def http_timeout() -> float:
     """Seconds to wait for a connection or between two reads of a download (``RAZORZOO_HTTP_TIMEOUT``, 30)."""
     return float(os.environ.get("RAZORZOO_HTTP_TIMEOUT") or 30.0)
+
+
+def hub_endpoint() -> str | None:
+    """``HF_ENDPOINT`` without a trailing ``/`` (None: huggingface_hub's default). huggingface_hub itself reads it
+    only once, at import, so razorzoo passes it explicitly on every call."""
+    return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
+
+
+def hub_cache_dir() -> Path | None:
+    """The Hub's file cache: ``HF_HUB_CACHE``, else ``$HF_HOME/hub`` (None: huggingface_hub's default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
+from razorzoo import constants
 from razorzoo.errors import CardError, HubError, OfflineError, RazorzooError
 
 if TYPE_CHECKING:
@@ -92,37 +93,24 @@ def _split_metric(text: str) -> tuple[str, str | None]:
     return name.strip(), value.strip()
 
 
-# -- environment, read at call time ------------------------------------------------------------------------------
+# -- environment, read at call time (razorzoo.constants) -------------------------------------------------------
 def _endpoint() -> str:
-    from huggingface_hub import constants
+    from huggingface_hub import constants as hf_constants
 
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    return constants.hub_endpoint() or hf_constants.ENDPOINT
 
 
 def _hub_cache(cache_dir: str | os.PathLike | None) -> str:
-    """``<cache_dir>/hub`` when razorzoo is given a cache root, else the Hub's own cache (``HF_HUB_CACHE``,
-    ``HF_HOME/hub``), resolved now rather than when huggingface_hub was imported."""
+    """``<cache_dir>/hub`` when razorzoo is given a cache root, else the Hub's own cache."""
     if cache_dir is not None:
         return str(Path(cache_dir) / "hub")
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    from huggingface_hub import constants
+    from huggingface_hub import constants as hf_constants
 
-    return constants.HF_HUB_CACHE
+    return str(constants.hub_cache_dir() or hf_constants.HF_HUB_CACHE)
 
 
 def _is_offline(offline: bool | None) -> bool:
-    if offline is not None:
-        return offline
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
-        return True
-    try:
-        from razorzoo import constants
-    except ImportError:  # pragma: no cover - constants lands with the pipeline
-        return False
-    return bool(constants.offline())
+    return constants.offline() if offline is None else offline
 
 
 def _require_online(what: str) -> None:
