@@ -199,6 +199,11 @@ def test_downloads_go_through_the_hub_cache_and_work_offline(hub, pushed_classif
         download_hub_model("hf-hub:alice/pinned-never-downloaded")
     with pytest.raises(OfflineError, match="needs the network"):
         list_hub_models()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("RAZORZOO_OFFLINE", "1")  # razorzoo's own flag means the same
+    assert download_hub_model("hf-hub:alice/attentive-custom") == first
+    monkeypatch.delenv("RAZORZOO_OFFLINE")
+    assert download_hub_model("hf-hub:alice/attentive-custom", offline=True) == first
     assert len(hub.requests) == requests_before
 
 
