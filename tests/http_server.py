@@ -1,0 +1,168 @@
+"""A real threaded HTTP file server on 127.0.0.1 with fault injection, standing in for download.openmmlab.com.
+
+``FileServer`` serves files from a directory (``GET``/``HEAD``, ``Range``/``If-Range``, strong ``ETag``s) and logs
+every request. Faults are queued per path and consumed one per request:
+
+* ``"500"``: answer HTTP 500;
+* ``"truncate"``: announce the full ``Content-Length``, send half the body, close the connection cleanly;
+* ``"drop"``: send a third of the body, then reset the connection (TCP RST);
+* ``"flip"``: serve the file with one byte flipped;
+* ``"slow"``: stream in 64 KiB pieces with ``slow_delay`` seconds between them (for races and Ctrl-C tests).
+
+Run it as a script (``python tests/http_server.py DIR``) to serve a directory from another process.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+FAULTS = ("500", "truncate", "drop", "flip", "slow")
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # percent-decoded
+    range: str | None
+    if_range: str | None
+
+
+class FileServer:
+    """``with FileServer(root) as server: server.url``; ``server.add_fault(path, kind, times)``,
+    ``server.requests`` (every :class:`Request`), ``server.gets(path)``."""
+
+    def __init__(self, root: str | Path, *, slow_delay: float = 0.05) -> None:
+        self.root = Path(root)
+        self.slow_delay = slow_delay
+        self.requests: list[Request] = []
+        self._faults: dict[str, deque[str]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FileServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def add_fault(self, path: str, kind: str, times: int = 1) -> None:
+        """Queue ``kind`` for the next ``times`` requests of ``path`` (URL path, e.g. ``/mmrazor/v1/x.pth``)."""
+        if kind not in FAULTS:
+            raise ValueError(f"unknown fault {kind!r}; expected one of {FAULTS}")
+        with self._lock:
+            self._faults[unquote(path)].extend([kind] * times)
+
+    def gets(self, path: str) -> list[Request]:
+        """The GET requests of ``path`` so far."""
+        path = unquote(path)
+        with self._lock:
+            return [r for r in self.requests if r.method == "GET" and r.path == path]
+
+    def _next_fault(self, path: str) -> str | None:
+        with self._lock:
+            queue = self._faults.get(path)
+            return queue.popleft() if queue else None
+
+    def _log(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+
+def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # keep test output clean
+            pass
+
+        def do_HEAD(self) -> None:
+            self._serve(body=False)
+
+        def do_GET(self) -> None:
+            self._serve(body=True)
+
+        def _serve(self, *, body: bool) -> None:
+            path = unquote(urlsplit(self.path).path)
+            server._log(Request(self.command, path, self.headers.get("Range"), self.headers.get("If-Range")))
+            file = (server.root / path.lstrip("/")).resolve()
+            if server.root.resolve() not in file.parents or not file.is_file():
+                return self._reply(404, b"not found\n")
+            fault = server._next_fault(path) if body else None
+            if fault == "500":
+                return self._reply(500, b"internal error (injected)\n")
+            data = file.read_bytes()
+            etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+            if fault == "flip":
+                data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:]
+            start = self._range_start(len(data), etag)
+            if start is None:
+                return self._reply(416, b"range not satisfiable\n", {"Content-Range": f"bytes */{len(data)}"})
+            part = data[start:]
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(part)))
+            self.send_header("ETag", etag)
+            self.send_header("Accept-Ranges", "bytes")
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.end_headers()
+            if not body:
+                return
+            if fault == "truncate":
+                self.wfile.write(part[:len(part) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+            elif fault == "drop":
+                self.wfile.write(part[:len(part) // 3])
+                self.wfile.flush()
+                # SO_LINGER 0: close() sends a TCP reset instead of a clean FIN
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+            elif fault == "slow":
+                for i in range(0, len(part), 1 << 16):
+                    self.wfile.write(part[i:i + (1 << 16)])
+                    self.wfile.flush()
+                    time.sleep(server.slow_delay)
+            else:
+                self.wfile.write(part)
+
+        def _range_start(self, size: int, etag: str) -> int | None:
+            """Start offset to serve: 0 without a (valid) Range, or when If-Range names another version."""
+            header = self.headers.get("Range")
+            if not header or not header.startswith("bytes=") or not header.endswith("-"):
+                return 0
+            if_range = self.headers.get("If-Range")
+            if if_range is not None and if_range != etag:
+                return 0
+            start = int(header[len("bytes="):-1])
+            return start if start < size else None
+
+        def _reply(self, status: int, text: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(text)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(text)
+
+    return Handler
+
+
+if __name__ == "__main__":  # serve a directory: python tests/http_server.py DIR  (prints the URL)
+    with FileServer(sys.argv[1]) as srv:
+        print(srv.url, flush=True)
+        threading.Event().wait()
