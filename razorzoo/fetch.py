@@ -42,7 +42,7 @@ from razorzoo import constants
 from razorzoo.errors import FetchError, IntegrityError, OfflineError
 
 __all__ = ["fetch", "cached", "cached_file", "cached_files", "remove_download", "mirrored", "sha256_of_file",
-           "hash_matches", "CachedFile", "DOWNLOADS_DIR"]
+           "hash_matches", "write_json_atomic", "CachedFile", "DOWNLOADS_DIR"]
 
 DOWNLOADS_DIR = "downloads"
 META_FILE = "meta.json"
@@ -130,7 +130,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` atomically (temp file in the same directory, then rename)."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -253,7 +253,7 @@ def _download(url: str, entry: Path, *, expected: str | None, pinned: bool, prog
                              f"in the cache. The file changed or was corrupted in transit: retry, or check the mirror")
     os.replace(partial, entry / name)
     (entry / _PARTIAL_META).unlink(missing_ok=True)
-    _write_json(entry / META_FILE, {"url": url, "file": name, "sha256": digest, "size": size, "etag": etag,
+    write_json_atomic(entry / META_FILE, {"url": url, "file": name, "sha256": digest, "size": size, "etag": etag,
                                     "source": source, "pinned": pinned, "time": time.time()})
     if pinned and expected is None and url not in _warned_unpinned:
         _warned_unpinned.add(url)
@@ -303,7 +303,7 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, progress:
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length is not None else None
             etag = response.headers.get("ETag")
-            _write_json(partial_meta, {"source": source, "etag": etag})
+            write_json_atomic(partial_meta, {"source": source, "etag": etag})
             received = 0
             show = constants.progress_bars() if progress is None else progress
             with open(partial, "ab" if offset else "wb") as f, tqdm(
