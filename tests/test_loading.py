@@ -1,0 +1,226 @@
+"""End to end through a real local mirror: registry name -> fetch -> verify -> convert -> cache -> strict load.
+
+Cards come from ``RAZORZOO_CARDS`` (copies of the real cards whose hashes match the served fixture checkpoints) and
+files from ``RAZORZOO_MIRROR`` (a real HTTP server on 127.0.0.1); outputs are compared with the upstream goldens.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import razorzoo
+from checkpoints import write_checkpoint
+from conftest import DATA
+from http_server import FileServer, build_mirror
+from razorzoo.cli import main as cli
+from razorzoo.errors import OfflineError, PairMismatchError, RazorzooError, UnknownModelError
+from razorzoo.registry import parse_card
+
+DETECTOR, CLASSIFIER = "rtmdet_tiny-ofa_lat31", "ofa_lat31"
+HEADS = ("cls_scores", "bbox_preds")
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    return build_mirror([DETECTOR, CLASSIFIER], tmp_path_factory.mktemp("mirror"))
+
+
+@pytest.fixture
+def zoo(mirror, tmp_path, monkeypatch):
+    """The mirror served on 127.0.0.1, its cards registered, a fresh cache: yields (server, cache dir)."""
+    www, cards = mirror
+    with FileServer(www) as server:
+        monkeypatch.setenv("RAZORZOO_MIRROR", server.url)
+        monkeypatch.setenv("RAZORZOO_CARDS", str(cards))
+        monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "cache"))
+        monkeypatch.delenv("RAZORZOO_OFFLINE", raising=False)
+        yield server, tmp_path / "cache"
+
+
+def _url_path(name: str, entry: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(getattr(razorzoo.get_card(name), entry).url).path
+
+
+def _max_head_diff(detector, goldens) -> float:
+    with torch.no_grad():
+        raw = detector(goldens["input"])
+    return max((out - goldens[f"head.{name}.{i}"]).abs().max().item()
+               for name, levels in zip(HEADS, raw) for i, out in enumerate(levels))
+
+
+def test_registry_name_to_golden_outputs_then_offline_from_the_cache(zoo):
+    server, cache = zoo
+    goldens = load_file(DATA / DETECTOR / "goldens.safetensors")
+    detector = razorzoo.load_detector(DETECTOR)
+    assert isinstance(detector, razorzoo.Detector) and not detector.training
+    assert _max_head_diff(detector, goldens) <= 1e-4
+    assert [r.path for r in server.requests] == [_url_path(DETECTOR, "subnet"), _url_path(DETECTOR, "weights")]
+    [converted] = list((cache / "models").rglob("model.safetensors"))
+    mtime = converted.stat().st_mtime_ns
+    # second call: no request, no conversion; then offline with only the converted file left
+    assert _max_head_diff(razorzoo.load_detector(DETECTOR), goldens) <= 1e-4
+    shutil.rmtree(cache / "downloads")
+    again = razorzoo.load_detector(DETECTOR, offline=True)
+    assert _max_head_diff(again, goldens) <= 1e-4
+    assert len(server.requests) == 2 and converted.stat().st_mtime_ns == mtime
+
+
+def test_backbone_of_a_detector_takes_the_detector_weights(zoo):
+    goldens = load_file(DATA / DETECTOR / "goldens.safetensors")
+    backbone = razorzoo.load_backbone(DETECTOR)
+    with torch.no_grad():
+        feats = backbone(goldens["input"])
+    assert len(feats) == 3
+    for i, feat in enumerate(feats):
+        assert (feat - goldens[f"backbone.{i}"]).abs().max().item() <= 1e-4
+
+
+def test_classifier_by_alias_matches_goldens(zoo):
+    goldens = load_file(DATA / CLASSIFIER / "goldens.safetensors")
+    alias = razorzoo.get_card(CLASSIFIER).aliases[0]
+    model = razorzoo.load_classifier(alias)
+    with torch.no_grad():
+        assert (model(goldens["input"]) - goldens["logits"]).abs().max().item() <= 1e-4
+
+
+def test_offline_without_cache_lists_exactly_what_is_missing(zoo):
+    server, _ = zoo
+    with pytest.raises(OfflineError) as info:
+        razorzoo.load_detector(DETECTOR, offline=True)
+    message = str(info.value)
+    card = razorzoo.get_card(DETECTOR)
+    assert card.weights.url in message and card.subnet.url in message
+    assert f"razorzoo download {DETECTOR}" in message
+    assert server.requests == []
+
+
+def test_wrong_loader_for_the_task_is_a_clear_error(zoo):
+    path = razorzoo.loading.download(DETECTOR)
+    with pytest.raises(RazorzooError, match="load_detector"):
+        razorzoo.load_classifier(path)
+    with pytest.raises(UnknownModelError):
+        razorzoo.load_detector("rtmdet_tiny-ofa_lat13")
+
+
+
+def test_converted_file_alone_rebuilds_the_model(zoo, tmp_path):
+    path = razorzoo.loading.download(DETECTOR)
+    copy = tmp_path / "elsewhere" / "model.safetensors"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    goldens = load_file(DATA / DETECTOR / "goldens.safetensors")
+    assert _max_head_diff(razorzoo.load_detector(copy), goldens) <= 1e-4
+
+
+def test_pth_needs_a_subnet_and_a_mismatched_one_is_refused(tmp_path):
+    pth = write_checkpoint(DETECTOR, "runner", tmp_path / "epoch_1.pth")
+    with pytest.raises(RazorzooError, match="subnet="):
+        razorzoo.load_detector(pth)
+    goldens = load_file(DATA / DETECTOR / "goldens.safetensors")
+    assert _max_head_diff(razorzoo.load_detector(pth, subnet=DETECTOR), goldens) <= 1e-4
+    with pytest.raises(PairMismatchError):
+        razorzoo.load_detector(pth, subnet="ofa_lat22", detector="rtmdet_tiny")
+
+
+def test_published_yaml_that_disagrees_with_the_shipped_one_is_refused(zoo, mirror, tmp_path, monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "conversion"))
+    from convert_zoo import set_card_hashes
+
+    server, cache = zoo
+    www, cards = mirror
+    other = tmp_path / "cards"
+    (other / "subnets").mkdir(parents=True)
+    for file in cards.rglob("*"):
+        if file.is_file():
+            (other / file.relative_to(cards)).write_bytes(file.read_bytes())
+    # the "published" copy of this card's YAML chooses lat22's architecture
+    lat22 = (Path(razorzoo.registry.CARDS_DIR) / "subnets" / "OFA_SUBNET_NOTE8_LAT22.yaml").read_bytes()
+    served = Path(server.root) / _url_path(DETECTOR, "subnet").lstrip("/")
+    original = served.read_bytes()
+    served.write_bytes(lat22)
+    try:
+        set_card_hashes(other / f"{DETECTOR}.md", {"subnet": hashlib.sha256(lat22).hexdigest()})
+        monkeypatch.setenv("RAZORZOO_CARDS", str(other))
+        with pytest.raises(PairMismatchError, match="different architecture"):
+            razorzoo.load_detector(DETECTOR)
+        assert not (cache / "models").exists() or not list((cache / "models").rglob("*.safetensors"))
+    finally:
+        served.write_bytes(original)
+
+
+def test_two_processes_loading_at_once_download_once(zoo):
+    server, cache = zoo
+    weights = _url_path(DETECTOR, "weights")
+    server.add_fault(weights, "slow")  # the first download takes a while: the second process must wait for it
+    script = (
+        "import sys, torch; torch.set_num_threads(1); import razorzoo; "
+        "from safetensors.torch import load_file; "
+        "g = load_file(sys.argv[1]); d = razorzoo.load_detector(sys.argv[2]); "
+        "out = d(g['input']); "
+        "print(max((o - g[f'head.{n}.{i}']).abs().max().item() for n, lv in zip(('cls_scores', 'bbox_preds'), out) "
+        "for i, o in enumerate(lv)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    args = [sys.executable, "-c", script, str(DATA / DETECTOR / "goldens.safetensors"), DETECTOR]
+    children = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    results = [child.communicate(timeout=300) for child in children]
+    for child, (out, err) in zip(children, results):
+        assert child.returncode == 0, err
+        assert float(out.strip().splitlines()[-1]) <= 1e-4
+    assert len(server.gets(weights)) == 1
+    assert len(list((cache / "models").rglob("model.safetensors"))) == 1
+
+
+def test_cli_download_ls_verify_rm(zoo, capsys):
+    _, cache = zoo
+    assert cli(["download", DETECTOR]) == 0
+    converted = Path(capsys.readouterr().out.strip())
+    assert converted.is_file() and converted.name == "model.safetensors"
+    assert cli(["cache", "ls"]) == 0
+    listing = capsys.readouterr().out
+    assert DETECTOR in listing and str(converted) in listing and "download" in listing
+    assert cli(["cache", "verify"]) == 0
+    assert "CHANGED" not in capsys.readouterr().out
+    data = bytearray(converted.read_bytes())
+    data[-1] ^= 0xFF
+    converted.write_bytes(bytes(data))
+    assert cli(["cache", "verify"]) == 1
+    assert f"CHANGED  {converted}" in capsys.readouterr().out
+    assert cli(["cache", "rm", DETECTOR]) == 0
+    assert not converted.exists() and not list((cache / "downloads").rglob("*.pth"))
+    assert cli(["cache", "rm", DETECTOR]) == 2
+    assert "not in the cache" in capsys.readouterr().err
+
+
+def test_cli_download_offline_fails_cleanly(zoo, capsys):
+    assert cli(["download", DETECTOR, "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("razorzoo: error: offline mode is on") and "Traceback" not in err
+
+
+def test_cli_pipeline_module_does_not_import_torch():
+    code = ("import sys, razorzoo.cli; razorzoo.cli.build_parser(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.stdout.strip() == "False"
+
+
+def test_index_records_the_full_hashes(zoo):
+    _, cache = zoo
+    path = razorzoo.loading.download(DETECTOR)
+    index = json.loads((cache / "models" / "index.json").read_text())["models"][DETECTOR]
+    card = parse_card(Path(os.environ["RAZORZOO_CARDS"]) / f"{DETECTOR}.md")
+    assert index["weights_sha256"] == card.weights.sha256 and len(card.weights.sha256) == 64
+    assert index["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path.parent.name == card.weights.sha256
