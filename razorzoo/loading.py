@@ -247,7 +247,8 @@ def _files(card: "Card") -> list[tuple[str, str, str | None]]:
 
 
 def _raise_if_missing(card: "Card", root: Path) -> None:
-    missing = [f"  - {what}: {url}" for what, url, sha in _files(card) if cached(url, sha256=sha, cache_dir=root) is None]
+    missing = [f"  - {what}: {url}" for what, url, sha in _files(card)
+               if cached(url, sha256=sha, cache_dir=root) is None]
     if missing:
         raise OfflineError(
             f"offline mode is on and {card.name!r} is not in the cache ({root}); missing:\n" + "\n".join(missing)
@@ -279,9 +280,9 @@ def _convert(card: "Card", root: Path, offline: bool, progress: bool | None) -> 
                                 source_sha256=weights_sha, subnet_yaml=subnet_text)
     with _index_for_update(root) as models:
         old = models.get(card.name)
+        subnet_sha = cached_file(card.subnet.url, cache_dir=root).sha256 if published else None
         models[card.name] = {"key": _card_key(card), "path": relative.as_posix(), "sha256": sha256_of_file(output),
-                             "size": output.stat().st_size, "weights_sha256": weights_sha,
-                             "subnet_sha256": cached_file(card.subnet.url, cache_dir=root).sha256 if published else None}
+                             "size": output.stat().st_size, "weights_sha256": weights_sha, "subnet_sha256": subnet_sha}
     if old is not None and old["path"] != relative.as_posix():  # the card moved on: drop the stale conversion
         shutil.rmtree((root / old["path"]).parent, ignore_errors=True)
     return output
