@@ -17,6 +17,7 @@ __all__ = [
     "IntegrityError",
     "OfflineError",
     "HubError",
+    "ImageError",
 ]
 
 
@@ -65,3 +66,7 @@ class OfflineError(FetchError):
 
 class HubError(RazorzooError):
     """A Hugging Face Hub operation was refused (auth, name taken, invalid repo)."""
+
+
+class ImageError(RazorzooError, ValueError):
+    """An input image is missing, cannot be decoded, or has a type/shape/dtype razorzoo cannot interpret."""
