@@ -33,6 +33,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,12 +309,20 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, progress:
             show = constants.progress_bars() if progress is None else progress
             with open(partial, "ab" if offset else "wb") as f, tqdm(
                     total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-                    disable=not show, leave=False) as bar:
-                for chunk in response.iter_bytes(_CHUNK):
+                    disable=not show, leave=False) as bar, ThreadPoolExecutor(1) as worker:
+                def consume(chunk: bytes) -> None:  # hashlib and file writes release the GIL
                     f.write(chunk)
                     digest.update(chunk)
+
+                pending = None
+                for chunk in response.iter_bytes(_CHUNK):  # receive the next chunk while the last is consumed
+                    if pending is not None:
+                        pending.result()
+                    pending = worker.submit(consume, chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                if pending is not None:
+                    pending.result()
                 f.flush()
                 os.fsync(f.fileno())
     except httpx2.TransportError as exc:  # resets, timeouts, "peer closed connection" (a truncated body)
