@@ -45,12 +45,16 @@ def flat_outputs(output) -> torch.Tensor:
     return torch.cat([flat_outputs(o) for o in output])
 
 
-def load_from_hub(ref: str, task: str) -> torch.nn.Module:
-    from razorzoo.convert import load_converted
+def assert_same_outputs(got: torch.Tensor, expected: torch.Tensor) -> None:
+    # the same weights, loaded differently (safetensors-backed vs freshly made tensors), pick different float
+    # kernels: measured max-abs differences are ~5e-7 on outputs of magnitude ~1
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
-    model = load_converted(download_hub_model(ref))
-    assert getattr(model, "recipe", None) is not None if task == "detection" else True
-    return model
+
+def load_from_hub(ref: str, task: str) -> torch.nn.Module:
+    """The one line a user writes: ``razorzoo.load_classifier("hf-hub:org/name")`` / ``load_detector``."""
+    loader = {"classification": razorzoo.load_classifier, "detection": razorzoo.load_detector}[task]
+    return loader(ref)
 
 
 def local_outputs(build, weights, x) -> torch.Tensor:
@@ -118,7 +122,7 @@ def test_load_classifier_by_id_matches_the_local_model(hub, pushed_classifier, f
     with torch.no_grad():
         got = flat_outputs(load_from_hub("hf-hub:alice/attentive-custom", "classification")(x))
     assert got.shape == expected.shape == (2 * 1000,)
-    assert torch.equal(got, expected)
+    assert_same_outputs(got, expected)
 
 
 def test_detector_round_trip(hub, tmp_path, fresh_cache):
@@ -134,7 +138,7 @@ def test_detector_round_trip(hub, tmp_path, fresh_cache):
     expected = local_outputs(build, weights, x)
     with torch.no_grad():
         got = flat_outputs(load_from_hub("hf-hub:razor-team/yolov6-custom", "detection")(x))
-    assert torch.equal(got, expected)
+    assert_same_outputs(got, expected)
     card = load_hub_card("hf-hub:razor-team/yolov6-custom")
     assert (card.task, card.recipe, card.metrics) == ("detection", "yolov6_l_d12", {"box_ap": 41.5})
 
@@ -153,9 +157,9 @@ def test_revision_pinning_returns_the_old_weights(hub, classifier_files, tmp_pat
     with torch.no_grad():
         pinned = flat_outputs(load_from_hub(f"hf-hub:alice/pinned@{first_commit}", "classification")(x))
         latest = flat_outputs(load_from_hub("hf-hub:alice/pinned", "classification")(x))
-    assert torch.equal(pinned, local_outputs(build, first, x))
-    assert torch.equal(latest, local_outputs(build, second, x))
-    assert not torch.equal(pinned, latest)
+    assert_same_outputs(pinned, local_outputs(build, first, x))
+    assert_same_outputs(latest, local_outputs(build, second, x))
+    assert (pinned - latest).abs().max() > 0.1
 
 
 def test_push_to_a_branch_leaves_main_alone(hub, pushed_classifier, classifier_files, tmp_path, fresh_cache):
@@ -169,7 +173,7 @@ def test_push_to_a_branch_leaves_main_alone(hub, pushed_classifier, classifier_f
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         got = flat_outputs(load_from_hub("hf-hub:alice/attentive-custom@candidate", "classification")(x))
-    assert torch.equal(got, local_outputs(lambda: razorzoo.build_classifier(CUSTOM_SUBNET), candidate, x))
+    assert_same_outputs(got, local_outputs(lambda: razorzoo.build_classifier(CUSTOM_SUBNET), candidate, x))
 
 
 def test_repushing_identical_files_makes_no_commit(hub, pushed_classifier, classifier_files):
