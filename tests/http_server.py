@@ -138,6 +138,7 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             elif fault == "drop":
                 self.wfile.write(part[:len(part) // 3])
                 self.wfile.flush()
+                time.sleep(0.2)  # let the client read what was sent: a reset discards unread received data
                 # SO_LINGER 0: close() sends a TCP reset instead of a clean FIN
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.close_connection = True
