@@ -12,7 +12,6 @@ private team hub can be switched to without restarting. Nothing here imports tor
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -325,6 +324,7 @@ def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", w
     """Verify the pair, convert, and write the four repo files into ``out``."""
     from razorzoo import __version__
     from razorzoo.convert import convert_checkpoint
+    from razorzoo.fetch import sha256_of_file
     from razorzoo.registry import parse_card
     from razorzoo.verify import verify_pair
 
@@ -333,27 +333,19 @@ def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", w
         problems = "\n  ".join(map(str, report.problems))
         raise HubError(f"cannot push {repo_id}: {weights} does not fit the subnet YAML:\n  {problems}")
     convert_checkpoint(weights, spec, out / WEIGHTS_FILE, name="", source_url="",
-                       source_sha256=_sha256(Path(weights)))
+                       source_sha256=sha256_of_file(weights))
     config = {**spec.to_dict(), "razorzoo_version": __version__, "base": base.name}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out / SUBNET_FILE).write_text(spec.subnet.to_yaml())
     readme = render_card(repo_id, spec, base, stats=_model_stats(spec, base), metrics=metrics, extra=card_extra,
                          constraint=constraint,
-                         sha256={name: _sha256(out / name) for name in (WEIGHTS_FILE, SUBNET_FILE)})
+                         sha256={name: sha256_of_file(out / name) for name in (WEIGHTS_FILE, SUBNET_FILE)})
     (out / CARD_FILE).write_text(readme, encoding="utf-8")
     try:  # the card must read back through the registry (metric ranges, names) before anything is uploaded
         parse_card(out / CARD_FILE)
     except CardError as exc:
         raise HubError(f"cannot push {repo_id}: the generated card is invalid: {exc}") from exc
     return {name: out / name for name in (WEIGHTS_FILE, CONFIG_FILE, SUBNET_FILE, CARD_FILE)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _model_stats(spec: "ArchSpec", base: "Card") -> dict[str, Any]:
