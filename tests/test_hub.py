@@ -72,6 +72,7 @@ def hub(tmp_path_factory):
         env.setenv("HF_TOKEN", "hf_alice")
         env.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
         env.delenv("HF_HUB_OFFLINE", raising=False)
+        env.delenv("RAZORZOO_OFFLINE", raising=False)
         env.delenv("HF_HUB_CACHE", raising=False)
         env.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
         yield server
