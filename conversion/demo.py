@@ -50,7 +50,7 @@ def main() -> None:
                   f"{len(server.requests)} requests in total")
             image = ROOT / "tests" / "data" / MODEL / "image.png"
             start = time.perf_counter()
-            [detections] = detector.predict(str(image))
+            detections = detector.predict(str(image))
             print(f"predict({image.name}): {len(detections.scores)} boxes in {time.perf_counter() - start:.2f} s")
 
 
