@@ -104,6 +104,9 @@ def _save_atomic(picture, path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             picture.save(f, format="PNG")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
