@@ -25,6 +25,7 @@ def test_length_names_and_indexing():
     assert d[1:].names == ["stop sign", "toothbrush"]
     assert d[torch.tensor([False, True, True])].scores.tolist() == pytest.approx([0.6, 0.3])
     assert d[[2, 0]].labels.tolist() == [79, 0]
+    assert d[np.array([True, False, True])].labels.tolist() == [0, 79]  # a mask, not the indices 1, 0, 1
     with pytest.raises(IndexError):
         d[3]
 

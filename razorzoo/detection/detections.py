@@ -22,7 +22,7 @@ COCO_CATEGORY_IDS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Detections:
     """Detections in one image, best first.
 
@@ -53,7 +53,9 @@ class Detections:
                 raise IndexError(f"detection index {index} out of range for {len(self)} detections")
             index = slice(index % len(self), index % len(self) + 1)
         elif not isinstance(index, (slice, torch.Tensor)):
-            index = torch.as_tensor(index, dtype=torch.long)
+            index = torch.as_tensor(index)  # lists, numpy index arrays or boolean masks
+            if index.dtype != torch.bool:
+                index = index.long()
         return Detections(self.boxes[index], self.scores[index], self.labels[index], self.class_names)
 
     @property
@@ -63,10 +65,10 @@ class Detections:
 
     def filter(self, classes: Iterable[str | int] | None = None, min_score: float | None = None) -> "Detections":
         """Only detections of ``classes`` (names or indices) scoring at least ``min_score``."""
-        keep = torch.ones(len(self), dtype=torch.bool)
+        keep = torch.ones(len(self), dtype=torch.bool, device=self.labels.device)
         if classes is not None:
             wanted = [self._class_index(c) for c in classes]
-            keep &= torch.isin(self.labels, torch.tensor(wanted, dtype=self.labels.dtype))
+            keep &= torch.isin(self.labels, torch.tensor(wanted, dtype=self.labels.dtype, device=self.labels.device))
         if min_score is not None:
             keep &= self.scores >= min_score
         return self[keep]

@@ -98,12 +98,12 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_num
     order = scores.sort(0, descending=True)[1]
     x1, y1, x2, y2 = boxes[order].float().unbind(1)
     areas = (x2 - x1) * (y2 - y1)
-    alive = torch.ones(len(order), dtype=torch.bool)
+    alive = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
     keep: list[torch.Tensor] = []
     num_kept = 0
     for start in range(0, len(order), _NMS_BLOCK):
         stop = min(start + _NMS_BLOCK, len(order))
-        rows = torch.arange(start, stop)[alive[start:stop]]
+        rows = torch.arange(start, stop, device=boxes.device)[alive[start:stop]]
         if len(rows) == 0:
             continue
         # settle the block: earlier blocks already suppressed what they could, the rest depends on order inside it
@@ -122,7 +122,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_num
             break
         keep.append(kept)
         num_kept += len(kept)
-        later = torch.arange(stop, len(order))[alive[stop:]]
+        later = torch.arange(stop, len(order), device=boxes.device)[alive[stop:]]
         if len(later):
             suppressed = (_iou(x1, y1, x2, y2, areas, kept, later) > iou_threshold).any(0)
             alive[later[suppressed]] = False
@@ -147,12 +147,12 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     best ``max_num`` (and lets each NMS stop early).
     """
     if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
     offsets = labels.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
     boxes_for_nms = boxes + offsets[:, None]
     if len(boxes) < _NMS_SPLIT_THR:
         return nms(boxes_for_nms, scores, iou_threshold, max_num)
-    kept = torch.zeros(len(boxes), dtype=torch.bool)
+    kept = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
     for label in torch.unique(labels):
         members = (labels == label).nonzero().view(-1)
         kept[members[nms(boxes_for_nms[members], scores[members], iou_threshold, max_num)]] = True
