@@ -195,31 +195,29 @@ def postprocess(
     max_det = test_cfg["max_per_img"] if max_det is None else int(max_det)
     if max_det < 1:
         raise RazorzooError(f"max_det must be a positive number of detections per image, got {max_det}")
-    num_classes = cls_scores[0].shape[1] // (len(decode["anchors"][0]) if decode["coder"] == "yolov5" else 1)
-    multi_label = test_cfg.get("multi_label", True) and num_classes > 1
-    min_bbox_size = test_cfg.get("min_bbox_size")
-
     num_images = cls_scores[0].shape[0]
     featmap_sizes = [tuple(c.shape[2:]) for c in cls_scores]
-    num_base_priors = 1
     if decode["coder"] == "yolov5":
-        num_base_priors = len(decode["anchors"][0])
         priors = anchor_priors(featmap_sizes, strides, decode["anchors"])
+        num_base_priors, coder = len(decode["anchors"][0]), decode_yolov5
     elif decode["coder"] == "distance":
         priors = point_priors(featmap_sizes, strides, decode["prior_offset"])
+        num_base_priors, coder = 1, decode_distance
     else:
         raise RazorzooError(f"unknown box coder {decode['coder']!r}; expected 'yolov5' or 'distance'")
+    num_classes = cls_scores[0].shape[1] // num_base_priors
+    multi_label = test_cfg.get("multi_label", True) and num_classes > 1
+    min_bbox_size = test_cfg.get("min_bbox_size")
     priors = priors.to(cls_scores[0].device)
     flat_stride = torch.cat([priors.new_full((h * w * num_base_priors,), stride)
                              for (h, w), stride in zip(featmap_sizes, strides)])
 
     def flatten(maps: Sequence[torch.Tensor], width: int) -> torch.Tensor:
+        # (N, A*width, H, W) -> (N, H*W*A, width): row ((y * W + x) * A + a), the order of the priors
         return torch.cat([m.permute(0, 2, 3, 1).reshape(num_images, -1, width) for m in maps], dim=1)
 
     scores_all = flatten(cls_scores, num_classes).sigmoid()
-    deltas = flatten(bbox_preds, 4)
-    coder = decode_yolov5 if decode["coder"] == "yolov5" else decode_distance
-    boxes_all = coder(priors[None], deltas, flat_stride)
+    boxes_all = coder(priors[None], flatten(bbox_preds, 4), flat_stride)
     objectness_all = flatten(objectnesses, 1)[..., 0].sigmoid() if objectnesses is not None else None
 
     results = []
