@@ -129,6 +129,7 @@ def test_grey_arrays_are_replicated():
     (np.zeros((4, 4, 4), dtype=np.uint8), "alpha"),
     (np.zeros((3, 8, 9), dtype=np.uint8), "transpose"),
     (np.zeros((2, 4, 4, 3), dtype=np.uint8), "H x W x 3"),
+    (np.zeros((0, 4, 3), dtype=np.uint8), "empty"),
 ])
 def test_ambiguous_arrays_are_refused_with_a_hint(array, message):
     with pytest.raises(ImageError, match=message) as info:
@@ -148,6 +149,8 @@ def test_missing_and_undecodable_files_name_the_path(tmp_path):
         load_image(torch.zeros(3, 4, 4))
     with pytest.raises(ImageError, match="no images"):
         preprocess([], LETTERBOX)
+    with pytest.raises(ImageError, match="1300x2 image is too elongated"):
+        preprocess(np.zeros((2, 1300, 3), dtype=np.uint8), LETTERBOX)
 
 
 def test_importing_preprocess_does_not_import_torch():

@@ -25,11 +25,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", metavar="NAME",
                    help="detector: registry name or alias, hf-hub:org/name[@rev], or a converted .safetensors file; "
-                        "with --weights, the registry name whose subnet and recipe the weights belong to")
+                        "with a --weights .pth, the registry name whose subnet and recipe the weights belong to")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--weights", metavar="PATH",
-                   help="use these weights instead of the published ones: a converted .safetensors or an upstream "
-                        ".pth checkpoint (verified against NAME's subnet first)")
+                   help="use these weights instead of the published ones: a converted .safetensors (which records "
+                        "its own architecture) or an upstream .pth checkpoint (verified against NAME's subnet first)")
     p.add_argument("--out", metavar="DIR", help="write each image with its boxes drawn to DIR/<name>.png")
     p.add_argument("--json", action="store_true", help="print all detections as JSON instead of a table")
     p.add_argument("--score-thr", type=float, metavar="T", help="minimum score (default: the model's test_cfg)")

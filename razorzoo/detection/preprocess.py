@@ -69,6 +69,8 @@ def _check_array(image: np.ndarray) -> np.ndarray:
             f"image array has dtype {image.dtype}; pass uint8 pixels in 0..255 "
             "(e.g. (x * 255).round().astype(np.uint8) for floats in 0..1)"
         )
+    if image.size == 0:
+        raise ImageError(f"image array is empty (shape {image.shape})")
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
         return np.ascontiguousarray(np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=2))
     if image.ndim == 3 and image.shape[2] == 3:
@@ -160,6 +162,9 @@ def preprocess(
     tensors, metas = [], []
     for image in images:
         array = load_image(image)
+        if min(array.shape[:2]) * int(cfg["size"]) < max(array.shape[:2]):
+            raise ImageError(f"a {array.shape[1]}x{array.shape[0]} image is too elongated: its short side would "
+                             f"shrink below 1 pixel when the long side is resized to {cfg['size']}")
         resized, meta = pipeline(array, int(cfg["size"]), int(cfg["pad_value"]))
         tensors.append(torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1))
         metas.append({"ori_shape": array.shape[:2], **meta})
