@@ -72,6 +72,10 @@ def test_letterbox_truncates_sizes_and_centres_with_upstream_rounding():
     image, meta = letterbox(_image(149, 200), 640, 114)
     assert meta["pad_param"] == (82.0, 82.0, 0.0, 0.0) and meta["scale_factor"] == (3.2, 476 / 149)
     assert (image[:82] == 114).all() and (image[558:] == 114).all() and not (image[82] == 114).all()
+    # 100 x 154: 154 * (640 / 154) = 639.99... truncates to 639, so even the long side gets 1 px (right) padding
+    image, meta = letterbox(_image(100, 154), 640, 114)
+    assert meta["pad_param"] == (112.0, 113.0, 0.0, 1.0) and meta["scale_factor"] == (639 / 154, 415 / 100)
+    assert (image[:, 639] == 114).all() and not (image[112:527, 638] == 114).all()
 
 
 def test_letterbox_keeps_an_image_of_the_target_size():

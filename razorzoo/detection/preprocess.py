@@ -95,22 +95,14 @@ def letterbox(image: np.ndarray, size: int, pad_value: int) -> tuple[np.ndarray,
     if ratio != 1:
         interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
         image = cv2.resize(image, (int(w * ratio), int(h * ratio)), interpolation=interpolation)
-    rh, rw = image.shape[:2]
-    scale_w, scale_h = rw / w, rh / h
-
-    # LetterResize: scale down only (allow_scale_up=False), Python round(); a no-op after the resize above unless
-    # truncation and rounding disagree by a pixel
-    ratio = min(size / rh, size / rw, 1.0)
-    nh, nw = int(round(rh * ratio)), int(round(rw * ratio))
-    if (nh, nw) != (rh, rw):
-        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    scale_w, scale_h = scale_w * (nw / rw), scale_h * (nh / rh)
+    nh, nw = image.shape[:2]
+    # LetterResize(allow_scale_up=False) would only shrink, and the image already fits the canvas: it just pads
     pad_h, pad_w = size - nh, size - nw
     top, left = int(round(pad_h // 2 - 0.1)), int(round(pad_w // 2 - 0.1))  # upstream's centring rule, verbatim
     bottom, right = pad_h - top, pad_w - left
     if pad_h or pad_w:
         image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
-    meta = {"img_shape": image.shape[:2], "scale_factor": (scale_w, scale_h),
+    meta = {"img_shape": image.shape[:2], "scale_factor": (nw / w, nh / h),
             "pad_param": (float(top), float(bottom), float(left), float(right))}
     return image, meta
 
