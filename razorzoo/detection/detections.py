@@ -113,7 +113,7 @@ class Detections:
 
         canvas = Image.fromarray(load_image(image)[..., ::-1].copy())
         width = line_width or max(1, round(max(canvas.size) / 300))
-        font = ImageFont.load_default()
+        font = ImageFont.load_default(size=max(10, round(max(canvas.size) / 60)))  # Pillow >= 10.1: scalable
         draw = ImageDraw.Draw(canvas)
         # lowest score first, so the best boxes end up on top
         for i in reversed(range(len(self))):
