@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from razorzoo import __version__
+from razorzoo.errors import RazorzooError
 
 # modules that contribute subcommands, in help order
 COMMAND_MODULES = (
@@ -49,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except CLIError as exc:
+    except (CLIError, RazorzooError) as exc:
         print(f"razorzoo: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("razorzoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `razorzoo show NAME | head`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # keep the interpreter's final flush from raising again
+        return 0

@@ -16,7 +16,7 @@ from razorzoo.models.backbones import build_backbone_from_subnet
 if TYPE_CHECKING:
     from razorzoo.subnet import Subnet
 
-__all__ = ["ImageClassifier", "ClsHead", "build_classifier_from_subnet"]
+__all__ = ["ImageClassifier", "ClsHead", "GlobalAveragePooling", "SqueezeMeanPooling", "build_classifier_from_subnet"]
 
 
 class ClsHead(nn.Module):
@@ -30,6 +30,28 @@ class ClsHead(nn.Module):
         return self.fc(x)
 
 
+class GlobalAveragePooling(nn.Module):
+    """mmcls ``GlobalAveragePooling`` (SPOS, OFA): an ``nn.AdaptiveAvgPool2d``, which FLOP counters count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gap = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gap(x).flatten(1)
+
+
+class SqueezeMeanPooling(nn.Module):
+    """MMRazor ``SqueezeMeanPoolingWithDropout`` at test time (AttentiveNAS): a plain mean, uncounted upstream."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+# Upstream classifier configs pick the neck per algorithm; both average, but FLOP counts differ (UPSTREAM §3).
+_NECKS = {"spos": GlobalAveragePooling, "ofa": GlobalAveragePooling, "attentive": SqueezeMeanPooling}
+
+
 class ImageClassifier(nn.Module):
     """``m(x)`` returns logits ``(N, num_classes)``; ``m.backbone(x)`` the tuple of stage outputs.
 
@@ -38,10 +60,11 @@ class ImageClassifier(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_features: int, *, input_shape: tuple[int, int] | None = None,
-                 num_classes: int = 1000) -> None:
+                 num_classes: int = 1000, neck: nn.Module | None = None) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.backbone = backbone
+        self.neck = neck if neck is not None else GlobalAveragePooling()
         self.head = ClsHead(num_features, num_classes)
 
     def resize_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +74,7 @@ class ImageClassifier(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features ``(N, C)`` of the last backbone output (upstream ``extract_feat(x)[-1]``)."""
-        feature = self.backbone(self.resize_input(x))[-1]
-        return F.adaptive_avg_pool2d(feature, 1).flatten(1)
+        return self.neck(self.backbone(self.resize_input(x))[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
@@ -62,4 +84,4 @@ def build_classifier_from_subnet(subnet: "Subnet", num_classes: int = 1000) -> I
     """The upstream ImageNet classifier of ``subnet`` (backbone at its default out index, GAP, ``head.fc``)."""
     backbone = build_backbone_from_subnet(subnet)
     return ImageClassifier(backbone, backbone.out_channels[-1], input_shape=getattr(subnet, "input_shape", None),
-                           num_classes=num_classes)
+                           num_classes=num_classes, neck=_NECKS[subnet.family]())

@@ -179,4 +179,6 @@ class AttentiveMobileNetV3(nn.Module):
             x = stage(x)
             if i in self.out_indices:
                 outs.append(x)
+            if i == max(self.out_indices):  # later stages (e.g. the vestigial last conv, §7.3) change no output
+                break
         return tuple(outs)
