@@ -7,6 +7,7 @@ The target shapes come from our own model for the subnet, so extraction and mode
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING, Mapping
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from razorzoo.errors import CheckpointError
-from razorzoo.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSpace, SposSubnet, Stage
+from razorzoo.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSpace, SposSubnet, Stage, load_subnet
 
 if TYPE_CHECKING:
     from razorzoo.subnet import Subnet
@@ -29,13 +30,17 @@ _MASKS = {
 }
 
 
-def extract_subnet(supernet_state_dict: Mapping[str, torch.Tensor], subnet: "Subnet") -> dict[str, torch.Tensor]:
+def extract_subnet(supernet_state_dict: Mapping[str, torch.Tensor], subnet: "Subnet | str | os.PathLike | Mapping"
+                   ) -> dict[str, torch.Tensor]:
     """The state dict of ``subnet``'s classifier (or backbone) sliced out of a supernet state dict.
 
+    ``subnet`` is a parsed subnet or anything :func:`razorzoo.load_subnet` reads (YAML path, text, mapping).
     Keys may carry MMRazor's ``architecture.`` prefix. ``head.fc.*`` is extracted when the supernet has a head
     (``fc.weight[:, :last_channels]``). Output keys are in our model's order (``backbone.*``, ``head.fc.*``), each
     tensor a fresh contiguous copy. Raises :class:`CheckpointError` when a needed tensor is missing or too small.
     """
+    if not isinstance(subnet, (SposSubnet, MobileNetSubnet)):
+        subnet = load_subnet(subnet)
     supernet = {key.removeprefix("architecture."): value for key, value in supernet_state_dict.items()}
     if not any(key.startswith("backbone.") for key in supernet):
         raise CheckpointError("the supernet state dict has no 'backbone.*' (or 'architecture.backbone.*') keys")

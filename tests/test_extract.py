@@ -158,3 +158,13 @@ def test_errors_name_the_tensor():
         extract_subnet(small, subnet)
     with pytest.raises(CheckpointError, match="no 'backbone"):
         extract_subnet({"neck.x": torch.zeros(1)}, subnet)
+
+
+def test_subnet_may_be_given_as_a_yaml_path_or_text():
+    supernet = _supernet("attentive")
+    path = SUBNETS / "ATTENTIVE_SUBNET_A3.yaml"
+    from_object = extract_subnet(supernet, load_subnet(path))
+    for source in (path, str(path), path.read_text()):
+        from_source = extract_subnet(supernet, source)
+        assert from_source.keys() == from_object.keys()
+        assert all(torch.equal(from_source[k], from_object[k]) for k in from_object)
