@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ __all__ = [
     "BN",
     "ConvModule",
     "DepthwiseSeparableConvModule",
+    "forward_stages",
     "HSigmoid",
     "make_activation",
     "make_divisible_nearest",
@@ -125,6 +127,22 @@ class DepthwiseSeparableConvModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pointwise_conv(self.depthwise_conv(x))
+
+
+def forward_stages(x: torch.Tensor, stages: Iterable[nn.Module], out_indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """Run ``stages`` in order and return the outputs at ``out_indices`` (in stage order, as upstream backbones do).
+
+    Stops after the last index needed: later stages (e.g. the vestigial last convs, UPSTREAM.md §7.3) change no output.
+    """
+    outs = []
+    last = max(out_indices)
+    for i, stage in enumerate(stages):
+        x = stage(x)
+        if i in out_indices:
+            outs.append(x)
+        if i == last:
+            break
+    return tuple(outs)
 
 
 def make_divisible_nearest(value: float, divisor: int = 8, min_value: int | None = None, min_ratio: float = 0.9) -> int:

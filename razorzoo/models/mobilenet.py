@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from razorzoo.models.backbones import check_out_indices
-from razorzoo.models.layers import ConvModule
+from razorzoo.models.layers import ConvModule, forward_stages
 from razorzoo.subnet import MobileNetSpace, MobileNetSubnet, se_channels
 
 __all__ = ["AttentiveMobileNetV3", "MBBlock", "SELayer", "ShortcutLayer", "ChannelMask"]
@@ -171,14 +171,6 @@ class AttentiveMobileNetV3(nn.Module):
         self.strides = tuple(strides[i] for i in self.out_indices)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.first_conv(x)
-        outs = []
         # upstream iterates a plain (unregistered) list [layer1, ..., layerN, last_conv] (§7.2)
         stages = [module for name, module in self.named_children() if name.startswith("layer")] + [self.last_conv]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-            if i == max(self.out_indices):  # later stages (e.g. the vestigial last conv, §7.3) change no output
-                break
-        return tuple(outs)
+        return forward_stages(self.first_conv(x), stages, self.out_indices)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from razorzoo.models.backbones import check_out_indices
-from razorzoo.models.layers import ConvModule, DepthwiseSeparableConvModule
+from razorzoo.models.layers import ConvModule, DepthwiseSeparableConvModule, forward_stages
 from razorzoo.subnet import SEARCH_SPACES, SposSpace, SposSubnet
 
 __all__ = ["SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "channel_shuffle"]
@@ -121,13 +121,5 @@ class SearchableShuffleNetV2(nn.Module):
         self.strides = tuple(strides[i] for i in self.out_indices)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.conv1(x)
-        outs = []
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i in self.out_indices:
-                outs.append(x)
-            if i == max(self.out_indices):  # later stages (e.g. the vestigial last conv, §7.3) change no output
-                break
-        return tuple(outs)
+        return forward_stages(self.conv1(x), self.layers, self.out_indices)
 
