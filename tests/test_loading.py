@@ -224,3 +224,14 @@ def test_index_records_the_full_hashes(zoo):
     assert index["weights_sha256"] == card.weights.sha256 and len(card.weights.sha256) == 64
     assert index["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert path.parent.name == card.weights.sha256
+
+
+def test_cli_verify_by_registry_name_downloads_and_checks_the_pair(zoo, capsys):
+    server, _ = zoo
+    assert cli(["verify", DETECTOR]) == 0
+    assert capsys.readouterr().out.startswith("OK: matching weights")
+    assert len(server.gets(_url_path(DETECTOR, "weights"))) == 1
+    # a classifier's YAML claimed for the detector's weights: the pair check fails in YAML/task terms, exit 1
+    assert cli(["verify", DETECTOR, "--task", "classification"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("the subnet YAML and the checkpoint do not match") and "detector" in err
