@@ -138,8 +138,8 @@ SEARCH_SPACES: dict[str, Union[SposSpace, MobileNetSpace]] = {
 
 
 def _make_divisible(value: float, divisor: int = 8, min_ratio: float = 0.9) -> int:
-    # mmcls/mmrazor rounding (§7.7); duplicated from razorzoo.models.layers.make_divisible_nearest because this
-    # module must stay importable without torch.
+    # mmcls/mmrazor ``make_divisible``: nearest multiple of ``divisor``, at least 90% of ``value`` (§7.7); the models
+    # take SE widths from se_channels below, so this is the only copy
     new_value = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return new_value + divisor if new_value < min_ratio * value else new_value
 

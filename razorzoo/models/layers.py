@@ -2,7 +2,8 @@
 
 State-dict names follow mmcv's ``ConvModule`` (``conv``, ``bn``, ``activate``) so that our modules load upstream
 checkpoints with ``strict=True``. Each upstream rounding helper exists exactly once here, named for what it does
-(UPSTREAM.md §7.11), instead of the several same-named ``make_divisible`` variants upstream has.
+(UPSTREAM.md §7.11), instead of the several same-named ``make_divisible`` variants upstream has; mmcls' nearest-
+multiple variant, used only for SE widths, lives in ``razorzoo.subnet`` (which must not import torch).
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ __all__ = [
     "forward_stages",
     "HSigmoid",
     "make_activation",
-    "make_divisible_nearest",
     "make_divisible_ceil",
     "make_round",
 ]
@@ -143,15 +143,6 @@ def forward_stages(x: torch.Tensor, stages: Iterable[nn.Module], out_indices: Se
         if i == last:
             break
     return tuple(outs)
-
-
-def make_divisible_nearest(value: float, divisor: int = 8, min_value: int | None = None, min_ratio: float = 0.9) -> int:
-    """mmcls/mmrazor ``make_divisible``: round to the nearest multiple, never below ``min_ratio`` of ``value``."""
-    min_value = divisor if min_value is None else min_value
-    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if new_value < min_ratio * value:
-        new_value += divisor
-    return new_value
 
 
 def make_divisible_ceil(channels: float, widen_factor: float, divisor: int = 8) -> int:
