@@ -1,7 +1,8 @@
 """``razorzoo`` command line.
 
 Each command group lives in its own module and registers its subcommands through ``add_parsers(subparsers)``;
-a handler receives the parsed ``argparse.Namespace`` and returns an exit code. Modules are imported only to build
+a handler receives the parsed ``argparse.Namespace`` and returns an exit code. Handlers let ``RazorzooError``s (and
+their own ``CLIError``s) propagate: ``main`` prints them as one line, exit code 2. Modules are imported only to build
 the parser, so they must not import torch at module level (``razorzoo list`` must stay fast).
 """
 from __future__ import annotations

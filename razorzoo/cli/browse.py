@@ -15,7 +15,6 @@ import textwrap
 from typing import Any, Callable
 
 from razorzoo.cli import CLIError
-from razorzoo.errors import RazorzooError
 
 # column -> (header, format); the keys are those of Card.summary()
 COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
@@ -78,10 +77,7 @@ def _list(args: argparse.Namespace) -> int:
         return _list_hub(args.hub or None, as_json=args.json)
     from razorzoo.registry import get_card, list_models, pareto_front
 
-    try:
-        rows = [get_card(name).summary() for name in list_models(args.pattern, task=args.task)]
-    except RazorzooError as exc:
-        raise CLIError(str(exc)) from None
+    rows = [get_card(name).summary() for name in list_models(args.pattern, task=args.task)]
     for expr in args.where:
         rows = [row for row in rows if _where(expr)(row)]
     if args.pareto:
@@ -158,10 +154,7 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def _list_hub(author: str | None, *, as_json: bool) -> int:
     from razorzoo import hub
 
-    try:
-        models = hub.list_hub_models(author)
-    except RazorzooError as exc:
-        raise CLIError(str(exc)) from None
+    models = hub.list_hub_models(author)
     if as_json:
         print(json.dumps(models, indent=2, default=str))
     elif not models:
@@ -176,17 +169,14 @@ def _list_hub(author: str | None, *, as_json: bool) -> int:
 
 # -- show --------------------------------------------------------------------------------------------------------
 def _show(args: argparse.Namespace) -> int:
-    try:
-        if args.name.startswith("hf-hub:"):
-            from razorzoo.hub import load_hub_card
+    if args.name.startswith("hf-hub:"):
+        from razorzoo.hub import load_hub_card
 
-            card = load_hub_card(args.name)
-        else:
-            from razorzoo.registry import get_card
+        card = load_hub_card(args.name)
+    else:
+        from razorzoo.registry import get_card
 
-            card = get_card(args.name)
-    except RazorzooError as exc:
-        raise CLIError(str(exc)) from None
+        card = get_card(args.name)
     if args.raw and card.path is not None:
         print(card.path.read_text(encoding="utf-8"), end="")
         return 0
@@ -353,9 +343,6 @@ def _snippet(text: str, word: str, radius: int = 30) -> str:
 def _cards_build(args: argparse.Namespace) -> int:
     from razorzoo.gallery import build_gallery
 
-    try:
-        index = build_gallery(args.out_dir)
-    except RazorzooError as exc:
-        raise CLIError(str(exc)) from None
+    index = build_gallery(args.out_dir)
     print(f"wrote {index}")
     return 0

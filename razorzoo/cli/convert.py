@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from razorzoo.cli import CLIError
-from razorzoo.errors import RazorzooError
 
 TASKS = ("classification", "backbone", "detection")
 
@@ -64,16 +63,13 @@ def _verify(args: argparse.Namespace) -> int:
 
     if args.name and (args.subnet or args.weights):
         raise CLIError("give either a registry NAME or --subnet and --weights, not both")
-    try:
-        if args.name:
-            spec, weights = _registry_pair(args)
-        elif args.subnet and args.weights:
-            spec, weights = _spec(args.subnet, args), Path(args.weights)
-        else:
-            raise CLIError("verify needs a registry NAME, or both --subnet YAML and --weights CHECKPOINT")
-        report = verify_pair(spec, weights)
-    except RazorzooError as exc:
-        raise CLIError(str(exc)) from None
+    if args.name:
+        spec, weights = _registry_pair(args)
+    elif args.subnet and args.weights:
+        spec, weights = _spec(args.subnet, args), Path(args.weights)
+    else:
+        raise CLIError("verify needs a registry NAME, or both --subnet YAML and --weights CHECKPOINT")
+    report = verify_pair(spec, weights)
     print(report, file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
 
@@ -94,16 +90,13 @@ def _registry_pair(args: argparse.Namespace):
 def _convert(args: argparse.Namespace) -> int:
     from razorzoo.convert import convert_checkpoint
 
-    try:
-        spec = _spec(args.subnet, args)
-        subnet_path = Path(args.subnet)
-        weights = Path(args.weights)
-        output = convert_checkpoint(
-            weights, spec, args.output, name=args.name, source_url=args.source_url, source_sha256=_sha256(weights),
-            keep_ema=args.keep_ema, subnet_yaml=subnet_path.read_text() if subnet_path.is_file() else None,
-        )
-    except RazorzooError as exc:
-        raise CLIError(str(exc)) from None
+    spec = _spec(args.subnet, args)
+    subnet_path = Path(args.subnet)
+    weights = Path(args.weights)
+    output = convert_checkpoint(
+        weights, spec, args.output, name=args.name, source_url=args.source_url, source_sha256=_sha256(weights),
+        keep_ema=args.keep_ema, subnet_yaml=subnet_path.read_text() if subnet_path.is_file() else None,
+    )
     print(f"wrote {output} ({spec.task}, {spec.subnet.family} subnet"
           f"{', recipe ' + spec.recipe if spec.recipe else ''})")
     return 0

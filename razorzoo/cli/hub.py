@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from razorzoo.errors import RazorzooError
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -29,14 +28,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from razorzoo.cli import CLIError
     from razorzoo.hub import push_to_hub
 
-    try:
-        url = push_to_hub(args.repo, subnet=args.subnet, weights=args.weights, base=args.base, token=args.token,
-                          private=args.private, revision=args.revision, metrics=args.metric,
-                          constraint=args.constraint)
-    except RazorzooError as exc:
-        raise CLIError(str(exc)) from exc
+    url = push_to_hub(args.repo, subnet=args.subnet, weights=args.weights, base=args.base, token=args.token,
+                      private=args.private, revision=args.revision, metrics=args.metric,
+                      constraint=args.constraint)
     print(url)
     return 0

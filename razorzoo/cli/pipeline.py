@@ -31,20 +31,6 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     actions.add_parser("verify", help="re-hash every cached file; exit 1 if any changed").set_defaults(handler=_verify)
 
 
-def _errors(fn):
-    """Run a command, turning razorzoo's user errors into CLI errors (message, no traceback)."""
-    from razorzoo.errors import RazorzooError
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except RazorzooError as exc:
-            raise CLIError(str(exc)) from exc
-
-    return run
-
-
-@_errors
 def _download(args: argparse.Namespace) -> int:
     from razorzoo.loading import download
 
@@ -66,7 +52,6 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-@_errors
 def _ls(args: argparse.Namespace) -> int:
     from razorzoo.fetch import cached_files
     from razorzoo.loading import cached_models
@@ -79,7 +64,6 @@ def _ls(args: argparse.Namespace) -> int:
     return 0
 
 
-@_errors
 def _rm(args: argparse.Namespace) -> int:
     from razorzoo import constants
     from razorzoo.fetch import DOWNLOADS_DIR
@@ -102,7 +86,6 @@ def _rm(args: argparse.Namespace) -> int:
     return 0
 
 
-@_errors
 def _verify(args: argparse.Namespace) -> int:
     from razorzoo.fetch import cached_files, hash_matches, sha256_of_file
     from razorzoo.loading import cached_models, verify_cached_model

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 from razorzoo.cli import CLIError
-from razorzoo.errors import RazorzooError
 
 _TABLE_ROWS = 10  # detections listed per image in the table; --json prints all
 
@@ -43,20 +42,17 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.max_det is not None and args.max_det < 1:
         raise CLIError(f"--max-det must be at least 1, got {args.max_det}")
-    try:
-        if args.weights is None:
-            detector = razorzoo.load_detector(args.name)
-        elif args.weights.endswith(".safetensors"):
-            detector = razorzoo.load_detector(Path(args.weights))
-        else:
-            detector = razorzoo.load_detector(Path(args.weights), subnet=args.name, detector=args.name)
-        results = []
-        for image in args.images:
-            detections = detector.predict(image, score_thr=args.score_thr, iou_thr=args.iou_thr,
-                                          max_det=args.max_det)
-            results.append((image, detections))
-    except RazorzooError as exc:
-        raise CLIError(str(exc)) from None
+    if args.weights is None:
+        detector = razorzoo.load_detector(args.name)
+    elif args.weights.endswith(".safetensors"):
+        detector = razorzoo.load_detector(Path(args.weights))
+    else:
+        detector = razorzoo.load_detector(Path(args.weights), subnet=args.name, detector=args.name)
+    results = []
+    for image in args.images:
+        detections = detector.predict(image, score_thr=args.score_thr, iou_thr=args.iou_thr,
+                                      max_det=args.max_det)
+        results.append((image, detections))
 
     if args.out:
         out_dir = Path(args.out)
