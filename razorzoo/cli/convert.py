@@ -5,7 +5,6 @@ Torch is imported only inside the handlers (``razorzoo list`` builds this parser
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -89,24 +88,17 @@ def _registry_pair(args: argparse.Namespace):
 
 def _convert(args: argparse.Namespace) -> int:
     from razorzoo.convert import convert_checkpoint
+    from razorzoo.fetch import sha256_of_file
 
     spec = _spec(args.subnet, args)
     subnet_path = Path(args.subnet)
     weights = Path(args.weights)
+    if not weights.is_file():
+        raise CLIError(f"checkpoint {weights} does not exist")
     output = convert_checkpoint(
-        weights, spec, args.output, name=args.name, source_url=args.source_url, source_sha256=_sha256(weights),
+        weights, spec, args.output, name=args.name, source_url=args.source_url, source_sha256=sha256_of_file(weights),
         keep_ema=args.keep_ema, subnet_yaml=subnet_path.read_text() if subnet_path.is_file() else None,
     )
     print(f"wrote {output} ({spec.task}, {spec.subnet.family} subnet"
           f"{', recipe ' + spec.recipe if spec.recipe else ''})")
     return 0
-
-
-def _sha256(path: Path) -> str:
-    if not path.is_file():
-        raise CLIError(f"checkpoint {path} does not exist")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
