@@ -119,20 +119,11 @@ def _load_checkpoint(path: Path, task: str, device: str, subnet: Any, detector: 
 
 def _load_file(path: Path, task: str, device: str, out_indices: tuple[int, ...] | None) -> Any:
     """Build the model a converted file describes (as ``task``), load it strictly, re-tie, eval."""
-    from razorzoo.builder import build_model
-    from razorzoo.convert import read_converted
+    from razorzoo.convert import load_weights, read_converted
 
     spec, state_dict, _ = read_converted(path)
     spec, state_dict = _as_task(spec, state_dict, task, out_indices, path)
-    model = build_model(spec)
-    try:
-        # assign=True adopts the loaded tensors instead of copying into the zero-filled ones
-        model.load_state_dict(state_dict, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise PairMismatchError(f"{path} does not fit the model its metadata describes: {exc}") from exc
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    return model.to(device).eval()
+    return load_weights(spec, state_dict, source=path, device=device)
 
 
 def _as_task(spec: "ArchSpec", state_dict: dict, task: str, out_indices: tuple[int, ...] | None, path: Path
