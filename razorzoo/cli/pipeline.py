@@ -47,20 +47,18 @@ def _size(n: int) -> str:
     raise AssertionError  # unreachable
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-
-
 def _ls(args: argparse.Namespace) -> int:
     from razorzoo.fetch import cached_files
     from razorzoo.loading import cached_models
 
-    rows = [("NAME", "KIND", "SIZE", "SHA256", "PATH")]
-    rows += [(m.name, "model", _size(m.size), m.sha256[:12], str(m.path)) for m in cached_models(args.cache_dir)]
-    rows += [(f.path.name, "download", _size(f.size), f.sha256[:12] + (" (pinned)" if f.pinned else ""), str(f.path))
+    from razorzoo.cli.browse import format_table
+
+    rows = [dict(name=m.name, kind="model", size=_size(m.size), sha256=m.sha256[:12], path=str(m.path))
+            for m in cached_models(args.cache_dir)]
+    rows += [dict(name=f.path.name, kind="download", size=_size(f.size),
+                  sha256=f.sha256[:12] + (" (pinned)" if f.pinned else ""), path=str(f.path))
              for f in cached_files(args.cache_dir)]
-    print(_table(rows) if len(rows) > 1 else "the cache is empty")
+    print(format_table(rows, ["name", "kind", "size", "sha256", "path"]) if rows else "the cache is empty")
     return 0
 
 
