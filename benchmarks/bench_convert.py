@@ -24,8 +24,8 @@ CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from razorzoo.builder import resolve_spec
-    from razorzoo.convert import convert_checkpoint
-    from razorzoo.verify import model_keys
+    from razorzoo.weights.convert import convert_checkpoint
+    from razorzoo.weights.verify import model_keys
     spec = resolve_spec(sys.argv[2], sys.argv[3], detector=sys.argv[4] or None)
     model_keys(spec)
 

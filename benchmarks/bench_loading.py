@@ -5,7 +5,7 @@ Usage: python benchmarks/bench_loading.py [MODEL]   (default: yolov6s-attentive_
 1. fresh-process ``load_detector`` from a warm cache vs the floor ``python -c "import torch"`` + reading the
    converted safetensors file (target <= 1.3x);
 2. in-process warm ``load_detector`` (target <= 0.15 s);
-3. ``razorzoo.fetch`` download throughput vs a plain HTTP client (urllib, 1 MiB reads written to a file) on the same
+3. ``razorzoo.storage.fetch`` download throughput vs a plain HTTP client (urllib, 1 MiB reads written to a file) on the same
    local server (target >= 0.9x).
 
 Everything runs against a local mirror (``tests/http_server.py``) in a temporary cache; 1 torch thread.
@@ -50,7 +50,7 @@ def main() -> None:
                    "PYTHONPATH": str(ROOT)}
             os.environ.update(env)
             import razorzoo
-            from razorzoo.fetch import fetch
+            from razorzoo.storage.fetch import fetch
             from razorzoo.loading import download
 
             path = download(model)
@@ -89,7 +89,7 @@ def main() -> None:
                 plain.append(time.perf_counter() - start)
             mib = blob.stat().st_size / 2**20
             ours_speed, plain_speed = mib / min(ours), mib / min(plain)
-            print(f"download {mib:.0f} MiB from 127.0.0.1: razorzoo.fetch (hash + fsync + rename) "
+            print(f"download {mib:.0f} MiB from 127.0.0.1: razorzoo.storage.fetch (hash + fsync + rename) "
                   f"{ours_speed:.0f} MiB/s, plain urllib {plain_speed:.0f} MiB/s; ratio {ours_speed / plain_speed:.2f}x "
                   f"(target >= 0.9x)")
 

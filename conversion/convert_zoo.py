@@ -6,7 +6,7 @@ Run with internet access (or ``--mirror`` pointing at a copy of download.openmml
     python conversion/convert_zoo.py --only yolov6s-attentive_a6 --mirror http://mirror.local
     python conversion/convert_zoo.py --cards /tmp/cards-copy --cache /tmp/zoo-cache
 
-For each card: the subnet YAML and the weights are downloaded through :func:`razorzoo.fetch.fetch` (an 8-hex hash
+For each card: the subnet YAML and the weights are downloaded through :func:`razorzoo.storage.fetch.fetch` (an 8-hex hash
 in the card is checked as OpenMMLab's file-name prefix, §4), the pair is verified and converted exactly as
 ``razorzoo.load_*`` would (:func:`razorzoo.loading.download`), and the full 64-hex sha256s of the downloaded files
 replace the card's ``sha256`` values. Only those values change: the rest of each card stays byte-identical.
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from razorzoo.errors import CardError, RazorzooError  # noqa: E402
-from razorzoo.registry import CARDS_DIR, parse_card  # noqa: E402
+from razorzoo.zoo.registry import CARDS_DIR, parse_card  # noqa: E402
 
 _SHA_LINE = re.compile(r"^(?P<lead>\s*sha256:[ \t]*)(?P<value>[^#\r\n]*?)(?P<tail>[ \t]*(?:#.*)?)$")
 
@@ -73,7 +73,7 @@ def set_card_hashes(card_path: str | os.PathLike, hashes: dict[str, str]) -> boo
 
 def convert_card(card_path: Path, *, cache_dir: Path | None) -> dict[str, str]:
     """Fetch, verify and convert one card's files into the cache; return the full hashes to record."""
-    from razorzoo.fetch import cached_file, fetch
+    from razorzoo.storage.fetch import cached_file, fetch
     from razorzoo.loading import download
 
     card = parse_card(card_path)

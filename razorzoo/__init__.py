@@ -16,22 +16,22 @@ _EXPORTS = {
     "build_classifier": "razorzoo.builder",
     "build_backbone": "razorzoo.builder",
     "build_detector": "razorzoo.builder",
-    "load_subnet": "razorzoo.subnet",
-    "extract_subnet": "razorzoo.extract",
-    "count_flops": "razorzoo.flops",
+    "load_subnet": "razorzoo.arch.subnet",
+    "extract_subnet": "razorzoo.weights.extract",
+    "count_flops": "razorzoo.models.flops",
     # ready models with weights (download, verify, convert, cache)
     "load_classifier": "razorzoo.loading",
     "load_backbone": "razorzoo.loading",
     "load_detector": "razorzoo.loading",
-    "convert_checkpoint": "razorzoo.convert",
-    "verify_pair": "razorzoo.verify",
+    "convert_checkpoint": "razorzoo.weights.convert",
+    "verify_pair": "razorzoo.weights.verify",
     # the zoo
-    "list_models": "razorzoo.registry",
-    "get_card": "razorzoo.registry",
+    "list_models": "razorzoo.zoo.registry",
+    "get_card": "razorzoo.zoo.registry",
     "push_to_hub": "razorzoo.hub",
     # detection results
     "Detector": "razorzoo.models.detector",
-    "Detections": "razorzoo.detection.detections",
+    "Detections": "razorzoo.detection.results",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -52,13 +52,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
     from razorzoo.builder import build_backbone, build_classifier, build_detector
-    from razorzoo.convert import convert_checkpoint
-    from razorzoo.detection.detections import Detections
-    from razorzoo.extract import extract_subnet
-    from razorzoo.flops import count_flops
+    from razorzoo.weights.convert import convert_checkpoint
+    from razorzoo.detection.results import Detections
+    from razorzoo.weights.extract import extract_subnet
+    from razorzoo.models.flops import count_flops
     from razorzoo.hub import push_to_hub
     from razorzoo.loading import load_backbone, load_classifier, load_detector
     from razorzoo.models.detector import Detector
-    from razorzoo.registry import get_card, list_models
-    from razorzoo.subnet import load_subnet
-    from razorzoo.verify import verify_pair
+    from razorzoo.zoo.registry import get_card, list_models
+    from razorzoo.arch.subnet import load_subnet
+    from razorzoo.weights.verify import verify_pair

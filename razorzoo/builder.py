@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from razorzoo.errors import RazorzooError
-from razorzoo.spec import ArchSpec
+from razorzoo.arch.spec import ArchSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -75,13 +75,13 @@ def resolve_spec(
     ``detector`` names the neck/head recipe: a recipe id (``"yolov6_l_d12"``) or a detection entry of the registry
     (``"yolov6s-attentive_a6"``), whose recipe is used. It is required when building a detector from a bare YAML.
     """
-    from razorzoo.subnet import load_subnet
+    from razorzoo.arch.subnet import load_subnet
 
     recipe = None
     if _looks_like_subnet(name_or_subnet_yaml):
         subnet = load_subnet(name_or_subnet_yaml)
     else:
-        from razorzoo.registry import get_card
+        from razorzoo.zoo.registry import get_card
 
         card = get_card(str(name_or_subnet_yaml))
         if card.task == "supernet":
@@ -119,7 +119,7 @@ def _resolve_recipe(detector: str) -> str:
 
     if detector in RECIPES:
         return detector
-    from razorzoo.registry import get_card
+    from razorzoo.zoo.registry import get_card
 
     card = get_card(detector)
     if card.recipe is None:

@@ -1,7 +1,7 @@
 """Publish custom subnets to the Hugging Face Hub, and resolve ``hf-hub:org/name[@revision]`` back to files.
 
 A razorzoo Hub repo holds four files, written in one commit: ``model.safetensors`` (converted weights whose metadata
-carries the architecture), ``config.json`` (the same :class:`~razorzoo.spec.ArchSpec` as a dict), ``subnet.yaml``
+carries the architecture), ``config.json`` (the same :class:`~razorzoo.arch.spec.ArchSpec` as a dict), ``subnet.yaml``
 (the searched subnet, canonical form) and ``README.md`` (a card in the zoo's card format, with ``library_name:
 razorzoo`` so ``list_models(filter="razorzoo")`` finds it).
 
@@ -26,8 +26,8 @@ from razorzoo.errors import CardError, HubError, OfflineError, RazorzooError
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
-    from razorzoo.registry import Card
-    from razorzoo.spec import ArchSpec
+    from razorzoo.zoo.registry import Card
+    from razorzoo.arch.spec import ArchSpec
 
 __all__ = ["push_to_hub", "download_hub_model", "list_hub_models", "load_hub_card", "parse_hub_ref",
            "parse_metrics", "HubRef"]
@@ -173,7 +173,7 @@ def download_hub_model(ref: str, *, cache_dir: str | os.PathLike | None = None,
     files are not downloaded again; offline (``offline=True``, ``HF_HUB_OFFLINE=1`` or razorzoo's offline flag)
     only the cache is used.
     """
-    from razorzoo.spec import ArchSpec
+    from razorzoo.arch.spec import ArchSpec
 
     hub_ref = parse_hub_ref(ref)
     config_path = _download(hub_ref, CONFIG_FILE, revision=hub_ref.revision, cache_dir=cache_dir, offline=offline)
@@ -223,9 +223,9 @@ def list_hub_models(author: str | None = None) -> list[dict[str, Any]]:
 
 
 def load_hub_card(ref: str, *, cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> "Card":
-    """The registry :class:`~razorzoo.registry.Card` of a Hub repo, parsed from its ``README.md`` by the registry's
+    """The registry :class:`~razorzoo.zoo.registry.Card` of a Hub repo, parsed from its ``README.md`` by the registry's
     own parser (``subnet.yaml`` of the same commit is fetched too: the card refers to it)."""
-    from razorzoo.registry import parse_card
+    from razorzoo.zoo.registry import parse_card
 
     hub_ref = parse_hub_ref(ref)
     path = _download(hub_ref, CARD_FILE, revision=hub_ref.revision, cache_dir=cache_dir, offline=offline)
@@ -278,7 +278,7 @@ def push_to_hub(
     api = _api(token)
     _check_namespace(api, repo_id)
 
-    from razorzoo.registry import get_card
+    from razorzoo.zoo.registry import get_card
 
     card = get_card(base)
     spec = _spec_for(subnet, card)
@@ -310,8 +310,8 @@ def _check_namespace(api: "HfApi", repo_id: str) -> None:
 
 def _spec_for(subnet: Any, card: "Card") -> "ArchSpec":
     """The spec of a custom subnet following ``card``: same task, family and detector recipe."""
-    from razorzoo.spec import ArchSpec
-    from razorzoo.subnet import load_subnet
+    from razorzoo.arch.spec import ArchSpec
+    from razorzoo.arch.subnet import load_subnet
 
     if card.task not in ("classification", "detection"):
         raise HubError(f"base {card.name!r} is a {card.task}; pass a classification or detection entry as base")
@@ -323,10 +323,10 @@ def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", w
                       card_extra: Mapping[str, Any] | None, constraint: str | None) -> dict[str, Path]:
     """Verify the pair, convert, and write the four repo files into ``out``."""
     from razorzoo import __version__
-    from razorzoo.convert import convert_checkpoint
-    from razorzoo.fetch import sha256_of_file
-    from razorzoo.registry import parse_card
-    from razorzoo.verify import verify_pair
+    from razorzoo.weights.convert import convert_checkpoint
+    from razorzoo.storage.fetch import sha256_of_file
+    from razorzoo.zoo.registry import parse_card
+    from razorzoo.weights.verify import verify_pair
 
     report = verify_pair(spec, weights)
     if not report.ok:
@@ -351,7 +351,7 @@ def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", w
 def _model_stats(spec: "ArchSpec", base: "Card") -> dict[str, Any]:
     """``num_params`` and ``flops`` in the card schema, at the base card's FLOPs input so the numbers compare."""
     from razorzoo.builder import build_model
-    from razorzoo.flops import count_flops
+    from razorzoo.models.flops import count_flops
 
     input_shape = list(base.flops_input or (1, 3, 224, 224))
     report = count_flops(build_model(spec), input_shape)
@@ -368,11 +368,11 @@ def _file_url(repo_id: str, filename: str) -> str:
 def render_card(repo_id: str, spec: "ArchSpec", base: "Card", *, stats: Mapping[str, Any],
                 metrics: Mapping[str, float], extra: Mapping[str, Any] | None = None,
                 constraint: str | None = None, sha256: Mapping[str, str] | None = None) -> str:
-    """The repo's ``README.md``: Hub metadata and the zoo's ``razorzoo:`` block (``razorzoo.registry`` reads it),
+    """The repo's ``README.md``: Hub metadata and the zoo's ``razorzoo:`` block (``razorzoo.zoo.registry`` reads it),
     then a short human-readable body. ``sha256`` maps repo file names to their hashes."""
     import yaml
 
-    from razorzoo.registry import METRICS
+    from razorzoo.zoo.registry import METRICS
 
     algorithm, space = _SEARCH[spec.subnet.family]
     sha256 = sha256 or {}

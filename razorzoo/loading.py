@@ -1,7 +1,7 @@
 """Registry name, local file or ``hf-hub:`` id -> a ready model: eval mode, weights loaded strictly.
 
-A registry name goes name -> card -> :func:`razorzoo.fetch.fetch` (subnet YAML + weights, hash-checked) ->
-:func:`razorzoo.convert.convert_checkpoint` (which runs :func:`razorzoo.verify.verify_pair` first and slices a
+A registry name goes name -> card -> :func:`razorzoo.storage.fetch.fetch` (subnet YAML + weights, hash-checked) ->
+:func:`razorzoo.weights.convert.convert_checkpoint` (which runs :func:`razorzoo.weights.verify.verify_pair` first and slices a
 supernet, §2.3) -> ``<cache>/models/<name>/<weights sha256>/model.safetensors``. ``<cache>/models/index.json`` maps
 the name and the card's file references to that file, so the second load reads the index and the converted file:
 no network, no conversion, and it works offline.
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from razorzoo import constants
 from razorzoo.errors import OfflineError, PairMismatchError, RazorzooError
-from razorzoo.fetch import (
+from razorzoo.storage.fetch import (
     cached, cached_file, fetch, hash_matches, remove_download, sha256_of_file, write_json_atomic,
 )
 
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from razorzoo.models.detector import Detector
-    from razorzoo.registry import Card
-    from razorzoo.spec import ArchSpec
+    from razorzoo.zoo.registry import Card
+    from razorzoo.arch.spec import ArchSpec
 
 __all__ = ["load_detector", "load_classifier", "load_backbone", "download", "cached_models", "remove_model",
            "verify_cached_model", "CachedModel", "MODELS_DIR"]
@@ -104,7 +104,7 @@ def _load_checkpoint(path: Path, task: str, device: str, subnet: Any, detector: 
                      out_indices: tuple[int, ...] | None) -> Any:
     """An OpenMMLab checkpoint: verify against ``subnet``, convert to a temporary file, load that."""
     from razorzoo.builder import resolve_spec
-    from razorzoo.convert import convert_checkpoint
+    from razorzoo.weights.convert import convert_checkpoint
 
     if subnet is None:
         raise RazorzooError(
@@ -119,7 +119,7 @@ def _load_checkpoint(path: Path, task: str, device: str, subnet: Any, detector: 
 
 def _load_file(path: Path, task: str, device: str, out_indices: tuple[int, ...] | None) -> Any:
     """Build the model a converted file describes (as ``task``), load it strictly, re-tie, eval."""
-    from razorzoo.convert import load_weights, read_converted
+    from razorzoo.weights.convert import load_weights, read_converted
 
     spec, state_dict, _ = read_converted(path)
     spec, state_dict = _as_task(spec, state_dict, task, out_indices, path)
@@ -130,7 +130,7 @@ def _as_task(spec: "ArchSpec", state_dict: dict, task: str, out_indices: tuple[i
              ) -> tuple["ArchSpec", dict]:
     """The spec and weights for ``task``: a backbone comes out of a classifier or detector file's ``backbone.*``
     (upstream's ``Pretrained(prefix='backbone.')``, §3)."""
-    from razorzoo.spec import ArchSpec
+    from razorzoo.arch.spec import ArchSpec
 
     if task == "backbone" and spec.task != "backbone":
         if out_indices is None and spec.recipe is not None:
@@ -210,7 +210,7 @@ def download(name: str, *, cache_dir: str | os.PathLike | None = None, offline: 
     supernet card: the downloaded checkpoint). Converts once; later calls only read the index."""
     from filelock import FileLock
 
-    from razorzoo.registry import get_card
+    from razorzoo.zoo.registry import get_card
 
     card = get_card(name)
     root = _root(cache_dir)
@@ -248,9 +248,9 @@ def _raise_if_missing(card: "Card", root: Path) -> None:
 
 
 def _convert(card: "Card", root: Path, offline: bool, progress: bool | None) -> Path:
-    from razorzoo.convert import convert_checkpoint
-    from razorzoo.spec import ArchSpec
-    from razorzoo.subnet import load_subnet
+    from razorzoo.weights.convert import convert_checkpoint
+    from razorzoo.arch.spec import ArchSpec
+    from razorzoo.arch.subnet import load_subnet
 
     published = None
     if card.subnet.url:

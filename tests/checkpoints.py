@@ -133,8 +133,8 @@ def _write(model: str, layout: str, path: Path, sd: OrderedDict) -> Path:
 def supernet_state_dict(model: str) -> "OrderedDict[str, torch.Tensor]":
     """The classification supernet of ``model``'s search space (every SPOS candidate; AttentiveNAS/OFA at max size
     plus OFA's kernel transformation matrices), filled by the fixture rule."""
-    from razorzoo.extract import supernet_state_dict_shapes
-    from razorzoo.subnet import load_subnet
+    from razorzoo.weights.extract import supernet_state_dict_shapes
+    from razorzoo.arch.subnet import load_subnet
 
     family = load_subnet(DATA / model / "subnet.yaml").family
     return OrderedDict((k, rule_tensor(k, shape, "torch.int64" if k.endswith("num_batches_tracked") else "float32"))

@@ -180,8 +180,8 @@ def build_mirror(names: list[str], out: str | Path) -> tuple[Path, Path]:
     from checkpoints import write_checkpoint
     from convert_zoo import set_card_hashes
 
-    from razorzoo.fetch import sha256_of_file
-    from razorzoo.registry import get_card
+    from razorzoo.storage.fetch import sha256_of_file
+    from razorzoo.zoo.registry import get_card
 
     out = Path(out)
     www, cards = out / "www", out / "cards"

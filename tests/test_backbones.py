@@ -7,9 +7,9 @@ from safetensors.torch import load_file
 
 from fixture_rule import DATA, rule_state_dict
 from razorzoo.errors import RazorzooError
-from razorzoo.extract import supernet_state_dict_shapes
+from razorzoo.weights.extract import supernet_state_dict_shapes
 from razorzoo.models.backbones import build_backbone_from_subnet
-from razorzoo.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSubnet, Stage, load_subnet
+from razorzoo.arch.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSubnet, Stage, load_subnet
 
 SUBNETS = DATA.parent.parent / "cards" / "subnets"
 DETECTORS = {

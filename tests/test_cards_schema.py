@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import razorzoo
-from razorzoo.registry import FLOP_UNITS, all_cards, get_card
+from razorzoo.zoo.registry import FLOP_UNITS, all_cards, get_card
 
 CARDS = all_cards()
 NAMES = [card.name for card in CARDS]

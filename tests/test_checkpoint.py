@@ -1,4 +1,4 @@
-"""razorzoo.checkpoint: every real OpenMMLab layout reads to the same weights; pickled payloads never run."""
+"""razorzoo.weights.checkpoint: every real OpenMMLab layout reads to the same weights; pickled payloads never run."""
 from __future__ import annotations
 
 import builtins
@@ -14,7 +14,7 @@ from checkpoints import LAYOUTS, HistoryBuffer, _mmengine_stub, has_ema, malicio
     write_checkpoint, write_pickle
 from conftest import DATA
 from fixture_rule import rule_state_dict
-from razorzoo.checkpoint import Placeholder, read_checkpoint
+from razorzoo.weights.checkpoint import Placeholder, read_checkpoint
 from razorzoo.errors import CheckpointError, UnsafeCheckpointError
 
 MODELS = ("spos_0.33M", "rtmdet_tiny-ofa_lat31")  # a classifier, and the EMA detector with tied head convs
@@ -66,7 +66,7 @@ def test_ema_state_dict_only_when_asked_and_it_holds_the_raw_weights(tmp_path):
 
 def test_real_runner_extras_read_without_mmengine():
     """The real mmengine pickle: HistoryBuffers and numpy arrays become inert placeholders, plain data survives."""
-    from razorzoo.checkpoint import _unpickle
+    from razorzoo.weights.checkpoint import _unpickle
 
     extras = _unpickle(DATA / "layouts" / "rtmdet_tiny-ofa_lat31" / "runner_extras.pth")
     assert list(extras) == ["meta", "message_hub", "optimizer", "param_schedulers"]

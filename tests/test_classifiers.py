@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from conftest import CLASSIFIERS, DATA
 from fixture_rule import manifest, rule_state_dict
 from razorzoo.builder import build_model
-from razorzoo.spec import ArchSpec
-from razorzoo.subnet import load_subnet
+from razorzoo.arch.spec import ArchSpec
+from razorzoo.arch.subnet import load_subnet
 
 NUM_PARAMS = {"spos_0.33M": 3_353_592, "attentive_a6": 15_896_752, "ofa_lat31": 4_595_536}
 

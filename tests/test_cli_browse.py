@@ -12,7 +12,7 @@ import pytest
 from hub_server import HubServer, Repo
 
 from razorzoo.cli import main
-from razorzoo.registry import CARDS_DIR
+from razorzoo.zoo.registry import CARDS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 

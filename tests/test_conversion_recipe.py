@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO / "conversion"))
 from convert_zoo import main as convert_zoo, set_card_hashes  # noqa: E402
 
 from razorzoo.errors import CardError  # noqa: E402
-from razorzoo.registry import CARDS_DIR, parse_card  # noqa: E402
+from razorzoo.zoo.registry import CARDS_DIR, parse_card  # noqa: E402
 
 NAMES = ("rtmdet_tiny-ofa_lat31", "ofa_lat31")
 _SHA = re.compile(r"^(\s*sha256:[ \t]*)\S+", re.M)

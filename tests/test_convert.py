@@ -1,4 +1,4 @@
-"""razorzoo.convert: round trip to the same outputs, metadata, tied tensors, determinism, atomic writes."""
+"""razorzoo.weights.convert: round trip to the same outputs, metadata, tied tensors, determinism, atomic writes."""
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +17,7 @@ from conftest import DATA
 from fixture_rule import effective_state_dict, manifest, rule_state_dict, rule_tensor
 from razorzoo import __version__
 from razorzoo.builder import build_model, resolve_spec
-from razorzoo.convert import convert_checkpoint, load_converted, read_converted
+from razorzoo.weights.convert import convert_checkpoint, load_converted, read_converted
 from razorzoo.errors import CheckpointError, PairMismatchError
 
 RTMDET = "rtmdet_tiny-ofa_lat31"
@@ -172,7 +172,7 @@ def test_disk_full_leaves_no_file(tmp_path):
         sys.path.insert(0, {str(DATA.parent)!r})
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get the OSError instead of being killed
         from razorzoo.builder import resolve_spec
-        from razorzoo.convert import convert_checkpoint
+        from razorzoo.weights.convert import convert_checkpoint
         spec = resolve_spec({str(DATA / "ofa_lat31" / "subnet.yaml")!r}, "classification")
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
         try:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from razorzoo.detection.detections import COCO_CATEGORY_IDS, Detections
+from razorzoo.detection.results import COCO_CATEGORY_IDS, Detections
 from razorzoo.models.detector import COCO_CLASSES
 
 

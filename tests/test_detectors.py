@@ -15,7 +15,7 @@ from conftest import DETECTORS
 from fixture_rule import DATA, effective_state_dict, manifest, rule_state_dict
 from razorzoo.errors import RazorzooError
 from razorzoo.models.detector import RECIPES, Detector, build_detector_from_subnet
-from razorzoo.subnet import load_subnet
+from razorzoo.arch.subnet import load_subnet
 
 # published parameter counts (mmyolo configs/razor/subnets/README.md; UPSTREAM.md Appendix B), unique parameters
 PARAMS = {"yolov5s-spos_0.33M": 7_041_517, "yolov6s-attentive_a6": 18_375_008, "rtmdet_tiny-ofa_lat31": 3_910_656}

@@ -1,11 +1,11 @@
-"""Supernet -> subnet extraction (razorzoo.extract), against the export rules of UPSTREAM.md §2.3."""
+"""Supernet -> subnet extraction (razorzoo.weights.extract), against the export rules of UPSTREAM.md §2.3."""
 import pytest
 import torch
 
 from fixture_rule import DATA, manifest, rule_tensor
 from razorzoo.errors import CheckpointError
-from razorzoo.extract import extract_subnet, max_subnet, ofa_transform_kernel, supernet_state_dict_shapes
-from razorzoo.subnet import load_subnet
+from razorzoo.weights.extract import extract_subnet, max_subnet, ofa_transform_kernel, supernet_state_dict_shapes
+from razorzoo.arch.subnet import load_subnet
 
 SUBNETS = DATA.parent.parent / "cards" / "subnets"
 

@@ -1,4 +1,4 @@
-"""razorzoo.fetch against a real HTTP server on 127.0.0.1: hashes, faults, resume, retries, offline, mirrors."""
+"""razorzoo.storage.fetch against a real HTTP server on 127.0.0.1: hashes, faults, resume, retries, offline, mirrors."""
 import hashlib
 import os
 import signal
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from http_server import FileServer
-from razorzoo import fetch as fetch_module
+from razorzoo.storage import fetch as fetch_module
 from razorzoo.errors import FetchError, IntegrityError, OfflineError
-from razorzoo.fetch import cached, cached_files, fetch, mirrored
+from razorzoo.storage.fetch import cached, cached_files, fetch, mirrored
 
 UPSTREAM = "https://download.openmmlab.com"
 PATH = "/mmrazor/v1/test/model_20230211-{}.pth"
@@ -186,7 +186,7 @@ def test_ctrl_c_mid_download_leaves_a_resumable_state(served, cache):
     server, path, data, digest = served
     server.add_fault(path, "slow")  # ~48 pieces of 64 KiB, 20 ms apart
     url = server.url + path
-    script = ("import sys; from razorzoo.fetch import fetch; "
+    script = ("import sys; from razorzoo.storage.fetch import fetch; "
               "fetch(sys.argv[1], sha256=sys.argv[2], cache_dir=sys.argv[3], progress=False)")
     child = subprocess.Popen([sys.executable, "-c", script, url, digest, str(cache)], stderr=subprocess.PIPE,
                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})

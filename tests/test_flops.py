@@ -8,7 +8,7 @@ from torch import nn
 import razorzoo
 from conftest import DETECTORS
 from fixture_rule import manifest
-from razorzoo.flops import count_flops
+from razorzoo.models.flops import count_flops
 
 # published GFLOPs (mmyolo configs/razor/subnets/README.md, mmrazor README): at 640 / 640 / 960 and A6 at 224
 PUBLISHED_GFLOPS = {"yolov5s-spos_0.33M": 7.03, "yolov6s-attentive_a6": 8.49, "rtmdet_tiny-ofa_lat31": 6.09}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from razorzoo.gallery import REFERENCES, build_gallery, render_markdown, scatter_svg
-from razorzoo.registry import list_models
+from razorzoo.zoo.gallery import REFERENCES, build_gallery, render_markdown, scatter_svg
+from razorzoo.zoo.registry import list_models
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

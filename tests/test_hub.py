@@ -16,7 +16,7 @@ from hub_server import HubServer
 from razorzoo.cli import main as cli_main
 from razorzoo.errors import HubError, OfflineError, SubnetError
 from razorzoo.hub import download_hub_model, list_hub_models, load_hub_card, parse_hub_ref, push_to_hub
-from razorzoo.spec import ArchSpec
+from razorzoo.arch.spec import ArchSpec
 
 # An AttentiveNAS subnet nobody shipped: A6-like widths, other depths (2,4,3,3,3,3,2) and kernels, input 192.
 CUSTOM_SUBNET = """\

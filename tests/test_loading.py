@@ -21,7 +21,7 @@ from conftest import DATA
 from http_server import FileServer, build_mirror
 from razorzoo.cli import main as cli
 from razorzoo.errors import OfflineError, PairMismatchError, RazorzooError, UnknownModelError
-from razorzoo.registry import parse_card
+from razorzoo.zoo.registry import parse_card
 
 DETECTOR, CLASSIFIER = "rtmdet_tiny-ofa_lat31", "ofa_lat31"
 HEADS = ("cls_scores", "bbox_preds")
@@ -143,7 +143,7 @@ def test_published_yaml_that_disagrees_with_the_shipped_one_is_refused(zoo, mirr
         if file.is_file():
             (other / file.relative_to(cards)).write_bytes(file.read_bytes())
     # the "published" copy of this card's YAML chooses lat22's architecture
-    lat22 = (Path(razorzoo.registry.CARDS_DIR) / "subnets" / "OFA_SUBNET_NOTE8_LAT22.yaml").read_bytes()
+    lat22 = (Path(razorzoo.zoo.registry.CARDS_DIR) / "subnets" / "OFA_SUBNET_NOTE8_LAT22.yaml").read_bytes()
     served = Path(server.root) / _url_path(DETECTOR, "subnet").lstrip("/")
     original = served.read_bytes()
     served.write_bytes(lat22)
@@ -239,11 +239,11 @@ def test_cli_verify_by_registry_name_downloads_and_checks_the_pair(zoo, capsys):
 
 def test_attentive_a1_to_a5_are_sliced_from_the_supernet_checkpoint(tmp_path, monkeypatch):
     """A3 has no published weights: its card points at the AttentiveNAS supernet, which is fetched, recognised as a
-    supernet by the pair check, sliced to A3 (razorzoo.extract, tested against MMRazor's rules in test_extract.py)
+    supernet by the pair check, sliced to A3 (razorzoo.weights.extract, tested against MMRazor's rules in test_extract.py)
     and loaded strictly."""
     from checkpoints import supernet_state_dict
 
-    from razorzoo.extract import extract_subnet
+    from razorzoo.weights.extract import extract_subnet
 
     www, cards = build_mirror(["attentive_a3", "attentive_supernet"], tmp_path / "mirror")
     with FileServer(www) as server:

@@ -15,7 +15,7 @@ from checkpoints import write_checkpoint
 from conftest import DATA, DETECTORS
 from fixture_rule import rule_state_dict
 from razorzoo.cli import main
-from razorzoo.detection.detections import Detections
+from razorzoo.detection.results import Detections
 
 CLI_MODEL = "rtmdet_tiny-ofa_lat31"  # the smallest detector keeps the command tests quick
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import DATA, DETECTORS
-from razorzoo.detection.preprocess import letterbox, load_image, preprocess, resize_pad
+from razorzoo.detection.transforms import letterbox, load_image, preprocess, resize_pad
 from razorzoo.errors import ImageError, RazorzooError
 from razorzoo.models.detector import RECIPES
 
@@ -161,6 +161,6 @@ def test_importing_preprocess_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, razorzoo.detection.preprocess; print('torch' in sys.modules)"
+    code = "import sys, razorzoo.detection.transforms; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -11,7 +11,7 @@ import pytest
 
 import razorzoo
 from razorzoo.errors import CardError, RazorzooError, UnknownModelError
-from razorzoo.registry import CARDS_DIR, FileRef, all_cards, get_card, list_models, pareto_front, parse_card
+from razorzoo.zoo.registry import CARDS_DIR, FileRef, all_cards, get_card, list_models, pareto_front, parse_card
 
 ENTRIES = {
     "spos_0.33M", "attentive_a0", "attentive_a1", "attentive_a2", "attentive_a3", "attentive_a4", "attentive_a5",

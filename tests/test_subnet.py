@@ -1,4 +1,4 @@
-"""Subnet YAML parsing and validation (razorzoo.subnet), against the upstream YAML forms of UPSTREAM.md §1.4/§2."""
+"""Subnet YAML parsing and validation (razorzoo.arch.subnet), against the upstream YAML forms of UPSTREAM.md §1.4/§2."""
 import json
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from razorzoo.errors import SubnetError
-from razorzoo.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSubnet, load_subnet, se_channels
+from razorzoo.arch.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSubnet, load_subnet, se_channels
 
 ROOT = Path(__file__).parent.parent
 SUBNETS = ROOT / "cards" / "subnets"
@@ -188,5 +188,5 @@ def test_search_spaces_hold_the_upstream_settings():
 
 
 def test_subnet_module_and_package_do_not_import_torch():
-    code = "import sys, razorzoo, razorzoo.subnet; razorzoo.load_subnet; assert 'torch' not in sys.modules"
+    code = "import sys, razorzoo, razorzoo.arch.subnet; razorzoo.load_subnet; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

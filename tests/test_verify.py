@@ -1,4 +1,4 @@
-"""razorzoo.verify: a mismatched YAML/weights pair is explained as YAML choices; supernets are recognised."""
+"""razorzoo.weights.verify: a mismatched YAML/weights pair is explained as YAML choices; supernets are recognised."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +9,7 @@ from conftest import CLASSIFIERS, DATA
 from fixture_rule import rule_state_dict
 from razorzoo.builder import resolve_spec
 from razorzoo.errors import PairMismatchError
-from razorzoo.verify import verify_pair
+from razorzoo.weights.verify import verify_pair
 
 
 def spec_with(model: str, task: str = "classification", detector: str | None = None, **changes):

@@ -75,7 +75,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 def _list(args: argparse.Namespace) -> int:
     if args.hub is not None:
         return _list_hub(args.hub or None, as_json=args.json)
-    from razorzoo.registry import get_card, list_models, pareto_front
+    from razorzoo.zoo.registry import get_card, list_models, pareto_front
 
     rows = [get_card(name).summary() for name in list_models(args.pattern, task=args.task)]
     for expr in args.where:
@@ -174,7 +174,7 @@ def _show(args: argparse.Namespace) -> int:
 
         card = load_hub_card(args.name)
     else:
-        from razorzoo.registry import get_card
+        from razorzoo.zoo.registry import get_card
 
         card = get_card(args.name)
     if args.raw and card.path is not None:
@@ -312,7 +312,7 @@ def render_markdown(markdown: str, style: _Style, width: int = 100) -> list[str]
 
 # -- search ------------------------------------------------------------------------------------------------------
 def _search(args: argparse.Namespace) -> int:
-    from razorzoo.registry import all_cards
+    from razorzoo.zoo.registry import all_cards
 
     words = [w.lower() for w in args.text]
     hits = []
@@ -341,7 +341,7 @@ def _snippet(text: str, word: str, radius: int = 30) -> str:
 
 # -- cards build -------------------------------------------------------------------------------------------------
 def _cards_build(args: argparse.Namespace) -> int:
-    from razorzoo.gallery import build_gallery
+    from razorzoo.zoo.gallery import build_gallery
 
     index = build_gallery(args.out_dir)
     print(f"wrote {index}")

@@ -58,7 +58,7 @@ def _spec(subnet: str, args: argparse.Namespace, default_task: str | None = None
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from razorzoo.verify import verify_pair
+    from razorzoo.weights.verify import verify_pair
 
     if args.name and (args.subnet or args.weights):
         raise CLIError("give either a registry NAME or --subnet and --weights, not both")
@@ -75,8 +75,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _registry_pair(args: argparse.Namespace):
     """The card's shipped YAML and its downloaded (cached, hash-checked) weights."""
-    from razorzoo.fetch import fetch
-    from razorzoo.registry import get_card
+    from razorzoo.storage.fetch import fetch
+    from razorzoo.zoo.registry import get_card
 
     card = get_card(args.name)
     if card.weights is None:
@@ -87,8 +87,8 @@ def _registry_pair(args: argparse.Namespace):
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from razorzoo.convert import convert_checkpoint
-    from razorzoo.fetch import sha256_of_file
+    from razorzoo.weights.convert import convert_checkpoint
+    from razorzoo.storage.fetch import sha256_of_file
 
     spec = _spec(args.subnet, args)
     subnet_path = Path(args.subnet)

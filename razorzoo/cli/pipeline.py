@@ -48,7 +48,7 @@ def _size(n: int) -> str:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from razorzoo.fetch import cached_files
+    from razorzoo.storage.fetch import cached_files
     from razorzoo.loading import cached_models
 
     from razorzoo.cli.browse import format_table
@@ -64,7 +64,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _rm(args: argparse.Namespace) -> int:
     from razorzoo import constants
-    from razorzoo.fetch import DOWNLOADS_DIR
+    from razorzoo.storage.fetch import DOWNLOADS_DIR
     from razorzoo.loading import MODELS_DIR, remove_model
 
     if args.all:
@@ -73,7 +73,7 @@ def _rm(args: argparse.Namespace) -> int:
             shutil.rmtree(f"{root}/{sub}", ignore_errors=True)
         print(f"emptied {root}")
         return 0
-    from razorzoo.registry import get_card
+    from razorzoo.zoo.registry import get_card
 
     name = get_card(args.name).name
     removed = remove_model(name, cache_dir=args.cache_dir)
@@ -85,7 +85,7 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from razorzoo.fetch import cached_files, hash_matches, sha256_of_file
+    from razorzoo.storage.fetch import cached_files, hash_matches, sha256_of_file
     from razorzoo.loading import cached_models, verify_cached_model
 
     bad = 0

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from razorzoo.detection.detections import Detections
+from razorzoo.detection.results import Detections
 from razorzoo.errors import RazorzooError
 
 __all__ = ["anchor_priors", "point_priors", "decode_yolov5", "decode_distance", "filter_scores_and_topk", "nms",
@@ -179,7 +179,7 @@ def postprocess(
         raw_outputs: ``(cls_scores, bbox_preds)`` or ``(cls_scores, bbox_preds, objectnesses)``, each a list with one
             ``(N, C, H, W)`` tensor per level (what ``Detector.forward`` returns).
         metas: per image ``ori_shape`` (h, w), ``scale_factor`` (w, h) and, for letterboxed inputs, ``pad_param``
-            (top, bottom, left, right), as :func:`razorzoo.detection.preprocess.preprocess` returns them.
+            (top, bottom, left, right), as :func:`razorzoo.detection.transforms.preprocess` returns them.
         decode: ``{"coder": "yolov5", "anchors": [[(w, h), ...] per level]}`` or
             ``{"coder": "distance", "prior_offset": 0.5 | 0.0}``.
         test_cfg: ``multi_label``, ``nms_pre``, ``score_thr``, ``iou_threshold``, ``max_per_img``, ``min_bbox_size``.

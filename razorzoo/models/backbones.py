@@ -8,7 +8,7 @@ from razorzoo.errors import RazorzooError
 if TYPE_CHECKING:
     from torch import nn
 
-    from razorzoo.subnet import Subnet
+    from razorzoo.arch.subnet import Subnet
 
 __all__ = ["build_backbone_from_subnet", "default_out_indices", "check_out_indices"]
 

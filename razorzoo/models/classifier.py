@@ -14,7 +14,7 @@ from torch import nn
 from razorzoo.models.backbones import build_backbone_from_subnet
 
 if TYPE_CHECKING:
-    from razorzoo.subnet import Subnet
+    from razorzoo.arch.subnet import Subnet
 
 __all__ = ["ImageClassifier", "ClsHead", "GlobalAveragePooling", "SqueezeMeanPooling", "build_classifier_from_subnet"]
 

@@ -21,8 +21,8 @@ from razorzoo.models.layers import ConvModule
 from razorzoo.models.necks import CSPNeXtPAFPN, YOLOv5PAFPN, YOLOv6CSPRepPAFPN
 
 if TYPE_CHECKING:
-    from razorzoo.detection.detections import Detections
-    from razorzoo.subnet import Subnet
+    from razorzoo.detection.results import Detections
+    from razorzoo.arch.subnet import Subnet
 
 __all__ = ["COCO_CLASSES", "PYRAMID_OUT_INDICES", "Recipe", "RECIPES", "Detector", "build_detector_from_subnet"]
 
@@ -161,7 +161,7 @@ class Detector(nn.Module):
     def preprocess(self, images: Any) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         """Images (paths, PIL images or ``H x W x 3`` uint8 **BGR** arrays) -> normalized batch + per-image metas,
         exactly like the upstream test pipeline and data preprocessor."""
-        from razorzoo.detection.preprocess import preprocess
+        from razorzoo.detection.transforms import preprocess
 
         return preprocess(images, self.recipe.preprocess)
 

@@ -3,7 +3,7 @@
 State-dict names follow mmcv's ``ConvModule`` (``conv``, ``bn``, ``activate``) so that our modules load upstream
 checkpoints with ``strict=True``. Each upstream rounding helper exists exactly once here, named for what it does
 (UPSTREAM.md §7.11), instead of the several same-named ``make_divisible`` variants upstream has; mmcls' nearest-
-multiple variant, used only for SE widths, lives in ``razorzoo.subnet`` (which must not import torch).
+multiple variant, used only for SE widths, lives in ``razorzoo.arch.subnet`` (which must not import torch).
 """
 from __future__ import annotations
 

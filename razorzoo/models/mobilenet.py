@@ -15,7 +15,7 @@ from torch import nn
 
 from razorzoo.models.backbones import check_out_indices
 from razorzoo.models.layers import ConvModule, forward_stages
-from razorzoo.subnet import MobileNetSpace, MobileNetSubnet, se_channels
+from razorzoo.arch.subnet import MobileNetSpace, MobileNetSubnet, se_channels
 
 __all__ = ["AttentiveMobileNetV3", "MBBlock", "SELayer", "ShortcutLayer", "ChannelMask"]
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from razorzoo.models.backbones import check_out_indices
 from razorzoo.models.layers import ConvModule, DepthwiseSeparableConvModule, forward_stages
-from razorzoo.subnet import SEARCH_SPACES, SposSpace, SposSubnet
+from razorzoo.arch.subnet import SEARCH_SPACES, SposSpace, SposSubnet
 
 __all__ = ["SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "channel_shuffle"]
 

@@ -118,7 +118,7 @@ class _AllowListUnpickler(pickle.Unpickler):
 class _AllowListPickleModule:
     """The ``pickle_module`` torch.load uses for both formats (the legacy one also calls ``load`` directly)."""
 
-    __name__ = "razorzoo.checkpoint.allow_list_pickle"
+    __name__ = "razorzoo.weights.checkpoint.allow_list_pickle"
     Unpickler = _AllowListUnpickler
 
     @staticmethod

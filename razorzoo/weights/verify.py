@@ -4,7 +4,7 @@ Upstream loads pretrained weights with ``strict=False``: a wrong YAML/weights pa
 init values (§7.13). :func:`verify_pair` compares the checkpoint with the keys, shapes and dtypes of the model the spec
 builds (on the meta device: no memory, no init), then reads the architecture back from the weights' shapes (op
 names, kernel sizes, expand ratios, depths, widths; §2) to explain the differences as YAML choices. It also
-recognises supernet checkpoints, which conversion slices with :func:`razorzoo.extract.extract_subnet` (§2.3).
+recognises supernet checkpoints, which conversion slices with :func:`razorzoo.weights.extract.extract_subnet` (§2.3).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from razorzoo.errors import PairMismatchError
-from razorzoo.spec import ArchSpec
+from razorzoo.arch.spec import ArchSpec
 
 if TYPE_CHECKING:
     import torch
 
-    from razorzoo.checkpoint import Checkpoint
+    from razorzoo.weights.checkpoint import Checkpoint
 
 __all__ = ["PairReport", "ModelKeys", "model_keys", "model_view", "verify_pair"]
 
@@ -96,7 +96,7 @@ def model_view(spec: ArchSpec, state_dict: Mapping[str, Any]) -> "OrderedDict[st
 
 
 def verify_pair(spec: ArchSpec, checkpoint: "str | Path | Checkpoint | Mapping[str, torch.Tensor]") -> PairReport:
-    """Compare ``checkpoint`` (a path, a :class:`~razorzoo.checkpoint.Checkpoint` or a state dict) with ``spec``.
+    """Compare ``checkpoint`` (a path, a :class:`~razorzoo.weights.checkpoint.Checkpoint` or a state dict) with ``spec``.
 
     Returns a :class:`PairReport`; a supernet checkpoint of the spec's search space is ``ok`` with
     ``is_supernet=True`` when the subnet extracted from it matches.
@@ -108,7 +108,7 @@ def verify_pair(spec: ArchSpec, checkpoint: "str | Path | Checkpoint | Mapping[s
         report.problems.append(task_problem)
         return report
     if _is_supernet(spec, state_dict):
-        from razorzoo.extract import extract_subnet
+        from razorzoo.weights.extract import extract_subnet
 
         report.is_supernet = True
         state_dict = extract_subnet(state_dict, spec.subnet)
@@ -133,7 +133,7 @@ def verify_pair(spec: ArchSpec, checkpoint: "str | Path | Checkpoint | Mapping[s
 
 def _state_dict(checkpoint: Any) -> Mapping[str, Any]:
     if isinstance(checkpoint, (str, Path)):
-        from razorzoo.checkpoint import read_checkpoint
+        from razorzoo.weights.checkpoint import read_checkpoint
 
         return read_checkpoint(checkpoint).state_dict
     return getattr(checkpoint, "state_dict", checkpoint)

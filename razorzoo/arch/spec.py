@@ -19,7 +19,7 @@ class ArchSpec:
     """Architecture of a razorzoo model: ``task`` + ``subnet`` (+ detector ``recipe`` / backbone ``out_indices``)."""
 
     task: str
-    subnet: Any  # razorzoo.subnet.Subnet
+    subnet: Any  # razorzoo.arch.subnet.Subnet
     recipe: str | None = None  # detector recipe id, e.g. "yolov6_l_d12" (razorzoo.models.detector.RECIPES)
     out_indices: tuple[int, ...] | None = None  # backbone task only; None = upstream default
 
@@ -40,7 +40,7 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ArchSpec":
-        from razorzoo.subnet import load_subnet
+        from razorzoo.arch.subnet import load_subnet
 
         try:
             subnet = load_subnet(data["subnet"], family=data.get("family"))

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import yaml
 
 from razorzoo import __version__
-from razorzoo.registry import Card, all_cards, pareto_front
+from razorzoo.zoo.registry import Card, all_cards, pareto_front
 
 __all__ = ["build_gallery", "render_markdown", "scatter_svg", "REFERENCES"]
 

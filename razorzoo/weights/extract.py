@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from razorzoo.errors import CheckpointError
-from razorzoo.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSpace, SposSubnet, Stage, load_subnet
+from razorzoo.arch.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSpace, SposSubnet, Stage, load_subnet
 
 if TYPE_CHECKING:
-    from razorzoo.subnet import Subnet
+    from razorzoo.arch.subnet import Subnet
 
 __all__ = ["extract_subnet", "supernet_state_dict_shapes", "max_subnet", "ofa_transform_kernel", "crop_kernel"]
 

@@ -25,7 +25,8 @@ from razorzoo.errors import CardError, UnknownModelError
 __all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "pareto_front", "CARDS_DIR", "TASKS",
            "FAMILIES", "FLOP_UNITS", "METRICS"]
 
-CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
+# In a checkout this is a symlink to the top-level cards/ (where maintainers edit them); wheels and sdists carry a copy.
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
 TASKS = ("classification", "detection", "supernet")
 FAMILIES = ("spos", "attentive", "ofa")
 RECIPES = ("yolov5_s", "yolov6_l_d12", "rtmdet_tiny")  # razorzoo.models.detector.RECIPES, kept torch-free here

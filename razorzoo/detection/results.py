@@ -10,7 +10,7 @@ import torch
 if TYPE_CHECKING:
     from PIL import Image
 
-    from razorzoo.detection.preprocess import ImageInput
+    from razorzoo.detection.transforms import ImageInput
 
 __all__ = ["COCO_CATEGORY_IDS", "Detections"]
 
@@ -109,7 +109,7 @@ class Detections:
         a colour per class. Returns a new RGB PIL image."""
         from PIL import Image, ImageDraw, ImageFont
 
-        from razorzoo.detection.preprocess import load_image
+        from razorzoo.detection.transforms import load_image
 
         canvas = Image.fromarray(load_image(image)[..., ::-1].copy())
         width = line_width or max(1, round(max(canvas.size) / 300))

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from razorzoo import __version__
 from razorzoo.errors import CheckpointError, PairMismatchError
-from razorzoo.spec import ArchSpec
+from razorzoo.arch.spec import ArchSpec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from razorzoo.checkpoint import Checkpoint
+    from razorzoo.weights.checkpoint import Checkpoint
 
 __all__ = ["convert_checkpoint", "read_converted", "load_converted", "load_weights", "METADATA_KEYS"]
 
@@ -53,7 +53,7 @@ def convert_checkpoint(
     A supernet checkpoint is sliced to the spec's subnet first (§2.3). The output bytes depend only on the inputs.
 
     Args:
-        checkpoint: a checkpoint path or a :class:`~razorzoo.checkpoint.Checkpoint`.
+        checkpoint: a checkpoint path or a :class:`~razorzoo.weights.checkpoint.Checkpoint`.
         spec: the architecture the weights belong to.
         output: where to write; written to a temporary file in the same directory, then renamed.
         name: registry name of the model, if any; ``source_url``/``source_sha256``: where the weights came from.
@@ -63,8 +63,8 @@ def convert_checkpoint(
     Raises:
         PairMismatchError: the checkpoint does not hold the weights of ``spec`` (the message says how, in YAML terms).
     """
-    from razorzoo.checkpoint import Checkpoint, read_checkpoint
-    from razorzoo.verify import model_keys, model_view, verify_pair
+    from razorzoo.weights.checkpoint import Checkpoint, read_checkpoint
+    from razorzoo.weights.verify import model_keys, model_view, verify_pair
 
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = read_checkpoint(checkpoint, ema=keep_ema)
@@ -94,10 +94,10 @@ def _model_tensors(spec: ArchSpec, state_dict: Mapping[str, "torch.Tensor"], is_
                    ) -> "OrderedDict[str, torch.Tensor]":
     """The weights under model keys in model order; each tied group once, under its first name, holding the value
     of its last alias: loading copies aliases in state-dict order, so upstream's effective weight is the last."""
-    from razorzoo.verify import model_view
+    from razorzoo.weights.verify import model_view
 
     if is_supernet:
-        from razorzoo.extract import extract_subnet
+        from razorzoo.weights.extract import extract_subnet
 
         state_dict = extract_subnet(state_dict, spec.subnet)
     view = model_view(spec, state_dict)

@@ -1,0 +1,161 @@
+"""Bounded handling of untrusted input: YAML parsing, error-message formatting, terminal text, numbers.
+
+Subnet YAMLs, cards, Hub READMEs and command-line values come from strangers. Everything here does a bounded amount
+of work whatever it is given: YAML documents are size-, depth- and alias-limited before they become Python objects
+(an alias bomb of a few hundred bytes otherwise expands to gigabytes the moment anything walks it); error messages
+quote values through :func:`safe_repr`, which never walks a container nor prints more than a few dozen characters;
+text shown in a terminal passes :func:`terminal_safe`; numbers pass :func:`check_number`, which refuses NaN and
+infinities. This module imports only the standard library and PyYAML.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import yaml
+
+from razorzoo.errors import RazorzooError
+
+__all__ = ["InputError", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "safe_repr", "terminal_safe", "load_yaml",
+           "check_number"]
+
+MAX_YAML_BYTES = 1 << 20  # a card or subnet YAML is a few KiB; a MiB leaves room and still parses in milliseconds
+MAX_YAML_DEPTH = 32  # cards nest 4 levels deep; deep nesting only serves to exhaust the recursion limit
+_MAX_SCALAR_CHARS = 64 * 1024
+_REPR_CHARS = 60
+
+
+class InputError(RazorzooError, ValueError):
+    """A value given to razorzoo (a number, a YAML document, a name) is outside what it accepts."""
+
+
+def safe_repr(value: Any, limit: int = _REPR_CHARS) -> str:
+    """A short, single-line, escape-free description of ``value`` for an error message.
+
+    Strings and numbers are quoted with ``repr`` (control characters come out escaped) and cut to ``limit``
+    characters; containers are described by type and size, never walked; huge integers by their digit count.
+    """
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        if value.bit_length() > 128:
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (str, bytes)):
+        text = repr(value[: limit + 1])
+        return text if len(value) <= limit else f"{text[:limit]}... ({len(value)} {'chars' if isinstance(value, str) else 'bytes'})"
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    return f"a {type(value).__name__}"
+
+
+# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), other two-byte escapes, then any remaining C0/C1 control
+# character except newline and tab.
+_TERMINAL_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07]*\x07?"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` without terminal escape sequences or control characters (newlines and tabs are kept)."""
+    return _TERMINAL_ESCAPES.sub("", text)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases and nesting deeper than :data:`MAX_YAML_DEPTH`."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"YAML aliases ('*{str(event.anchor)[:30]}') are not allowed "
+                                 f"(line {event.start_mark.line + 1}); write the value out")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.YAMLError(f"nesting deeper than {MAX_YAML_DEPTH} levels is not allowed")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_scalar(self, node: Any) -> Any:
+        if isinstance(node.value, str) and len(node.value) > _MAX_SCALAR_CHARS:
+            raise yaml.YAMLError(f"a value of {len(node.value)} characters (line {node.start_mark.line + 1}) is "
+                                 f"longer than the {_MAX_SCALAR_CHARS} allowed")
+        return super().construct_scalar(node)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        digits = node.value.lstrip("+-0").replace("_", "")
+        if len(digits) > 30:
+            raise yaml.YAMLError(f"an integer of {len(digits)} digits (line {node.start_mark.line + 1}) is too large")
+        return super().construct_yaml_int(node)
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+# ISO dates would become datetime objects; every razorzoo YAML wants them as plain text.
+_BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", _BoundedLoader.construct_yaml_str)
+
+
+def load_yaml(text: str | bytes, *, what: str, error: type[Exception] = InputError) -> Any:
+    """Parse one YAML document from an untrusted source, with bounded size, depth, aliases and numbers.
+
+    ``what`` names the document in the error (``"subnet file 'a.yaml'"``); failures raise ``error`` with one line.
+    """
+    if isinstance(text, bytes):
+        if len(text) > MAX_YAML_BYTES:
+            raise error(f"{what} is {len(text)} bytes, more than the {MAX_YAML_BYTES} a YAML document may have")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise error(f"{what} is not UTF-8 text") from None
+    if len(text) > MAX_YAML_BYTES:
+        raise error(f"{what} has {len(text)} characters, more than the {MAX_YAML_BYTES} a YAML document may have")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())  # PyYAML's messages span lines
+        raise error(f"{what} is not valid YAML: {terminal_safe(problem)[:300]}") from None
+    except (RecursionError, ValueError) as exc:
+        raise error(f"{what} cannot be parsed: {type(exc).__name__}") from None
+
+
+def check_number(value: Any, what: str, *, minimum: float | None = None, maximum: float | None = None,
+                 exclusive_minimum: bool = False, integer: bool = False) -> float | int:
+    """``value`` as a finite number in range, or :class:`InputError` naming ``what`` and the allowed range.
+
+    Accepts numbers and numeric strings (command-line values); refuses booleans, NaN, infinities, and for
+    ``integer=True`` anything with a fractional part (``16.0`` is not a channel count).
+    """
+    number: float | int
+    if isinstance(value, bool):
+        raise InputError(f"{what} must be a number, not {safe_repr(value)}")
+    if isinstance(value, (int, float)):
+        number = value
+    elif isinstance(value, str) and len(value) <= 40:
+        try:
+            number = int(value) if integer else float(value)
+        except ValueError:
+            raise InputError(f"{what} must be {'an integer' if integer else 'a number'}, not {safe_repr(value)}"
+                             ) from None
+    else:
+        raise InputError(f"{what} must be {'an integer' if integer else 'a number'}, not {safe_repr(value)}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise InputError(f"{what} must be a finite number, not {number!r}")
+    if integer and not isinstance(number, int):
+        raise InputError(f"{what} must be an integer, not {safe_repr(number)}")
+    low_bad = minimum is not None and (number <= minimum if exclusive_minimum else number < minimum)
+    if low_bad or (maximum is not None and number > maximum):
+        bounds = []
+        if minimum is not None:
+            bounds.append(f"{'>' if exclusive_minimum else '>='} {minimum:g}")
+        if maximum is not None:
+            bounds.append(f"<= {maximum:g}")
+        raise InputError(f"{what} must be {' and '.join(bounds)}, not {safe_repr(number)}")
+    return number
