@@ -25,6 +25,8 @@ _EXPORTS = {
     "load_detector": "razorzoo.loading",
     "convert_checkpoint": "razorzoo.weights.convert",
     "verify_pair": "razorzoo.weights.verify",
+    # deployment (ONNX export; runtimes via load_detector/load_classifier(..., backend=))
+    "export": "razorzoo.deploy.export",
     # the zoo
     "list_models": "razorzoo.zoo.registry",
     "get_card": "razorzoo.zoo.registry",
@@ -51,6 +53,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
+    from razorzoo.deploy.export import export
     from razorzoo.builder import build_backbone, build_classifier, build_detector
     from razorzoo.weights.convert import convert_checkpoint
     from razorzoo.detection.results import Detections

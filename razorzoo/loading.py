@@ -47,7 +47,8 @@ _CARD_TASKS = {"classification": "classification", "detection": "detection"}  # 
 
 def load_detector(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "cpu",
                   cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
-                  subnet: Any = None, detector: str | None = None) -> "Detector":
+                  subnet: Any = None, detector: str | None = None, backend: str | None = None,
+                  precision: str = "f32", threads: int | None = None) -> "Detector":
     """A COCO detector, ready for ``predict``.
 
     Args:
@@ -57,15 +58,29 @@ def load_detector(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "c
         offline: use only the cache (default ``RAZORZOO_OFFLINE`` / ``HF_HUB_OFFLINE``).
         subnet: for a ``.pth``: the subnet YAML (path, text or dict) or a registry name whose subnet to use.
         detector: for a ``.pth`` with a bare YAML: the neck/head recipe id or a detection entry's name.
+        backend: ``"onnxruntime"`` or ``"openvino"``: run an exported ``.onnx`` (a name is exported once into the
+            cache) with the same ``predict``; ``precision`` (OpenVINO: ``"f32"``, ``"bf16"``, ``"fp16"``) and
+            ``threads`` configure it (docs/deploy.md).
     """
+    if backend is not None:
+        from razorzoo.deploy.runtime import load_exported
+
+        return load_exported(name_or_path_or_hub_id, "detection", backend=backend, precision=precision,
+                             threads=threads, cache_dir=cache_dir, offline=offline)
     return _load(name_or_path_or_hub_id, "detection", device=device, cache_dir=cache_dir, offline=offline,
                  subnet=subnet, detector=detector)
 
 
 def load_classifier(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "cpu",
                     cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
-                    subnet: Any = None) -> "nn.Module":
+                    subnet: Any = None, backend: str | None = None, precision: str = "f32",
+                    threads: int | None = None) -> "nn.Module":
     """An ImageNet classifier (same sources and arguments as :func:`load_detector`)."""
+    if backend is not None:
+        from razorzoo.deploy.runtime import load_exported
+
+        return load_exported(name_or_path_or_hub_id, "classification", backend=backend, precision=precision,
+                             threads=threads, cache_dir=cache_dir, offline=offline)
     return _load(name_or_path_or_hub_id, "classification", device=device, cache_dir=cache_dir, offline=offline,
                  subnet=subnet)
 

@@ -1,0 +1,247 @@
+"""Export a razorzoo model to one self-describing ONNX file (torch's dynamo exporter).
+
+The file's ``metadata_props`` carry everything a runtime needs besides the graph: the task, the output layout, the
+detector recipe (pre-processing, box decoding, ``test_cfg``, strides, class names), the architecture spec and where
+the weights came from. :func:`razorzoo.deploy.runtime.load_exported` reads a file back alone: no card, no cache,
+no network. Pre- and post-processing stay outside the graph and are razorzoo's own code, so ``predict`` on a runtime
+is eager ``predict`` with the network swapped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from razorzoo import __version__
+from razorzoo.bounded import safe_repr
+from razorzoo.errors import RazorzooError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from razorzoo.deploy.parity import ParityReport
+
+__all__ = ["export", "Exported", "converted_file", "require", "FORMAT", "VARIANTS"]
+
+FORMAT = "razorzoo-onnx/1"  # metadata "razorzoo_format": files without it were not written by razorzoo
+VARIANTS = ("raw",)
+_DETECTION_GROUPS = ("cls_scores", "bbox_preds", "objectnesses")  # Detector.forward's tuple, in order
+_MAX_BATCH = 1024
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional dependency, or say which razorzoo extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise RazorzooError(f"this needs the {module} package, which is not installed: "
+                            f"pip install 'razorzoo[{extra}]'") from None
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export` wrote: the file and, with ``check=True``, the parity gate's report."""
+
+    path: Path
+    parity: "ParityReport | None"
+
+
+def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLike, *, task: str | None = None,
+           variant: str = "raw", opset: int | None = None, dynamic_batch: bool = True, fp16: bool = False,
+           check: bool = True, simplify: bool = False, images: Sequence[Any] | None = None,
+           cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> Exported:
+    """Export a model to ``path`` (ONNX), with its recipe in the file's metadata, after an optional parity gate.
+
+    Args:
+        model_or_name: a razorzoo model (detector, classifier, backbone), a registry name, ``hf-hub:org/name``
+            or a converted ``.safetensors`` file.
+        task: for names and files: ``"detection"``, ``"classification"`` or ``"backbone"`` (the backbone of a
+            detector or classifier); default: the model's own task.
+        variant: ``"raw"``: the head outputs per level, exactly ``Detector.forward`` (NMS stays outside the graph,
+            so ``predict`` on a runtime reproduces eager ``predict``).
+        opset: ONNX opset (default: torch's). dynamic_batch: a free batch dimension (else batch 1).
+        fp16: store float16 weights; inputs and outputs stay float32 (casts at the graph's ends).
+        check: run the ONNX checker and the parity gate (:func:`razorzoo.deploy.check_parity` on ONNX Runtime);
+            a failed gate raises :class:`~razorzoo.deploy.parity.ParityError` and writes nothing.
+        simplify: run onnxscript's graph optimizer once more after export (constant folding, dead code removal).
+        images: extra images for the gate's detection check (it always uses synthetic ones too).
+
+    Returns:
+        :class:`Exported`: the written path and the gate's report (``None`` without ``check``).
+    """
+    import torch
+
+    from razorzoo.files import write_bytes_atomic
+
+    if variant not in VARIANTS:
+        raise RazorzooError(f"unknown export variant {safe_repr(variant)}; expected one of {', '.join(VARIANTS)}")
+    require("onnxscript", "onnx")
+    onnx = require("onnx", "onnx")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise RazorzooError(f"the export path must end in .onnx, got {safe_repr(str(path))}")
+    model, metadata = _resolve(model_or_name, task, cache_dir=cache_dir, offline=offline)
+    model = model.float().eval()
+    size = _input_size(model, metadata["razorzoo_task"])
+    example = torch.zeros(2 if dynamic_batch else 1, 3, *size)
+    with torch.no_grad():
+        names = _output_names(model(example[:1]), metadata["razorzoo_task"])
+    metadata.update(razorzoo_format=FORMAT, razorzoo_version=__version__, razorzoo_variant=variant,
+                    razorzoo_outputs=json.dumps(names), razorzoo_input_size=json.dumps(size), razorzoo_fp16=json.dumps(fp16))
+    proto = _to_onnx(model, example, _flatten(names), opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
+                     simplify=simplify)
+    del proto.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        proto.metadata_props.add(key=key, value=value)
+    data = proto.SerializeToString()
+    report = None
+    if check:
+        onnx.checker.check_model(proto)
+        from razorzoo.deploy.parity import check_parity
+
+        report = check_parity(model, data, images=images, tolerance=1e-2 if fp16 else 1e-4)
+        report.raise_for_failure(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Exported(write_bytes_atomic(path, data), report)
+
+
+def _resolve(source: Any, task: str | None, *, cache_dir, offline) -> tuple["nn.Module", dict[str, str]]:
+    """The eager model to export and the metadata describing it (task, recipe, architecture, source)."""
+    from torch import nn
+
+    if isinstance(source, nn.Module):
+        if task is not None:
+            raise RazorzooError("task= is for names and files; pass the module you want to export (e.g. .backbone)")
+        return source, _describe(source, _task_of(source), arch=None, source="")
+    text = os.fspath(source)
+    file = converted_file(text, cache_dir=cache_dir, offline=offline)
+    arch = _safetensors_metadata(file).get("razorzoo_arch")
+    if arch is None:
+        raise RazorzooError(f"{file} is not a razorzoo model file; convert it first with `razorzoo convert`")
+    task = task or json.loads(arch)["task"]
+    import razorzoo
+
+    loaders = {"detection": razorzoo.load_detector, "classification": razorzoo.load_classifier,
+               "backbone": razorzoo.load_backbone}
+    if task not in loaders:
+        raise RazorzooError(f"unknown task {safe_repr(task)}; expected one of {', '.join(loaders)}")
+    model = loaders[task](file)
+    return model, _describe(model, task, arch=arch, source=text)
+
+
+def converted_file(text: str, *, cache_dir, offline) -> Path:
+    """The converted ``.safetensors`` file behind a registry name, an ``hf-hub:`` id or a path."""
+    if text.startswith("hf-hub:"):
+        from razorzoo.hub import download_hub_model
+
+        return download_hub_model(text, cache_dir=cache_dir, offline=offline)
+    if text.endswith(".safetensors") or os.sep in text:
+        file = Path(text).expanduser()
+        if file.suffix != ".safetensors" or not file.is_file():
+            raise RazorzooError(f"{safe_repr(text)} is not a converted .safetensors file; convert a .pth first with "
+                                "`razorzoo convert CHECKPOINT --subnet YAML -o model.safetensors`")
+        return file
+    from razorzoo.loading import download
+
+    return download(text, cache_dir=cache_dir, offline=offline)
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:  # the header only
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise RazorzooError(f"{path} is not a readable safetensors file ({safe_repr(str(exc))})") from None
+
+
+def _task_of(model: "nn.Module") -> str:
+    from razorzoo.models.classifier import ImageClassifier
+    from razorzoo.models.detector import Detector
+
+    if isinstance(model, Detector):
+        return "detection"
+    if isinstance(model, ImageClassifier):
+        return "classification"
+    if hasattr(model, "out_channels"):  # razorzoo backbones record their stage widths
+        return "backbone"
+    raise RazorzooError(f"cannot export a {type(model).__name__}: pass a razorzoo detector, classifier or backbone")
+
+
+def _describe(model: "nn.Module", task: str, *, arch: str | None, source: str) -> dict[str, str]:
+    """Metadata (all strings, as ONNX wants) that lets a runtime use the file without razorzoo's registry."""
+    metadata = {"razorzoo_task": task, "razorzoo_source": source}
+    if arch is not None:
+        metadata["razorzoo_arch"] = arch
+    if task == "detection":
+        recipe = model.recipe
+        metadata["razorzoo_recipe"] = json.dumps({
+            "id": recipe.id, "preprocess": recipe.preprocess, "decode": recipe.decode, "test_cfg": recipe.test_cfg,
+            "strides": list(recipe.strides), "class_names": list(model.class_names)})
+    return metadata
+
+
+def _input_size(model: "nn.Module", task: str) -> tuple[int, int]:
+    """The export's spatial size: the detector's test size; a classifier's own input resize target, else 224."""
+    if task == "detection":
+        size = int(model.recipe.preprocess["size"])
+        return size, size
+    return tuple(getattr(model, "input_shape", None) or (224, 224))
+
+
+def _output_names(outputs: Any, task: str) -> Any:
+    """Names for the graph outputs, nested like the eager model's output (the runtime rebuilds that nesting)."""
+    if task == "classification":
+        return "logits"
+    if task == "backbone":
+        return [f"features.{i}" for i in range(len(outputs))]
+    return [[f"{group}.{i}" for i in range(len(levels))] for group, levels in zip(_DETECTION_GROUPS, outputs)]
+
+
+def _flatten(names: Any) -> list[str]:
+    return [names] if isinstance(names, str) else [leaf for item in names for leaf in _flatten(item)]
+
+
+def _half_precision(model: "nn.Module") -> "nn.Module":
+    """``model`` with float16 weights behind float32 inputs and outputs."""
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.utils._pytree import tree_map
+
+    class Half(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner.half()
+
+        def forward(self, x: torch.Tensor) -> Any:
+            return tree_map(lambda t: t.float(), self.inner(x.half()))
+
+    return Half(copy.deepcopy(model))
+
+
+def _to_onnx(model: "nn.Module", example: "torch.Tensor", output_names: list[str], *, opset: int | None,
+             dynamic_batch: bool, fp16: bool, simplify: bool) -> Any:
+    """The dynamo exporter's ``ModelProto`` (single file: razorzoo models are far below protobuf's 2 GB)."""
+    import torch
+
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # "no torchvision"
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=_MAX_BATCH)},) if dynamic_batch else None
+    try:
+        program = torch.onnx.export(_half_precision(model) if fp16 else model, (example,), dynamo=True,
+                                    input_names=["images"], output_names=output_names, opset_version=opset,
+                                    dynamic_shapes=dynamic_shapes, verbose=False, optimize=True)
+    except Exception as exc:  # the exporter's errors are long multi-part reports
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RazorzooError(f"torch.onnx.export failed: {safe_repr(first, 300)}") from exc
+    if simplify:
+        program.optimize()
+    return program.model_proto

@@ -1,0 +1,152 @@
+"""The parity gate: does an exported model give the eager model's outputs and detections?
+
+:func:`check_parity` runs both on the same batches (synthetic images, plus any given) and reports the largest raw
+output difference and how many detections (classifiers: top-1 labels) agree. Detections are compared as sets:
+each one must have a partner with the same label, a score within ``score_tol`` and a box within ``box_tol`` pixels,
+and detections tied with the last one kept (where ``max_det`` cuts) or at ``score_thr`` are not required, since
+which of several equal scores survives depends on float summation order, not on the model.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from razorzoo.errors import RazorzooError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from razorzoo.deploy.runtime import ExportedModel
+    from razorzoo.detection.results import Detections
+
+__all__ = ["ParityError", "ParityReport", "check_parity", "match_detections", "synthetic_images"]
+
+
+class ParityError(RazorzooError):
+    """An exported model's outputs or detections differ from the eager model's beyond the tolerances."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Result of :func:`check_parity`. ``matched``/``total``: agreeing detections (or top-1 labels) / required."""
+
+    max_raw_diff: float
+    tolerance: float
+    matched: int
+    total: int
+    what: str  # "detections", "top-1 labels" or "" (backbones: raw outputs only)
+
+    @property
+    def agreement(self) -> float:
+        return self.matched / self.total if self.total else 1.0
+
+    @property
+    def passed(self) -> bool:
+        return self.max_raw_diff <= self.tolerance and self.matched == self.total
+
+    def __str__(self) -> str:
+        text = f"max raw difference {self.max_raw_diff:.2e} (limit {self.tolerance:.0e})"
+        if self.what:
+            text += f"; {self.what} agreeing {self.matched}/{self.total}"
+        return text
+
+    def raise_for_failure(self, where: str) -> None:
+        if not self.passed:
+            raise ParityError(f"{where}: the exported model does not reproduce the eager one: {self}; nothing was "
+                              "written (report this with the model and the razorzoo/torch/runtime versions)")
+
+
+def synthetic_images() -> list[np.ndarray]:
+    """Two deterministic BGR uint8 images (landscape and portrait): gradients, blocks and noise, so that every
+    detector level and the letterbox/resize padding are exercised."""
+    rng = np.random.default_rng(0)
+    images = []
+    for h, w in ((480, 640), (500, 333)):
+        y, x = np.mgrid[0:h, 0:w]
+        image = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (h + w)], axis=-1).astype(np.int32)
+        for _ in range(6):
+            top, left = rng.integers(0, h - h // 4), rng.integers(0, w - w // 4)
+            image[top:top + h // 4, left:left + w // 4] = rng.integers(0, 256, 3)
+        image += rng.integers(-20, 21, image.shape)
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+    return images
+
+
+def match_detections(expected: "Detections", found: "Detections", *, score_thr: float, max_det: int,
+                     score_tol: float = 1e-4, box_tol: float = 1e-2) -> tuple[int, int]:
+    """``(matched, required)``: the detections of ``expected`` that must appear in ``found``, and how many do.
+
+    Required are those scoring clearly above the cutoff: ``score_thr``, or the lowest kept score of a list that
+    ``max_det`` filled. Partners are one-to-one: same label, score within ``score_tol``, box within ``box_tol``.
+    """
+    cutoff = score_thr
+    for result in (expected, found):
+        if len(result) >= max_det:
+            cutoff = max(cutoff, result.scores.min().item())
+    required = (expected.scores > cutoff + score_tol).nonzero().view(-1)
+    close = ((expected.labels[required, None] == found.labels[None, :])
+             & ((expected.scores[required, None] - found.scores[None, :]).abs() <= score_tol)
+             & ((expected.boxes[required, None, :] - found.boxes[None, :, :]).abs().amax(-1) <= box_tol))
+    used = torch.zeros(len(found), dtype=torch.bool)
+    matched = 0
+    for row in close:  # one-to-one; candidates are near-duplicates only under exact ties, so rows are short
+        free = (row & ~used).nonzero()
+        if len(free):
+            used[free[0, 0]] = True
+            matched += 1
+    return matched, len(required)
+
+
+def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLike | bytes",
+                 images: Sequence[Any] | None = None, *, backend: str = "onnxruntime", precision: str = "f32",
+                 threads: int | None = None, tolerance: float = 1e-4, score_tol: float = 1e-4,
+                 box_tol: float = 1e-2) -> ParityReport:
+    """Run eager ``model`` and the exported one on the same inputs and compare.
+
+    Detectors: :func:`synthetic_images` plus ``images`` go through ``model.preprocess``; the raw head outputs are
+    compared, then both are post-processed with the recipe's ``test_cfg`` and matched with
+    :func:`match_detections` in both directions. Classifiers and backbones: a seeded random normalized batch;
+    classifiers also compare top-1 labels (a label counts as agreeing if its eager logit ties the eager maximum).
+    """
+    from razorzoo.deploy.runtime import ExportedModel, open_exported
+
+    if not isinstance(exported, ExportedModel):
+        exported = open_exported(exported, backend=backend, precision=precision, threads=threads)
+    if exported.task == "detection":
+        batch, metas = model.preprocess([*synthetic_images(), *(images or [])])
+    else:
+        generator = torch.Generator().manual_seed(0)
+        batch, metas = torch.randn(3, 3, *exported.input_size, generator=generator), None
+    with torch.inference_mode():
+        eager = model(batch)
+        runtime = exported(batch)
+    max_diff = max((a - b).abs().max().item() for a, b in zip(_leaves(eager), _leaves(runtime)))
+    matched = total = 0
+    what = ""
+    if exported.task == "detection":
+        what = "detections"
+        cfg = model.recipe.test_cfg
+        with torch.inference_mode():
+            pairs = zip(model.postprocess(eager, metas), model.postprocess(runtime, metas))
+            for a, b in pairs:
+                for expected, found in ((a, b), (b, a)):
+                    m, t = match_detections(expected, found, score_thr=cfg["score_thr"], max_det=cfg["max_per_img"],
+                                            score_tol=score_tol, box_tol=box_tol)
+                    matched, total = matched + m, total + t
+    elif exported.task == "classification":
+        what = "top-1 labels"
+        top = runtime.argmax(1)
+        picked = eager.gather(1, top[:, None])[:, 0]
+        matched = int(((eager.max(1).values - picked) <= tolerance).sum())
+        total = len(top)
+    return ParityReport(max_diff, tolerance, matched, total, what)
+
+
+def _leaves(outputs: Any) -> list[torch.Tensor]:
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    return [leaf for item in outputs for leaf in _leaves(item)]

@@ -1,0 +1,241 @@
+"""Run exported razorzoo models on ONNX Runtime or OpenVINO with the eager models' API.
+
+:func:`load_exported` turns a razorzoo ``.onnx`` file (read alone: its metadata carries the recipe) or a model
+name (exported once into the cache, then reused) into an :class:`ExportedModel`: called on a normalized batch it
+returns what the eager model returns; an :class:`ExportedDetector` adds ``preprocess``/``postprocess``/``predict``,
+which are :class:`~razorzoo.models.detector.Detector`'s own methods, so results are the same ``Detections``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from razorzoo import __version__, constants
+from razorzoo.bounded import safe_repr
+from razorzoo.deploy.export import FORMAT, converted_file, export, require
+from razorzoo.errors import RazorzooError
+from razorzoo.models.detector import RECIPES, Detector
+
+__all__ = ["BACKENDS", "PRECISIONS", "ExportedModel", "ExportedDetector", "load_exported", "open_exported", "read_metadata",
+           "EXPORTS_DIR"]
+
+BACKENDS = ("onnxruntime", "openvino")
+PRECISIONS = {"onnxruntime": ("f32",), "openvino": ("f32", "bf16", "fp16")}
+EXPORTS_DIR = "exported"  # <cache>/exported/<content key>/model.onnx
+_OPENVINO_TYPES = {"f32": "f32", "bf16": "bf16", "fp16": "f16"}
+_OPENVINO_CAPABILITIES = {"bf16": "BF16", "fp16": "FP16"}  # ov.properties.device.capability names
+_TASKS = ("detection", "classification", "backbone")
+
+
+def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
+    """The razorzoo metadata of an ONNX file (or its bytes); refuses files that are not razorzoo exports."""
+    onnx = require("onnx", "onnx")
+    where = "the ONNX bytes" if isinstance(model, bytes) else str(model)
+    try:
+        proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model),
+                                                                                        load_external_data=False)
+    except FileNotFoundError:
+        raise RazorzooError(f"{where} does not exist") from None
+    except Exception as exc:  # protobuf's DecodeError and friends: truncated or not ONNX at all
+        raise RazorzooError(f"{where} is not a readable ONNX file ({safe_repr(str(exc), 120)}); "
+                            "export the model again with `razorzoo export`") from None
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    if metadata.get("razorzoo_format") != FORMAT:
+        raise RazorzooError(f"{where} is an ONNX file razorzoo did not write (no {FORMAT} metadata), so its "
+                            "pre-processing and outputs are unknown; export it with `razorzoo export NAME -o FILE`")
+    if metadata.get("razorzoo_task") not in _TASKS or not {"razorzoo_outputs", "razorzoo_input_size"} <= metadata.keys():
+        raise RazorzooError(f"{where}: the razorzoo metadata is incomplete; export the model again")
+    return metadata
+
+
+class _OnnxRuntimeSession:
+    def __init__(self, model: str | bytes, *, threads: int | None) -> None:
+        ort = require("onnxruntime", "onnx")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0]
+
+    @property
+    def batch_size(self) -> int | None:
+        size = self.input.shape[0]
+        return size if isinstance(size, int) else None
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input.name: batch})
+
+
+class _OpenVinoSession:
+    def __init__(self, model: str, *, threads: int | None, precision: str) -> None:
+        ov = require("openvino", "openvino")
+        core = ov.Core()
+        if precision != "f32":
+            capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            if _OPENVINO_CAPABILITIES[precision] not in capabilities:
+                raise RazorzooError(f"this CPU cannot run OpenVINO in {precision} (its capabilities: "
+                                    f"{', '.join(capabilities)}); use precision='f32'")
+        # set explicitly: OpenVINO's CPU default is bf16 wherever the CPU has AMX, which changes the outputs
+        config = {"INFERENCE_PRECISION_HINT": _OPENVINO_TYPES[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(core.read_model(model), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        shape = self.compiled.inputs[0].get_partial_shape()[0]
+        self.batch_size = None if shape.is_dynamic else shape.get_length()
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        results = self.request.infer([batch])
+        return [np.array(results[output]) for output in self.compiled.outputs]
+
+
+def _session(model: str | bytes, backend: str, precision: str, threads: int | None) -> Any:
+    if backend not in BACKENDS:
+        raise RazorzooError(f"unknown backend {safe_repr(backend)}; expected one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS[backend]:
+        raise RazorzooError(f"backend {backend!r} does not run precision {safe_repr(precision)}; it runs "
+                            f"{', '.join(PRECISIONS[backend])}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise RazorzooError(f"threads must be a positive integer, got {safe_repr(threads)}")
+    if backend == "openvino" and isinstance(model, bytes):
+        raise RazorzooError("the openvino backend reads files: save the export first")
+    try:
+        if backend == "onnxruntime":
+            return _OnnxRuntimeSession(model, threads=threads)
+        return _OpenVinoSession(model, threads=threads, precision=precision)
+    except RazorzooError:
+        raise
+    except Exception as exc:  # the runtimes' own errors (unparsable graph, unsupported operator, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RazorzooError(f"{backend} cannot load the model: {safe_repr(first, 200)}") from None
+
+
+class ExportedModel:
+    """An exported model on a runtime: ``model(batch)`` returns what the eager model returns for that batch.
+
+    Attributes: ``task``, ``backend``, ``precision``, ``metadata`` (the file's razorzoo metadata), ``source``.
+    """
+
+    def __init__(self, model: str | os.PathLike | bytes, *, backend: str = "onnxruntime", precision: str = "f32",
+                 threads: int | None = None) -> None:
+        model = model if isinstance(model, bytes) else os.fspath(model)
+        self.metadata = read_metadata(model)
+        self.task = self.metadata["razorzoo_task"]
+        self.backend, self.precision = backend, precision
+        self.source = "<bytes>" if isinstance(model, bytes) else model
+        self._session = _session(model, backend, precision, threads)
+        self._names = json.loads(self.metadata["razorzoo_outputs"])
+        self.input_size = tuple(json.loads(self.metadata["razorzoo_input_size"]))  # (H, W) of the graph
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r}, backend={self.backend!r}, precision={self.precision!r})"
+
+    def eval(self) -> "ExportedModel":
+        """A no-op, for code written against ``nn.Module`` (an exported model is always in inference mode)."""
+        return self
+
+    def run(self, batch: torch.Tensor | np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs for a float32 ``(N, 3, H, W)`` batch, flat; a batch-1 graph runs image by image."""
+        array = np.ascontiguousarray(batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch,
+                                     dtype=np.float32)
+        if self._session.batch_size in (None, len(array)):
+            return self._session(array)
+        per_image = [self._session(array[i:i + 1]) for i in range(len(array))]
+        return [np.concatenate(outputs) for outputs in zip(*per_image)]
+
+    def forward(self, batch: torch.Tensor | np.ndarray) -> Any:
+        """Outputs as torch tensors, nested like the eager model's (a tensor, a tuple, or a tuple of lists)."""
+        flat = iter(torch.from_numpy(output) for output in self.run(batch))
+
+        def rebuild(names: Any, top: bool) -> Any:
+            if isinstance(names, str):
+                return next(flat)
+            items = [rebuild(name, False) for name in names]
+            return tuple(items) if top else items
+
+        return rebuild(self._names, True)
+
+    __call__ = forward
+
+
+class ExportedDetector(ExportedModel):
+    """An exported detector: ``preprocess``, ``postprocess`` and ``predict`` are the eager :class:`Detector`'s,
+    with the recipe stored in the file."""
+
+    preprocess = Detector.preprocess
+    postprocess = Detector.postprocess
+    class_names = Detector.class_names
+
+    def __init__(self, model: str | os.PathLike | bytes, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        stored = json.loads(self.metadata["razorzoo_recipe"])
+        base = RECIPES.get(stored["id"])
+        if base is None:
+            raise RazorzooError(f"{self.source}: unknown detector recipe {safe_repr(stored['id'])}; this razorzoo "
+                                f"knows {', '.join(sorted(RECIPES))}")
+        self.recipe = dataclasses.replace(
+            base, preprocess=stored["preprocess"], decode=stored["decode"], test_cfg=stored["test_cfg"],
+            strides=tuple(stored["strides"]), class_names=tuple(stored["class_names"]))
+
+    def predict(self, images: Any, *, score_thr: float | None = None, iou_thr: float | None = None,
+                max_det: int | None = None) -> Any:
+        """Detect objects: one image -> :class:`~razorzoo.Detections`; a list or tuple -> a list of them."""
+        single = not isinstance(images, (list, tuple))
+        batch, metas = self.preprocess([images] if single else list(images))
+        with torch.inference_mode():
+            detections = self.postprocess(self(batch), metas, score_thr=score_thr, iou_thr=iou_thr,
+                                          max_det=max_det)
+        return detections[0] if single else detections
+
+
+def open_exported(model: str | os.PathLike | bytes, *, backend: str = "onnxruntime", precision: str = "f32",
+                  threads: int | None = None) -> ExportedModel:
+    """An exported file (or its bytes) on ``backend``: an :class:`ExportedDetector` for detectors."""
+    metadata_task = read_metadata(model if isinstance(model, bytes) else os.fspath(model))["razorzoo_task"]
+    cls = ExportedDetector if metadata_task == "detection" else ExportedModel
+    return cls(model, backend=backend, precision=precision, threads=threads)
+
+
+def load_exported(source: str | os.PathLike, task: str, *, backend: str, precision: str = "f32",
+                  threads: int | None = None, cache_dir: str | os.PathLike | None = None,
+                  offline: bool | None = None) -> ExportedModel:
+    """``load_detector(..., backend=)`` and friends: a ``.onnx`` file as is; a name, ``hf-hub:`` id or converted
+    file exported once into ``<cache>/exported/<key>/model.onnx`` (key: the weights' hash and the export settings)
+    and reused from then on."""
+    if backend not in BACKENDS:
+        raise RazorzooError(f"unknown backend {safe_repr(backend)}; expected one of {', '.join(BACKENDS)}")
+    text = os.fspath(source)
+    if text.endswith(".onnx"):
+        model = open_exported(text, backend=backend, precision=precision, threads=threads)
+    else:
+        model = open_exported(_cached_export(text, task, cache_dir=cache_dir, offline=offline), backend=backend,
+                              precision=precision, threads=threads)
+    if model.task != task:
+        raise RazorzooError(f"{text} holds an exported {model.task} model, not a {task} model")
+    return model
+
+
+def _cached_export(source: str, task: str, *, cache_dir, offline) -> Path:
+    from filelock import FileLock
+
+    from razorzoo.storage.fetch import sha256_of_file
+
+    converted = converted_file(source, cache_dir=cache_dir, offline=offline)
+    key = hashlib.sha256(json.dumps({"weights": sha256_of_file(converted), "task": task, "razorzoo": __version__,
+                                     "torch": torch.__version__}, sort_keys=True).encode()).hexdigest()[:32]
+    root = Path(cache_dir).expanduser() if cache_dir is not None else constants.cache_dir()
+    target = root / EXPORTS_DIR / key / "model.onnx"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target.parent / ".lock")):  # N processes: one exports, the others wait
+            if not target.is_file():
+                export(converted, target, task=task)
+    return target
