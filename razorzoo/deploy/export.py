@@ -54,7 +54,8 @@ class Exported:
 
 def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLike, *, task: str | None = None,
            variant: str = "raw", opset: int | None = None, dynamic_batch: bool = True, fp16: bool = False,
-           check: bool = True, simplify: bool = False, images: Sequence[Any] | None = None,
+           check: bool = True, simplify: bool = False, input_size: int | tuple[int, int] | None = None,
+           images: Sequence[Any] | None = None,
            cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> Exported:
     """Export a model to ``path`` (ONNX), with its recipe in the file's metadata, after an optional parity gate.
 
@@ -70,6 +71,9 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
         check: run the ONNX checker and the parity gate (:func:`razorzoo.deploy.check_parity` on ONNX Runtime);
             a failed gate raises :class:`~razorzoo.deploy.parity.ParityError` and writes nothing.
         simplify: run onnxscript's graph optimizer once more after export (constant folding, dead code removal).
+        input_size: ``(H, W)`` (or one int) of the graph's input for classifiers and backbones (default: the
+            subnet's input resize target, else 224); detectors always take their recipe's test size, which their
+            pre-processing produces.
         images: extra images for the gate's detection check (it always uses synthetic ones too).
 
     Returns:
@@ -88,7 +92,7 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
         raise RazorzooError(f"the export path must end in .onnx, got {safe_repr(str(path))}")
     model, metadata = _resolve(model_or_name, task, cache_dir=cache_dir, offline=offline)
     model = model.float().eval()
-    size = _input_size(model, metadata["razorzoo_task"])
+    size = _input_size(model, metadata["razorzoo_task"], input_size)
     example = torch.zeros(2 if dynamic_batch else 1, 3, *size)
     with torch.no_grad():
         names = _output_names(model(example[:1]), metadata["razorzoo_task"])
@@ -188,12 +192,19 @@ def _describe(model: "nn.Module", task: str, *, arch: str | None, source: str) -
     return metadata
 
 
-def _input_size(model: "nn.Module", task: str) -> tuple[int, int]:
-    """The export's spatial size: the detector's test size; a classifier's own input resize target, else 224."""
+def _input_size(model: "nn.Module", task: str, requested: int | tuple[int, int] | None) -> tuple[int, int]:
+    """The graph's spatial size: a detector's test size; else ``requested``, the classifier's resize target, 224."""
     if task == "detection":
+        if requested is not None:
+            raise RazorzooError("input_size= is for classifiers and backbones; a detector's input is its test size")
         size = int(model.recipe.preprocess["size"])
         return size, size
-    return tuple(getattr(model, "input_shape", None) or (224, 224))
+    if requested is None:
+        return tuple(getattr(model, "input_shape", None) or (224, 224))
+    size = (requested, requested) if isinstance(requested, int) else tuple(requested)
+    if len(size) != 2 or not all(isinstance(v, int) and 16 <= v <= 4096 for v in size):
+        raise RazorzooError(f"input_size must be an int or (H, W) between 16 and 4096, got {safe_repr(requested)}")
+    return size
 
 
 def _output_names(outputs: Any, task: str) -> Any:

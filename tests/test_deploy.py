@@ -1,0 +1,219 @@
+"""Export to ONNX and run on ONNX Runtime / OpenVINO: raw outputs, MMYOLO goldens, batches, round trip, bad input.
+
+Budget: each of the 6 fixture models is exported once per session (module-scoped fixture, ~10-20 s each on an idle
+2-core machine, the gate included); classifiers at the goldens' 128 px input. Everything else reuses those files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import razorzoo
+from conftest import CLASSIFIERS, DATA, DETECTORS
+from fixture_rule import rule_state_dict
+from razorzoo.deploy import ParityError, check_parity, open_exported
+from razorzoo.errors import RazorzooError
+from test_predict_e2e import _unmatched
+
+pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx,openvino]'")
+pytest.importorskip("openvino", reason="needs the openvino extra: pip install -e '.[onnx,openvino]'")
+
+BACKENDS = ("onnxruntime", "openvino")
+
+
+def _eager(model: str) -> torch.nn.Module:
+    """The fixture weights loaded into razorzoo's own architecture (what the goldens were recorded from)."""
+    net = razorzoo.build_detector(model) if model in DETECTORS else razorzoo.build_classifier(model)
+    net.load_state_dict(rule_state_dict(model), strict=True)
+    if hasattr(net, "tie_weights"):
+        net.tie_weights()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """``exports(model) -> (eager model, exported file)``: each model exported once, with the parity gate on."""
+    done: dict[str, tuple[torch.nn.Module, Path]] = {}
+
+    def get(model: str) -> tuple[torch.nn.Module, Path]:
+        if model not in done:
+            net = _eager(model)
+            path = tmp_path_factory.mktemp("onnx") / f"{model}.onnx"
+            result = razorzoo.export(net, path, input_size=None if model in DETECTORS else 128)
+            assert result.path == path and path.is_file() and result.parity.passed
+            done[model] = net, path
+        return done[model]
+
+    return get
+
+
+def _leaves(outputs) -> list[torch.Tensor]:
+    return [outputs] if isinstance(outputs, torch.Tensor) else [t for item in outputs for t in _leaves(item)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", DETECTORS + CLASSIFIERS)
+def test_raw_outputs_match_eager(exports, model, backend):
+    net, path = exports(model)
+    runtime = open_exported(path, backend=backend)
+    if model in DETECTORS:
+        x, _ = net.preprocess(DATA / model / "image.png")
+    else:
+        x = load_file(DATA / model / "goldens.safetensors")["input"]
+    with torch.no_grad():
+        eager = net(x)
+    found = runtime(x)
+    assert type(found) is type(eager)
+    pairs = list(zip(_leaves(eager), _leaves(found), strict=True))
+    assert len(pairs) == (1 if model in CLASSIFIERS else 9 if model.startswith("yolov5") else 6)
+    assert all(a.shape == b.shape for a, b in pairs)
+    assert max((a - b).abs().max().item() for a, b in pairs) <= 1e-4
+    if model in CLASSIFIERS:
+        goldens = load_file(DATA / model / "goldens.safetensors")
+        torch.testing.assert_close(found, goldens["logits"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", DETECTORS)
+def test_predict_reproduces_the_mmyolo_goldens(exports, model, backend):
+    net, path = exports(model)
+    runtime = razorzoo.load_detector(path, backend=backend)
+    goldens = load_file(DATA / model / "goldens.safetensors")
+    for name in ("image", "image_portrait"):
+        found = runtime.predict(DATA / model / f"{name}.png")
+        assert isinstance(found, razorzoo.Detections)
+        expected = [goldens[f"e2e.{name}.pred.{key}"] for key in ("bboxes", "scores", "labels")]
+        assert len(found) == len(expected[1]) > 0
+        assert _unmatched(found, *expected) == 0, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", [DETECTORS[0], CLASSIFIERS[0]])
+def test_batch_of_three_equals_three_batches_of_one(exports, model, backend):
+    net, path = exports(model)
+    runtime = open_exported(path, backend=backend)
+    if model in DETECTORS:
+        images = [DATA / model / "image.png", DATA / model / "image_portrait.png", DATA / model / "image.png"]
+        together = runtime.predict(images)
+        for image, batch_result in zip(images, together, strict=True):
+            alone = runtime.predict(image)
+            assert len(batch_result) == len(alone) > 0
+            assert _unmatched(batch_result, alone.boxes, alone.scores, alone.labels) == 0
+    else:
+        x = torch.randn(3, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+        together = runtime(x)
+        alone = torch.cat([runtime(x[i:i + 1]) for i in range(3)])
+        assert together.shape == (3, 1000)
+        torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", [DETECTORS[2], CLASSIFIERS[1]])
+def test_the_file_alone_loads_offline_with_an_empty_cache(exports, model, tmp_path):
+    """Round trip: export -> copy of the file -> a fresh process (no cards, empty cache, offline) -> same results."""
+    net, path = exports(model)
+@pytest.mark.parametrize("model", [DETECTORS[1], CLASSIFIERS[2]])
+def test_the_parity_gate_fails_for_other_weights(exports, model):
+    net, path = exports(model)
+    other = _eager(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(1.05)
+    report = check_parity(other, path)
+    assert not report.passed and report.max_raw_diff > 1e-3
+    with pytest.raises(ParityError, match="does not reproduce the eager one"):
+        report.raise_for_failure(str(path))
+    assert check_parity(net, path, backend="openvino").passed
+
+
+# -- bad input: each a one-line RazorzooError ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def detector_file(tmp_path_factory):
+    """A small valid export to damage: the SPOS classifier at 64 px (the cheapest model to export)."""
+    path = tmp_path_factory.mktemp("bad") / "model.onnx"
+    razorzoo.export(_eager("spos_0.33M"), path, input_size=64, check=False)
+    return path
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and len(text) < 400 and isinstance(exc.value, RazorzooError)
+    return text
+
+
+def test_truncated_and_garbage_files_are_refused(detector_file, tmp_path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(detector_file.read_bytes()[: detector_file.stat().st_size // 2])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    for bad in (truncated, garbage):
+        for backend in BACKENDS:
+            with pytest.raises(RazorzooError) as exc:
+                razorzoo.load_classifier(bad, backend=backend)
+            assert str(bad) in _one_line(exc) and "razorzoo export" in str(exc.value)
+
+
+def test_an_onnx_file_razorzoo_did_not_write_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["images"], ["y"])], "foreign",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), foreign)
+    with pytest.raises(RazorzooError) as exc:
+        razorzoo.load_detector(foreign, backend="onnxruntime")
+    assert "did not write" in _one_line(exc)
+
+
+def test_unknown_backend_wrong_task_and_precisions(detector_file):
+    with pytest.raises(RazorzooError) as exc:
+        razorzoo.load_classifier(detector_file, backend="tensorrt")
+    assert "onnxruntime, openvino" in _one_line(exc)
+    with pytest.raises(RazorzooError) as exc:
+        razorzoo.load_detector(detector_file, backend="onnxruntime")
+    assert "classification" in _one_line(exc)
+    with pytest.raises(RazorzooError) as exc:
+        razorzoo.load_classifier(detector_file, backend="onnxruntime", precision="bf16")
+    assert "f32" in _one_line(exc)
+    with pytest.raises(RazorzooError) as exc:
+        razorzoo.load_classifier(detector_file, backend="openvino", precision="int4")
+    assert "bf16" in _one_line(exc)
+    # a precision this CPU lacks is refused by name; one it has runs (and is what OpenVINO reports it runs)
+    import openvino
+
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    for precision, capability, ov_type in (("bf16", "BF16", openvino.Type.bf16), ("fp16", "FP16", openvino.Type.f16)):
+        if capability in capabilities:
+            model = razorzoo.load_classifier(detector_file, backend="openvino", precision=precision)
+            assert model._session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov_type
+        else:
+            with pytest.raises(RazorzooError) as exc:
+                razorzoo.load_classifier(detector_file, backend="openvino", precision=precision)
+            assert f"cannot run OpenVINO in {precision}" in _one_line(exc)
+    f32 = razorzoo.load_classifier(detector_file, backend="openvino")
+    assert f32._session.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+
+
+@pytest.mark.parametrize("module, extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
+def test_a_missing_runtime_package_names_the_extra(detector_file, module, extra):
+    backend = "onnxruntime" if module == "onnxruntime" else "openvino"
+    code = (f"import sys; sys.modules[{module!r}] = None\n"  # makes `import {module}` fail like an absent package
+            "import razorzoo\n"
+            "from razorzoo.errors import RazorzooError\n"
+            "try:\n"
+            f"    razorzoo.load_classifier(sys.argv[1], backend={backend!r})\n"
+            "except RazorzooError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(detector_file)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(razorzoo.__file__).parent.parent)}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"pip install 'razorzoo[{extra}]'" in out.stdout and module in out.stdout
