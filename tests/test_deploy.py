@@ -217,3 +217,63 @@ def test_a_missing_runtime_package_names_the_extra(detector_file, module, extra)
                          env={**os.environ, "PYTHONPATH": str(Path(razorzoo.__file__).parent.parent)}, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"pip install 'razorzoo[{extra}]'" in out.stdout and module in out.stdout
+
+
+# -- names through the cache, and the commands ---------------------------------------------------------------------
+CACHED = "spos_0.33M"  # the cheapest model to export
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    """A real local mirror serving CACHED's fixture checkpoint, its card registered, a fresh cache."""
+    from http_server import FileServer, build_mirror
+
+    www, cards = build_mirror([CACHED], tmp_path / "mirror")
+    with FileServer(www) as server:
+        monkeypatch.setenv("RAZORZOO_MIRROR", server.url)
+        monkeypatch.setenv("RAZORZOO_CARDS", str(cards))
+        monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "cache"))
+        monkeypatch.delenv("RAZORZOO_OFFLINE", raising=False)
+        yield server, tmp_path / "cache"
+
+
+def test_a_name_is_exported_once_into_the_cache_then_reused(zoo, tmp_path, capsys):
+    server, cache = zoo
+    first = razorzoo.load_classifier(CACHED, backend="onnxruntime")
+    [file] = list((cache / "exported").rglob("*.onnx"))
+    mtime, requests = file.stat().st_mtime_ns, len(server.requests)
+    again = razorzoo.load_classifier(CACHED, backend="openvino", offline=True)
+    assert list((cache / "exported").rglob("*.onnx")) == [file] and file.stat().st_mtime_ns == mtime
+    assert len(server.requests) == requests
+    eager = razorzoo.load_classifier(CACHED)
+    x = torch.randn(2, 3, *first.input_size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = eager(x)
+    for runtime in (first, again):
+        torch.testing.assert_close(runtime(x), expected, rtol=0, atol=1e-4)
+
+    from razorzoo.cli import main
+
+    out_file = tmp_path / "cli" / "spos.onnx"
+    assert main(["export", CACHED, "-o", str(out_file), "--input-size", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"wrote {out_file} (") and "top-1 labels agreeing 3/3" in lines[1]
+    assert open_exported(out_file).input_size == (64, 64)
+    assert main(["export", CACHED, "-o", str(tmp_path / "x.onnx"), "--task", "detection"]) == 2
+    assert "load_classifier" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+def test_predict_command_on_a_runtime(exports, capsys):
+    from razorzoo.cli import main
+
+    model = DETECTORS[2]
+    net, path = exports(model)
+    image = str(DATA / model / "image.png")
+    assert main(["predict", str(path), image, "--backend", "openvino", "--json", "--score-thr", "0.2",
+                 "--max-det", "5"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    expected = net.predict(image, score_thr=0.2, max_det=5)
+    found = razorzoo.Detections(torch.tensor(result["boxes"]).view(-1, 4), torch.tensor(result["scores"]),
+                                torch.tensor(result["labels"]), net.class_names)
+    assert len(found) == len(expected) == 5
+    assert _unmatched(found, expected.boxes, expected.scores, expected.labels) == 0
