@@ -27,6 +27,7 @@ pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e 
 pytest.importorskip("openvino", reason="needs the openvino extra: pip install -e '.[onnx,openvino]'")
 
 BACKENDS = ("onnxruntime", "openvino")
+CACHED = "spos_0.33M"  # the cheapest model to export: the one the cache, CLI, fp16 and bad-input tests use
 
 
 def _eager(model: str) -> torch.nn.Module:
@@ -133,12 +134,27 @@ def test_the_parity_gate_fails_for_other_weights(exports, model):
     assert check_parity(net, path, backend="openvino").passed
 
 
+def test_fp16_export_stores_half_weights_behind_float32_inputs(tmp_path):
+    import onnx
+
+    net = _eager(CACHED)
+    result = razorzoo.export(net, tmp_path / "half.onnx", input_size=64, fp16=True)
+    assert result.parity.passed and result.parity.tolerance == 1e-2
+    weights = [init for init in onnx.load(result.path).graph.initializer if len(init.dims) == 4]
+    assert weights and all(init.data_type == onnx.TensorProto.FLOAT16 for init in weights)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    found = open_exported(result.path)(x)
+    with torch.no_grad():
+        expected = net(x)
+    assert found.dtype == torch.float32 and 0 < (found - expected).abs().max() <= 1e-2
+
+
 # -- bad input: each a one-line RazorzooError ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def detector_file(tmp_path_factory):
     """A small valid export to damage: the SPOS classifier at 64 px (the cheapest model to export)."""
     path = tmp_path_factory.mktemp("bad") / "model.onnx"
-    razorzoo.export(_eager("spos_0.33M"), path, input_size=64, check=False)
+    razorzoo.export(_eager(CACHED), path, input_size=64, check=False)
     return path
 
 
@@ -220,7 +236,6 @@ def test_a_missing_runtime_package_names_the_extra(detector_file, module, extra)
 
 
 # -- names through the cache, and the commands ---------------------------------------------------------------------
-CACHED = "spos_0.33M"  # the cheapest model to export
 
 
 @pytest.fixture

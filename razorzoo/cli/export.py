@@ -22,9 +22,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write the .onnx file")
     p.add_argument("--task", choices=_TASKS, help="what to export (default: the model's own task; 'backbone' "
                                                   "exports the backbone of a detector or classifier)")
-    p.add_argument("--variant", default="raw", choices=("raw",),
+    p.add_argument("--variant", default="raw", choices=("raw", "nms"),
                    help="detector outputs: raw = the head outputs per level (NMS runs outside the graph, exactly "
-                        "as in eager predict)")
+                        "as in eager predict); nms = decoding and NMS in the graph, outputs num_dets, boxes, scores, "
+                        "labels (see docs/deploy.md for how closely it follows eager predict)")
+    p.add_argument("--min-agreement", type=float, default=1.0, metavar="F",
+                   help="share of eager's detections the gate requires (default 1.0)")
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: torch's)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1 (default: dynamic)")
     p.add_argument("--fp16", action="store_true", help="store float16 weights (inputs and outputs stay float32)")
@@ -42,7 +45,8 @@ def _export(args: argparse.Namespace) -> int:
 
     result = export(args.name, args.output, task=args.task, variant=args.variant, opset=args.opset,
                     dynamic_batch=not args.static_batch, fp16=args.fp16, input_size=args.input_size,
-                    simplify=args.simplify, check=args.check, images=args.image)
+                    simplify=args.simplify, check=args.check, images=args.image,
+                    min_agreement=args.min_agreement)
     size = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({size:.1f} MB)")
     if result.parity is not None:

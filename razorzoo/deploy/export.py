@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["export", "Exported", "converted_file", "require", "FORMAT", "VARIANTS"]
 
 FORMAT = "razorzoo-onnx/1"  # metadata "razorzoo_format": files without it were not written by razorzoo
-VARIANTS = ("raw",)
+VARIANTS = ("raw", "nms")
 _DETECTION_GROUPS = ("cls_scores", "bbox_preds", "objectnesses")  # Detector.forward's tuple, in order
 _MAX_BATCH = 1024
 
@@ -55,7 +55,7 @@ class Exported:
 def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLike, *, task: str | None = None,
            variant: str = "raw", opset: int | None = None, dynamic_batch: bool = True, fp16: bool = False,
            check: bool = True, simplify: bool = False, input_size: int | tuple[int, int] | None = None,
-           images: Sequence[Any] | None = None,
+           images: Sequence[Any] | None = None, min_agreement: float = 1.0,
            cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> Exported:
     """Export a model to ``path`` (ONNX), with its recipe in the file's metadata, after an optional parity gate.
 
@@ -65,7 +65,10 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
         task: for names and files: ``"detection"``, ``"classification"`` or ``"backbone"`` (the backbone of a
             detector or classifier); default: the model's own task.
         variant: ``"raw"``: the head outputs per level, exactly ``Detector.forward`` (NMS stays outside the graph,
-            so ``predict`` on a runtime reproduces eager ``predict``).
+            so ``predict`` on a runtime reproduces eager ``predict``). ``"nms"`` (detectors): decoding and NMS in
+            the graph (:mod:`razorzoo.deploy.end2end`), outputs ``num_dets, boxes, scores, labels``; its gate
+            compares detections only, and needs ``min_agreement`` of them (docs/deploy.md has the measured
+            differences).
         opset: ONNX opset (default: torch's). dynamic_batch: a free batch dimension (else batch 1).
         fp16: store float16 weights; inputs and outputs stay float32 (casts at the graph's ends).
         check: run the ONNX checker and the parity gate (:func:`razorzoo.deploy.check_parity` on ONNX Runtime);
@@ -94,12 +97,21 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
     model = model.float().eval()
     size = _input_size(model, metadata["razorzoo_task"], input_size)
     example = torch.zeros(2 if dynamic_batch else 1, 3, *size)
-    with torch.no_grad():
-        names = _output_names(model(example[:1]), metadata["razorzoo_task"])
+    graph, translations = model, None
+    if variant == "nms":
+        if metadata["razorzoo_task"] != "detection":
+            raise RazorzooError("the 'nms' variant is for detectors; export classifiers and backbones as 'raw'")
+        from razorzoo.deploy.end2end import OUTPUTS, TRANSLATIONS, EndToEnd
+
+        graph, translations, names = EndToEnd(model, size[0]).eval(), TRANSLATIONS, OUTPUTS
+    else:
+        with torch.no_grad():
+            names = _output_names(model(example[:1]), metadata["razorzoo_task"])
     metadata.update(razorzoo_format=FORMAT, razorzoo_version=__version__, razorzoo_variant=variant,
-                    razorzoo_outputs=json.dumps(names), razorzoo_input_size=json.dumps(size), razorzoo_fp16=json.dumps(fp16))
-    proto = _to_onnx(model, example, _flatten(names), opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
-                     simplify=simplify)
+                    razorzoo_outputs=json.dumps(names), razorzoo_input_size=json.dumps(size),
+                    razorzoo_fp16=json.dumps(fp16))
+    proto = _to_onnx(graph, example, _flatten(names), opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
+                     simplify=simplify, translations=translations)
     del proto.metadata_props[:]
     for key, value in sorted(metadata.items()):
         proto.metadata_props.add(key=key, value=value)
@@ -109,7 +121,8 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
         onnx.checker.check_model(proto)
         from razorzoo.deploy.parity import check_parity
 
-        report = check_parity(model, data, images=images, tolerance=1e-2 if fp16 else 1e-4)
+        report = check_parity(model, data, images=images, tolerance=1e-2 if fp16 else 1e-4,
+                              min_agreement=min_agreement)
         report.raise_for_failure(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     return Exported(write_bytes_atomic(path, data), report)
@@ -236,11 +249,11 @@ def _half_precision(model: "nn.Module") -> "nn.Module":
         def forward(self, x: torch.Tensor) -> Any:
             return tree_map(lambda t: t.float(), self.inner(x.half()))
 
-    return Half(copy.deepcopy(model))
+    return Half(copy.deepcopy(model)).eval()
 
 
 def _to_onnx(model: "nn.Module", example: "torch.Tensor", output_names: list[str], *, opset: int | None,
-             dynamic_batch: bool, fp16: bool, simplify: bool) -> Any:
+             dynamic_batch: bool, fp16: bool, simplify: bool, translations: dict | None = None) -> Any:
     """The dynamo exporter's ``ModelProto`` (single file: razorzoo models are far below protobuf's 2 GB)."""
     import torch
 
@@ -249,7 +262,8 @@ def _to_onnx(model: "nn.Module", example: "torch.Tensor", output_names: list[str
     try:
         program = torch.onnx.export(_half_precision(model) if fp16 else model, (example,), dynamo=True,
                                     input_names=["images"], output_names=output_names, opset_version=opset,
-                                    dynamic_shapes=dynamic_shapes, verbose=False, optimize=True)
+                                    dynamic_shapes=dynamic_shapes, custom_translation_table=translations,
+                                    verbose=False, optimize=True)
     except Exception as exc:  # the exporter's errors are long multi-part reports
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RazorzooError(f"torch.onnx.export failed: {safe_repr(first, 300)}") from exc

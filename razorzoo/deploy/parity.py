@@ -34,11 +34,12 @@ class ParityError(RazorzooError):
 class ParityReport:
     """Result of :func:`check_parity`. ``matched``/``total``: agreeing detections (or top-1 labels) / required."""
 
-    max_raw_diff: float
+    max_raw_diff: float | None  # None: the outputs are not the eager forward's ('nms' variant)
     tolerance: float
     matched: int
     total: int
     what: str  # "detections", "top-1 labels" or "" (backbones: raw outputs only)
+    min_agreement: float = 1.0
 
     @property
     def agreement(self) -> float:
@@ -46,13 +47,17 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return self.max_raw_diff <= self.tolerance and self.matched == self.total
+        raw_ok = self.max_raw_diff is None or self.max_raw_diff <= self.tolerance
+        return raw_ok and self.agreement >= self.min_agreement
 
     def __str__(self) -> str:
-        text = f"max raw difference {self.max_raw_diff:.2e} (limit {self.tolerance:.0e})"
+        parts = []
+        if self.max_raw_diff is not None:
+            parts.append(f"max raw difference {self.max_raw_diff:.2e} (limit {self.tolerance:.0e})")
         if self.what:
-            text += f"; {self.what} agreeing {self.matched}/{self.total}"
-        return text
+            limit = f", limit {self.min_agreement:.1%}" if self.min_agreement < 1 else ""
+            parts.append(f"{self.what} agreeing {self.matched}/{self.total}{limit}")
+        return "; ".join(parts)
 
     def raise_for_failure(self, where: str) -> None:
         if not self.passed:
@@ -104,13 +109,16 @@ def match_detections(expected: "Detections", found: "Detections", *, score_thr: 
 def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLike | bytes",
                  images: Sequence[Any] | None = None, *, backend: str = "onnxruntime", precision: str = "f32",
                  threads: int | None = None, tolerance: float = 1e-4, score_tol: float = 1e-4,
-                 box_tol: float = 1e-2) -> ParityReport:
+                 box_tol: float = 1e-2, min_agreement: float = 1.0) -> ParityReport:
     """Run eager ``model`` and the exported one on the same inputs and compare.
 
     Detectors: :func:`synthetic_images` plus ``images`` go through ``model.preprocess``; the raw head outputs are
     compared, then both are post-processed with the recipe's ``test_cfg`` and matched with
     :func:`match_detections` in both directions. Classifiers and backbones: a seeded random normalized batch;
     classifiers also compare top-1 labels (a label counts as agreeing if its eager logit ties the eager maximum).
+    An ``nms`` export has no raw outputs to compare: its detections are matched with eager ``predict``'s.
+    The report passes when the raw difference is within ``tolerance`` and ``min_agreement`` of the required
+    detections (labels) agree.
     """
     from razorzoo.deploy.runtime import ExportedModel, open_exported
 
@@ -124,14 +132,16 @@ def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLik
     with torch.inference_mode():
         eager = model(batch)
         runtime = exported(batch)
-    max_diff = max((a - b).abs().max().item() for a, b in zip(_leaves(eager), _leaves(runtime)))
+    end_to_end = exported.metadata["razorzoo_variant"] == "nms"
+    max_diff = None if end_to_end else max((a - b).abs().max().item()
+                                           for a, b in zip(_leaves(eager), _leaves(runtime)))
     matched = total = 0
     what = ""
     if exported.task == "detection":
         what = "detections"
         cfg = model.recipe.test_cfg
         with torch.inference_mode():
-            pairs = zip(model.postprocess(eager, metas), model.postprocess(runtime, metas))
+            pairs = zip(model.postprocess(eager, metas), exported.postprocess(runtime, metas))
             for a, b in pairs:
                 for expected, found in ((a, b), (b, a)):
                     m, t = match_detections(expected, found, score_thr=cfg["score_thr"], max_det=cfg["max_per_img"],
@@ -143,7 +153,7 @@ def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLik
         picked = eager.gather(1, top[:, None])[:, 0]
         matched = int(((eager.max(1).values - picked) <= tolerance).sum())
         total = len(top)
-    return ParityReport(max_diff, tolerance, matched, total, what)
+    return ParityReport(max_diff, tolerance, matched, total, what, min_agreement)
 
 
 def _leaves(outputs: Any) -> list[torch.Tensor]:

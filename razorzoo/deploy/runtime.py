@@ -20,6 +20,8 @@ import torch
 from razorzoo import __version__, constants
 from razorzoo.bounded import safe_repr
 from razorzoo.deploy.export import FORMAT, converted_file, export, require
+from razorzoo.deploy.end2end import from_end_to_end
+from razorzoo.detection.results import Detections
 from razorzoo.errors import RazorzooError
 from razorzoo.models.detector import RECIPES, Detector
 
@@ -167,11 +169,10 @@ class ExportedModel:
 
 
 class ExportedDetector(ExportedModel):
-    """An exported detector: ``preprocess``, ``postprocess`` and ``predict`` are the eager :class:`Detector`'s,
-    with the recipe stored in the file."""
+    """An exported detector: ``preprocess`` and (``raw`` variant) ``postprocess`` are the eager :class:`Detector`'s,
+    with the recipe stored in the file; an ``nms`` export's outputs only need mapping back to image pixels."""
 
     preprocess = Detector.preprocess
-    postprocess = Detector.postprocess
     class_names = Detector.class_names
 
     def __init__(self, model: str | os.PathLike | bytes, **kwargs: Any) -> None:
@@ -184,6 +185,16 @@ class ExportedDetector(ExportedModel):
         self.recipe = dataclasses.replace(
             base, preprocess=stored["preprocess"], decode=stored["decode"], test_cfg=stored["test_cfg"],
             strides=tuple(stored["strides"]), class_names=tuple(stored["class_names"]))
+
+    def postprocess(self, outputs: Any, metas: list[dict[str, Any]], *, score_thr: float | None = None,
+                    iou_thr: float | None = None, max_det: int | None = None) -> list[Detections]:
+        """Graph outputs -> one :class:`~razorzoo.Detections` per image, in original-image pixels."""
+        if self.metadata["razorzoo_variant"] == "raw":
+            return Detector.postprocess(self, outputs, metas, score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+        if (score_thr, iou_thr, max_det) != (None, None, None):
+            raise RazorzooError("an 'nms' export has its thresholds built into the graph; export it again with "
+                                "other ones, or use the 'raw' variant")
+        return from_end_to_end(outputs, metas, self.class_names)
 
     def predict(self, images: Any, *, score_thr: float | None = None, iou_thr: float | None = None,
                 max_det: int | None = None) -> Any:

@@ -1,0 +1,131 @@
+"""The ``nms`` export variant: box decoding and class-aware NMS inside the graph (ONNX ``NonMaxSuppression``).
+
+:class:`EndToEnd` wraps a detector and returns ``num_dets (N, 1)``, ``boxes (N, max_det, 4)`` (xyxy, input-canvas
+pixels), ``scores (N, max_det)`` and ``labels (N, max_det)`` (rows past ``num_dets`` are padding: score 0, label -1).
+It follows the recipe's ``test_cfg`` as far as ONNX allows; what differs from eager ``predict`` (docs/deploy.md):
+NMS runs on canvas pixels rather than original-image pixels (the two differ by the resize's per-axis rounding), and
+``min_bbox_size`` is checked in canvas pixels. NMS is a custom op ``razorzoo::nms`` whose eager implementation is
+razorzoo's :func:`~razorzoo.detection.postprocess.batched_nms` and whose ONNX translation is ``NonMaxSuppression``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from razorzoo.detection.postprocess import anchor_priors, batched_nms, decode_distance, decode_yolov5, point_priors
+from razorzoo.detection.results import Detections
+
+__all__ = ["EndToEnd", "TRANSLATIONS", "OUTPUTS", "from_end_to_end"]
+
+OUTPUTS = ["num_dets", "boxes", "scores", "labels"]
+
+
+@torch.library.custom_op("razorzoo::nms", mutates_args=())
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float,
+         score_threshold: float) -> torch.Tensor:
+    """ONNX ``NonMaxSuppression`` semantics: ``boxes (N, P, 4)``, ``scores (N, C, P)`` -> ``(K, 3)`` rows
+    ``(image, class, box)`` of the kept boxes (score > threshold, per class IoU <= threshold)."""
+    rows = []
+    for image in range(boxes.shape[0]):
+        classes, candidates = (scores[image] > score_threshold).nonzero().unbind(1)
+        keep = batched_nms(boxes[image, candidates], scores[image, classes, candidates], classes, iou_threshold)
+        per_class = torch.zeros(scores.shape[1], dtype=torch.long)
+        for k in keep.tolist():  # the per-class cap, in score order (reference path only, not exported)
+            if per_class[classes[k]] < max_per_class:
+                per_class[classes[k]] += 1
+                rows.append((image, int(classes[k]), int(candidates[k])))
+    return torch.tensor(rows, dtype=torch.long).view(-1, 3)
+
+
+@_nms.register_fake
+def _(boxes, scores, max_per_class, iou_threshold, score_threshold):
+    return boxes.new_empty((torch.library.get_ctx().new_dynamic_size(), 3), dtype=torch.long)
+
+
+def _nms_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
+    from onnxscript import opset18 as op
+
+    return op.NonMaxSuppression(boxes, scores, op.Constant(value_ints=[max_per_class]),
+                                op.Constant(value_floats=[iou_threshold]), op.Constant(value_floats=[score_threshold]),
+                                center_point_box=0)
+
+
+TRANSLATIONS = {torch.ops.razorzoo.nms.default: _nms_onnx}  # for torch.onnx.export(custom_translation_table=)
+
+
+class EndToEnd(nn.Module):
+    """A detector with decoding, ``nms_pre``, score filtering, class-aware NMS and ``max_det`` in the graph."""
+
+    def __init__(self, detector: nn.Module, size: int, *, score_thr: float | None = None,
+                 iou_thr: float | None = None, max_det: int | None = None) -> None:
+        super().__init__()
+        self.detector = detector
+        recipe = detector.recipe
+        cfg = recipe.test_cfg
+        self.score_thr = float(cfg["score_thr"] if score_thr is None else score_thr)
+        self.iou_thr = float(cfg["iou_threshold"] if iou_thr is None else iou_thr)
+        self.max_det = int(cfg["max_per_img"] if max_det is None else max_det)
+        self.nms_pre = int(cfg["nms_pre"])
+        self.min_bbox_size = cfg.get("min_bbox_size")
+        sizes = [(size // s, size // s) for s in recipe.strides]
+        if recipe.decode["coder"] == "yolov5":
+            priors, self.coder = anchor_priors(sizes, recipe.strides, recipe.decode["anchors"]), decode_yolov5
+            self.num_base = len(recipe.decode["anchors"][0])
+        else:
+            priors = point_priors(sizes, recipe.strides, recipe.decode["prior_offset"])
+            self.coder, self.num_base = decode_distance, 1
+        self.register_buffer("priors", priors, persistent=False)
+        self.register_buffer("stride", torch.cat([priors.new_full((h * w * self.num_base,), s)
+                                                  for (h, w), s in zip(sizes, recipe.strides)]), persistent=False)
+
+    def _flatten(self, maps: Any, width: int) -> torch.Tensor:
+        # (N, A*width, H, W) -> (N, H*W*A, width), the priors' row order (as razorzoo.detection.postprocess)
+        return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, width) for m in maps], dim=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cls_scores, bbox_preds, *rest = self.detector(x)
+        num_classes = cls_scores[0].shape[1] // self.num_base
+        scores = self._flatten(cls_scores, num_classes).sigmoid()
+        if rest:  # YOLOv5: times the objectness (its pre-filter obj > score_thr is implied: cls * obj <= obj)
+            scores = scores * self._flatten(rest[0], 1).sigmoid()
+        boxes = self.coder(self.priors[None], self._flatten(bbox_preds, 4), self.stride)
+        if self.min_bbox_size is not None and self.min_bbox_size >= 0:
+            large = ((boxes[..., 2] - boxes[..., 0] > self.min_bbox_size)
+                     & (boxes[..., 3] - boxes[..., 1] > self.min_bbox_size))
+            scores = scores * large[..., None]
+        n, p, c = scores.shape
+        flat = scores.reshape(n, p * c)
+        if self.nms_pre < p * c:  # keep the best nms_pre (box, class) pairs, like filter_scores_and_topk
+            top = flat.topk(self.nms_pre, dim=1).indices
+            flat = torch.zeros_like(flat).scatter(1, top, flat.gather(1, top))
+        scores = flat.view(n, p, c).transpose(1, 2)  # (N, C, P) as NonMaxSuppression wants
+        selected = torch.ops.razorzoo.nms(boxes, scores.contiguous(), self.max_det, self.iou_thr, self.score_thr)
+        kept = torch.zeros_like(scores).index_put((selected[:, 0], selected[:, 1], selected[:, 2]),
+                                                  torch.ones_like(selected[:, 0], dtype=scores.dtype))
+        best, index = torch.where(kept > 0, scores, -1.0).reshape(n, c * p).topk(self.max_det, dim=1)
+        valid = best > 0
+        labels = torch.where(valid, index // p, -1)
+        det_boxes = boxes.gather(1, (index % p)[..., None].expand(-1, -1, 4)) * valid[..., None]
+        return valid.sum(1, keepdim=True), det_boxes, best.clamp(min=0), labels
+
+
+def from_end_to_end(outputs: Sequence[torch.Tensor], metas: Sequence[dict[str, Any]], class_names: Sequence[str]
+                    ) -> list[Detections]:
+    """:class:`EndToEnd` outputs -> :class:`Detections` in original-image pixels: undo the letterbox's centring
+    and the resize, clamp to the image (the last steps of razorzoo's ``postprocess``)."""
+    num_dets, boxes, scores, labels = outputs
+    results = []
+    for i, meta in enumerate(metas):
+        k = int(num_dets[i, 0])
+        image_boxes = boxes[i, :k].float()
+        if "pad_param" in meta:
+            top, _, left, _ = meta["pad_param"]
+            image_boxes = image_boxes - image_boxes.new_tensor([left, top, left, top])
+        image_boxes = image_boxes / image_boxes.new_tensor(meta["scale_factor"]).repeat((1, 2))
+        height, width = meta["ori_shape"][:2]
+        image_boxes[:, 0::2].clamp_(0, width)
+        image_boxes[:, 1::2].clamp_(0, height)
+        results.append(Detections(image_boxes, scores[i, :k].float(), labels[i, :k].long(), tuple(class_names)))
+    return results
