@@ -105,7 +105,8 @@ def main() -> None:
                         reference = net, e2e, detections
                     matched = total = 0
                     for a, b in ((reference[2], detections), (detections, reference[2])):
-                        m, t = match_detections(a, b, score_thr=cfg["score_thr"], max_det=cfg["max_per_img"])
+                        m, t = match_detections(a, b, score_thr=cfg["score_thr"], max_det=cfg["max_per_img"],
+                                                iou_thr=cfg["iou_threshold"])
                         matched, total = matched + m, total + t
                     print(f"{name:<22} {threads:>3} {backend:<14} {net:>7.3f} {net / reference[0]:>7.2f} "
                           f"{pre:>6.3f} {infer:>7.3f} {post:>6.3f} {e2e:>6.3f} {e2e / reference[1]:>7.2f} "

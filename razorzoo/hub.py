@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from razorzoo.zoo.registry import Card
     from razorzoo.arch.spec import ArchSpec
 
-__all__ = ["push_to_hub", "download_hub_model", "list_hub_models", "load_hub_card", "parse_hub_ref",
+__all__ = ["push_to_hub", "download_hub_model", "download_hub_onnx", "list_hub_models", "load_hub_card", "parse_hub_ref",
            "parse_metrics", "HubRef"]
 
 HUB_PREFIX = "hf-hub:"
@@ -37,6 +37,7 @@ LIBRARY_NAME = "razorzoo"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 SUBNET_FILE = "subnet.yaml"
+ONNX_FILE = "model.onnx"  # optional: `razorzoo push --onnx` (razorzoo.deploy)
 CARD_FILE = "README.md"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
@@ -192,6 +193,24 @@ def download_hub_model(ref: str, *, cache_dir: str | os.PathLike | None = None,
     return weights_path
 
 
+def download_hub_onnx(ref: str, *, cache_dir: str | os.PathLike | None = None,
+                      offline: bool | None = None) -> Path | None:
+    """Path of the ``model.onnx`` that ``razorzoo push --onnx`` published beside ``model.safetensors`` (same
+    commit as ``config.json``), or None when the repo has none (or, offline, when it was never downloaded)."""
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    hub_ref = parse_hub_ref(ref)
+    config_path = _download(hub_ref, CONFIG_FILE, revision=hub_ref.revision, cache_dir=cache_dir, offline=offline)
+    try:
+        return _download(hub_ref, ONNX_FILE, revision=config_path.parent.name, cache_dir=cache_dir, offline=offline)
+    except OfflineError:
+        return None
+    except HubError as exc:
+        if isinstance(exc.__cause__, RemoteEntryNotFoundError):
+            return None
+        raise
+
+
 def _safetensors_metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
@@ -246,6 +265,7 @@ def push_to_hub(
     metrics: Mapping[str, Any] | Iterable[str] | None = None,
     card_extra: Mapping[str, Any] | None = None,
     constraint: str | None = None,
+    onnx: bool = False,
 ) -> str:
     """Publish a searched subnet and its weights as a Hub repo; return the repo URL.
 
@@ -261,6 +281,8 @@ def push_to_hub(
         metrics: evaluation results for the card's ``model-index``: ``{"box_ap": 45.1}`` or ``["box_ap=45.1"]``.
         card_extra: extra top-level card metadata (``license``, ``datasets``, ...).
         constraint: the search constraint, recorded in the card (``"flops<=300M"``).
+        onnx: also export ``model.onnx`` (parity gate on) into the same commit; ``load_detector("hf-hub:...",
+            backend=...)`` then uses it instead of exporting locally.
 
     Everything is checked (token, namespace, subnet, pair) before anything is uploaded, and all files go up in one
     commit; pushing identical files again makes no new commit.
@@ -284,6 +306,10 @@ def push_to_hub(
     spec = _spec_for(subnet, card)
     with tempfile.TemporaryDirectory(prefix="razorzoo-push-") as tmp:
         files = _write_repo_files(Path(tmp), repo_id, spec, card, weights, metric_values, card_extra, constraint)
+        if onnx:
+            from razorzoo.deploy.export import export
+
+            files[ONNX_FILE] = export(files[WEIGHTS_FILE], Path(tmp) / ONNX_FILE).path
         with _hub_errors("cannot push", repo_id):
             url = api.create_repo(repo_id, private=private, exist_ok=True)
             if revision is not None:

@@ -23,6 +23,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--constraint", help="the search constraint, recorded in the card (e.g. 'flops<=300M')")
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--revision", help="branch to commit to (default: the default branch)")
+    push.add_argument("--onnx", action="store_true",
+                      help="also export model.onnx (parity gate on) into the commit, for backend= loads")
     push.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or the saved login)")
     push.set_defaults(handler=_push)
 
@@ -32,6 +34,6 @@ def _push(args: argparse.Namespace) -> int:
 
     url = push_to_hub(args.repo, subnet=args.subnet, weights=args.weights, base=args.base, token=args.token,
                       private=args.private, revision=args.revision, metrics=args.metric,
-                      constraint=args.constraint)
+                      constraint=args.constraint, onnx=args.onnx)
     print(url)
     return 0

@@ -82,11 +82,14 @@ def synthetic_images() -> list[np.ndarray]:
 
 
 def match_detections(expected: "Detections", found: "Detections", *, score_thr: float, max_det: int,
-                     score_tol: float = 1e-4, box_tol: float = 1e-2) -> tuple[int, int]:
+                     iou_thr: float, score_tol: float = 1e-4, box_tol: float = 1e-2) -> tuple[int, int]:
     """``(matched, required)``: the detections of ``expected`` that must appear in ``found``, and how many do.
 
     Required are those scoring clearly above the cutoff: ``score_thr``, or the lowest kept score of a list that
     ``max_det`` filled. Partners are one-to-one: same label, score within ``score_tol``, box within ``box_tol``.
+    A detection without a partner still counts when ``found`` kept a near-tied neighbour in its place (same label,
+    score within ``score_tol``, IoU > ``iou_thr``): of two overlapping boxes scoring 1e-7 apart, rounding decides
+    which one NMS keeps.
     """
     cutoff = score_thr
     for result in (expected, found):
@@ -97,13 +100,28 @@ def match_detections(expected: "Detections", found: "Detections", *, score_thr: 
              & ((expected.scores[required, None] - found.scores[None, :]).abs() <= score_tol)
              & ((expected.boxes[required, None, :] - found.boxes[None, :, :]).abs().amax(-1) <= box_tol))
     used = torch.zeros(len(found), dtype=torch.bool)
-    matched = 0
-    for row in close:  # one-to-one; candidates are near-duplicates only under exact ties, so rows are short
+    unmatched = []
+    for i, row in enumerate(close):  # one-to-one; candidates are near-duplicates only under exact ties
         free = (row & ~used).nonzero()
         if len(free):
             used[free[0, 0]] = True
-            matched += 1
-    return matched, len(required)
+        else:
+            unmatched.append(required[i])
+    if unmatched:
+        rows = torch.stack(unmatched)
+        neighbour = ((expected.labels[rows, None] == found.labels[None, :])
+                     & ((expected.scores[rows, None] - found.scores[None, :]).abs() <= score_tol)
+                     & (_iou(expected.boxes[rows], found.boxes) > iou_thr))
+        unmatched = rows[~neighbour.any(1)]
+    return len(required) - len(unmatched), len(required)
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU matrix of xyxy boxes ``a`` x ``b``."""
+    lt, rb = torch.maximum(a[:, None, :2], b[None, :, :2]), torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
 def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLike | bytes",
@@ -145,7 +163,7 @@ def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLik
             for a, b in pairs:
                 for expected, found in ((a, b), (b, a)):
                     m, t = match_detections(expected, found, score_thr=cfg["score_thr"], max_det=cfg["max_per_img"],
-                                            score_tol=score_tol, box_tol=box_tol)
+                                            iou_thr=cfg["iou_threshold"], score_tol=score_tol, box_tol=box_tol)
                     matched, total = matched + m, total + t
     elif exported.task == "classification":
         what = "top-1 labels"

@@ -218,17 +218,20 @@ def open_exported(model: str | os.PathLike | bytes, *, backend: str = "onnxrunti
 def load_exported(source: str | os.PathLike, task: str, *, backend: str, precision: str = "f32",
                   threads: int | None = None, cache_dir: str | os.PathLike | None = None,
                   offline: bool | None = None) -> ExportedModel:
-    """``load_detector(..., backend=)`` and friends: a ``.onnx`` file as is; a name, ``hf-hub:`` id or converted
-    file exported once into ``<cache>/exported/<key>/model.onnx`` (key: the weights' hash and the export settings)
-    and reused from then on."""
+    """``load_detector(..., backend=)`` and friends: a ``.onnx`` file as is; an ``hf-hub:`` repo's ``model.onnx``
+    when it has one; else the name, ``hf-hub:`` id or converted file exported once into
+    ``<cache>/exported/<key>/model.onnx`` (key: the weights' hash, task, razorzoo and torch versions), then reused."""
     if backend not in BACKENDS:
         raise RazorzooError(f"unknown backend {safe_repr(backend)}; expected one of {', '.join(BACKENDS)}")
     text = os.fspath(source)
-    if text.endswith(".onnx"):
-        model = open_exported(text, backend=backend, precision=precision, threads=threads)
-    else:
-        model = open_exported(_cached_export(text, task, cache_dir=cache_dir, offline=offline), backend=backend,
-                              precision=precision, threads=threads)
+    path = Path(text) if text.endswith(".onnx") else None
+    if path is None and text.startswith("hf-hub:"):  # a repo pushed with --onnx carries its own export
+        from razorzoo.hub import download_hub_onnx
+
+        path = download_hub_onnx(text, cache_dir=cache_dir, offline=offline)
+    if path is None:
+        path = _cached_export(text, task, cache_dir=cache_dir, offline=offline)
+    model = open_exported(path, backend=backend, precision=precision, threads=threads)
     if model.task != task:
         raise RazorzooError(f"{text} holds an exported {model.task} model, not a {task} model")
     return model
