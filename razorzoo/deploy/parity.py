@@ -1,10 +1,11 @@
 """The parity gate: does an exported model give the eager model's outputs and detections?
 
 :func:`check_parity` runs both on the same batches (synthetic images, plus any given) and reports the largest raw
-output difference and how many detections (classifiers: top-1 labels) agree. Detections are compared as sets:
-each one must have a partner with the same label, a score within ``score_tol`` and a box within ``box_tol`` pixels,
-and detections tied with the last one kept (where ``max_det`` cuts) or at ``score_thr`` are not required, since
-which of several equal scores survives depends on float summation order, not on the model.
+output difference and how many detections (classifiers: top-1 labels) agree. Detections are compared as sets
+(:func:`match_detections`): each one must have a partner with the same label, a score within ``score_tol`` and a box
+within ``box_tol`` pixels. Ties are excused, since float summation order decides them, not the model: detections
+tied with the last one kept (where ``max_det`` cuts) or at ``score_thr`` are not required, and one whose place NMS
+gave to an overlapping near-tied neighbour counts as agreeing.
 """
 from __future__ import annotations
 
