@@ -239,6 +239,20 @@ def test_an_onnx_file_razorzoo_did_not_write_is_refused(tmp_path):
     assert "did not write" in _one_line(exc)
 
 
+def test_corrupt_razorzoo_metadata_is_refused(detector_file, tmp_path):
+    import onnx
+
+    proto = onnx.load(detector_file)
+    for prop in proto.metadata_props:
+        if prop.key == "razorzoo_outputs":
+            prop.value = "[\"logits\""  # cut JSON
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(proto, damaged)
+    with pytest.raises(RazorzooError) as exc:
+        razorzoo.load_classifier(damaged, backend="onnxruntime")
+    assert "metadata is incomplete or corrupt" in _one_line(exc)
+
+
 def test_unknown_backend_wrong_task_and_precisions(detector_file):
     with pytest.raises(RazorzooError) as exc:
         razorzoo.load_classifier(detector_file, backend="tensorrt")

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +25,8 @@ from razorzoo.detection.results import Detections
 from razorzoo.errors import RazorzooError
 from razorzoo.models.detector import RECIPES, Detector
 
-__all__ = ["BACKENDS", "PRECISIONS", "ExportedModel", "ExportedDetector", "load_exported", "open_exported", "read_metadata",
-           "EXPORTS_DIR"]
+__all__ = ["BACKENDS", "PRECISIONS", "ExportedModel", "ExportedDetector", "load_exported", "open_exported",
+           "read_metadata", "EXPORTS_DIR"]
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = {"onnxruntime": ("f32",), "openvino": ("f32", "bf16", "fp16")}
@@ -52,8 +52,16 @@ def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
     if metadata.get("razorzoo_format") != FORMAT:
         raise RazorzooError(f"{where} is an ONNX file razorzoo did not write (no {FORMAT} metadata), so its "
                             "pre-processing and outputs are unknown; export it with `razorzoo export NAME -o FILE`")
-    if metadata.get("razorzoo_task") not in _TASKS or not {"razorzoo_outputs", "razorzoo_input_size"} <= metadata.keys():
-        raise RazorzooError(f"{where}: the razorzoo metadata is incomplete; export the model again")
+    required = {"razorzoo_outputs", "razorzoo_input_size", "razorzoo_variant"}
+    if metadata.get("razorzoo_task") == "detection":
+        required.add("razorzoo_recipe")
+    try:
+        complete = metadata.get("razorzoo_task") in _TASKS and required <= metadata.keys() and all(
+            json.loads(metadata[key]) is not None for key in required - {"razorzoo_variant"})
+    except ValueError:
+        complete = False
+    if not complete:
+        raise RazorzooError(f"{where}: the razorzoo metadata is incomplete or corrupt; export the model again")
     return metadata
 
 
