@@ -198,6 +198,21 @@ def test_fp16_export_stores_half_weights_behind_float32_inputs(tmp_path):
     assert found.dtype == torch.float32 and 0 < (found - expected).abs().max() <= 1e-2
 
 
+def test_a_backbone_exports_its_stage_outputs(tmp_path):
+    backbone = _eager(SMALL).backbone
+    result = razorzoo.export(backbone, tmp_path / "backbone.onnx", input_size=64)
+    assert result.parity.passed and result.parity.what == ""  # raw outputs only
+    runtime = open_exported(result.path, backend="openvino")
+    assert runtime.task == "backbone"
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = backbone(x)
+    found = runtime(x)
+    assert isinstance(found, tuple) and len(found) == len(expected) > 0
+    for a, b in zip(found, expected, strict=True):
+        assert a.shape == b.shape and (a - b).abs().max() <= 1e-4
+
+
 # -- bad input: each a one-line RazorzooError ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def detector_file(tmp_path_factory):

@@ -78,6 +78,8 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
             subnet's input resize target, else 224); detectors always take their recipe's test size, which their
             pre-processing produces.
         images: extra images for the gate's detection check (it always uses synthetic ones too).
+        min_agreement: share of eager's detections the gate requires (default: all).
+        cache_dir, offline: for names and ``hf-hub:`` ids, as in :func:`razorzoo.load_detector`.
 
     Returns:
         :class:`Exported`: the written path and the gate's report (``None`` without ``check``).
