@@ -44,13 +44,14 @@ def _median(fn, runs: int, warmup: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def _predict_split(model, image, runs: int, warmup: int) -> tuple[float, float, float, list]:
+def _predict_split(model, image, runs: int, warmup: int, score_thr: float | None
+                   ) -> tuple[float, float, float, list]:
     """Medians of pre-processing, network and post-processing of ``predict`` on one image, and its detections."""
     pre, _ = _median(lambda: model.preprocess([image]), runs, warmup)
     batch, metas = model.preprocess([image])
     with torch.inference_mode():
         infer, raw = _median(lambda: model(batch), runs, warmup)
-        post, detections = _median(lambda: model.postprocess(raw, metas), runs, warmup)
+        post, detections = _median(lambda: model.postprocess(raw, metas, score_thr=score_thr), runs, warmup)
     return pre, infer, post, detections
 
 
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--score-thr", type=float, help="predict's score threshold (default: the recipe's test_cfg, "
+                                                        "0.001 / 0.05: the evaluation setting, NMS-heavy)")
     args = parser.parse_args()
     if args.runs < 5:
         parser.error("--runs must be at least 5 (the figure is a median)")
@@ -97,6 +100,7 @@ def main() -> None:
                 eager = models["eager"]
                 cfg = eager.recipe.test_cfg
                 batch, _ = eager.preprocess([image])
+                score_thr = cfg["score_thr"] if args.score_thr is None else args.score_thr
                 reference = None
                 for backend in BACKENDS:
                     if backend not in models:
@@ -105,13 +109,14 @@ def main() -> None:
                     model = models[backend]
                     with torch.inference_mode():
                         net, _ = _median(lambda: model(batch), args.runs, args.warmup)
-                    pre, infer, post, (detections,) = _predict_split(model, image, args.runs, args.warmup)
+                    pre, infer, post, (detections,) = _predict_split(model, image, args.runs, args.warmup,
+                                                                     args.score_thr)
                     e2e = pre + infer + post
                     if reference is None:
                         reference = net, e2e, detections
                     matched = total = 0
                     for a, b in ((reference[2], detections), (detections, reference[2])):
-                        m, t = match_detections(a, b, score_thr=cfg["score_thr"], max_det=cfg["max_per_img"],
+                        m, t = match_detections(a, b, score_thr=score_thr, max_det=cfg["max_per_img"],
                                                 iou_thr=cfg["iou_threshold"])
                         matched, total = matched + m, total + t
                     print(f"{name:<22} {threads:>3} {backend:<14} {net:>7.3f} {net / reference[0]:>7.2f} "

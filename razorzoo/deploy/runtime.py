@@ -135,9 +135,9 @@ class ExportedModel:
     """
 
     def __init__(self, model: str | os.PathLike | bytes, *, backend: str = "onnxruntime", precision: str = "f32",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, metadata: dict[str, str] | None = None) -> None:
         model = model if isinstance(model, bytes) else os.fspath(model)
-        self.metadata = read_metadata(model)
+        self.metadata = read_metadata(model) if metadata is None else metadata
         self.task = self.metadata["razorzoo_task"]
         self.backend, self.precision = backend, precision
         self.source = "<bytes>" if isinstance(model, bytes) else model
@@ -218,9 +218,9 @@ class ExportedDetector(ExportedModel):
 def open_exported(model: str | os.PathLike | bytes, *, backend: str = "onnxruntime", precision: str = "f32",
                   threads: int | None = None) -> ExportedModel:
     """An exported file (or its bytes) on ``backend``: an :class:`ExportedDetector` for detectors."""
-    metadata_task = read_metadata(model if isinstance(model, bytes) else os.fspath(model))["razorzoo_task"]
-    cls = ExportedDetector if metadata_task == "detection" else ExportedModel
-    return cls(model, backend=backend, precision=precision, threads=threads)
+    metadata = read_metadata(model if isinstance(model, bytes) else os.fspath(model))
+    cls = ExportedDetector if metadata["razorzoo_task"] == "detection" else ExportedModel
+    return cls(model, backend=backend, precision=precision, threads=threads, metadata=metadata)
 
 
 def load_exported(source: str | os.PathLike, task: str, *, backend: str, precision: str = "f32",
