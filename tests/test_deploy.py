@@ -356,6 +356,9 @@ def test_predict_command_on_a_runtime(exports, capsys):
     found = razorzoo.Detections(torch.tensor(result["boxes"]).view(-1, 4), torch.tensor(result["scores"]),
                                 torch.tensor(result["labels"]), net.class_names)
     assert len(found) == len(expected) == 5
-    cfg = net.recipe.test_cfg
-    assert _unmatched_above_cutoff(found, expected.boxes, expected.scores, expected.labels, cfg["max_per_img"],
-                                   cfg["iou_threshold"]) == 0
+    assert _unmatched_above_cutoff(found, expected.boxes, expected.scores, expected.labels, 5,
+                                   net.recipe.test_cfg["iou_threshold"]) == 0
+    # an .onnx file without --backend runs on ONNX Runtime
+    assert main(["predict", str(path), image, "--json", "--score-thr", "0.2", "--max-det", "5"]) == 0
+    [default] = json.loads(capsys.readouterr().out)
+    assert len(default["boxes"]) == 5 and default["names"][0] == result["names"][0]

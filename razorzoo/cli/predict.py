@@ -35,8 +35,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--iou-thr", type=float, metavar="T", help="NMS IoU threshold (default: the model's test_cfg)")
     p.add_argument("--max-det", type=int, metavar="N", help="detections kept per image (default: the model's)")
     p.add_argument("--backend", choices=("onnxruntime", "openvino"),
-                   help="run the network on this runtime: NAME (or --weights) may then be an exported .onnx file; "
-                        "anything else is exported once into the cache (docs/deploy.md)")
+                   help="run the network on this runtime (default for an exported .onnx NAME or --weights: "
+                        "onnxruntime); anything else is exported once into the cache (docs/deploy.md)")
     p.set_defaults(handler=_predict)
 
 
@@ -45,8 +45,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.max_det is not None and args.max_det < 1:
         raise CLIError(f"--max-det must be at least 1, got {args.max_det}")
-    if args.backend is not None:
-        detector = razorzoo.load_detector(args.weights or args.name, backend=args.backend)
+    source = args.weights or args.name
+    backend = args.backend or ("onnxruntime" if source.endswith(".onnx") else None)
+    if backend is not None:
+        detector = razorzoo.load_detector(source, backend=backend)
     elif args.weights is None:
         detector = razorzoo.load_detector(args.name)
     elif args.weights.endswith(".safetensors"):
