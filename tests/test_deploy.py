@@ -1,7 +1,9 @@
 """Export to ONNX and run on ONNX Runtime / OpenVINO: raw outputs, MMYOLO goldens, batches, round trip, bad input.
 
-Budget: each of the 6 fixture models is exported once per session (module-scoped fixture, ~10-20 s each on an idle
-2-core machine, the gate included); classifiers at the goldens' 128 px input. Everything else reuses those files.
+Budget: exports dominate (9-16 s each on an idle 2-core machine, 30-150 s under heavy load). Each of the 6 fixture
+models is exported once (module-scoped ``exports``; classifiers at the goldens' 128 px input) and reused by every
+backend and test; six more exports (bad-input file, fp16, backbone, nms, the cache and the CLI) use the smallest
+models at 64 px where the test allows. About 3-4 min idle; 9 min measured with ~7 other jobs on the machine.
 """
 from __future__ import annotations
 
