@@ -364,3 +364,26 @@ def test_predict_command_on_a_runtime(exports, capsys):
     assert main(["predict", str(path), image, "--json", "--score-thr", "0.2", "--max-det", "5"]) == 0
     [default] = json.loads(capsys.readouterr().out)
     assert len(default["boxes"]) == 5 and default["names"][0] == result["names"][0]
+
+
+def test_the_decoded_variant_returns_every_priors_box_and_scores(tmp_path):
+    model = DETECTORS[0]  # YOLOv5: anchors and objectness, the most involved decoding
+    net = _eager(model)
+    result = razorzoo.export(net, tmp_path / "decoded.onnx", variant="decoded")
+    assert result.parity.passed
+    runtime = open_exported(result.path)
+    batch, metas = net.preprocess(DATA / model / "image.png")
+    boxes, scores = runtime(batch)
+    assert boxes.shape == (1, 3 * (80 * 80 + 40 * 40 + 20 * 20), 4) and scores.shape == (1, boxes.shape[1], 80)
+    # eager predict's best unclamped detection, mapped back to canvas pixels, is a prior with the same score
+    detections = net.predict(DATA / model / "image.png")
+    h, w = metas[0]["ori_shape"][:2]
+    inside = ((detections.boxes[:, :2] > 0).all(1) & (detections.boxes[:, 2] < w) & (detections.boxes[:, 3] < h))
+    best = detections[inside.nonzero()[0, 0].item()]
+    top, _, left, _ = metas[0]["pad_param"]
+    scale = torch.tensor(metas[0]["scale_factor"]).repeat(2)
+    canvas_box = best.boxes[0] * scale + torch.tensor([left, top, left, top])
+    close = (boxes[0] - canvas_box).abs().amax(1) <= 1e-2
+    assert (scores[0, close, best.labels[0]] - best.scores[0]).abs().min() <= 1e-5
+    with pytest.raises(RazorzooError, match="for your own filtering"):
+        runtime.predict(DATA / model / "image.png")

@@ -22,10 +22,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write the .onnx file")
     p.add_argument("--task", choices=_TASKS, help="what to export (default: the model's own task; 'backbone' "
                                                   "exports the backbone of a detector or classifier)")
-    p.add_argument("--variant", default="raw", choices=("raw", "nms"),
+    p.add_argument("--variant", default="raw", choices=("raw", "decoded", "nms"),
                    help="detector outputs: raw = the head outputs per level (NMS runs outside the graph, exactly "
-                        "as in eager predict); nms = decoding and NMS in the graph, outputs num_dets, boxes, scores, "
-                        "labels (see docs/deploy.md for how closely it follows eager predict)")
+                        "as in eager predict); decoded = boxes and per-class scores for all priors; nms = decoding "
+                        "and NMS in the graph, outputs num_dets, boxes, scores, labels (docs/deploy.md)")
     p.add_argument("--min-agreement", type=float, default=1.0, metavar="F",
                    help="share of eager's detections the gate requires (default 1.0)")
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: torch's)")

@@ -1,4 +1,5 @@
-"""The ``nms`` export variant: box decoding and class-aware NMS inside the graph (ONNX ``NonMaxSuppression``).
+"""The ``decoded`` and ``nms`` export variants: box decoding (and class-aware NMS, ONNX ``NonMaxSuppression``)
+inside the graph. :class:`Decoded` returns boxes and per-class scores for all priors, before any filtering.
 
 :class:`EndToEnd` wraps a detector and returns ``num_dets (N, 1)``, ``boxes (N, max_det, 4)`` (xyxy, input-canvas
 pixels), ``scores (N, max_det)`` and ``labels (N, max_det)`` (rows past ``num_dets`` are padding: score 0, label -1).
@@ -17,9 +18,10 @@ from torch import nn
 from razorzoo.detection.postprocess import anchor_priors, batched_nms, decode_distance, decode_yolov5, point_priors
 from razorzoo.detection.results import Detections
 
-__all__ = ["EndToEnd", "TRANSLATIONS", "OUTPUTS", "from_end_to_end"]
+__all__ = ["Decoded", "EndToEnd", "TRANSLATIONS", "OUTPUTS", "DECODED_OUTPUTS", "from_end_to_end"]
 
 OUTPUTS = ["num_dets", "boxes", "scores", "labels"]
+DECODED_OUTPUTS = ["boxes", "scores"]
 
 
 @torch.library.custom_op("razorzoo::nms", mutates_args=())
@@ -55,20 +57,14 @@ def _nms_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score_thr
 TRANSLATIONS = {torch.ops.razorzoo.nms.default: _nms_onnx}  # for torch.onnx.export(custom_translation_table=)
 
 
-class EndToEnd(nn.Module):
-    """A detector with decoding, ``nms_pre``, score filtering, class-aware NMS and ``max_det`` in the graph."""
+class Decoded(nn.Module):
+    """A detector with box decoding in the graph (the ``decoded`` variant): ``boxes (N, P, 4)`` xyxy in
+    input-canvas pixels and ``scores (N, P, C)`` (sigmoid; times the objectness for YOLOv5) for all ``P`` priors."""
 
-    def __init__(self, detector: nn.Module, size: int, *, score_thr: float | None = None,
-                 iou_thr: float | None = None, max_det: int | None = None) -> None:
+    def __init__(self, detector: nn.Module, size: int) -> None:
         super().__init__()
         self.detector = detector
         recipe = detector.recipe
-        cfg = recipe.test_cfg
-        self.score_thr = float(cfg["score_thr"] if score_thr is None else score_thr)
-        self.iou_thr = float(cfg["iou_threshold"] if iou_thr is None else iou_thr)
-        self.max_det = int(cfg["max_per_img"] if max_det is None else max_det)
-        self.nms_pre = int(cfg["nms_pre"])
-        self.min_bbox_size = cfg.get("min_bbox_size")
         sizes = [(size // s, size // s) for s in recipe.strides]
         if recipe.decode["coder"] == "yolov5":
             priors, self.coder = anchor_priors(sizes, recipe.strides, recipe.decode["anchors"]), decode_yolov5
@@ -84,13 +80,30 @@ class EndToEnd(nn.Module):
         # (N, A*width, H, W) -> (N, H*W*A, width), the priors' row order (as razorzoo.detection.postprocess)
         return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, width) for m in maps], dim=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cls_scores, bbox_preds, *rest = self.detector(x)
         num_classes = cls_scores[0].shape[1] // self.num_base
         scores = self._flatten(cls_scores, num_classes).sigmoid()
         if rest:  # YOLOv5: times the objectness (its pre-filter obj > score_thr is implied: cls * obj <= obj)
             scores = scores * self._flatten(rest[0], 1).sigmoid()
-        boxes = self.coder(self.priors[None], self._flatten(bbox_preds, 4), self.stride)
+        return self.coder(self.priors[None], self._flatten(bbox_preds, 4), self.stride), scores
+
+
+class EndToEnd(Decoded):
+    """A detector with decoding, ``nms_pre``, score filtering, class-aware NMS and ``max_det`` in the graph."""
+
+    def __init__(self, detector: nn.Module, size: int, *, score_thr: float | None = None,
+                 iou_thr: float | None = None, max_det: int | None = None) -> None:
+        super().__init__(detector, size)
+        cfg = detector.recipe.test_cfg
+        self.score_thr = float(cfg["score_thr"] if score_thr is None else score_thr)
+        self.iou_thr = float(cfg["iou_threshold"] if iou_thr is None else iou_thr)
+        self.max_det = int(cfg["max_per_img"] if max_det is None else max_det)
+        self.nms_pre = int(cfg["nms_pre"])
+        self.min_bbox_size = cfg.get("min_bbox_size")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        boxes, scores = super().forward(x)
         if self.min_bbox_size is not None and self.min_bbox_size >= 0:
             large = ((boxes[..., 2] - boxes[..., 0] > self.min_bbox_size)
                      & (boxes[..., 3] - boxes[..., 1] > self.min_bbox_size))

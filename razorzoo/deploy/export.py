@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["export", "Exported", "converted_file", "require", "FORMAT", "VARIANTS"]
 
 FORMAT = "razorzoo-onnx/1"  # metadata "razorzoo_format": files without it were not written by razorzoo
-VARIANTS = ("raw", "nms")
+VARIANTS = ("raw", "decoded", "nms")
 _DETECTION_GROUPS = ("cls_scores", "bbox_preds", "objectnesses")  # Detector.forward's tuple, in order
 _MAX_BATCH = 1024
 
@@ -65,7 +65,9 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
         task: for names and files: ``"detection"``, ``"classification"`` or ``"backbone"`` (the backbone of a
             detector or classifier); default: the model's own task.
         variant: ``"raw"``: the head outputs per level, exactly ``Detector.forward`` (NMS stays outside the graph,
-            so ``predict`` on a runtime reproduces eager ``predict``). ``"nms"`` (detectors): decoding and NMS in
+            so ``predict`` on a runtime reproduces eager ``predict``). ``"decoded"`` (detectors): ``boxes (N, P, 4)``
+            in input-canvas pixels and ``scores (N, P, C)`` for all priors, for your own filtering (no ``predict``;
+            the gate compares them with eager decoding). ``"nms"`` (detectors): decoding and NMS in
             the graph (:mod:`razorzoo.deploy.end2end`), outputs ``num_dets, boxes, scores, labels``; its gate
             compares detections only, and needs ``min_agreement`` of them (docs/deploy.md has the measured
             differences).
@@ -100,12 +102,16 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
     size = _input_size(model, metadata["razorzoo_task"], input_size)
     example = torch.zeros(2 if dynamic_batch else 1, 3, *size)
     graph, translations = model, None
+    if variant != "raw" and metadata["razorzoo_task"] != "detection":
+        raise RazorzooError(f"the {variant!r} variant is for detectors; export classifiers and backbones as 'raw'")
     if variant == "nms":
-        if metadata["razorzoo_task"] != "detection":
-            raise RazorzooError("the 'nms' variant is for detectors; export classifiers and backbones as 'raw'")
         from razorzoo.deploy.end2end import OUTPUTS, TRANSLATIONS, EndToEnd
 
         graph, translations, names = EndToEnd(model, size[0]).eval(), TRANSLATIONS, OUTPUTS
+    elif variant == "decoded":
+        from razorzoo.deploy.end2end import DECODED_OUTPUTS, Decoded
+
+        graph, names = Decoded(model, size[0]).eval(), DECODED_OUTPUTS
     else:
         with torch.no_grad():
             names = _output_names(model(example[:1]), metadata["razorzoo_task"])

@@ -135,7 +135,8 @@ def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLik
     compared, then both are post-processed with the recipe's ``test_cfg`` and matched with
     :func:`match_detections` in both directions. Classifiers and backbones: a seeded random normalized batch;
     classifiers also compare top-1 labels (a label counts as agreeing if its eager logit ties the eager maximum).
-    An ``nms`` export has no raw outputs to compare: its detections are matched with eager ``predict``'s.
+    An ``nms`` export has no raw outputs to compare: its detections are matched with eager ``predict``'s. A
+    ``decoded`` export is compared with eager decoding (box differences relative to the canvas size).
     The report passes when the raw difference is within ``tolerance`` and ``min_agreement`` of the required
     detections (labels) agree.
     """
@@ -148,12 +149,20 @@ def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLik
     else:
         generator = torch.Generator().manual_seed(0)
         batch, metas = torch.randn(3, 3, *exported.input_size, generator=generator), None
+    variant = exported.metadata["razorzoo_variant"]
     with torch.inference_mode():
+        if variant == "decoded":
+            from razorzoo.deploy.end2end import Decoded
+
+            size = exported.input_size[0]
+            (boxes, scores), (found_boxes, found_scores) = Decoded(model, size).eval()(batch), exported(batch)
+            # boxes are pixels up to the canvas size: their difference counts relative to it, scores' as is
+            diff = max((boxes - found_boxes).abs().max().item() / size, (scores - found_scores).abs().max().item())
+            return ParityReport(diff, tolerance, 0, 0, "")  # bare decoded outputs have no predict to compare
         eager = model(batch)
         runtime = exported(batch)
-    end_to_end = exported.metadata["razorzoo_variant"] == "nms"
-    max_diff = None if end_to_end else max((a - b).abs().max().item()
-                                           for a, b in zip(_leaves(eager), _leaves(runtime)))
+    end_to_end = variant == "nms"
+    max_diff = None if end_to_end else _max_diff(eager, runtime)
     matched = total = 0
     what = ""
     if exported.task == "detection":
@@ -173,6 +182,10 @@ def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLik
         matched = int(((eager.max(1).values - picked) <= tolerance).sum())
         total = len(top)
     return ParityReport(max_diff, tolerance, matched, total, what, min_agreement)
+
+
+def _max_diff(eager: Any, runtime: Any) -> float:
+    return max((a - b).abs().max().item() for a, b in zip(_leaves(eager), _leaves(runtime), strict=True))
 
 
 def _leaves(outputs: Any) -> list[torch.Tensor]:

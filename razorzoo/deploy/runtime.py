@@ -197,8 +197,12 @@ class ExportedDetector(ExportedModel):
     def postprocess(self, outputs: Any, metas: list[dict[str, Any]], *, score_thr: float | None = None,
                     iou_thr: float | None = None, max_det: int | None = None) -> list[Detections]:
         """Graph outputs -> one :class:`~razorzoo.Detections` per image, in original-image pixels."""
-        if self.metadata["razorzoo_variant"] == "raw":
+        variant = self.metadata["razorzoo_variant"]
+        if variant == "raw":
             return Detector.postprocess(self, outputs, metas, score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+        if variant == "decoded":
+            raise RazorzooError("a 'decoded' export returns boxes and scores for every prior, for your own filtering; "
+                                "export the 'raw' (or 'nms') variant to predict with it")
         if (score_thr, iou_thr, max_det) != (None, None, None):
             raise RazorzooError("an 'nms' export has its thresholds built into the graph; export it again with "
                                 "other ones, or use the 'raw' variant")
