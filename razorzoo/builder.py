@@ -9,8 +9,9 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Iterator
 
-from razorzoo.errors import RazorzooError
+from razorzoo.arch.recipes import RECIPES
 from razorzoo.arch.spec import ArchSpec
+from razorzoo.errors import RazorzooError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -98,25 +99,15 @@ def resolve_spec(
             raise RazorzooError(
                 "building a detector needs a neck/head recipe: pass detector= a detection model name "
                 "(e.g. 'yolov6s-attentive_a6') or a recipe id "
-                f"({', '.join(_recipe_ids())})"
+                f"({', '.join(RECIPES)})"
             )
         return ArchSpec("detection", subnet, recipe=recipe)
     if task == "backbone" and out_indices is None and recipe is not None:
-        from razorzoo.models.detector import RECIPES
-
         out_indices = RECIPES[recipe].out_indices
     return ArchSpec(task, subnet, out_indices=tuple(out_indices) if out_indices is not None else None)
 
 
-def _recipe_ids() -> list[str]:
-    from razorzoo.models.detector import RECIPES
-
-    return sorted(RECIPES)
-
-
 def _resolve_recipe(detector: str) -> str:
-    from razorzoo.models.detector import RECIPES
-
     if detector in RECIPES:
         return detector
     from razorzoo.zoo.registry import get_card

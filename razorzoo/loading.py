@@ -134,7 +134,7 @@ def _as_task(spec: "ArchSpec", state_dict: dict, task: str, out_indices: tuple[i
 
     if task == "backbone" and spec.task != "backbone":
         if out_indices is None and spec.recipe is not None:
-            from razorzoo.models.detector import RECIPES
+            from razorzoo.arch.recipes import RECIPES
 
             out_indices = RECIPES[spec.recipe].out_indices
         prefix = "backbone."

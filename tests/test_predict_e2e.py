@@ -20,22 +20,32 @@ from razorzoo.detection.results import Detections
 CLI_MODEL = "rtmdet_tiny-ofa_lat31"  # the smallest detector keeps the command tests quick
 
 
-def _unmatched(found: Detections, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> int:
+def _unmatched(found: Detections, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+               max_det: int) -> int:
     """Expected detections without a one-to-one partner (same label, score within 1e-3, box within 1e-2 px).
 
     Fixture weights give near-flat scores with exact ties, so upstream's rank order is not reproducible in general
-    (fixtures README "Tolerances"); the set of detections is.
+    (fixtures README "Tolerances"); the set of detections is, except at the ``max_det`` cutoff: when several boxes
+    tie at the lowest kept score, which of them survive the cut is a tie-break (sort order, float summation order
+    of the machine), not a property of MMYOLO. So when the cut is active, unmatched expected boxes scoring at the
+    cutoff are interchangeable with unmatched found boxes scoring at the cutoff, one for one.
     """
     used = torch.zeros(len(found), dtype=torch.bool)
-    missing = 0
+    missing = []
     for box, score, label in zip(boxes, scores, labels):
         partner = ((~used) & (found.labels == label) & ((found.scores - score).abs() <= 1e-3)
                    & ((found.boxes - box).abs().amax(1) <= 1e-2)).nonzero()
         if len(partner):
             used[partner[0, 0]] = True
         else:
-            missing += 1
-    return missing
+            missing.append(float(score))
+    if len(scores) == max_det and missing:
+        cutoff = float(scores.min())
+        spare = [float(s) for s in found.scores[~used] if abs(float(s) - cutoff) <= 1e-3]
+        tied = [s for s in missing if abs(s - cutoff) <= 1e-3]
+        excused = min(len(tied), len(spare))
+        return len(missing) - excused
+    return len(missing)
 
 
 @pytest.mark.slow
@@ -50,7 +60,7 @@ def test_images_to_boxes_equal_inference_detector(model):
             (found,) = detector.postprocess(detector(batch), metas)
         expected = [goldens[f"e2e.{name}.pred.{key}"] for key in ("bboxes", "scores", "labels")]
         assert len(found) == len(expected[1]) > 0
-        assert _unmatched(found, *expected) == 0, name
+        assert _unmatched(found, *expected, max_det=detector.test_cfg.max_per_img) == 0, name
 
 
 @pytest.fixture(scope="module")

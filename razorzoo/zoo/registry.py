@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from razorzoo.arch.recipes import RECIPE_IDS as RECIPES
 from razorzoo.errors import CardError, UnknownModelError
 
 __all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "pareto_front", "CARDS_DIR", "TASKS",
@@ -29,7 +30,6 @@ __all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_car
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 TASKS = ("classification", "detection", "supernet")
 FAMILIES = ("spos", "attentive", "ofa")
-RECIPES = ("yolov5_s", "yolov6_l_d12", "rtmdet_tiny")  # razorzoo.models.detector.RECIPES, kept torch-free here
 # FLOPs are multiply-accumulates (mmengine convention, §8: upstream "FLOPs" columns are MACs).
 FLOP_UNITS = {"MAC": 1, "KMAC": 10**3, "MMAC": 10**6, "GMAC": 10**9}
 METRICS = ("top1", "top5", "box_ap")  # ImageNet top-1/top-5 accuracy (%), COCO val2017 box AP (%)
