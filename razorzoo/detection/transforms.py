@@ -45,6 +45,7 @@ ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray]
 # Largest image decoded from a file: 2^27 pixels (~1.5x Pillow's default warning limit, 11585 x 11585). A PNG of a
 # few MB can declare 30000 x 30000 pixels (2.7 GB as BGR); the header is checked before anything is decoded.
 MAX_IMAGE_PIXELS = 2**27
+_TOO_LARGE = f"more than {MAX_IMAGE_PIXELS} pixels, the most razorzoo decodes (a decompression bomb? else downscale it)"
 _PATH_CHARS = 300  # paths in messages: long enough to keep the file name
 
 
@@ -90,8 +91,10 @@ def _read_file(path: Path) -> np.ndarray:
     where = safe_repr(str(path), _PATH_CHARS)
     if path.is_dir():
         raise ImageError(f"{where} is a directory, not an image file")
-    if not path.is_file():
+    if not path.exists():
         raise ImageError(f"image file not found: {where}")
+    if not path.is_file():
+        raise ImageError(f"{where} is not a regular file (a device or a pipe?); pass an image file")
     if path.stat().st_size == 0:
         raise ImageError(f"{where} is empty (0 bytes), not an image")
     _check_header(path, where)
@@ -121,8 +124,10 @@ def _check_header(path: Path, where: str) -> None:
                     pil.load()
                 else:
                     pil.verify()
-    except Image.DecompressionBombError:
-        raise ImageError(f"{where} declares more than {MAX_IMAGE_PIXELS} pixels; refusing to decode it") from None
+    except ImageError:  # ours, from _check_pixels (an ImageError is also a ValueError)
+        raise
+    except Image.DecompressionBombError:  # Pillow's own limit (2x its warning size) fired before ours
+        raise ImageError(f"{where} declares {_TOO_LARGE}") from None
     except UnidentifiedImageError:
         raise ImageError(f"{where} is not an image file of a known format (PNG, JPEG, BMP, TIFF, WebP, ...)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -133,8 +138,7 @@ def _check_pixels(width: int, height: int, where: str) -> None:
     if width < 1 or height < 1:
         raise ImageError(f"{where} is empty ({width}x{height} pixels)")
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageError(f"{where} is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS} razorzoo decodes "
-                         "(a decompression bomb, or downscale it first)")
+        raise ImageError(f"{where} is {width}x{height}: {_TOO_LARGE}")
 
 
 def _check_array(image: np.ndarray) -> np.ndarray:
