@@ -44,8 +44,9 @@ def _golden_case(model: str, case: str):
 
 def _run(model: str, raw, metas, **overrides):
     recipe = RECIPES[RECIPE_OF[model]]
-    return postprocess(raw, metas, coder=build_coder(recipe.coder), test_cfg=with_overrides(recipe.test_cfg, **overrides),
-                       strides=recipe.strides, class_names=recipe.class_names)
+    test_cfg = with_overrides(recipe.test_cfg, **overrides)
+    return postprocess(raw, metas, coder=build_coder(recipe.coder), test_cfg=test_cfg, strides=recipe.strides,
+                       class_names=recipe.class_names)
 
 
 @pytest.mark.parametrize("model,case", CASES)

@@ -1,7 +1,8 @@
 """``ArchSpec``: everything needed to build a model's architecture, and nothing else.
 
 A spec is a subnet (the choices made in a search space) plus what the card adds: the task and, for detectors, the
-neck/head recipe; for classifiers, the test pipeline when the card gives one. It round-trips through a plain dict (``config.json`` on the Hub, safetensors metadata), so a
+neck/head recipe; for classifiers, the test pipeline when the card gives one.
+It round-trips through a plain dict (``config.json`` on the Hub, safetensors metadata), so a
 converted file alone rebuilds its model.
 """
 from __future__ import annotations

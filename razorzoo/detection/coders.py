@@ -32,7 +32,8 @@ def anchor_priors(featmap_sizes: Sequence[tuple[int, int]], strides: Sequence[in
 
 
 def point_priors(featmap_sizes: Sequence[tuple[int, int]], strides: Sequence[int], offset: float) -> torch.Tensor:
-    """mmdet ``MlvlPointGenerator.grid_priors``: ``((x + offset) * s, (y + offset) * s)``, rows ordered (level, y, x)."""
+    """mmdet ``MlvlPointGenerator.grid_priors``: ``((x + offset) * s, (y + offset) * s)``, rows ordered
+    (level, y, x)."""
     return torch.cat([torch.stack(_grid(h, w, stride, offset), dim=-1)
                       for (h, w), stride in zip(featmap_sizes, strides)])
 

@@ -147,7 +147,8 @@ class Detector(nn.Module):
 
 
 def build_detector_from_subnet(subnet: "Subnet", recipe: str) -> Detector:
-    """Detector for ``subnet`` with the neck/head/test settings of ``recipe`` (an id of :data:`razorzoo.arch.recipes.RECIPES`).
+    """Detector for ``subnet`` with the neck/head/test settings of ``recipe`` (a key of
+    :data:`razorzoo.arch.recipes.RECIPES`).
 
     The backbone feeds its stride 8/16/32 outputs (:data:`PYRAMID_OUT_INDICES` of the subnet's search space) to the
     neck, whose widths follow the backbone's ``out_channels``; any search space works with any recipe.

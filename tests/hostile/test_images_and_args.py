@@ -109,7 +109,7 @@ def test_grey_and_16_bit_files_decode_like_mmcv(tmp_path, depth):
     assert (image == 0x5A).all()
 
 
-# --- numbers on the command line and in the API ------------------------------------------------------------------------
+# --- numbers on the command line and in the API -----------------------------------------------------------------
 
 BAD_OPTIONS = [
     ("--score-thr", "nan"), ("--score-thr", "inf"), ("--score-thr", "-0.1"), ("--score-thr", "1.5"),
