@@ -8,10 +8,11 @@ import pytest
 import skimage.data
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import razorzoo
 import razorzoo.builder
+import razorzoo.zoo.registry
 from checkpoints import write_checkpoint
 from conftest import CLASSIFIERS, DATA
 from fixture_rule import manifest, rule_state_dict
@@ -20,7 +21,9 @@ from razorzoo.arch.spec import ArchSpec
 from razorzoo.arch.subnet import load_subnet
 from razorzoo.builder import build_model
 from razorzoo.models.classifier import imagenet_classes
-from razorzoo.weights.convert import convert_checkpoint, read_spec
+from razorzoo.errors import CardError, CheckpointError
+from razorzoo.weights.convert import convert_checkpoint, read_converted, read_spec
+from razorzoo.zoo.registry import parse_card
 
 NUM_PARAMS = {"spos_0.33M": 3_353_592, "attentive_a6": 15_896_752, "ofa_lat31": 4_595_536}
 
@@ -190,3 +193,36 @@ def test_preprocessing_travels_with_a_converted_file(tmp_path):
     loaded = razorzoo.load_classifier(out)
     assert loaded.preprocessing == custom.preprocessing
     assert loaded.preprocess(PHOTOS / "astronaut.png").shape == (1, 3, 256, 256)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("    resize: .nan", "resize must be an integer"),
+    ("    resize: 999999", "crop <= resize <= 4096"),
+    ("    resize: true", "resize must be an integer"),
+    ("    mean: [1, 2]", "mean and std need 3 values"),
+    ("    mean: [.inf, 1, 2]", "mean must be a list of 3 numbers"),
+    ("    backend: tensorflow", "backend must be one of cv2, pillow"),
+    ("    interpolation: lanczos", "interpolation must be one of"),
+    ("    std: [0, 1, 1]", "std positive"),
+    ("    colour: RGB", "unknown keys 'colour'"),
+])
+def test_a_bad_preprocessing_block_is_a_card_error(line, message):
+    text = (razorzoo.zoo.registry.CARDS_DIR / "attentive_a6.md").read_text()
+    key = line.split(":")[0]
+    lines = [row for row in text.splitlines() if row.split(":")[0] != key]
+    at = lines.index(next(row for row in lines if row.startswith("  preprocessing:"))) + 1
+    bad = "\n".join(lines[:at] + [line] + lines[at:]) + "\n"
+    with pytest.raises(CardError, match=f"razorzoo.preprocessing: .*{message}"):
+        parse_card(bad)
+
+
+def test_corrupt_preprocessing_metadata_is_a_checkpoint_error(tmp_path):
+    spec = razorzoo.builder.resolve_spec("ofa_lat31", "classification")
+    out = convert_checkpoint(write_checkpoint("ofa_lat31", "mmrazor-subnet", tmp_path / "c.pth"), spec,
+                             tmp_path / "m.safetensors")
+    tensors, metadata = load_file(out), read_converted(out)[2]
+    arch = json.loads(metadata["razorzoo_arch"])
+    arch["preprocessing"]["crop"] = "224; rm -rf /"
+    save_file(tensors, tmp_path / "bad.safetensors", metadata={**metadata, "razorzoo_arch": json.dumps(arch)})
+    with pytest.raises(CheckpointError, match="metadata is corrupt .*crop must be an integer"):
+        read_spec(tmp_path / "bad.safetensors")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Union
 
+from razorzoo.bounded import safe_repr
 from razorzoo.errors import RazorzooError
 
 __all__ = ["COCO_CLASSES", "PYRAMID_OUT_INDICES", "Letterbox", "ResizePad", "Normalize", "YOLOv5Coder",
@@ -184,9 +185,9 @@ class ClassifierPreprocess:
         """Parse the card/metadata form; raises :class:`RazorzooError` naming the bad key."""
         if not isinstance(data, dict):
             raise RazorzooError("must be a mapping (resize, crop, interpolation, backend, mean, std, bgr_to_rgb)")
-        unknown = set(data) - set(cls.__dataclass_fields__)
+        unknown = sorted(map(str, set(data) - set(cls.__dataclass_fields__)))
         if unknown:
-            raise RazorzooError(f"unknown keys {sorted(map(str, unknown))[:5]}")
+            raise RazorzooError(f"unknown keys {', '.join(safe_repr(key, 30) for key in unknown[:5])}")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key in ("resize", "crop"):
