@@ -16,7 +16,7 @@ from fixture_rule import DATA, effective_state_dict, manifest, rule_state_dict
 from razorzoo.errors import RazorzooError
 from razorzoo.arch.recipes import RECIPES, DistanceCoder, Letterbox, ResizePad, TestConfig, YOLOv5Coder
 from razorzoo.detection.coders import DistancePointCoder, YOLOv5BoxCoder
-from razorzoo.models.detector import Detector, build_detector_from_subnet
+from razorzoo.models.detector import NECKS_AND_HEADS, Detector, build_detector_from_subnet
 from razorzoo.arch.subnet import load_subnet
 
 # published parameter counts (mmyolo configs/razor/subnets/README.md; UPSTREAM.md Appendix B), unique parameters
@@ -144,6 +144,7 @@ def test_recipe_coders():
     assert coders == {"yolov5s-spos_0.33M": YOLOv5BoxCoder, "yolov6s-attentive_a6": DistancePointCoder,
                       "rtmdet_tiny-ofa_lat31": DistancePointCoder}
     assert isinstance(RECIPES["yolov5_s"].coder, YOLOv5Coder)
+    assert NECKS_AND_HEADS.keys() == RECIPES.keys()  # every recipe id builds, and only those
 
 
 def _pickled_class_names(path) -> tuple[str, ...]:
