@@ -9,8 +9,9 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Iterator
 
-from razorzoo.errors import RazorzooError
+from razorzoo.arch.recipes import RECIPES
 from razorzoo.arch.spec import ArchSpec
+from razorzoo.errors import RazorzooError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,7 +47,7 @@ def build_model(spec: ArchSpec) -> "nn.Module":
         if spec.task == "classification":
             from razorzoo.models.classifier import build_classifier_from_subnet
 
-            return build_classifier_from_subnet(spec.subnet)
+            return build_classifier_from_subnet(spec.subnet, preprocessing=spec.preprocessing)
         if spec.task == "backbone":
             from razorzoo.models.backbones import build_backbone_from_subnet
 
@@ -77,7 +78,7 @@ def resolve_spec(
     """
     from razorzoo.arch.subnet import load_subnet
 
-    recipe = None
+    recipe = preprocessing = None
     if _looks_like_subnet(name_or_subnet_yaml):
         subnet = load_subnet(name_or_subnet_yaml)
     else:
@@ -90,7 +91,7 @@ def resolve_spec(
                 f"{card.family}*')) or pass a subnet YAML"
             )
         subnet = load_subnet(card.subnet_path)
-        recipe = card.recipe
+        recipe, preprocessing = card.recipe, card.preprocessing
     if task == "detection":
         if detector is not None:
             recipe = _resolve_recipe(detector)
@@ -98,25 +99,16 @@ def resolve_spec(
             raise RazorzooError(
                 "building a detector needs a neck/head recipe: pass detector= a detection model name "
                 "(e.g. 'yolov6s-attentive_a6') or a recipe id "
-                f"({', '.join(_recipe_ids())})"
+                f"({', '.join(RECIPES)})"
             )
         return ArchSpec("detection", subnet, recipe=recipe)
     if task == "backbone" and out_indices is None and recipe is not None:
-        from razorzoo.models.detector import RECIPES
-
         out_indices = RECIPES[recipe].out_indices
-    return ArchSpec(task, subnet, out_indices=tuple(out_indices) if out_indices is not None else None)
-
-
-def _recipe_ids() -> list[str]:
-    from razorzoo.models.detector import RECIPES
-
-    return sorted(RECIPES)
+    return ArchSpec(task, subnet, out_indices=tuple(out_indices) if out_indices is not None else None,
+                    preprocessing=preprocessing if task == "classification" else None)
 
 
 def _resolve_recipe(detector: str) -> str:
-    from razorzoo.models.detector import RECIPES
-
     if detector in RECIPES:
         return detector
     from razorzoo.zoo.registry import get_card

@@ -134,7 +134,7 @@ def _as_task(spec: "ArchSpec", state_dict: dict, task: str, out_indices: tuple[i
 
     if task == "backbone" and spec.task != "backbone":
         if out_indices is None and spec.recipe is not None:
-            from razorzoo.models.detector import RECIPES
+            from razorzoo.arch.recipes import RECIPES
 
             out_indices = RECIPES[spec.recipe].out_indices
         prefix = "backbone."
@@ -265,7 +265,7 @@ def _convert(card: "Card", root: Path, offline: bool, progress: bool | None) -> 
                 f"than the shipped {card.subnet_path}; fix the card (or its RAZORZOO_CARDS override)")
     weights = fetch(card.weights.url, sha256=card.weights.sha256, cache_dir=root, offline=offline, progress=progress)
     weights_sha = cached_file(card.weights.url, cache_dir=root).sha256
-    spec = ArchSpec(_CARD_TASKS[card.task], subnet, recipe=card.recipe)
+    spec = ArchSpec(_CARD_TASKS[card.task], subnet, recipe=card.recipe, preprocessing=card.preprocessing)
     relative = Path(MODELS_DIR) / card.name / weights_sha / "model.safetensors"
     output = convert_checkpoint(weights, spec, root / relative, name=card.name, source_url=card.weights.url,
                                 source_sha256=weights_sha, subnet_yaml=subnet_text)

@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import razorzoo
+from razorzoo.arch.recipes import CLASSIFIER_PREPROCESS
 from razorzoo.zoo.registry import FLOP_UNITS, all_cards, get_card
 
 CARDS = all_cards()
@@ -64,7 +65,10 @@ def test_required_keys_and_hub_metadata(card):
     if card.task != "supernet":
         for key in ("input_size", "preprocessing", "num_params", "flops", "published"):
             assert meta[key] is not None, key
-        assert set(meta["preprocessing"]) >= {"resize", "color", "mean", "std"}
+        if card.task == "classification":  # executable: the search space's upstream test pipeline
+            assert card.preprocessing == CLASSIFIER_PREPROCESS[card.family]
+        else:
+            assert set(meta["preprocessing"]) >= {"resize", "color", "mean", "std"}
     if card.task == "detection":
         assert front["base_model"] in NAMES and get_card(front["base_model"]).task == "classification"
     for section in ("## How to load" if card.task != "supernet" else "## How to use it", "## Limitations",

@@ -1,7 +1,8 @@
 """``ArchSpec``: everything needed to build a model's architecture, and nothing else.
 
 A spec is a subnet (the choices made in a search space) plus what the card adds: the task and, for detectors, the
-neck/head recipe. It round-trips through a plain dict (``config.json`` on the Hub, safetensors metadata), so a
+neck/head recipe; for classifiers, the test pipeline when the card gives one.
+It round-trips through a plain dict (``config.json`` on the Hub, safetensors metadata), so a
 converted file alone rebuilds its model.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from razorzoo.arch.recipes import ClassifierPreprocess
 from razorzoo.errors import RazorzooError
 
 TASKS = ("classification", "backbone", "detection")
@@ -22,12 +24,15 @@ class ArchSpec:
     subnet: Any  # razorzoo.arch.subnet.Subnet
     recipe: str | None = None  # detector recipe id, e.g. "yolov6_l_d12" (razorzoo.models.detector.RECIPES)
     out_indices: tuple[int, ...] | None = None  # backbone task only; None = upstream default
+    preprocessing: ClassifierPreprocess | None = None  # classification only; None = the search space's default
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise RazorzooError(f"unknown task {self.task!r}; expected one of {TASKS}")
         if (self.task == "detection") != (self.recipe is not None):
             raise RazorzooError("a detection spec needs a detector recipe, and only detection specs take one")
+        if self.preprocessing is not None and self.task != "classification":
+            raise RazorzooError("only classification specs take a preprocessing pipeline")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form; the subnet is stored as its canonical YAML text."""
@@ -36,6 +41,8 @@ class ArchSpec:
             data["recipe"] = self.recipe
         if self.out_indices is not None:
             data["out_indices"] = list(self.out_indices)
+        if self.preprocessing is not None:
+            data["preprocessing"] = self.preprocessing.to_dict()
         return data
 
     @classmethod
@@ -45,11 +52,13 @@ class ArchSpec:
         try:
             subnet = load_subnet(data["subnet"], family=data.get("family"))
             out_indices = data.get("out_indices")
+            preprocessing = data.get("preprocessing")
             return cls(
                 task=data["task"],
                 subnet=subnet,
                 recipe=data.get("recipe"),
                 out_indices=tuple(out_indices) if out_indices is not None else None,
+                preprocessing=ClassifierPreprocess.from_dict(preprocessing) if preprocessing is not None else None,
             )
         except KeyError as exc:
             raise RazorzooError(f"architecture spec is missing the key {exc.args[0]!r}") from None

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from razorzoo.models.backbones import check_out_indices
-from razorzoo.models.layers import ConvModule, forward_stages
+from razorzoo.models.layers import ConvModule, check_out_indices, forward_stages
 from razorzoo.arch.subnet import MobileNetSpace, MobileNetSubnet, se_channels
 
 __all__ = ["AttentiveMobileNetV3", "MBBlock", "SELayer", "ShortcutLayer", "ChannelMask"]

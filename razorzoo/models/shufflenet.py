@@ -10,8 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from razorzoo.models.backbones import check_out_indices
-from razorzoo.models.layers import ConvModule, DepthwiseSeparableConvModule, forward_stages
+from razorzoo.models.layers import ConvModule, DepthwiseSeparableConvModule, check_out_indices, forward_stages
 from razorzoo.arch.subnet import SEARCH_SPACES, SposSpace, SposSubnet
 
 __all__ = ["SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "channel_shuffle"]

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from razorzoo.errors import CardError, UnknownModelError
+from razorzoo.arch.recipes import RECIPE_IDS as RECIPES, ClassifierPreprocess
+from razorzoo.errors import CardError, RazorzooError, UnknownModelError
 
 __all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "pareto_front", "CARDS_DIR", "TASKS",
            "FAMILIES", "FLOP_UNITS", "METRICS"]
@@ -29,7 +30,6 @@ __all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_car
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 TASKS = ("classification", "detection", "supernet")
 FAMILIES = ("spos", "attentive", "ofa")
-RECIPES = ("yolov5_s", "yolov6_l_d12", "rtmdet_tiny")  # razorzoo.models.detector.RECIPES, kept torch-free here
 # FLOPs are multiply-accumulates (mmengine convention, §8: upstream "FLOPs" columns are MACs).
 FLOP_UNITS = {"MAC": 1, "KMAC": 10**3, "MMAC": 10**6, "GMAC": 10**9}
 METRICS = ("top1", "top5", "box_ap")  # ImageNet top-1/top-5 accuracy (%), COCO val2017 box AP (%)
@@ -81,6 +81,12 @@ class Card:
         if self.subnet is None or self.subnet.file is None or self.path is None:
             return None
         return self.path.parent / self.subnet.file
+
+    @property
+    def preprocessing(self) -> ClassifierPreprocess | None:
+        """A classification card's test pipeline (its ``preprocessing:`` block), typed; ``None`` for other cards."""
+        block = self.meta.get("preprocessing")
+        return ClassifierPreprocess.from_dict(block) if self.task == "classification" and block else None
 
     @property
     def num_params(self) -> int | None:
@@ -181,6 +187,11 @@ def _validate(front: Any, body: str, path: Path | None, where: str) -> Card:
     if path is not None and subnet is not None and subnet.file is not None and not (path.parent / subnet.file).is_file():
         raise fail("razorzoo.subnet.file", f"{subnet.file!r} does not exist next to the card")
     _validate_numbers(meta, fail)
+    if meta["task"] == "classification" and meta.get("preprocessing") is not None:
+        try:
+            ClassifierPreprocess.from_dict(meta["preprocessing"])
+        except RazorzooError as exc:
+            raise fail("razorzoo.preprocessing", str(exc)) from None
     return Card(
         name=name,
         task=meta["task"],

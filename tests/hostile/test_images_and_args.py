@@ -1,0 +1,146 @@
+"""Hostile and broken images, and out-of-range numbers on the predict command line: each is refused with one line.
+
+Images: what a user (or an attacker) can hand to ``predict``: empty files, directories, devices, empty PIL images,
+truncated PNG/JPEG, non-images, decompression bombs (a 30000 x 30000 PNG of a few hundred kB). Numbers: NaN,
+infinities, negative and out-of-range thresholds, zero/negative/fractional counts. Budget: well under 20 s.
+"""
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from razorzoo.arch.recipes import RECIPES
+from razorzoo.bounded import InputError
+from razorzoo.cli import main
+from razorzoo.detection.postprocess import with_overrides
+from razorzoo.detection.transforms import MAX_IMAGE_PIXELS, load_image
+from razorzoo.errors import ImageError
+
+PHOTO = Path(skimage.data.__file__).parent / "astronaut.png"  # CC0 (skimage.data docstring)
+
+
+def _png(width: int, height: int, bit_depth: int, colour_type: int, idat: bytes | None = None) -> bytes:
+    """A PNG written chunk by chunk: the header, one IDAT of already compressed rows (or none), the end."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0))
+    body = chunk(b"IDAT", idat) if idat is not None else b""
+    return b"\x89PNG\r\n\x1a\n" + header + body + chunk(b"IEND", b"")
+
+
+def _bomb_1bit(side: int) -> bytes:
+    """A valid black-and-white PNG of side x side pixels: ~110 kB on disk for 30000, 2.7 GB once decoded to BGR."""
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + 1 bit per pixel
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    return _png(side, side, 1, 0, idat)
+
+
+def _truncated(suffix: str) -> bytes:
+    ok, encoded = cv2.imencode(suffix, cv2.imread(str(PHOTO)))
+    assert ok
+    return encoded.tobytes()[: len(encoded) // 2]
+
+
+BROKEN_FILES = {
+    "zero_bytes": (lambda: b"", "empty \\(0 bytes\\)"),
+    "text_named_png": (lambda: b"hello, I am not a picture\n", "not an image file of a known format"),
+    "truncated_png": (lambda: _truncated(".png"), "truncated or corrupt"),
+    "truncated_jpeg": (lambda: _truncated(".jpg"), "truncated or corrupt"),
+    "png_header_only_30000x30000": (lambda: _png(30000, 30000, 8, 2), "more than 134217728 pixels"),
+    "png_bomb_30000x30000_1bit": (lambda: _bomb_1bit(30000), "more than 134217728 pixels"),
+    "png_bomb_just_over_the_cap": (lambda: _png(2**14, 2**13 + 1, 8, 0), "16384x8193: more than 134217728 pixels"),
+    "png_zero_width": (lambda: _png(0, 10, 8, 0), "not an image file of a known format"),
+}
+
+
+@pytest.mark.parametrize("kind", BROKEN_FILES)
+def test_broken_or_hostile_image_files_are_refused_before_decoding(tmp_path, kind):
+    make, message = BROKEN_FILES[kind]
+    path = tmp_path / f"{kind}.{'jpg' if 'jpeg' in kind else 'png'}"
+    path.write_bytes(make())
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match=message) as info:
+        load_image(path)
+    assert time.perf_counter() - start < 2.0  # refused from the header, not after decoding gigabytes
+    assert "\n" not in str(info.value) and path.name in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["directory", "device", "missing"])
+def test_paths_that_are_not_image_files(tmp_path, kind):
+    path = {"directory": tmp_path, "device": Path("/dev/null"), "missing": tmp_path / "nope.png"}[kind]
+    message = {"directory": "is a directory", "device": "not a regular file", "missing": "not found"}[kind]
+    with pytest.raises(ImageError, match=message):
+        load_image(path)
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 5), (5, 0)])
+def test_empty_pil_images(size):
+    with pytest.raises(ImageError, match=f"empty \\({size[0]}x{size[1]} pixels\\)"):
+        load_image(Image.new("RGB", size))
+
+
+def test_the_pixel_cap_leaves_normal_photos_alone():
+    assert MAX_IMAGE_PIXELS == 2**27
+    assert load_image(PHOTO).shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize("depth", ["grey8", "grey16", "rgb16", "grey_alpha"])
+def test_grey_and_16_bit_files_decode_like_mmcv(tmp_path, depth):
+    """mmcv's LoadImageFromFile is cv2.imdecode(IMREAD_COLOR): grey -> 3 equal channels, 16 bit -> high byte,
+    alpha dropped. razorzoo decodes the same way (after the header checks)."""
+    path = tmp_path / f"{depth}.png"
+    value = {"grey8": 0x5A, "grey16": 0x5A3C, "rgb16": 0x5A3C, "grey_alpha": 0x5A}[depth]
+    dtype = np.uint16 if "16" in depth else np.uint8
+    shape = {"grey8": (6, 7), "grey16": (6, 7), "rgb16": (6, 7, 3), "grey_alpha": (6, 7, 4)}[depth]
+    cv2.imwrite(str(path), np.full(shape, value, dtype=dtype))
+    image = load_image(path)
+    assert image.shape == (6, 7, 3) and image.dtype == np.uint8
+    assert (image == 0x5A).all()
+
+
+# --- numbers on the command line and in the API -----------------------------------------------------------------
+
+BAD_OPTIONS = [
+    ("--score-thr", "nan"), ("--score-thr", "inf"), ("--score-thr", "-0.1"), ("--score-thr", "1.5"),
+    ("--score-thr", "abc"), ("--iou-thr", "-3"), ("--iou-thr", "nan"), ("--iou-thr", "1e400"),
+    ("--max-det", "0"), ("--max-det", "-1"), ("--max-det", "2.5"), ("--max-det", "9" * 100), ("--topk", "0"),
+    ("--topk", "1001"),
+]
+
+
+@pytest.mark.parametrize("option,value", BAD_OPTIONS)
+def test_predict_refuses_bad_numbers_in_one_line(capsys, option, value):
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "rtmdet_tiny-ofa_lat31", str(PHOTO), option, value])
+    assert info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("razorzoo predict: error: argument") and f"{option} must be" in last
+    assert len(last) < 200
+
+
+@pytest.mark.parametrize("override,value", [("score_thr", float("nan")), ("score_thr", -1), ("iou_thr", 2.0),
+                                            ("iou_thr", float("inf")), ("max_det", 0), ("max_det", 1.5),
+                                            ("max_det", True), ("score_thr", "0.5; rm -rf /")])
+def test_library_overrides_are_checked(override, value):
+    with pytest.raises(InputError, match=override):
+        with_overrides(RECIPES["rtmdet_tiny"].test_cfg, **{override: value})
+
+
+def test_predict_out_pointing_at_a_file_is_one_line(tmp_path, capsys):
+    existing = tmp_path / "result.png"
+    existing.write_bytes(b"keep me")
+    assert main(["predict", "rtmdet_tiny-ofa_lat31", str(PHOTO), "--out", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("razorzoo: error: --out") and "existing file" in err and err.count("\n") == 1
+    assert existing.read_bytes() == b"keep me"
