@@ -10,6 +10,7 @@ infinities. This module imports only the standard library and PyYAML.
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any
 
@@ -17,7 +18,7 @@ import yaml
 
 from razorzoo.errors import RazorzooError
 
-__all__ = ["InputError", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "safe_repr", "terminal_safe", "load_yaml",
+__all__ = ["InputError", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "safe_repr", "terminal_safe", "read_text", "load_yaml",
            "check_number"]
 
 MAX_YAML_BYTES = 1 << 20  # a card or subnet YAML is a few KiB; a MiB leaves room and still parses in milliseconds
@@ -63,6 +64,27 @@ _TERMINAL_ESCAPES = re.compile(
 def terminal_safe(text: str) -> str:
     """``text`` without terminal escape sequences or control characters (newlines and tabs are kept)."""
     return _TERMINAL_ESCAPES.sub("", text)
+
+
+def read_text(path: str | os.PathLike, *, what: str, error: type[Exception] = InputError,
+              limit: int = MAX_YAML_BYTES) -> str:
+    """The UTF-8 text of a small file, reading at most ``limit + 1`` bytes (a 50 MB "card" costs one read).
+
+    Failures (missing, a directory, too large, not UTF-8) raise ``error`` with one line naming ``what``.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{what} does not exist") from None
+    except OSError as exc:
+        raise error(f"{what} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > limit:
+        raise error(f"{what} is larger than the {limit} bytes allowed")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{what} is not UTF-8 text") from None
 
 
 class _BoundedLoader(yaml.SafeLoader):
