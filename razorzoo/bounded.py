@@ -15,6 +15,14 @@ import re
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
+
+try:
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # PyYAML built without libyaml
+    _CParser = None
 
 from razorzoo.errors import RazorzooError
 
@@ -47,7 +55,8 @@ def safe_repr(value: Any, limit: int = _REPR_CHARS) -> str:
         return repr(value)
     if isinstance(value, (str, bytes)):
         text = repr(value[: limit + 1])
-        return text if len(value) <= limit else f"{text[:limit]}... ({len(value)} {'chars' if isinstance(value, str) else 'bytes'})"
+        unit = "chars" if isinstance(value, str) else "bytes"
+        return text if len(value) <= limit else f"{text[:limit]}... ({len(value)} {unit})"
     if isinstance(value, (list, tuple, dict, set, frozenset)):
         return f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
     return f"a {type(value).__name__}"
@@ -87,12 +96,10 @@ def read_text(path: str | os.PathLike, *, what: str, error: type[Exception] = In
         raise error(f"{what} is not UTF-8 text") from None
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses aliases and nesting deeper than :data:`MAX_YAML_DEPTH`."""
+class _Limits:
+    """Limits shared by both loaders: no aliases, bounded nesting, bounded scalars and integers."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -103,7 +110,7 @@ class _BoundedLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise yaml.YAMLError(f"nesting deeper than {MAX_YAML_DEPTH} levels is not allowed")
-            return super().compose_node(parent, index)
+            return Composer.compose_node(self, parent, index)
         finally:
             self._depth -= 1
 
@@ -111,18 +118,43 @@ class _BoundedLoader(yaml.SafeLoader):
         if isinstance(node.value, str) and len(node.value) > _MAX_SCALAR_CHARS:
             raise yaml.YAMLError(f"a value of {len(node.value)} characters (line {node.start_mark.line + 1}) is "
                                  f"longer than the {_MAX_SCALAR_CHARS} allowed")
-        return super().construct_scalar(node)
+        return SafeConstructor.construct_scalar(self, node)
 
     def construct_yaml_int(self, node: Any) -> int:
         digits = node.value.lstrip("+-0").replace("_", "")
         if len(digits) > 30:
             raise yaml.YAMLError(f"an integer of {len(digits)} digits (line {node.start_mark.line + 1}) is too large")
-        return super().construct_yaml_int(node)
+        return SafeConstructor.construct_yaml_int(self, node)
 
 
-_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
-# ISO dates would become datetime objects; every razorzoo YAML wants them as plain text.
-_BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", _BoundedLoader.construct_yaml_str)
+class _PyBoundedLoader(_Limits, yaml.SafeLoader):
+    """``yaml.SafeLoader`` with :class:`_Limits` (pure Python, for PyYAML builds without libyaml)."""
+
+
+class _CBoundedLoader(_Limits, *((_CParser,) if _CParser else ()), SafeConstructor, Resolver):  # type: ignore[misc]
+    """libyaml's scanner and parser (8x faster; ``razorzoo list`` parses every card) with PyYAML's composer, which
+    is where :class:`_Limits` hooks in: libyaml's own composer would expand aliases unseen."""
+
+    def __init__(self, stream: str) -> None:
+        _CParser.__init__(self, stream)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self.anchors: dict[str, Any] = {}
+
+    check_node = Composer.check_node
+    get_node = Composer.get_node
+    get_single_node = Composer.get_single_node
+    compose_document = Composer.compose_document
+    compose_scalar_node = Composer.compose_scalar_node
+    compose_sequence_node = Composer.compose_sequence_node
+    compose_mapping_node = Composer.compose_mapping_node
+
+
+for _loader in (_PyBoundedLoader, _CBoundedLoader):
+    _loader.add_constructor("tag:yaml.org,2002:int", _Limits.construct_yaml_int)
+    # ISO dates would become datetime objects; every razorzoo YAML wants them as plain text.
+    _loader.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_str)
+_BoundedLoader = _CBoundedLoader if _CParser else _PyBoundedLoader
 
 
 def load_yaml(text: str | bytes, *, what: str, error: type[Exception] = InputError) -> Any:

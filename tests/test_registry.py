@@ -162,7 +162,7 @@ def test_edited_cards_are_reread(custom_cards):
                                                "---\n\n# Custom"),
          r"razorzoo.flops.unit: 'GFLOP' is not one of MAC, KMAC, MMAC, GMAC"),
         (lambda t: t.replace("---\n\n# Custom", "  metrics: {mAP: 40}\n---\n\n# Custom"),
-         r"razorzoo.metrics.mAP: unknown metric"),
+         r"razorzoo.metrics: unknown metric 'mAP'"),
         (lambda t: t.replace("aliases: [my-alias-my_a6]", "aliases: [AttentiveNAS-A6]"),
          r"'AttentiveNAS-A6' is already the name or an alias of 'attentive_a6'"),
         (lambda t: t.replace("razorzoo:\n  name", "razorzoo:\n  name: [\n  nom"),

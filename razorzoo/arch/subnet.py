@@ -260,7 +260,8 @@ def load_subnet(source: str | os.PathLike | Mapping[str, Any], *, family: str | 
     if family is None:
         family = _infer_family(values, where)
     elif family not in FAMILIES:
-        raise SubnetError(f"{where}: unknown subnet family {safe_repr(family)}; expected one of {', '.join(FAMILIES)}")
+        raise SubnetError(f"{where}: unknown subnet family {safe_repr(family)}; "
+                          f"expected one of {', '.join(FAMILIES)}")
     if family == "spos":
         return _parse_spos(values, where)
     return _parse_mobilenet(values, family, where)
@@ -273,7 +274,7 @@ def _read(source: str | os.PathLike | Mapping[str, Any]) -> tuple[Mapping[str, A
         text, where = source, "subnet YAML text"
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        where = f"subnet file {safe_repr(str(path))}"
+        where = f"subnet file {safe_repr(str(path), 300)}"
         if not path.exists():
             raise SubnetError(f"{where} does not exist; pass a path to a subnet YAML, YAML text or a mapping")
         text = read_text(path, what=where, error=SubnetError)
@@ -299,17 +300,17 @@ def _normalize(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         key = raw_key.removeprefix("architecture.")
         if key != "input_shape":
             if not key.startswith("backbone."):
-                raise SubnetError(f"{where}: unexpected key {safe_repr(raw_key)}; subnet keys start with 'backbone.' or "
-                                  "'architecture.backbone.' (or are 'input_shape')")
+                raise SubnetError(f"{where}: unexpected key {safe_repr(raw_key)}; subnet keys start with "
+                                  "'backbone.' or 'architecture.backbone.' (or are 'input_shape')")
             key = key.removeprefix("backbone.")
         if isinstance(raw_value, Mapping):
             if set(raw_value) - {"chosen", "meta"} or "chosen" not in raw_value:
-                raise SubnetError(
-                    f"{where}: {safe_repr(raw_key)} must be a bare value or {{chosen: <value>}}, got {safe_repr(raw_value)}"
-                )
+                raise SubnetError(f"{where}: {safe_repr(raw_key)} must be a bare value or {{chosen: <value>}}, "
+                                  f"got {safe_repr(raw_value)}")
             raw_value = raw_value["chosen"]
         if key in values:
-            raise SubnetError(f"{where}: {safe_repr(raw_key)} is given twice (with and without the 'architecture.' root)")
+            raise SubnetError(f"{where}: {safe_repr(raw_key)} is given twice (with and without the "
+                              "'architecture.' root)")
         values[key] = raw_value
     return values
 
