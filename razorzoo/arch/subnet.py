@@ -1,6 +1,6 @@
 """Subnet YAMLs: parse MMRazor fix-subnet files and validate them against the three upstream search spaces.
 
-A subnet is the set of choices a NAS search made inside a supernet (UPSTREAM.md §2). MMRazor writes it as a flat
+A subnet is the set of choices a NAS search made inside a supernet (docs/upstream.md §2). MMRazor writes it as a flat
 YAML mapping ``<mutable alias or module path>: {chosen: <value>}``; this module turns every form seen upstream into a
 small frozen dataclass that the model builders read, and writes it back in one canonical form.
 

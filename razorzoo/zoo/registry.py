@@ -34,7 +34,7 @@ __all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_car
 # In a checkout this is a symlink to the top-level cards/ (where maintainers edit them); wheels and sdists carry a copy.
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 RECIPES = ("yolov5_s", "yolov6_l_d12", "rtmdet_tiny")  # razorzoo.models.detector.RECIPES, kept torch-free here
-# FLOPs are multiply-accumulates (mmengine convention, §8: upstream "FLOPs" columns are MACs).
+# FLOPs are multiply-accumulates (mmengine convention, docs/upstream.md §8: upstream "FLOPs" columns are MACs).
 FLOP_UNITS = {"MAC": 1, "KMAC": 10**3, "MMAC": 10**6, "GMAC": 10**9}
 METRICS = ("top1", "top5", "box_ap")  # ImageNet top-1/top-5 accuracy (%), COCO val2017 box AP (%)
 
@@ -49,7 +49,7 @@ class FileRef:
     """A downloadable file: ``url`` plus ``sha256`` (64 hex, the 8-hex OpenMMLab file-name prefix, or ``None``).
 
     ``file`` is a copy shipped with the card (relative to ``cards/``); ``layout`` names the checkpoint layout;
-    ``extract_from`` names the supernet card whose weights this entry is sliced from (§2.3).
+    ``extract_from`` names the supernet card whose weights this entry is sliced from (docs/upstream.md §2.3).
     """
 
     url: str | None
@@ -205,9 +205,16 @@ def _validate(front: Any, body: str, path: Path | None, where: str) -> Card:
 
 def _subnet_file(card_path: Path, file: str, where: str) -> Path:
     """The card's ``subnet.file`` under the card's directory; ``../``, absolute paths and symlinks that lead out
-    are refused (a card from ``RAZORZOO_CARDS`` or the Hub must not make razorzoo read ``/etc/passwd``)."""
+    are refused (a card from ``RAZORZOO_CARDS`` or the Hub must not make razorzoo read ``/etc/passwd``).
+
+    A card in huggingface_hub's cache (``models--org--name/snapshots/<commit>/README.md``) names files that are
+    symlinks into the repo's ``blobs/``: there the repo folder is the root they must resolve under.
+    """
+    root = card_path.parent
+    if root.parent.name == "snapshots" and (root.parent.parent / "blobs").is_dir():
+        root = root.parent.parent
     try:
-        path = safe_join(card_path.parent, file, what="razorzoo.subnet.file")
+        path = safe_join(root, *card_path.parent.relative_to(root).parts, file, what="razorzoo.subnet.file")
     except UnsafePathError as exc:
         raise CardError(f"{where}: {exc}") from None
     if not path.is_file():
