@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from razorzoo import __version__
+from razorzoo.version import __version__
 from razorzoo.bounded import terminal_safe
 from razorzoo.errors import RazorzooError
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from razorzoo import __version__
+from razorzoo.version import __version__
 from razorzoo.errors import CheckpointError, PairMismatchError
 from razorzoo.arch.spec import ArchSpec
 

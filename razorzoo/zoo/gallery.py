@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from razorzoo import __version__
+from razorzoo.version import __version__
 from razorzoo.files import write_bytes_atomic
 from razorzoo.zoo.facts import key_facts
 from razorzoo.zoo.registry import Card, all_cards, pareto_front
