@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from typing import Any
 
 import yaml
@@ -79,9 +80,11 @@ def read_text(path: str | os.PathLike, *, what: str, error: type[Exception] = In
               limit: int = MAX_YAML_BYTES) -> str:
     """The UTF-8 text of a small file, reading at most ``limit + 1`` bytes (a 50 MB "card" costs one read).
 
-    Failures (missing, a directory, too large, not UTF-8) raise ``error`` with one line naming ``what``.
+    Failures (missing, not a regular file, too large, not UTF-8) raise ``error`` with one line naming ``what``.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a fifo or a device would block or never end
+            raise error(f"{what} is not a regular file")
         with open(path, "rb") as f:
             data = f.read(limit + 1)
     except FileNotFoundError:
