@@ -64,10 +64,11 @@ def safe_repr(value: Any, limit: int = _REPR_CHARS) -> str:
 
 
 # CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), other two-byte escapes, then any remaining C0/C1 control
-# character except newline and tab.
+# character except newline and tab, and the Unicode bidi controls that make text display in another order than it
+# reads ("Trojan Source").
 _TERMINAL_ESCAPES = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07]*\x07?"
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
 
 
@@ -157,6 +158,7 @@ for _loader in (_PyBoundedLoader, _CBoundedLoader):
     _loader.add_constructor("tag:yaml.org,2002:int", _Limits.construct_yaml_int)
     # ISO dates would become datetime objects; every razorzoo YAML wants them as plain text.
     _loader.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_str)
+del _loader
 _BoundedLoader = _CBoundedLoader if _CParser else _PyBoundedLoader
 
 

@@ -22,7 +22,7 @@ from razorzoo.zoo.registry import CARDS_DIR, get_card, list_models, parse_card
 
 SUBNETS = CARDS_DIR / "subnets"
 A6 = (SUBNETS / "ATTENTIVE_SUBNET_A6.yaml").read_text()
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # what must never reach a terminal (newline, tab are fine)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]")  # never to a terminal (newline, tab are fine)
 
 
 def _billion_laughs() -> str:
@@ -219,6 +219,7 @@ ESCAPES = {
     "C1 OSC": "\x9d0;pwned\x07",
     "DCS": "\x1bP1$r\x1b\\",
     "bell, backspace, carriage return": "\x07\x08\rover",
+    "bidi override": "\u202egnp.exe\u202c",
 }
 
 
