@@ -204,3 +204,9 @@ def test_import_does_not_load_torch_or_hub():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).parent)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_front_matter_dates_stay_text():
+    # card metadata is shown and re-serialized as written; a datetime.date would not survive JSON or the Hub
+    text = (CARDS_DIR / "ofa_lat31.md").read_text().replace("library_name:", "last_checked: 2023-02-11\nlibrary_name:", 1)
+    assert parse_card(text, source="t").front_matter["last_checked"] == "2023-02-11"
