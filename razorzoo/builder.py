@@ -5,13 +5,13 @@ This is where a name becomes a model: registry card -> subnet YAML shipped with 
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from razorzoo.arch.recipes import RECIPES
 from razorzoo.arch.spec import ArchSpec
 from razorzoo.errors import RazorzooError
+from razorzoo.models.factory import build_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -20,48 +20,12 @@ if TYPE_CHECKING:
 
 __all__ = ["build_classifier", "build_backbone", "build_detector", "build_model", "resolve_spec"]
 
-_RANDOM_INITS = ("kaiming_uniform_", "kaiming_normal_", "uniform_", "normal_", "trunc_normal_", "xavier_uniform_",
-                 "xavier_normal_")
-
-
-@contextlib.contextmanager
-def _skip_random_init() -> Iterator[None]:
-    """Replace torch's random initializers by ``zero_`` while building: weights are about to be overwritten, and
-    random init of a detector costs more than the whole load. Norm layers still get their ones/zeros."""
-    import torch
-
-    saved = {name: getattr(torch.nn.init, name) for name in _RANDOM_INITS}
-    zero = lambda tensor, *args, **kwargs: tensor.data.zero_()  # noqa: E731
-    try:
-        for name in _RANDOM_INITS:
-            setattr(torch.nn.init, name, zero)
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
-
-
-def build_model(spec: ArchSpec) -> "nn.Module":
-    """Build the ``nn.Module`` an :class:`ArchSpec` describes (weights zero-filled, norm layers at identity)."""
-    with _skip_random_init():
-        if spec.task == "classification":
-            from razorzoo.models.classifier import build_classifier_from_subnet
-
-            return build_classifier_from_subnet(spec.subnet, preprocessing=spec.preprocessing)
-        if spec.task == "backbone":
-            from razorzoo.models.backbones import build_backbone_from_subnet
-
-            return build_backbone_from_subnet(spec.subnet, out_indices=spec.out_indices)
-        from razorzoo.models.detector import build_detector_from_subnet
-
-        return build_detector_from_subnet(spec.subnet, spec.recipe)
-
-
 def _looks_like_subnet(source: object) -> bool:
     if isinstance(source, (dict, os.PathLike)):
         return True
+    # explicit, never guessed from what happens to exist in the working directory
     text = str(source)
-    return "\n" in text or text.endswith((".yaml", ".yml", ".json")) or os.path.exists(text)
+    return "\n" in text or text.lower().endswith((".yaml", ".yml", ".json"))
 
 
 def resolve_spec(

@@ -322,7 +322,7 @@ def _spec_for(subnet: Any, card: "Card") -> "ArchSpec":
 def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", weights, metrics: dict[str, float],
                       card_extra: Mapping[str, Any] | None, constraint: str | None) -> dict[str, Path]:
     """Verify the pair, convert, and write the four repo files into ``out``."""
-    from razorzoo import __version__
+    from razorzoo.version import __version__
     from razorzoo.weights.convert import convert_checkpoint
     from razorzoo.storage.fetch import sha256_of_file
     from razorzoo.zoo.registry import parse_card

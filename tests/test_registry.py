@@ -162,7 +162,7 @@ def test_edited_cards_are_reread(custom_cards):
                                                "---\n\n# Custom"),
          r"razorzoo.flops.unit: 'GFLOP' is not one of MAC, KMAC, MMAC, GMAC"),
         (lambda t: t.replace("---\n\n# Custom", "  metrics: {mAP: 40}\n---\n\n# Custom"),
-         r"razorzoo.metrics.mAP: unknown metric"),
+         r"razorzoo.metrics: unknown metric 'mAP'"),
         (lambda t: t.replace("aliases: [my-alias-my_a6]", "aliases: [AttentiveNAS-A6]"),
          r"'AttentiveNAS-A6' is already the name or an alias of 'attentive_a6'"),
         (lambda t: t.replace("razorzoo:\n  name", "razorzoo:\n  name: [\n  nom"),
@@ -204,3 +204,9 @@ def test_import_does_not_load_torch_or_hub():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).parent)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_front_matter_dates_stay_text():
+    # card metadata is shown and re-serialized as written; a datetime.date would not survive JSON or the Hub
+    text = (CARDS_DIR / "ofa_lat31.md").read_text().replace("library_name:", "last_checked: 2023-02-11\nlibrary_name:", 1)
+    assert parse_card(text, source="t").front_matter["last_checked"] == "2023-02-11"

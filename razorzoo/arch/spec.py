@@ -4,6 +4,9 @@ A spec is a subnet (the choices made in a search space) plus what the card adds:
 neck/head recipe; for classifiers, the test pipeline when the card gives one.
 It round-trips through a plain dict (``config.json`` on the Hub, safetensors metadata), so a
 converted file alone rebuilds its model.
+
+The task names live here, once, for every layer above: :data:`TASKS` are what a built model is, :data:`CARD_TASKS`
+what a model card describes (a supernet card has weights to slice from, not a model to build).
 """
 from __future__ import annotations
 
@@ -11,9 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from razorzoo.arch.recipes import ClassifierPreprocess
+from razorzoo.bounded import safe_repr
 from razorzoo.errors import RazorzooError
 
+__all__ = ["TASKS", "CARD_TASKS", "ArchSpec"]
+
 TASKS = ("classification", "backbone", "detection")
+CARD_TASKS = ("classification", "detection", "supernet")
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,7 @@ class ArchSpec:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise RazorzooError(f"unknown task {self.task!r}; expected one of {TASKS}")
+            raise RazorzooError(f"unknown task {safe_repr(self.task)}; expected one of {', '.join(TASKS)}")
         if (self.task == "detection") != (self.recipe is not None):
             raise RazorzooError("a detection spec needs a detector recipe, and only detection specs take one")
         if self.preprocessing is not None and self.task != "classification":
@@ -47,18 +54,30 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ArchSpec":
+        """The spec of :meth:`to_dict`; ``data`` may come from a stranger's ``config.json``, so every field is
+        checked before use."""
         from razorzoo.arch.subnet import load_subnet
 
-        try:
-            subnet = load_subnet(data["subnet"], family=data.get("family"))
-            out_indices = data.get("out_indices")
-            preprocessing = data.get("preprocessing")
-            return cls(
-                task=data["task"],
-                subnet=subnet,
-                recipe=data.get("recipe"),
-                out_indices=tuple(out_indices) if out_indices is not None else None,
-                preprocessing=ClassifierPreprocess.from_dict(preprocessing) if preprocessing is not None else None,
-            )
-        except KeyError as exc:
-            raise RazorzooError(f"architecture spec is missing the key {exc.args[0]!r}") from None
+        if not isinstance(data, dict):
+            raise RazorzooError(f"an architecture spec must be a mapping, not {safe_repr(data)}")
+        missing = [key for key in ("task", "subnet") if key not in data]
+        if missing:
+            raise RazorzooError(f"architecture spec is missing the key {missing[0]!r}")
+        if not isinstance(data["subnet"], str) or "\n" not in data["subnet"]:
+            raise RazorzooError(f"architecture spec: 'subnet' must be the subnet's YAML text, not "
+                                f"{safe_repr(data['subnet'])}")
+        recipe, out_indices = data.get("recipe"), data.get("out_indices")
+        if recipe is not None and not isinstance(recipe, str):
+            raise RazorzooError(f"architecture spec: 'recipe' must be a recipe id, not {safe_repr(recipe)}")
+        if out_indices is not None and not (
+            isinstance(out_indices, list) and len(out_indices) <= 16 and all(type(i) is int for i in out_indices)
+        ):
+            raise RazorzooError(f"architecture spec: 'out_indices' must be a list of stage indices, not "
+                                f"{safe_repr(out_indices)}")
+        preprocessing = data.get("preprocessing")
+        if preprocessing is not None and not isinstance(preprocessing, dict):
+            raise RazorzooError(f"architecture spec: 'preprocessing' must be a mapping, not {safe_repr(preprocessing)}")
+        subnet = load_subnet(data["subnet"], family=data.get("family"))
+        return cls(task=data["task"], subnet=subnet, recipe=recipe,
+                   out_indices=tuple(out_indices) if out_indices is not None else None,
+                   preprocessing=ClassifierPreprocess.from_dict(preprocessing) if preprocessing is not None else None)

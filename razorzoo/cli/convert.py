@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from razorzoo.cli import CLIError
-
-TASKS = ("classification", "backbone", "detection")
+from razorzoo.arch.spec import TASKS
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:

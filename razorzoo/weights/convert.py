@@ -17,7 +17,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from razorzoo import __version__
+from razorzoo.version import __version__
 from razorzoo.arch.spec import ArchSpec
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import CheckpointError, PairMismatchError, RazorzooError
@@ -213,7 +213,7 @@ def load_weights(spec: ArchSpec, state_dict: Mapping[str, "torch.Tensor"], *, so
 
     ``source`` names where the weights came from, for the error message.
     """
-    from razorzoo.builder import build_model
+    from razorzoo.models.factory import build_model
 
     model = build_model(spec)
     try:

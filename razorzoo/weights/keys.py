@@ -32,7 +32,7 @@ def model_keys(spec: ArchSpec) -> ModelKeys:
     """Build the spec's model on the meta device and record its state dict (cached: specs are immutable)."""
     import torch
 
-    from razorzoo.builder import build_model
+    from razorzoo.models.factory import build_model
 
     with torch.device("meta"):
         state = build_model(spec).state_dict(keep_vars=True)
