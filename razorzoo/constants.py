@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from razorzoo.bounded import InputError, check_number, safe_repr
 
 __all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout",
            "hub_endpoint", "hub_cache_dir"]
@@ -43,9 +46,25 @@ def cache_dir() -> Path:
 
 
 def mirror() -> str | None:
-    """The base URL serving a copy of ``download.openmmlab.com`` (``RAZORZOO_MIRROR``), without a trailing ``/``."""
-    value = os.environ.get("RAZORZOO_MIRROR", "").strip()
-    return value.rstrip("/") or None
+    """The base URL serving a copy of ``download.openmmlab.com`` (``RAZORZOO_MIRROR``), without a trailing ``/``.
+
+    Raises:
+        InputError: the value is not an ``http(s)://host[/path]`` URL (checked before any request is made).
+    """
+    value = os.environ.get("RAZORZOO_MIRROR", "").strip().rstrip("/")
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        usable = value.isprintable() and parts.scheme in ("http", "https") and bool(parts.hostname) \
+            and not parts.query and not parts.fragment
+    except ValueError:  # a malformed IPv6 literal or port
+        usable = False
+    if not usable:
+        raise InputError(f"RAZORZOO_MIRROR={safe_repr(value)} is not a URL: set it to the base URL of a copy of "
+                         f"{UPSTREAM_BASE_URL}, e.g. https://mirror.example.org, or unset it")
+    return value
 
 
 def extra_cards_dir() -> str | None:
@@ -66,8 +85,16 @@ def progress_bars() -> bool:
 
 
 def http_timeout() -> float:
-    """Seconds to wait for a connection or between two reads of a download (``RAZORZOO_HTTP_TIMEOUT``, 30)."""
-    return float(os.environ.get("RAZORZOO_HTTP_TIMEOUT") or 30.0)
+    """Seconds to wait for a connection or between two reads of a download (``RAZORZOO_HTTP_TIMEOUT``, 30).
+
+    Raises:
+        InputError: the value is not a finite number of seconds in (0, 86400].
+    """
+    value = os.environ.get("RAZORZOO_HTTP_TIMEOUT", "").strip()
+    if not value:
+        return 30.0
+    return float(check_number(value, "RAZORZOO_HTTP_TIMEOUT (seconds)", minimum=0, exclusive_minimum=True,
+                              maximum=86400))
 
 
 def hub_endpoint() -> str | None:

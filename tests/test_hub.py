@@ -15,7 +15,8 @@ from fixture_rule import rule_tensor
 from hub_server import HubServer
 from razorzoo.cli import main as cli_main
 from razorzoo.errors import HubError, OfflineError, SubnetError
-from razorzoo.hub import download_hub_model, list_hub_models, load_hub_card, parse_hub_ref, push_to_hub
+from razorzoo.publish import push_to_hub
+from razorzoo.storage.hub import download_hub_model, list_hub_models, load_hub_card, parse_hub_ref
 from razorzoo.arch.spec import ArchSpec
 
 # An AttentiveNAS subnet nobody shipped: A6-like widths, other depths (2,4,3,3,3,3,2) and kernels, input 192.
@@ -80,9 +81,9 @@ def hub(tmp_path_factory):
 
 @pytest.fixture
 def fresh_cache(monkeypatch, tmp_path):
-    """A Hub cache nobody has downloaded into yet."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    return tmp_path / "hf-home" / "hub"
+    """A razorzoo cache nobody has downloaded Hub files into yet; returns its hub/ directory."""
+    monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "hub"
 
 
 @pytest.fixture(scope="module")

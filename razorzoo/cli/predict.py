@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from razorzoo.cli import CLIError
+from razorzoo.files import atomic_write
 
 _TABLE_ROWS = 10  # detections listed per image in the table; --json prints all
 
@@ -58,7 +57,8 @@ def _predict(args: argparse.Namespace) -> int:
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         for path, (image, detections) in zip(_output_paths(args.images, out_dir), results):
-            _save_atomic(detections.draw(image), path)
+            with atomic_write(path) as f:  # a crash never leaves half an image
+                detections.draw(image).save(f, format="PNG")
     if args.json:
         json.dump([{"image": image, **detections.to_dict()} for image, detections in results], sys.stdout)
         print()
@@ -94,16 +94,3 @@ def _output_paths(images: list[str], out_dir: Path) -> list[Path]:
     return paths
 
 
-def _save_atomic(picture, path: Path) -> None:
-    """Write to a temporary file next to ``path`` and rename it, so a crash never leaves half an image."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            picture.save(f, format="PNG")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
