@@ -94,7 +94,7 @@ def push_to_hub(
     """
     from huggingface_hub import CommitOperationAdd, get_token
 
-    if not isinstance(repo_id, str) or not REPO_ID.match(repo_id) or ".." in repo_id:
+    if not isinstance(repo_id, str) or not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
         raise HubError(f"invalid repo id {safe_repr(repo_id)}: expected 'org/name'")
     if revision is not None:
         check_revision(revision, "branch")

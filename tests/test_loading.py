@@ -189,7 +189,7 @@ def test_cli_download_ls_verify_rm(zoo, capsys):
     assert cli(["cache", "ls"]) == 0
     listing = capsys.readouterr().out
     assert DETECTOR in listing and "download" in listing and f"cache: {cache}" in listing
-    assert f"/{converted.parent.name[-8:]}/model.safetensors" in listing  # shortened from the left: the tail shows
+    assert "…/model.safetensors" in listing  # paths are relative to the cache and shortened from the left
     assert max(map(len, listing.splitlines())) <= 100
     assert cli(["cache", "verify"]) == 0
     assert "CHANGED" not in capsys.readouterr().out

@@ -52,8 +52,16 @@ def _size(n: float) -> str:
 
 
 def _shorten(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters from the left, keeping its end (``…/model.safetensors``)."""
-    return text if len(text) <= width else "…" + text[len(text) - width + 1:]
+    """``text`` in at most ``width`` characters: leading path segments become ``…/`` (``…/model.safetensors``);
+    a last segment that alone is too long is cut from the left (``…-449bb2a0.pth``)."""
+    if len(text) <= width:
+        return text
+    parts = text.split("/")
+    while len(parts) > 1:
+        parts.pop(0)
+        if len("…/" + "/".join(parts)) <= width:
+            return "…/" + "/".join(parts)
+    return "…" + text[len(text) - width + 1:]
 
 
 def _ls(args: argparse.Namespace) -> int:

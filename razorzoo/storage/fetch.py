@@ -74,7 +74,7 @@ def _check_hash_format(sha256: str | None, url: str) -> str | None:
     if sha256 is None:
         return None
     sha256 = sha256.lower()
-    if not _HASH.match(sha256):
+    if not _HASH.fullmatch(sha256):
         raise FetchError(f"expected sha256 for {url} is {safe_repr(sha256)}: use 64 hex digits, the 8-hex prefix of the "
                          f"OpenMMLab file name, or None when no hash is known")
     return sha256
@@ -271,7 +271,7 @@ def _recorded_etag(partial_meta: Path) -> str | None:
         etag = json.loads(partial_meta.read_text()).get("etag")
     except (OSError, ValueError, AttributeError):
         return None
-    return etag if isinstance(etag, str) and _ETAG.match(etag) else None
+    return etag if isinstance(etag, str) and _ETAG.fullmatch(etag) else None
 
 
 def _unknown_host(exc: BaseException) -> bool:

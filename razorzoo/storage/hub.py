@@ -71,7 +71,7 @@ def check_revision(revision: str, what: str = "revision") -> str:
     control characters and more than 128 characters are refused (it names a directory and a URL segment).
     """
     if (not isinstance(revision, str) or not 0 < len(revision) <= _MAX_REVISION or ".." in revision
-            or revision.endswith((".", "/", ".lock")) or not _BRANCH.match(revision)):
+            or revision.endswith((".", "/", ".lock")) or not _BRANCH.fullmatch(revision)):
         raise HubError(f"invalid {what} {safe_repr(revision)}: use a 40-hex commit id or a branch/tag name "
                        f"(letters, digits, '_.+-', '/' between parts; at most {_MAX_REVISION} characters)")
     return revision
@@ -82,7 +82,7 @@ def parse_hub_ref(ref: str) -> HubRef:
     if not isinstance(ref, str):
         raise HubError(f"invalid Hub reference {safe_repr(ref)}: expected 'hf-hub:org/name[@revision]'")
     repo_id, at, revision = ref.removeprefix(HUB_PREFIX).partition("@")
-    if not REPO_ID.match(repo_id) or ".." in repo_id or (at and not revision):
+    if not REPO_ID.fullmatch(repo_id) or ".." in repo_id or (at and not revision):
         raise HubError(f"invalid Hub reference {safe_repr(ref)}: expected 'hf-hub:org/name' or "
                        f"'hf-hub:org/name@revision'")
     return HubRef(repo_id, check_revision(revision) if revision else None)
@@ -155,10 +155,10 @@ def _head(ref: HubRef, filename: str, revision: str) -> tuple[str, str, int | No
         except httpx2.TransportError as exc:
             raise HubError(f"cannot download {filename}: cannot reach the Hub at {endpoint()} "
                            f"({type(exc).__name__})") from None
-    if not isinstance(meta.commit_hash, str) or not _COMMIT.match(meta.commit_hash):
+    if not isinstance(meta.commit_hash, str) or not _COMMIT.fullmatch(meta.commit_hash):
         raise HubError(f"{ref}: the Hub answered commit id {safe_repr(meta.commit_hash)} for {filename}, which is "
                        f"not a 40-hex commit; refusing to use it (is HF_ENDPOINT a Hub?)")
-    if not isinstance(meta.etag, str) or not _HASH_ETAG.match(meta.etag):
+    if not isinstance(meta.etag, str) or not _HASH_ETAG.fullmatch(meta.etag):
         raise HubError(f"{ref}: the Hub answered ETag {safe_repr(meta.etag)} for {filename}, which is not a file "
                        f"hash; refusing to use it (is HF_ENDPOINT a Hub?)")
     return meta.commit_hash, meta.etag, meta.size
@@ -166,13 +166,13 @@ def _head(ref: HubRef, filename: str, revision: str) -> tuple[str, str, int | No
 
 def _resolve(ref: HubRef, cache: Cache, first_file: str, offline: bool) -> str:
     """The commit ``ref`` names now (offline: the one remembered from the last online resolution)."""
-    if ref.revision is not None and _COMMIT.match(ref.revision):
+    if ref.revision is not None and _COMMIT.fullmatch(ref.revision):
         return ref.revision
     refs_path = cache.hub_repo_dir(ref.repo_id) / REFS_FILE
     if offline:
         refs = _read_json(refs_path)
         commit = refs.get(ref.revision or "") if isinstance(refs, dict) else None
-        if not isinstance(commit, str) or not _COMMIT.match(commit):
+        if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
             raise OfflineError(f"{ref} is not in the Hub cache ({cache.hub}) and offline mode is on; run once online "
                                f"(unset HF_HUB_OFFLINE / RAZORZOO_OFFLINE) to cache it")
         return commit
