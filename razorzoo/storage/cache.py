@@ -107,6 +107,13 @@ def _os_error(action: str, exc: OSError) -> CacheError:
                          if isinstance(exc, PermissionError) or exc.errno == 30 else ""))
 
 
+def _source_urls(entry: Any) -> set[str]:
+    """The download URLs an index entry was converted from."""
+    key = entry.get("key") if isinstance(entry, dict) else None
+    urls = (key.get("weights_url"), key.get("subnet_url")) if isinstance(key, dict) else ()
+    return {url for url in urls if isinstance(url, str) and url}
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -249,11 +256,9 @@ class Cache:
             if entry is None:
                 return []
             removed = self.remove_converted(entry)
-            in_use = {e.get("key", {}).get(k) for e in models.values() if isinstance(e, dict)
-                      for k in ("weights_url", "subnet_url")}
-            for url in (entry.get("key", {}).get("weights_url"), entry.get("key", {}).get("subnet_url")):
-                if url and url not in in_use:
-                    removed += self.remove_download(url)
+            in_use = {url for other in models.values() for url in _source_urls(other)}
+            for url in _source_urls(entry) - in_use:
+                removed += self.remove_download(url)
         return removed
 
     def remove_converted(self, entry: dict[str, Any]) -> list[Path]:

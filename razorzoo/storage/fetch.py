@@ -125,7 +125,8 @@ def fetch(
         raise OfflineError(
             f"offline mode is on and {url} is not in the cache (expected under {entry}); run once with network "
             f"access (unset RAZORZOO_OFFLINE / HF_HUB_OFFLINE, or set RAZORZOO_MIRROR to a reachable mirror)")
-    source = mirrored(url)  # a malformed RAZORZOO_MIRROR fails here, before anything is written
+    source = mirrored(url)  # a malformed RAZORZOO_MIRROR or RAZORZOO_HTTP_TIMEOUT fails here, before anything is
+    constants.http_timeout()  # written
     with cache.lock(entry):
         hit = cached(url, sha256=sha256, cache_dir=cache.root)  # another process may have finished meanwhile
         if hit is not None:

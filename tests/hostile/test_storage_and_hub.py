@@ -300,7 +300,7 @@ def test_malformed_http_timeout_is_one_line_before_any_request(served, tmp_path,
     with pytest.raises(RazorzooError, match="RAZORZOO_HTTP_TIMEOUT") as info:
         fetch(url, cache_dir=tmp_path / "c")
     assert "\n" not in str(info.value) and len(str(info.value)) < 200
-    assert server.requests == []
+    assert server.requests == [] and not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("mirror", ["notaurl", "ftp://mirror.example.org", "http://", "file:///etc",
