@@ -1,10 +1,12 @@
 """Registry name, local file or ``hf-hub:`` id -> a ready model: eval mode, weights loaded strictly.
 
-A registry name goes name -> card -> :func:`razorzoo.storage.fetch.fetch` (subnet YAML + weights, hash-checked) ->
-:func:`razorzoo.weights.convert.convert_checkpoint` (which runs :func:`razorzoo.weights.verify.verify_pair` first and slices a
-supernet, §2.3) -> ``<cache>/models/<name>/<weights sha256>/model.safetensors``. ``<cache>/models/index.json`` maps
-the name and the card's file references to that file, so the second load reads the index and the converted file:
-no network, no conversion, and it works offline.
+This module is the public load API; the cache itself (layout, index, locks, removal) is
+:class:`razorzoo.storage.cache.Cache`. A registry name goes name -> card -> :func:`razorzoo.storage.fetch.fetch`
+(subnet YAML + weights, hash-checked) -> :func:`razorzoo.weights.convert.convert_checkpoint` (which runs
+:func:`razorzoo.weights.verify.verify_pair` first and slices a supernet, §2.3) ->
+``<cache>/models/<name>/<weights sha256>/model.safetensors``. ``<cache>/models/index.json`` maps the name and the
+card's file references to that file, so the second load reads the index and the converted file: no network, no
+conversion, and it works offline.
 
 The architecture is always the subnet YAML shipped with the card (``cards/subnets/``), so building never needs the
 network. When the card also names the published YAML (``subnet.url``), it is downloaded once, at conversion time, and

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -46,6 +47,7 @@ PARTIAL_META = ".incomplete.json"  # suffix of the record (file name, ETag) besi
 REFS_FILE = "refs.json"
 _LOCK = ".lock"
 _CHUNK = 1 << 20
+_ENTRY_NAME = re.compile(r"[0-9a-f]{16}")
 
 
 class CacheError(RazorzooError, OSError):
@@ -173,17 +175,20 @@ class Cache:
         return sorted((r for r in found if r is not None), key=lambda r: (r.path.name, r.url))
 
     def _record_at(self, entry: Path) -> CachedFile | None:
+        """The record in ``entry``, if razorzoo wrote it: a ``meta.json`` in the directory its URL hashes to."""
         meta = _read_json(entry / META_FILE)
         try:
+            if self.entry_dir(meta["url"]) != entry:
+                return None
             return CachedFile(url=str(meta["url"]), path=safe_join(entry, meta["file"], what="meta.json file"),
                               sha256=str(meta["sha256"]), size=int(meta["size"]), pinned=bool(meta.get("pinned")),
                               source=str(meta.get("source", "")), etag=meta.get("etag"))
-        except (TypeError, KeyError, ValueError, UnsafePathError):  # not a record razorzoo wrote: not ours to use
+        except (AttributeError, TypeError, KeyError, ValueError, UnsafePathError):  # not razorzoo's: not ours to use
             return None
 
     def _download_files(self, entry: Path) -> list[Path]:
         """What razorzoo wrote into a download entry, as its records (``meta.json``, partial records) name it."""
-        records = [entry / META_FILE, *sorted(entry.glob("*" + PARTIAL_META))]
+        records = [*([entry / META_FILE] if self._record_at(entry) else []), *sorted(entry.glob("*" + PARTIAL_META))]
         files = [entry / _LOCK]
         for record in records:
             meta = _read_json(record)
@@ -308,7 +313,7 @@ class Cache:
         self.check()
         removed: list[Path] = []
         for entry in self._subdirs(self.downloads):
-            if (entry / META_FILE).is_file() or any(entry.glob("*" + PARTIAL_META)):
+            if _ENTRY_NAME.fullmatch(entry.name):  # only directories named the way entry_dir names them
                 removed += self._remove(self._download_files(entry), stop=self.downloads)
         for entry in self.index().values():
             removed += self.remove_converted(entry)

@@ -10,7 +10,9 @@ Upstream (mmengine ``load_from_http``) writes downloads in place and never check
   ``Range`` (+ ``If-Range`` on the ETag), retries transient failures (5xx, 408/429, resets, timeouts) with
   exponential backoff, and fails at once with a clear message on 4xx,
 * checks the sha256: 64 hex = the full hash, 8 hex = OpenMMLab's file-name prefix (§4), ``None`` = unknown: then it
-  warns once and pins the hash of what it downloaded, so a later, different file is refused.
+  pins the hash of what it downloaded (one notice line on stderr), so a later, different file is refused,
+* fails at once, without retrying, on a malformed ``RAZORZOO_MIRROR``/``RAZORZOO_HTTP_TIMEOUT``, a URL scheme it
+  cannot fetch, or a host name that does not resolve.
 
 The cache layout (``downloads/<sha256(url)[:16]>/...``) and the records are :class:`razorzoo.storage.cache.Cache`'s.
 
@@ -48,6 +50,7 @@ _BACKOFF_MAX_S = 8.0
 _FATAL_STATUS = {400, 401, 403, 404, 405, 410, 451}
 _HASH = re.compile(r"^(?:[0-9a-f]{8}|[0-9a-f]{64})$")
 _ETAG = re.compile(r'^(?:W/)?"?[\w.:+/=-]{1,200}"?$')  # what may go back to the server in If-Range
+_UNSAFE_NAME_CHARS = re.compile(r"[^\w.@+=-]")  # anything else in a URL's file name becomes "_"
 _noticed_unpinned: set[str] = set()
 
 
@@ -65,8 +68,9 @@ def mirrored(url: str) -> str:
 
 
 def _file_name(url: str) -> str:
-    """The last URL path segment, percent-decoded (``lat%4031ms`` -> ``lat@31ms``), safe as a file name."""
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]).replace(os.sep, "_").lstrip(".")
+    """The last URL path segment, percent-decoded (``lat%4031ms`` -> ``lat@31ms``), safe as a file name: no
+    separators, control characters or leading dots, at most 200 characters."""
+    name = _UNSAFE_NAME_CHARS.sub("_", unquote(urlsplit(url).path.rsplit("/", 1)[-1])).lstrip(".")[-200:]
     return name or "download"
 
 
@@ -75,8 +79,8 @@ def _check_hash_format(sha256: str | None, url: str) -> str | None:
         return None
     sha256 = sha256.lower()
     if not _HASH.fullmatch(sha256):
-        raise FetchError(f"expected sha256 for {url} is {safe_repr(sha256)}: use 64 hex digits, the 8-hex prefix of the "
-                         f"OpenMMLab file name, or None when no hash is known")
+        raise FetchError(f"expected sha256 for {url} is {safe_repr(sha256)}: use 64 hex digits, the 8-hex prefix "
+                         f"of the OpenMMLab file name, or None when no hash is known")
     return sha256
 
 
@@ -125,8 +129,9 @@ def fetch(
         raise OfflineError(
             f"offline mode is on and {url} is not in the cache (expected under {entry}); run once with network "
             f"access (unset RAZORZOO_OFFLINE / HF_HUB_OFFLINE, or set RAZORZOO_MIRROR to a reachable mirror)")
-    source = mirrored(url)  # a malformed RAZORZOO_MIRROR or RAZORZOO_HTTP_TIMEOUT fails here, before anything is
-    constants.http_timeout()  # written
+    # a malformed RAZORZOO_MIRROR or RAZORZOO_HTTP_TIMEOUT fails here, before anything is written
+    source = mirrored(url)
+    constants.http_timeout()
     with cache.lock(entry):
         hit = cached(url, sha256=sha256, cache_dir=cache.root)  # another process may have finished meanwhile
         if hit is not None:
@@ -136,7 +141,7 @@ def fetch(
         name = _file_name(url)
         what = "the hash pinned when it was first downloaded" if sha256 is None else "the expected sha256"
         digest, size, etag = download_to(source, entry / name, expected=sha256 or pin, what=what, progress=progress)
-        _write(write_json_atomic, entry / META_FILE, {
+        _write_json(entry / META_FILE, {
             "url": url, "file": name, "sha256": digest, "size": size, "etag": etag, "source": source,
             "pinned": sha256 is None, "time": time.time()})
     if sha256 is None and pin is None and url not in _noticed_unpinned:
@@ -146,9 +151,9 @@ def fetch(
     return entry / name
 
 
-def _write(writer: Any, path: Path, data: Any) -> None:
+def _write_json(path: Path, data: Any) -> None:
     try:
-        writer(path, data)
+        write_json_atomic(path, data)
     except OSError as exc:
         raise CacheError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
 
@@ -228,7 +233,7 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: 
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length is not None and length.isdigit() else None
             etag = response.headers.get("ETag")
-            _write(write_json_atomic, partial_meta, {"file": name, "source": source, "etag": etag})
+            _write_json(partial_meta, {"file": name, "source": source, "etag": etag})
             received = 0
             show = constants.progress_bars() if progress is None else progress
             with open(partial, "ab" if offset else "wb") as f, tqdm(

@@ -225,7 +225,7 @@ def _hub_file(ref: HubRef, commit: str, filename: str, cache: Cache, offline: bo
         if hit is not None:
             return hit
         digest, size, _ = download_to(url, path, expected=etag if len(etag) == 64 else None,
-                                      what=f"the sha256 the Hub states for {filename}", progress=None,
+                                      what=f"the sha256 the Hub states for {filename}",
                                       headers=build_hf_headers(library_name=LIBRARY_NAME))
         if len(etag) == 40 and _git_blob_sha1(path) != etag:
             path.unlink()
@@ -247,7 +247,7 @@ def _recorded(snapshot: Path, filename: str, path: Path) -> Path | None:
         return None
 
 
-def hub_files(ref: str, filenames: tuple[str, ...], *, cache_dir: str | os.PathLike | None = None,
+def fetch_hub_files(ref: str, filenames: tuple[str, ...], *, cache_dir: str | os.PathLike | None = None,
               offline: bool | None = None) -> tuple[HubRef, str, list[Path]]:
     """(parsed ref, commit, paths) of ``filenames`` of ``hf-hub:org/name[@revision]``, all at one commit."""
     hub_ref = parse_hub_ref(ref)
@@ -267,8 +267,8 @@ def download_hub_model(ref: str, *, cache_dir: str | os.PathLike | None = None,
     """
     from razorzoo.arch.spec import ArchSpec
 
-    hub_ref, commit, (config_path, weights_path) = hub_files(ref, (CONFIG_FILE, WEIGHTS_FILE), cache_dir=cache_dir,
-                                                             offline=offline)
+    hub_ref, commit, (config_path, weights_path) = fetch_hub_files(ref, (CONFIG_FILE, WEIGHTS_FILE),
+                                                                   cache_dir=cache_dir, offline=offline)
     where = f"{hub_ref} at {commit}"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -326,5 +326,5 @@ def load_hub_card(ref: str, *, cache_dir: str | os.PathLike | None = None, offli
     registry's own parser (``subnet.yaml`` of the same commit is fetched beside it: the card refers to it)."""
     from razorzoo.zoo.registry import parse_card
 
-    hub_ref, _, (card_path, _) = hub_files(ref, (CARD_FILE, SUBNET_FILE), cache_dir=cache_dir, offline=offline)
+    hub_ref, _, (card_path, _) = fetch_hub_files(ref, (CARD_FILE, SUBNET_FILE), cache_dir=cache_dir, offline=offline)
     return parse_card(card_path, source=str(hub_ref))

@@ -133,10 +133,15 @@ def test_rm_all_removes_only_what_razorzoo_recorded(tmp_path, served, capsys):
     recorded = {p for p in _files(cache.root) if not p.name.endswith(".lock")}
     assert len(recorded) == 6  # 2 downloads + their meta.json, the converted file, index.json
     theirs = [cache.downloads / "thesis.pdf", cache.models / "notes.txt", cache.models / "m" / "README",
-              cache.entry_dir(urls[0]) / "mine.txt", cache.root / "hub" / "org" / "keep.bin"]
+              cache.entry_dir(urls[0]) / "mine.txt", cache.root / "hub" / "org" / "keep.bin",
+              cache.downloads / "notes" / "meta.json", cache.downloads / "notes" / "draft.pdf",
+              cache.downloads / ("f" * 16) / "meta.json", cache.downloads / ("f" * 16) / "draft.pdf"]
     for path in theirs:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"user data")
+    for planted in (cache.downloads / "notes", cache.downloads / ("f" * 16)):  # a meta.json razorzoo did not write
+        (planted / "meta.json").write_text(json.dumps({"url": urls[0], "file": "draft.pdf", "sha256": "0" * 64,
+                                                       "size": 9}))
     assert cli(["cache", "--cache-dir", str(cache.root), "rm", "--all"]) == 0
     assert capsys.readouterr().out.startswith("removed 6 file(s)")  # lock files are not counted
     assert _files(cache.root) == set(theirs)
@@ -304,7 +309,8 @@ def test_malformed_http_timeout_is_one_line_before_any_request(served, tmp_path,
 
 
 @pytest.mark.parametrize("mirror", ["notaurl", "ftp://mirror.example.org", "http://", "file:///etc",
-                                    "http://host:99999", "http://[::1", "https://m.example.org/?q=1", "http://a\x1b[31m"])
+                                    "http://host:99999", "http://[::1", "https://m.example.org/?q=1",
+                                    "http://a\x1b[31m"])
 def test_malformed_mirror_fails_at_once_with_one_line(tmp_path, monkeypatch, mirror, capsys):
     monkeypatch.setenv("RAZORZOO_MIRROR", mirror)
     start = time.monotonic()
@@ -324,3 +330,13 @@ def test_mirror_host_that_does_not_exist_fails_at_once(tmp_path, monkeypatch):
         fetch("https://download.openmmlab.com/mmrazor/v1/x.pth", cache_dir=tmp_path / "c")
     assert time.monotonic() - start < 5  # no retries with backoff (those take 8 s)
     assert "does not exist" in str(info.value) and "partial" not in str(info.value)
+
+
+@pytest.mark.parametrize("tail", ["%2e%2e", "..", "a%2f..%2f..%2fvictim", "a%5c..%5cvictim", "a%00b.pth",
+                                  "%0d%0aX-Injected.pth", ".hidden", "x" * 300 + ".pth"])
+def test_a_urls_file_name_stays_one_plain_name_in_its_entry(tail):
+    from razorzoo.storage.fetch import _file_name
+
+    name = _file_name(f"https://download.openmmlab.com/mmrazor/{tail}")
+    assert name and len(name) <= 200 and not name.startswith(".")
+    assert all(c.isalnum() or c in "_.@+=-" for c in name)
