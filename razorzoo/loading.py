@@ -129,11 +129,13 @@ def _refuse_supernet(name: str, task: str) -> None:
     if card.task != "supernet":
         return
     subnets = [c.name for c in all_cards() if c.task != "supernet" and c.weights.url == card.weights.url]
-    example = f"razorzoo.{_LOADERS[task]}({subnets[0]!r})" if subnets else None
+    loader = "load_backbone" if task == "backbone" else "load_classifier"  # a supernet holds ImageNet weights only
+    example = f"razorzoo.{loader}({subnets[0]!r})" if subnets else None
     raise RazorzooError(
-        f"{card.name!r} is a supernet: one checkpoint holding every {card.family} subnet, not a model to load. "
-        + (f"Load a subnet sliced from it ({example}; also {', '.join(subnets[1:])}), " if subnets else "")
-        + f"or slice your own: razorzoo.{_LOADERS[task]}(PATH_TO_SUPERNET.pth, subnet='my_subnet.yaml') after "
+        f"{card.name!r} is a supernet: one checkpoint holding every {card.family} subnet's ImageNet weights, not a "
+        f"model to load. " + (f"Load a subnet sliced from it ({example}; also {', '.join(subnets[1:])}), "
+                              if subnets else "")
+        + f"or slice your own: razorzoo.{loader}(PATH_TO_SUPERNET.pth, subnet='my_subnet.yaml') after "
           f"`razorzoo download {card.name}`, or razorzoo.extract_subnet(supernet_state_dict, 'my_subnet.yaml')")
 
 
