@@ -187,7 +187,8 @@ def test_repushing_identical_files_makes_no_commit(hub, pushed_classifier, class
     assert [c.oid for c in hub.repos["alice/attentive-custom"].commits] == before
 
 
-def test_downloads_go_through_the_hub_cache_and_work_offline(hub, pushed_classifier, fresh_cache, monkeypatch):
+def test_downloads_go_through_the_hub_cache_and_work_offline(hub, pushed_classifier, fresh_cache, monkeypatch,
+                                                               capsys):
     weights_url = "/alice/attentive-custom/resolve/"
     gets = lambda: [p for m, p in hub.requests if m == "GET" and p.startswith(weights_url)]  # noqa: E731
     before = len(gets())
@@ -196,6 +197,11 @@ def test_downloads_go_through_the_hub_cache_and_work_offline(hub, pushed_classif
     assert sorted(p.rsplit("/", 1)[1] for p in gets()[before:]) == ["config.json", "model.safetensors"]
     assert download_hub_model("hf-hub:alice/attentive-custom") == first
     assert len(gets()) == before + 2  # no second download
+    commit = hub.repos["alice/attentive-custom"].branches["main"]
+    assert first == fresh_cache / "alice" / "attentive-custom" / commit / "model.safetensors"
+    assert cli_main(["cache", "ls"]) == 0 and cli_main(["cache", "verify"]) == 0
+    listed = capsys.readouterr().out
+    assert "model.safetensors  hub" in listed and f"ok       {first}" in listed
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     requests_before = len(hub.requests)

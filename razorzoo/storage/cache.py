@@ -25,15 +25,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from razorzoo import constants
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import RazorzooError
 from razorzoo.files import UnsafePathError, safe_join, write_json_atomic
-
-if TYPE_CHECKING:
-    from filelock import FileLock
 
 __all__ = ["Cache", "CacheError", "CachedFile", "CachedModel", "cache_root", "hash_matches", "sha256_of_file"]
 
@@ -153,11 +150,20 @@ class Cache:
             raise _os_error("create the cache directory", exc) from None
         return directory
 
-    def lock(self, directory: Path, name: str = _LOCK) -> "FileLock":
-        """An inter-process lock file in ``directory`` (created if needed)."""
+    @contextlib.contextmanager
+    def lock(self, directory: Path, name: str = _LOCK) -> Iterator[None]:
+        """Hold an inter-process lock file in ``directory`` (created if needed) for the block."""
         from filelock import FileLock
 
-        return FileLock(str(self.ensure(directory) / name))
+        lock = FileLock(str(self.ensure(directory) / name))
+        try:
+            lock.acquire()
+        except OSError as exc:  # a read-only directory: the lock file cannot be created
+            raise _os_error("lock", exc) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     # -- downloads -----------------------------------------------------------------------------------------------
     def entry_dir(self, url: str) -> Path:

@@ -161,6 +161,21 @@ def test_read_only_cache_removal_fails_with_one_line_and_exit_1(tmp_path, served
         assert path.is_file()
 
 
+def test_read_only_cache_model_removal_and_download_are_one_line(tmp_path, capsys):
+    cache = Cache(tmp_path / "cache")
+    converted = cache.models / "spos_0.33M" / ("1" * 64) / "model.safetensors"
+    converted.parent.mkdir(parents=True)
+    converted.write_bytes(b"converted")
+    (cache.models / "index.json").write_text(json.dumps({"version": 1, "models": {"spos_0.33M": {
+        "path": f"models/spos_0.33M/{'1' * 64}/model.safetensors", "key": {"weights_url": "https://x/w.pth"}}}}))
+    with read_only(cache.models, converted.parent):
+        assert cli(["cache", "--cache-dir", str(cache.root), "rm", "spos_0.33M"]) == 1
+        assert "cannot lock" in _one_line_error(capsys.readouterr().err)
+        assert cli(["download", "ofa_lat31", "--cache-dir", str(cache.root)]) == 2
+        assert "read-only" in _one_line_error(capsys.readouterr().err)
+    assert converted.is_file()
+
+
 def test_read_only_empty_cache_is_one_line(tmp_path, capsys):
     root = tmp_path / "cache"
     root.mkdir()
