@@ -6,14 +6,13 @@ change it without re-importing razorzoo. Nothing here imports torch or huggingfa
 =================================  ==================================================================================
 variable                           meaning (default)
 =================================  ==================================================================================
-``RAZORZOO_CACHE``                 cache root (``$XDG_CACHE_HOME/razorzoo``, i.e. ``~/.cache/razorzoo``)
+``RAZORZOO_CACHE``                 cache root, Hub files too (``$XDG_CACHE_HOME/razorzoo``, i.e. ``~/.cache/razorzoo``)
 ``RAZORZOO_MIRROR``                base URL that replaces ``https://download.openmmlab.com`` in card URLs (unset)
 ``RAZORZOO_CARDS``                 a directory of extra cards that extend/override ``cards/`` (unset)
 ``RAZORZOO_OFFLINE``               ``1``: use only the cache, never the network (``HF_HUB_OFFLINE`` works too)
 ``RAZORZOO_PROGRESS``              ``0``: no progress bars (``HF_HUB_DISABLE_PROGRESS_BARS=1`` works too)
 ``RAZORZOO_HTTP_TIMEOUT``          seconds to wait for a connection or for the next bytes of a download (``30``)
 ``HF_ENDPOINT``                    the Hugging Face Hub (or a compatible server) for ``hf-hub:`` ids and ``push``
-``HF_HUB_CACHE`` / ``HF_HOME``     the Hub's file cache (``$HF_HOME/hub``, i.e. ``~/.cache/huggingface/hub``)
 =================================  ==================================================================================
 """
 from __future__ import annotations
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 from razorzoo.bounded import InputError, check_number, safe_repr
 
 __all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout",
-           "hub_endpoint", "hub_cache_dir"]
+           "hub_endpoint"]
 
 UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (§8)
 
@@ -101,12 +100,3 @@ def hub_endpoint() -> str | None:
     """``HF_ENDPOINT`` without a trailing ``/`` (None: huggingface_hub's default). huggingface_hub itself reads it
     only once, at import, so razorzoo passes it explicitly on every call."""
     return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
-
-
-def hub_cache_dir() -> Path | None:
-    """The Hub's file cache: ``HF_HUB_CACHE``, else ``$HF_HOME/hub`` (None: huggingface_hub's default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return None
