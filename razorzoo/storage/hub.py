@@ -224,6 +224,7 @@ def _hub_file(ref: HubRef, commit: str, filename: str, cache: Cache, offline: bo
         hit = _recorded(snapshot, filename, path)  # another process may have finished meanwhile
         if hit is not None:
             return hit
+        _record(snapshot, ref, commit, filename, {"url": url, "etag": etag})  # recorded before a partial exists
         digest, size, _ = download_to(url, path, expected=etag if len(etag) == 64 else None,
                                       what=f"the sha256 the Hub states for {filename}",
                                       headers=build_hf_headers(library_name=LIBRARY_NAME))
@@ -231,16 +232,25 @@ def _hub_file(ref: HubRef, commit: str, filename: str, cache: Cache, offline: bo
             path.unlink()
             raise HubError(f"{ref}: {filename} at {commit} does not match the hash the Hub states for it ({etag}); "
                            f"nothing was kept, retry")
-        meta = _read_json(snapshot / META_FILE)
-        files = meta["files"] if isinstance(meta, dict) and isinstance(meta.get("files"), dict) else {}
-        files[filename] = {"url": url, "sha256": digest, "size": size, "etag": etag}
-        write_json_atomic(snapshot / META_FILE, {"repo": ref.repo_id, "commit": commit, "files": files})
+        _record(snapshot, ref, commit, filename, {"url": url, "sha256": digest, "size": size, "etag": etag})
     return path
 
 
-def _recorded(snapshot: Path, filename: str, path: Path) -> Path | None:
+def _recorded_files(snapshot: Path) -> dict[str, Any]:
     meta = _read_json(snapshot / META_FILE)
-    record = meta.get("files", {}).get(filename) if isinstance(meta, dict) else None
+    files = meta.get("files") if isinstance(meta, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def _record(snapshot: Path, ref: HubRef, commit: str, filename: str, info: dict[str, Any]) -> None:
+    """Write ``filename``'s record into the snapshot's ``meta.json`` (the cache removes only recorded files)."""
+    files = {**_recorded_files(snapshot), filename: info}
+    write_json_atomic(snapshot / META_FILE, {"repo": ref.repo_id, "commit": commit, "files": files})
+
+
+def _recorded(snapshot: Path, filename: str, path: Path) -> Path | None:
+    """``path`` if the snapshot records ``filename`` as complete and the file has the recorded size."""
+    record = _recorded_files(snapshot).get(filename)
     try:
         return path if isinstance(record, dict) and path.stat().st_size == record["size"] else None
     except (OSError, KeyError):
@@ -248,7 +258,7 @@ def _recorded(snapshot: Path, filename: str, path: Path) -> Path | None:
 
 
 def fetch_hub_files(ref: str, filenames: tuple[str, ...], *, cache_dir: str | os.PathLike | None = None,
-              offline: bool | None = None) -> tuple[HubRef, str, list[Path]]:
+                    offline: bool | None = None) -> tuple[HubRef, str, list[Path]]:
     """(parsed ref, commit, paths) of ``filenames`` of ``hf-hub:org/name[@revision]``, all at one commit."""
     hub_ref = parse_hub_ref(ref)
     cache = Cache(cache_dir)

@@ -296,7 +296,7 @@ def test_hub_files_of_the_wrong_kind_are_one_line(hostile_hub, config, weights, 
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-def test_hub_files_get_the_umask_mode(hostile_hub):
+def test_hub_files_get_the_umask_mode_and_rm_all_removes_them(hostile_hub):
     server, tmp_path = hostile_hub
     old = os.umask(0o002)
     try:
@@ -307,6 +307,10 @@ def test_hub_files_get_the_umask_mode(hostile_hub):
     files = _files(tmp_path / "deep" / "cache" / "hub")
     assert {p.name for p in files} >= {"README.md", "subnet.yaml", "meta.json", "refs.json"}
     assert {oct(p.stat().st_mode & 0o777) for p in files if p.name != ".lock"} == {oct(0o664)}
+    theirs = tmp_path / "deep" / "cache" / "hub" / "alice" / "repo" / "mine.txt"
+    theirs.write_bytes(b"user data")
+    assert cli(["cache", "rm", "--all"]) == 0
+    assert _files(tmp_path / "deep" / "cache") == {theirs}
 
 
 # -- environment variables ------------------------------------------------------------------------------------------
