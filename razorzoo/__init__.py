@@ -28,7 +28,7 @@ _EXPORTS = {
     # the zoo
     "list_models": "razorzoo.zoo.registry",
     "get_card": "razorzoo.zoo.registry",
-    "push_to_hub": "razorzoo.hub",
+    "push_to_hub": "razorzoo.publish",
     # detection results
     "Detector": "razorzoo.models.detector",
     "Detections": "razorzoo.detection.results",
@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
     from razorzoo.detection.results import Detections
     from razorzoo.weights.extract import extract_subnet
     from razorzoo.models.flops import count_flops
-    from razorzoo.hub import push_to_hub
+    from razorzoo.publish import push_to_hub
     from razorzoo.loading import load_backbone, load_classifier, load_detector
     from razorzoo.models.detector import Detector
     from razorzoo.zoo.registry import get_card, list_models

@@ -6,23 +6,25 @@ change it without re-importing razorzoo. Nothing here imports torch or huggingfa
 =================================  ==================================================================================
 variable                           meaning (default)
 =================================  ==================================================================================
-``RAZORZOO_CACHE``                 cache root (``$XDG_CACHE_HOME/razorzoo``, i.e. ``~/.cache/razorzoo``)
+``RAZORZOO_CACHE``                 cache root, Hub files too (``$XDG_CACHE_HOME/razorzoo``, i.e. ``~/.cache/razorzoo``)
 ``RAZORZOO_MIRROR``                base URL that replaces ``https://download.openmmlab.com`` in card URLs (unset)
 ``RAZORZOO_CARDS``                 a directory of extra cards that extend/override ``cards/`` (unset)
 ``RAZORZOO_OFFLINE``               ``1``: use only the cache, never the network (``HF_HUB_OFFLINE`` works too)
 ``RAZORZOO_PROGRESS``              ``0``: no progress bars (``HF_HUB_DISABLE_PROGRESS_BARS=1`` works too)
 ``RAZORZOO_HTTP_TIMEOUT``          seconds to wait for a connection or for the next bytes of a download (``30``)
 ``HF_ENDPOINT``                    the Hugging Face Hub (or a compatible server) for ``hf-hub:`` ids and ``push``
-``HF_HUB_CACHE`` / ``HF_HOME``     the Hub's file cache (``$HF_HOME/hub``, i.e. ``~/.cache/huggingface/hub``)
 =================================  ==================================================================================
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from razorzoo.bounded import InputError, check_number, safe_repr
 
 __all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout",
-           "hub_endpoint", "hub_cache_dir"]
+           "hub_endpoint"]
 
 UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (§8)
 
@@ -43,9 +45,25 @@ def cache_dir() -> Path:
 
 
 def mirror() -> str | None:
-    """The base URL serving a copy of ``download.openmmlab.com`` (``RAZORZOO_MIRROR``), without a trailing ``/``."""
-    value = os.environ.get("RAZORZOO_MIRROR", "").strip()
-    return value.rstrip("/") or None
+    """The base URL serving a copy of ``download.openmmlab.com`` (``RAZORZOO_MIRROR``), without a trailing ``/``.
+
+    Raises:
+        InputError: the value is not an ``http(s)://host[/path]`` URL (checked before any request is made).
+    """
+    value = os.environ.get("RAZORZOO_MIRROR", "").strip().rstrip("/")
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        usable = value.isprintable() and parts.scheme in ("http", "https") and bool(parts.hostname) \
+            and not parts.query and not parts.fragment
+    except ValueError:  # a malformed IPv6 literal or port
+        usable = False
+    if not usable:
+        raise InputError(f"RAZORZOO_MIRROR={safe_repr(value)} is not a URL: set it to the base URL of a copy of "
+                         f"{UPSTREAM_BASE_URL}, e.g. https://mirror.example.org, or unset it")
+    return value
 
 
 def extra_cards_dir() -> str | None:
@@ -66,20 +84,19 @@ def progress_bars() -> bool:
 
 
 def http_timeout() -> float:
-    """Seconds to wait for a connection or between two reads of a download (``RAZORZOO_HTTP_TIMEOUT``, 30)."""
-    return float(os.environ.get("RAZORZOO_HTTP_TIMEOUT") or 30.0)
+    """Seconds to wait for a connection or between two reads of a download (``RAZORZOO_HTTP_TIMEOUT``, 30).
+
+    Raises:
+        InputError: the value is not a finite number of seconds in (0, 86400].
+    """
+    value = os.environ.get("RAZORZOO_HTTP_TIMEOUT", "").strip()
+    if not value:
+        return 30.0
+    return float(check_number(value, "RAZORZOO_HTTP_TIMEOUT (seconds)", minimum=0, exclusive_minimum=True,
+                              maximum=86400))
 
 
 def hub_endpoint() -> str | None:
     """``HF_ENDPOINT`` without a trailing ``/`` (None: huggingface_hub's default). huggingface_hub itself reads it
     only once, at import, so razorzoo passes it explicitly on every call."""
     return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
-
-
-def hub_cache_dir() -> Path | None:
-    """The Hub's file cache: ``HF_HUB_CACHE``, else ``$HF_HOME/hub`` (None: huggingface_hub's default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return None

@@ -156,9 +156,9 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def _list_hub(author: str | None, *, as_json: bool) -> int:
-    from razorzoo import hub
+    from razorzoo.storage.hub import list_hub_models
 
-    models = hub.list_hub_models(author)
+    models = list_hub_models(author)
     if as_json:
         print(json.dumps(models, indent=2, default=str))
     elif not models:
@@ -174,7 +174,7 @@ def _list_hub(author: str | None, *, as_json: bool) -> int:
 # -- show --------------------------------------------------------------------------------------------------------
 def _show(args: argparse.Namespace) -> int:
     if args.name.startswith("hf-hub:"):
-        from razorzoo.hub import load_hub_card
+        from razorzoo.storage.hub import load_hub_card
 
         card = load_hub_card(args.name)
     else:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from razorzoo.bounded import InputError, check_number
 from razorzoo.cli import CLIError
+from razorzoo.files import atomic_write
 
 _TABLE_ROWS = 10  # detections listed per image in the table; --json prints all
 
@@ -128,7 +129,7 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
         from razorzoo.files import atomic_write
 
         for path, (image, detections) in zip(_output_paths(args.images, out_dir), results):
-            with atomic_write(path) as f:
+            with atomic_write(path) as f:  # a crash never leaves half an image
                 detections.draw(image).save(f, format="PNG")
     if args.json:
         json.dump([{"image": image, **detections.to_dict()} for image, detections in results], sys.stdout)

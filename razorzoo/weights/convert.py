@@ -10,14 +10,13 @@ the bytes are the format's (8-byte header length, JSON header, raw little-endian
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from razorzoo.version import __version__
+from razorzoo.files import atomic_write
 from razorzoo.arch.spec import ArchSpec
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import CheckpointError, PairMismatchError, RazorzooError
@@ -119,19 +118,11 @@ def write_safetensors(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[s
     encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(encoded)))
-            f.write(encoded)
-            for tensor in tensors.values():
-                f.write(_raw_bytes(tensor))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, output)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_write(output) as f:
+        f.write(struct.pack("<Q", len(encoded)))
+        f.write(encoded)
+        for tensor in tensors.values():
+            f.write(_raw_bytes(tensor))
     return output
 
 

@@ -1,0 +1,361 @@
+"""Hostile input to the cache, downloads and Hub resolution: each test is one class of attack or breakage, tried in
+several spellings. Real files, a real HTTP server (tests/http_server.py) and a real Hub-compatible server
+(tests/hub_server.py) on 127.0.0.1; nothing is mocked.
+
+* traversal through recorded names: ``index.json`` paths and ``meta.json`` file names (``..``, ``a/../..``,
+  absolute, ``%2e%2e``, backslashes, NUL) never make razorzoo list, load or delete anything outside its directories;
+* ``cache rm --all`` removes only what razorzoo recorded;
+* read-only caches, a cache path that is a file: one-line errors, exit 1 for a failed removal;
+* Hub revisions from the user, commit ids and ETags from a hostile server: refused before they become paths, and
+  nothing is written outside the test's directory;
+* Hub repos whose files are the wrong kind (``config.json`` a list, ``model.safetensors`` not safetensors);
+* malformed ``RAZORZOO_HTTP_TIMEOUT`` / ``RAZORZOO_MIRROR``, a mirror host that does not exist: one line, at once.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from http_server import FileServer
+from hub_server import HubServer, Repo
+from razorzoo.cli import main as cli
+from razorzoo.errors import FetchError, HubError, RazorzooError
+from razorzoo.storage.cache import Cache
+from razorzoo.storage.fetch import fetch
+from razorzoo.storage.hub import download_hub_model, load_hub_card, parse_hub_ref
+
+# names a recorded entry may carry to point outside its directory; VICTIM is substituted by an absolute path
+TRAVERSALS = ["../../victim/model.safetensors", "models/../../victim/model.safetensors",
+              "models/a/../../../victim/model.safetensors", "VICTIM", "models/%2e%2e/%2e%2e/victim/model.safetensors",
+              "models\\..\\..\\victim\\model.safetensors", "models/x\x00/../../victim/model.safetensors"]
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def _one_line_error(err: str) -> str:
+    assert err.startswith("razorzoo: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A file outside the cache that a traversal would reach: tmp_path/victim/model.safetensors."""
+    path = tmp_path / "victim" / "model.safetensors"
+    path.parent.mkdir()
+    path.write_bytes(b"not razorzoo's")
+    return path
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Two small files on a real HTTP server: (server, [url, url])."""
+    www = tmp_path / "www"
+    www.mkdir()
+    for name in ("a.pth", "b.yaml"):
+        (www / name).write_bytes(name.encode() * 1000)
+    with FileServer(www) as server:
+        yield server, [f"{server.url}/a.pth", f"{server.url}/b.yaml"]
+
+
+@contextlib.contextmanager
+def read_only(*directories: Path):
+    """Make ``directories`` unchangeable for the current user. A normal user: chmod 555. These tests usually run as
+    root, which ignores file modes, so as root the directories get the immutable attribute (``chattr +i``): then no
+    entry can be created, renamed or removed in them, by root either (ext4, xfs, btrfs)."""
+    if os.geteuid() != 0:
+        for directory in directories:
+            directory.chmod(0o555)
+        try:
+            yield
+        finally:
+            for directory in directories:
+                directory.chmod(0o755)
+        return
+    subprocess.run(["chattr", "+i", *map(str, directories)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, directories)], check=True)
+
+
+# -- traversal through recorded names -----------------------------------------------------------------------------
+@pytest.mark.parametrize("entry_path", TRAVERSALS)
+def test_index_entry_cannot_reach_outside_the_cache(tmp_path, victim, entry_path, capsys):
+    cache = Cache(tmp_path / "cache")
+    cache.models.mkdir(parents=True)
+    entry = {"path": entry_path.replace("VICTIM", str(victim)), "sha256": "0" * 64, "size": 14,
+             "weights_sha256": "0" * 64, "key": {"weights_url": "https://x/w.pth", "subnet_url": None}}
+    (cache.models / "index.json").write_text(json.dumps({"version": 1, "models": {"evil": entry}}))
+    # refused, or (%2e%2e is a plain name) kept inside models/; never loaded, since no such file is there
+    assert all(cache.models in m.path.parents for m in cache.cached_models()) and cache.converted("evil") is None
+    assert cli(["cache", "--cache-dir", str(cache.root), "ls"]) == 0
+    assert str(victim) not in capsys.readouterr().out
+    cache.remove_model("evil")
+    assert cli(["cache", "--cache-dir", str(cache.root), "rm", "--all"]) == 0
+    assert victim.read_bytes() == b"not razorzoo's"
+
+
+@pytest.mark.parametrize("file_name", [t.rsplit("/", 1)[0] + "/model.safetensors" for t in TRAVERSALS] + [
+    "../../../victim/model.safetensors", "", ".", ".."])
+def test_meta_file_name_cannot_reach_outside_the_cache(tmp_path, victim, served, file_name):
+    server, (url, _) = served
+    cache = Cache(tmp_path / "cache")
+    path = fetch(url, cache_dir=cache.root, sha256=hashlib.sha256(b"a.pth" * 1000).hexdigest())
+    meta = json.loads((path.parent / "meta.json").read_text())
+    meta["file"] = file_name.replace("VICTIM", str(victim))
+    (path.parent / "meta.json").write_text(json.dumps(meta))
+    assert all(path.parent in r.path.parents for r in cache.records())  # refused, or a plain name inside the entry
+    cache.remove_download(url)
+    cache.remove_all()
+    assert victim.read_bytes() == b"not razorzoo's"
+
+
+def test_rm_all_removes_only_what_razorzoo_recorded(tmp_path, served, capsys):
+    server, urls = served
+    cache = Cache(tmp_path / "cache")
+    for url in urls:
+        fetch(url, cache_dir=cache.root, sha256=hashlib.sha256(Path(url).name.encode() * 1000).hexdigest())
+    converted = cache.models / "m" / ("1" * 64) / "model.safetensors"
+    converted.parent.mkdir(parents=True)
+    converted.write_bytes(b"converted")
+    with cache.update_index() as models:
+        models["m"] = {"path": f"models/m/{'1' * 64}/model.safetensors", "sha256": "2" * 64, "size": 9,
+                       "weights_sha256": "1" * 64, "key": {"weights_url": urls[0], "subnet_url": None}}
+    recorded = {p for p in _files(cache.root) if not p.name.endswith(".lock")}
+    assert len(recorded) == 6  # 2 downloads + their meta.json, the converted file, index.json
+    theirs = [cache.downloads / "thesis.pdf", cache.models / "notes.txt", cache.models / "m" / "README",
+              cache.entry_dir(urls[0]) / "mine.txt", cache.root / "hub" / "org" / "keep.bin",
+              cache.downloads / "notes" / "meta.json", cache.downloads / "notes" / "draft.pdf",
+              cache.downloads / ("f" * 16) / "meta.json", cache.downloads / ("f" * 16) / "draft.pdf"]
+    for path in theirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"user data")
+    for planted in (cache.downloads / "notes", cache.downloads / ("f" * 16)):  # a meta.json razorzoo did not write
+        (planted / "meta.json").write_text(json.dumps({"url": urls[0], "file": "draft.pdf", "sha256": "0" * 64,
+                                                       "size": 9}))
+    assert cli(["cache", "--cache-dir", str(cache.root), "rm", "--all"]) == 0
+    assert capsys.readouterr().out.startswith("removed 6 file(s)")  # lock files are not counted
+    assert _files(cache.root) == set(theirs)
+    assert not (cache.models / "m" / ("1" * 64)).exists() and not cache.entry_dir(urls[1]).exists()
+
+
+# -- read-only caches and paths that are files ----------------------------------------------------------------------
+def test_read_only_cache_removal_fails_with_one_line_and_exit_1(tmp_path, served, capsys):
+    server, urls = served
+    cache = Cache(tmp_path / "cache")
+    path = fetch(urls[0], cache_dir=cache.root, sha256=hashlib.sha256(b"a.pth" * 1000).hexdigest())
+    with read_only(path.parent):
+        assert cli(["cache", "--cache-dir", str(cache.root), "rm", "--all"]) == 1
+        out, err = capsys.readouterr()
+        assert "emptied" not in out and "removed" not in out
+        assert "cannot remove" in _one_line_error(err) and "read-only" in err
+        assert path.is_file()
+
+
+def test_read_only_cache_model_removal_and_download_are_one_line(tmp_path, capsys):
+    cache = Cache(tmp_path / "cache")
+    converted = cache.models / "spos_0.33M" / ("1" * 64) / "model.safetensors"
+    converted.parent.mkdir(parents=True)
+    converted.write_bytes(b"converted")
+    (cache.models / "index.json").write_text(json.dumps({"version": 1, "models": {"spos_0.33M": {
+        "path": f"models/spos_0.33M/{'1' * 64}/model.safetensors", "key": {"weights_url": "https://x/w.pth"}}}}))
+    with read_only(cache.models, converted.parent):
+        assert cli(["cache", "--cache-dir", str(cache.root), "rm", "spos_0.33M"]) == 1
+        assert "cannot lock" in _one_line_error(capsys.readouterr().err)
+        assert cli(["download", "ofa_lat31", "--cache-dir", str(cache.root)]) == 2
+        assert "read-only" in _one_line_error(capsys.readouterr().err)
+    assert converted.is_file()
+
+
+def test_read_only_empty_cache_is_one_line(tmp_path, capsys):
+    root = tmp_path / "cache"
+    root.mkdir()
+    with read_only(root):
+        assert cli(["download", "spos_0.33M", "--cache-dir", str(root)]) == 2
+        assert "cannot create the cache directory" in _one_line_error(capsys.readouterr().err)
+        assert cli(["cache", "--cache-dir", str(root), "rm", "--all"]) == 0
+        assert capsys.readouterr().out.startswith("nothing to remove")
+
+
+@pytest.mark.parametrize("argv", [["cache", "ls"], ["cache", "rm", "--all"], ["cache", "verify"],
+                                  ["cache", "rm", "spos_0.33M"], ["download", "spos_0.33M"]])
+def test_cache_path_that_is_a_file_is_one_line(tmp_path, argv, capsys):
+    root = tmp_path / "cache"
+    root.write_bytes(b"a file")
+    if argv[0] == "cache":
+        argv = ["cache", "--cache-dir", str(root), *argv[1:]]
+    else:
+        argv = [*argv, "--cache-dir", str(root)]
+    assert cli(argv) in (1, 2)
+    assert "is a file, not a directory" in _one_line_error(capsys.readouterr().err)
+    assert root.read_bytes() == b"a file"
+
+
+def test_a_file_where_the_models_directory_belongs_is_one_line(tmp_path, capsys):
+    """The other way to make a cache unwritable for root: a file where razorzoo needs a directory."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "models").write_bytes(b"in the way")
+    assert cli(["download", "spos_0.33M", "--cache-dir", str(root)]) == 2
+    assert "a file is in the way" in _one_line_error(capsys.readouterr().err)
+
+
+# -- Hub: revisions from the user, commit ids and ETags from the server ------------------------------------------
+@pytest.mark.parametrize("revision", ["..", "../../outside", "a/../..", "/etc", "%2e%2e", "..%2f..", "a\\..\\b",
+                                      "a\x00b", "a//b", "a/", "x" * 129, "main\n", "-rf", "a b", "refs/.."])
+def test_unsafe_revisions_are_refused(revision):
+    with pytest.raises(HubError, match="invalid revision") as info:
+        parse_hub_ref(f"hf-hub:org/name@{revision}")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "feature/x-2", "a" * 40, "release+1"])
+def test_plain_revisions_are_accepted(revision):
+    assert parse_hub_ref(f"hf-hub:org/name@{revision}").revision == revision
+
+
+@pytest.mark.parametrize("repo_id", ["../name", "org/..", "org/na/me", "/org/name", "org\\x/name", "org/name\x00"])
+def test_unsafe_repo_ids_are_refused(repo_id):
+    with pytest.raises(HubError, match="invalid Hub reference"):
+        parse_hub_ref(f"hf-hub:{repo_id}")
+
+
+@pytest.fixture
+def hostile_hub(tmp_path, monkeypatch):
+    """A Hub holding alice/repo (README, subnet, config, weights) whose file answers the test can falsify."""
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "deep" / "cache"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("RAZORZOO_OFFLINE", raising=False)
+        repo = Repo("alice/repo", private=False)
+        server.repos[repo.repo_id] = repo
+        server.new_commit(repo, "main", {"README.md": b"---\n---\n", "subnet.yaml": b"{}\n", "config.json": b"{}",
+                                         "model.safetensors": b"x"}, "files", "alice")
+        yield server, tmp_path
+
+
+@pytest.mark.parametrize("header, value", [
+    ("X-Repo-Commit", "../../../../razorzoo-pwned"), ("X-Repo-Commit", "/tmp/razorzoo-pwned"),
+    ("X-Repo-Commit", "a" * 39 + "/"), ("X-Repo-Commit", "A" * 40), ("X-Repo-Commit", ""),
+    ("ETag", '"../../../../razorzoo-pwned"'), ("ETag", '"/tmp/razorzoo-pwned"'), ("ETag", '"%2e%2e"'),
+    ("ETag", '"' + "a" * 41 + '"'), ("X-Linked-Etag", '"../../razorzoo-pwned"'),
+])
+def test_hostile_commit_or_etag_writes_nothing_outside_the_cache(hostile_hub, header, value):
+    server, tmp_path = hostile_hub
+    server.file_headers[header] = value
+    before = _files(tmp_path)
+    for call in (lambda: download_hub_model("hf-hub:alice/repo"), lambda: load_hub_card("hf-hub:alice/repo@main")):
+        with pytest.raises(HubError, match="refusing to use it") as info:
+            call()
+        assert "\n" not in str(info.value)
+    cache = tmp_path / "deep" / "cache"
+    assert {p for p in _files(tmp_path) - before if cache not in p.parents} == set()
+    assert not [p for p in tmp_path.parent.rglob("razorzoo-pwned*")] and not Path("/tmp/razorzoo-pwned").exists()
+    assert not (cache / "hub" / "alice" / "repo").exists() or not any(
+        p.name in ("config.json", "README.md") for p in _files(cache))
+
+
+def test_hub_file_that_differs_from_its_etag_is_not_kept(hostile_hub):
+    server, tmp_path = hostile_hub
+    server.file_headers["ETag"] = '"' + "b" * 40 + '"'  # a well-formed hash that is not the file's
+    with pytest.raises(HubError, match="does not match the hash"):
+        download_hub_model("hf-hub:alice/repo")
+    assert not [p for p in _files(tmp_path / "deep" / "cache") if p.name == "config.json"]
+
+
+@pytest.mark.parametrize("config, weights, message", [
+    (b"[1, 2]", b"x", "config.json holds a list of 2 items, not an object"),
+    (b'"text"', b"x", "config.json holds 'text', not an object"),
+    (b"{not json", b"x", "config.json is not JSON"),
+    (b"\xff\xfe", b"x", "config.json is not JSON"),
+    (None, b"not safetensors at all", "not a razorzoo file"),
+    (None, b"\xff" * 8 + b"{}", "not a razorzoo file"),
+])
+def test_hub_files_of_the_wrong_kind_are_one_line(hostile_hub, config, weights, message):
+    from razorzoo.arch.spec import ArchSpec
+    from razorzoo.arch.subnet import load_subnet
+
+    server, _ = hostile_hub
+    spec = ArchSpec("classification", load_subnet(Path(__file__).parents[2] / "cards" / "subnets"
+                                                  / "OFA_SUBNET_NOTE8_LAT31.yaml", family="ofa"))
+    config = json.dumps(spec.to_dict()).encode() if config is None else config
+    server.new_commit(server.repos["alice/repo"], "main", {"config.json": config, "model.safetensors": weights},
+                      "broken", "alice")
+    with pytest.raises(HubError) as info:
+        download_hub_model("hf-hub:alice/repo")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_hub_files_get_the_umask_mode_and_rm_all_removes_them(hostile_hub):
+    server, tmp_path = hostile_hub
+    old = os.umask(0o002)
+    try:
+        with pytest.raises(RazorzooError):  # the README is not a valid card; the files are fetched first
+            load_hub_card("hf-hub:alice/repo")
+    finally:
+        os.umask(old)
+    files = _files(tmp_path / "deep" / "cache" / "hub")
+    assert {p.name for p in files} >= {"README.md", "subnet.yaml", "meta.json", "refs.json"}
+    assert {oct(p.stat().st_mode & 0o777) for p in files if p.name != ".lock"} == {oct(0o664)}
+    theirs = tmp_path / "deep" / "cache" / "hub" / "alice" / "repo" / "mine.txt"
+    theirs.write_bytes(b"user data")
+    assert cli(["cache", "rm", "--all"]) == 0
+    assert _files(tmp_path / "deep" / "cache") == {theirs}
+
+
+# -- environment variables ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "0", "inf", "1e400", " ", "9" * 50])
+def test_malformed_http_timeout_is_one_line_before_any_request(served, tmp_path, monkeypatch, value):
+    server, (url, _) = served
+    monkeypatch.setenv("RAZORZOO_HTTP_TIMEOUT", value)
+    if not value.strip():
+        fetch(url, cache_dir=tmp_path / "c")  # blank means the default
+        return
+    with pytest.raises(RazorzooError, match="RAZORZOO_HTTP_TIMEOUT") as info:
+        fetch(url, cache_dir=tmp_path / "c")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200
+    assert server.requests == [] and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("mirror", ["notaurl", "ftp://mirror.example.org", "http://", "file:///etc",
+                                    "http://host:99999", "http://[::1", "https://m.example.org/?q=1",
+                                    "http://a\x1b[31m"])
+def test_malformed_mirror_fails_at_once_with_one_line(tmp_path, monkeypatch, mirror, capsys):
+    monkeypatch.setenv("RAZORZOO_MIRROR", mirror)
+    start = time.monotonic()
+    with pytest.raises(RazorzooError, match="RAZORZOO_MIRROR=") as info:
+        fetch("https://download.openmmlab.com/mmrazor/v1/x.pth", cache_dir=tmp_path / "c")
+    assert time.monotonic() - start < 2
+    assert "partial" not in str(info.value) and "\n" not in str(info.value) and "\x1b" not in str(info.value)
+    assert not (tmp_path / "c").exists() or not _files(tmp_path / "c")
+    assert cli(["download", "spos_0.33M", "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "RAZORZOO_MIRROR=" in _one_line_error(capsys.readouterr().err)
+
+
+def test_mirror_host_that_does_not_exist_fails_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAZORZOO_MIRROR", "http://razorzoo-no-such-host.invalid")
+    start = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        fetch("https://download.openmmlab.com/mmrazor/v1/x.pth", cache_dir=tmp_path / "c")
+    assert time.monotonic() - start < 5  # no retries with backoff (those take 8 s)
+    assert "does not exist" in str(info.value) and "partial" not in str(info.value)
+
+
+@pytest.mark.parametrize("tail", ["%2e%2e", "..", "a%2f..%2f..%2fvictim", "a%5c..%5cvictim", "a%00b.pth",
+                                  "%0d%0aX-Injected.pth", ".hidden", "x" * 300 + ".pth"])
+def test_a_urls_file_name_stays_one_plain_name_in_its_entry(tail):
+    from razorzoo.storage.fetch import _file_name
+
+    name = _file_name(f"https://download.openmmlab.com/mmrazor/{tail}")
+    assert name and len(name) <= 200 and not name.startswith(".")
+    assert all(c.isalnum() or c in "_.@+=-" for c in name)
