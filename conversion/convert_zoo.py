@@ -7,7 +7,7 @@ Run with internet access (or ``--mirror`` pointing at a copy of download.openmml
     python conversion/convert_zoo.py --cards /tmp/cards-copy --cache /tmp/zoo-cache
 
 For each card: the subnet YAML and the weights are downloaded through :func:`razorzoo.storage.fetch.fetch` (an 8-hex hash
-in the card is checked as OpenMMLab's file-name prefix, §4), the pair is verified and converted exactly as
+in the card is checked as OpenMMLab's file-name prefix, docs/upstream.md §4), the pair is verified and converted exactly as
 ``razorzoo.load_*`` would (:func:`razorzoo.loading.download`), and the full 64-hex sha256s of the downloaded files
 replace the card's ``sha256`` values. Only those values change: the rest of each card stays byte-identical.
 """

@@ -26,7 +26,7 @@ from razorzoo.bounded import InputError, check_number, safe_repr
 __all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout",
            "hub_endpoint"]
 
-UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (§8)
+UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (docs/upstream.md §8)
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 

@@ -3,7 +3,7 @@
 This module is the public load API; the cache itself (layout, index, locks, removal) is
 :class:`razorzoo.storage.cache.Cache`. A registry name goes name -> card -> :func:`razorzoo.storage.fetch.fetch`
 (subnet YAML + weights, hash-checked) -> :func:`razorzoo.weights.convert.convert_checkpoint` (which runs
-:func:`razorzoo.weights.verify.verify_pair` first and slices a supernet, §2.3) ->
+:func:`razorzoo.weights.verify.verify_pair` first and slices a supernet, docs/upstream.md §2.3) ->
 ``<cache>/models/<name>/<weights sha256>/model.safetensors``. ``<cache>/models/index.json`` maps the name and the
 card's file references to that file, so the second load reads the index and the converted file: no network, no
 conversion, and it works offline.
@@ -11,7 +11,7 @@ conversion, and it works offline.
 The architecture is always the subnet YAML shipped with the card (``cards/subnets/``), so building never needs the
 network. When the card also names the published YAML (``subnet.url``), it is downloaded once, at conversion time, and
 must describe the same subnet (``load_subnet`` equality; upstream copies differ only in key prefixes and
-``expand_ratio_se`` keys, §1.4) — a card whose two YAMLs disagree is refused rather than silently trusted.
+``expand_ratio_se`` keys, docs/upstream.md §1.4) — a card whose two YAMLs disagree is refused rather than silently trusted.
 """
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def _load_file(path: Path, task: str, device: str, out_indices: tuple[int, ...] 
 def _as_task(spec: "ArchSpec", state_dict: dict, task: str, out_indices: tuple[int, ...] | None, path: Path
              ) -> tuple["ArchSpec", dict]:
     """The spec and weights for ``task``: a backbone comes out of a classifier or detector file's ``backbone.*``
-    (upstream's ``Pretrained(prefix='backbone.')``, §3)."""
+    (upstream's ``Pretrained(prefix='backbone.')``, docs/upstream.md §3)."""
     from razorzoo.arch.spec import ArchSpec
 
     if task == "backbone" and spec.task != "backbone":

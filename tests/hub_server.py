@@ -1,5 +1,5 @@
 """A small Hugging Face Hub-compatible HTTP server on 127.0.0.1, so the real ``huggingface_hub`` client can be tested
-without the internet (protocol: shared/docs/HUB.md).
+without the internet (the protocol the real client speaks is summarised in docs/testing.md).
 
 Storage is in memory and git-less: repo id -> commits (40-hex ids), each a full ``{path: bytes}`` map, and branches
 (name -> head commit id; ``main`` always exists). A revision is a branch name or a commit id. Every file is

@@ -21,7 +21,7 @@ CARDS = all_cards()
 NAMES = [card.name for card in CARDS]
 BUILDABLE = [card.name for card in CARDS if card.task != "supernet"]
 HEX8_OR_64 = re.compile(r"^(?:[0-9a-f]{8}|[0-9a-f]{64})$")
-# Published upstream numbers the cards must carry (UPSTREAM.md §8), independent of the card files.
+# Published upstream numbers the cards must carry (docs/upstream.md §8), independent of the card files.
 PUBLISHED = {
     "spos_0.33M": {"top1": 73.87, "top5": 91.6},
     "attentive_a0": {"top1": 77.19},
@@ -86,10 +86,10 @@ def test_urls_and_hashes(card):
         assert url.path.startswith("/mmrazor/v1/") and " " not in ref.url
         assert ref.sha256 is None or HEX8_OR_64.match(ref.sha256)
         if ref.sha256 is not None and len(ref.sha256) == 8:
-            # the 8-hex prefix is the last '-xxxxxxxx' before the extension (§4), never guessed for renamed files
+            # the 8-hex prefix is the last '-xxxxxxxx' before the extension (docs/upstream.md §4), never guessed for renamed files
             assert re.search(rf"-{ref.sha256}\.(pth|yaml)$", ref.url), ref.url
         if re.search(r"_v\d+\.(pth|yaml)$", ref.url):
-            assert ref.sha256 is None, f"{ref.url} is a renamed re-export; its name does not hash it (§7.17)"
+            assert ref.sha256 is None, f"{ref.url} is a renamed re-export; its name does not hash it (docs/upstream.md §7.17)"
     assert card.weights.layout in {"mmrazor_subnet", "mmrazor_supernet", "mmyolo_detector"}
     if card.weights.extract_from is not None:
         supernet = get_card(card.weights.extract_from)

@@ -98,7 +98,7 @@ def test_other_upstream_subnets_build_as_classifiers(yaml_name, size):
 
 
 def test_published_parameter_counts():
-    """MMRazor READMEs: A6 15.594M without the unused shortcut convs, OFA lat22 4.3M (UPSTREAM.md §8)."""
+    """MMRazor READMEs: A6 15.594M without the unused shortcut convs, OFA lat22 4.3M (docs/upstream.md §8)."""
     root = DATA.parent.parent / "cards" / "subnets"
     a6 = build_model(ArchSpec("classification", load_subnet(root / "ATTENTIVE_SUBNET_A6.yaml")))
     unused = sum(m.conv.weight.numel() for m in a6.modules()

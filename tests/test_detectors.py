@@ -19,7 +19,7 @@ from razorzoo.detection.coders import DistancePointCoder, YOLOv5BoxCoder
 from razorzoo.models.detector import NECKS_AND_HEADS, Detector, build_detector_from_subnet
 from razorzoo.arch.subnet import load_subnet
 
-# published parameter counts (mmyolo configs/razor/subnets/README.md; UPSTREAM.md Appendix B), unique parameters
+# published parameter counts (mmyolo configs/razor/subnets/README.md; docs/upstream.md Appendix B), unique parameters
 PARAMS = {"yolov5s-spos_0.33M": 7_041_517, "yolov6s-attentive_a6": 18_375_008, "rtmdet_tiny-ofa_lat31": 3_910_656}
 HEAD_OUTPUTS = ("cls_scores", "bbox_preds", "objectnesses")
 SUBNETS = Path(__file__).parents[1] / "cards" / "subnets"  # upstream YAMLs shipped with the cards

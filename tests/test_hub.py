@@ -91,7 +91,7 @@ def classifier_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("classifier")
     (directory / "best_fix_subnet.yaml").write_text(CUSTOM_SUBNET)
     weights = rule_weights(razorzoo.build_classifier(CUSTOM_SUBNET))
-    # MMRazor's subnet checkpoint layout: architecture.-prefixed keys (layouts.md §4)
+    # MMRazor's subnet checkpoint layout: architecture.-prefixed keys (layouts.md docs/upstream.md §4)
     path = write_checkpoint("attentive_a6", "mmrazor-subnet", directory / "subnet_custom.pth", weights)
     return directory / "best_fix_subnet.yaml", path, weights
 

@@ -39,13 +39,13 @@ INPUT_SIDES = (32, 4096)  # bounds of each side of a classifier's ``input_shape`
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Search spaces (the supernet settings of the three upstream configs, §1.1-§1.3 / §2)
+# Search spaces (the supernet settings of the three upstream configs, docs/upstream.md §1.1-§1.3 / docs/upstream.md §2)
 # ---------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SposSpace:
-    """SearchableShuffleNetV2 supernet (§2.1): four stages of one-shot op choices, then a fixed 1x1 conv."""
+    """SearchableShuffleNetV2 supernet (docs/upstream.md §2.1): four stages of one-shot op choices, then a fixed 1x1 conv."""
 
     stem_channels: int = 16
     stage_channels: tuple[int, ...] = (64, 160, 320, 640)
@@ -70,7 +70,7 @@ class StageSpace:
 
 @dataclass(frozen=True)
 class MobileNetSpace:
-    """AttentiveMobileNetV3 supernet (§2.2), in AttentiveNAS (per-stage choices) or OFA (per-block) mode."""
+    """AttentiveMobileNetV3 supernet (docs/upstream.md §2.2), in AttentiveNAS (per-stage choices) or OFA (per-block) mode."""
 
     family: str
     first_channels: tuple[int, ...]
@@ -80,7 +80,7 @@ class MobileNetSpace:
     last_act: str
     fine_grained: bool  # OFA: kernel size / expand ratio chosen per block
     attentive_shortcut: bool  # AttentiveNAS: avg-pool + 1x1 conv shortcut on every block
-    last_expand_ratio: int = 6  # ``last_mutable_expand_value`` has a single choice and no YAML key (§2.2)
+    last_expand_ratio: int = 6  # ``last_mutable_expand_value`` has a single choice and no YAML key (docs/upstream.md §2.2)
 
 
 def _values(lo: int, hi: int, step: int = 1) -> tuple[int, ...]:
@@ -97,7 +97,7 @@ def _stages(depths, channels, kernels, expands, strides, ses, acts) -> tuple[Sta
 
 SEARCH_SPACES: dict[str, Union[SposSpace, MobileNetSpace]] = {
     "spos": SposSpace(),
-    # mmrazor configs/_base_/nas_backbones/attentive_mobilenetv3_supernet.py (§1.2): Swish everywhere
+    # mmrazor configs/_base_/nas_backbones/attentive_mobilenetv3_supernet.py (docs/upstream.md §1.2): Swish everywhere
     "attentive": MobileNetSpace(
         family="attentive",
         first_channels=_values(16, 24, 8),
@@ -117,7 +117,7 @@ SEARCH_SPACES: dict[str, Union[SposSpace, MobileNetSpace]] = {
         fine_grained=False,
         attentive_shortcut=True,
     ),
-    # mmrazor configs/_base_/nas_backbones/ofa_mobilenetv3_supernet.py (§1.3)
+    # mmrazor configs/_base_/nas_backbones/ofa_mobilenetv3_supernet.py (docs/upstream.md §1.3)
     "ofa": MobileNetSpace(
         family="ofa",
         first_channels=_values(16, 16, 8),
@@ -140,14 +140,14 @@ SEARCH_SPACES: dict[str, Union[SposSpace, MobileNetSpace]] = {
 
 
 def _make_divisible(value: float, divisor: int = 8, min_ratio: float = 0.9) -> int:
-    # mmcls/mmrazor ``make_divisible``: nearest multiple of ``divisor``, at least 90% of ``value`` (§7.7); the models
+    # mmcls/mmrazor ``make_divisible``: nearest multiple of ``divisor``, at least 90% of ``value`` (docs/upstream.md §7.7); the models
     # take SE widths from se_channels below, so this is the only copy
     new_value = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return new_value + divisor if new_value < min_ratio * value else new_value
 
 
 def se_channels(in_channels: int, expand_ratio_se: int) -> int:
-    """SE squeeze width of a block: ``make_divisible((Cin * e_se) // 4, 8)`` (§2.2; MMRazor's derived mutable)."""
+    """SE squeeze width of a block: ``make_divisible((Cin * e_se) // 4, 8)`` (docs/upstream.md §2.2; MMRazor's derived mutable)."""
     return _make_divisible((in_channels * expand_ratio_se) // 4, 8)
 
 
@@ -172,7 +172,7 @@ class SposSubnet:
 
 @dataclass(frozen=True)
 class Block:
-    """Choices of one supernet block. ``expand_ratio_se`` only sizes the SE squeeze conv (OFA, §2.2)."""
+    """Choices of one supernet block. ``expand_ratio_se`` only sizes the SE squeeze conv (OFA, docs/upstream.md §2.2)."""
 
     kernel_size: int
     expand_ratio: int
@@ -289,9 +289,9 @@ def _read(source: str | os.PathLike | Mapping[str, Any]) -> tuple[Mapping[str, A
 
 
 def _normalize(data: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Strip the ``architecture.`` / ``backbone.`` roots and unwrap ``{chosen: x}`` (§1.4, §3).
+    """Strip the ``architecture.`` / ``backbone.`` roots and unwrap ``{chosen: x}`` (docs/upstream.md §1.4, §3).
 
-    Prefixes are removed only as whole prefixes (upstream's ``str.lstrip(prefix)`` strips a character set, §7.21).
+    Prefixes are removed only as whole prefixes (upstream's ``str.lstrip(prefix)`` strips a character set, docs/upstream.md §7.21).
     """
     values: dict[str, Any] = {}
     for raw_key, raw_value in data.items():
@@ -398,7 +398,7 @@ def _parse_mobilenet(values: Mapping[str, Any], family: str, where: str) -> Mobi
         else:
             kernel_size = reader.take(prefix + "kernel_size", stage_space.kernel_sizes)
             expand_ratio = reader.take(prefix + "expand_ratio", stage_space.expand_ratios)
-            # YAMLs of Jan-Feb 2023 carry a per-stage expand_ratio_se (§1.4); current MMRazor ignores it, which is
+            # YAMLs of Jan-Feb 2023 carry a per-stage expand_ratio_se (docs/upstream.md §1.4); current MMRazor ignores it, which is
             # only right when it equals expand_ratio.
             expand_ratio_se = reader.take_optional(prefix + "expand_ratio_se", stage_space.expand_ratios, expand_ratio)
             if expand_ratio_se != expand_ratio:
@@ -421,8 +421,8 @@ def _read_ofa_block(reader: _Reader, prefix: str, space: StageSpace, *, in_chann
     expand_ratio = reader.take(prefix + "expand_ratio", space.expand_ratios)
     # Older OFA YAMLs (before mmrazor e0fabc34, 2023-02-28) have no expand_ratio_se: it then equals expand_ratio.
     expand_ratio_se = reader.take_optional(prefix + "expand_ratio_se", space.expand_ratios, expand_ratio)
-    # expand_ratio_se only sizes the SE squeeze conv (§2.2). The OFA weights come from the official OFA code, whose
-    # SE width follows expand_ratio (§7.7), so a built block must get the same width from both; upstream YAMLs
+    # expand_ratio_se only sizes the SE squeeze conv (docs/upstream.md §2.2). The OFA weights come from the official OFA code, whose
+    # SE width follows expand_ratio (docs/upstream.md §7.7), so a built block must get the same width from both; upstream YAMLs
     # differ only where it does not change the width (note8_lat22 layer3.0: 3 vs 4 -> 24 both) or beyond depth.
     if built and space.with_se and se_channels(in_channels, expand_ratio_se) != se_channels(in_channels, expand_ratio):
         raise SubnetError(

@@ -1,5 +1,5 @@
 """Raw head outputs -> boxes in original-image pixels: MMYOLO's ``predict_by_feat`` in plain PyTorch (docs/upstream.md
-§6.4).
+docs/upstream.md §6.4).
 
 The steps, per image: the coder's priors for every feature-map cell and its box decoding, sigmoid scores (times the
 objectness for YOLOv5, after a pre-filter on it), multi-label top-k, undoing the letterbox and resize, class-aware

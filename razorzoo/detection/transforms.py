@@ -1,5 +1,5 @@
 """Images -> normalized batches, exactly like the OpenMMLab test pipelines and data preprocessors (docs/upstream.md
-§6.1).
+docs/upstream.md §6.1).
 
 :class:`DetectionTransform` runs a detector recipe's pipeline, one of the two that exist upstream:
 

@@ -84,7 +84,7 @@ class SqueezeMeanPooling(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-# Upstream classifier configs pick the neck per algorithm; both average, but FLOP counts differ (UPSTREAM §3).
+# Upstream classifier configs pick the neck per algorithm; both average, but FLOP counts differ (UPSTREAM docs/upstream.md §3).
 _NECKS = {"spos": GlobalAveragePooling, "ofa": GlobalAveragePooling, "attentive": SqueezeMeanPooling}
 
 

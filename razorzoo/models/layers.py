@@ -2,7 +2,7 @@
 
 State-dict names follow mmcv's ``ConvModule`` (``conv``, ``bn``, ``activate``) so that our modules load upstream
 checkpoints with ``strict=True``. Each upstream rounding helper exists exactly once here, named for what it does
-(UPSTREAM.md §7.11), instead of the several same-named ``make_divisible`` variants upstream has; mmcls' nearest-
+(docs/upstream.md §7.11), instead of the several same-named ``make_divisible`` variants upstream has; mmcls' nearest-
 multiple variant, used only for SE widths, lives in ``razorzoo.arch.subnet`` (which must not import torch).
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ class DepthwiseSeparableConvModule(nn.Module):
 def forward_stages(x: torch.Tensor, stages: Iterable[nn.Module], out_indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
     """Run ``stages`` in order and return the outputs at ``out_indices`` (in stage order, as upstream backbones do).
 
-    Stops after the last index needed: later stages (e.g. the vestigial last convs, UPSTREAM.md §7.3) change no output.
+    Stops after the last index needed: later stages (e.g. the vestigial last convs, docs/upstream.md §7.3) change no output.
     """
     outs = []
     last = max(out_indices)

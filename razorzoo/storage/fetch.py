@@ -1,7 +1,7 @@
 """Downloads into the razorzoo cache: one locked, resumable, hash-checked path for every file.
 
-Upstream (mmengine ``load_from_http``) writes downloads in place and never checks the hash in the file name (§4,
-§7.17). Here every download goes through :func:`fetch`, which
+Upstream (mmengine ``load_from_http``) writes downloads in place and never checks the hash in the file name (docs/upstream.md §4,
+docs/upstream.md §7.17). Here every download goes through :func:`fetch`, which
 
 * keys the cache by the card URL (before ``RAZORZOO_MIRROR`` is applied, so switching mirrors reuses the cache),
 * holds a file lock per URL, so N processes asking for the same file download it once,
@@ -9,7 +9,7 @@ Upstream (mmengine ``load_from_http``) writes downloads in place and never check
 * resumes an ``.incomplete`` left by an interrupted run (Ctrl-C, dropped connection, truncated body) with HTTP
   ``Range`` (+ ``If-Range`` on the ETag), retries transient failures (5xx, 408/429, resets, timeouts) with
   exponential backoff, and fails at once with a clear message on 4xx,
-* checks the sha256: 64 hex = the full hash, 8 hex = OpenMMLab's file-name prefix (§4), ``None`` = unknown: then it
+* checks the sha256: 64 hex = the full hash, 8 hex = OpenMMLab's file-name prefix (docs/upstream.md §4), ``None`` = unknown: then it
   pins the hash of what it downloaded (one notice line on stderr), so a later, different file is refused,
 * fails at once, without retrying, on a malformed ``RAZORZOO_MIRROR``/``RAZORZOO_HTTP_TIMEOUT``, a URL scheme it
   cannot fetch, or a host name that does not resolve.

@@ -32,7 +32,7 @@ __all__ = ["convert_checkpoint", "read_converted", "read_spec", "load_weights", 
 
 METADATA_KEYS = ("format", "razorzoo_version", "razorzoo_arch", "razorzoo_name", "razorzoo_subnet_yaml",
                  "razorzoo_tied", "source_url", "source_sha256")
-EMA_PREFIX = "ema_state_dict."  # raw training weights, stored only with keep_ema=True (§4: upstream's name)
+EMA_PREFIX = "ema_state_dict."  # raw training weights, stored only with keep_ema=True (docs/upstream.md §4: upstream's name)
 
 _DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
            "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}

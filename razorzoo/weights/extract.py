@@ -1,4 +1,4 @@
-"""Supernet -> subnet weights, exactly as MMRazor's ``load_fix_subnet`` + ``to_static_op`` export (UPSTREAM.md §2.3).
+"""Supernet -> subnet weights, exactly as MMRazor's ``load_fix_subnet`` + ``to_static_op`` export (docs/upstream.md §2.3).
 
 Every subnet tensor is the supernet tensor cut to the subnet's shape: channels are always the *first* N
 (``mask[:N] = 1``), blocks the first ``depth``. Only depthwise kernels need more than slicing: AttentiveNAS (BigNAS)
@@ -60,12 +60,12 @@ def extract_subnet(supernet_state_dict: Mapping[str, torch.Tensor], subnet: "Sub
 
 def _extract_tensor(supernet: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...],
                     subnet: "Subnet") -> torch.Tensor:
-    if key in _MASKS:  # recomputed: converted supernet checkpoints usually lack these buffers (§3)
+    if key in _MASKS:  # recomputed: converted supernet checkpoints usually lack these buffers (docs/upstream.md §3)
         mask = torch.zeros(shape)
         mask[: getattr(subnet, _MASKS[key])] = 1.0
         return mask
     if key.endswith("num_batches_tracked") and subnet.family != "spos":
-        return torch.zeros((), dtype=torch.int64)  # the static BN made by to_static_op starts at 0 (§2.3)
+        return torch.zeros((), dtype=torch.int64)  # the static BN made by to_static_op starts at 0 (docs/upstream.md §2.3)
     if key not in supernet:
         raise CheckpointError(f"the supernet state dict has no {key!r}, which the {subnet.family} subnet needs")
     weight = supernet[key]

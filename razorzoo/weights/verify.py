@@ -1,10 +1,10 @@
 """Check that a subnet YAML and a checkpoint describe the same architecture, and say how they differ in YAML terms.
 
 Upstream loads pretrained weights with ``strict=False``: a wrong YAML/weights pair silently leaves tensors at their
-init values (§7.13). :func:`verify_pair` compares the checkpoint with the keys, shapes and dtypes of the model the spec
+init values (docs/upstream.md §7.13). :func:`verify_pair` compares the checkpoint with the keys, shapes and dtypes of the model the spec
 builds (on the meta device: no memory, no init), then reads the architecture back from the weights' shapes (op
-names, kernel sizes, expand ratios, depths, widths; §2) to explain the differences as YAML choices. It also
-recognises supernet checkpoints and slices them with :func:`razorzoo.weights.extract.extract_subnet` (§2.3). A report
+names, kernel sizes, expand ratios, depths, widths; docs/upstream.md §2) to explain the differences as YAML choices. It also
+recognises supernet checkpoints and slices them with :func:`razorzoo.weights.extract.extract_subnet` (docs/upstream.md §2.3). A report
 that is ``ok`` carries the aligned state dict (model keys, model order, sliced if it was a supernet): what conversion
 writes, so nothing is sliced or re-keyed twice.
 """
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PairReport", "verify_pair", "detect_recipe"]
 
-# a head module name seen only in one upstream detector head (§6.3) -> the recipe whose head it is
+# a head module name seen only in one upstream detector head (docs/upstream.md §6.3) -> the recipe whose head it is
 _HEAD_SIGNATURES = {"rtm_cls": "rtmdet_tiny", "convs_pred": "yolov5_s", "stems": "yolov6_l_d12"}
 _MAX_LISTED = 5
 _FAMILY_NAMES = {"spos": "SPOS ShuffleNetV2", "attentive": "AttentiveNAS MobileNetV3", "ofa": "OFA MobileNetV3"}
@@ -148,7 +148,7 @@ def _task_problem(spec: ArchSpec, state_dict: Mapping[str, Any]) -> str | None:
 
 
 def _family(state_dict: Mapping[str, Any]) -> str | None:
-    """Search space of a checkpoint's backbone from its module names (§2.1, §2.2): SPOS keeps ``_candidates``;
+    """Search space of a checkpoint's backbone from its module names (docs/upstream.md §2.1, §2.2): SPOS keeps ``_candidates``;
     only AttentiveNAS blocks have ``shortcut`` convs."""
     if any("._candidates." in k for k in state_dict):
         return "spos"
@@ -157,7 +157,7 @@ def _family(state_dict: Mapping[str, Any]) -> str | None:
     return None
 
 
-# --- supernets (§2.3, §3) ------------------------------------------------------------------------------------------
+# --- supernets (docs/upstream.md §2.3, §3) ------------------------------------------------------------------------------------------
 
 def _is_supernet(spec: ArchSpec, state_dict: Mapping[str, Any]) -> bool:
     """SPOS: several candidate ops in one block. OFA: kernel transformation matrices. AttentiveNAS: every searched
@@ -185,7 +185,7 @@ def _is_supernet(spec: ArchSpec, state_dict: Mapping[str, Any]) -> bool:
     return not chosen_max
 
 
-# --- reading the architecture back from the weights (§2.1, §2.2) ---------------------------------------------------
+# --- reading the architecture back from the weights (docs/upstream.md §2.1, §2.2) ---------------------------------------------------
 
 _SPOS_BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.(\d+)\._candidates\.(\w+?)\.")
 _MB_BLOCK = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)\.")
