@@ -15,7 +15,7 @@ import torch
 
 from razorzoo.detection.transforms import load_image, letterbox, resize_pad
 
-__all__ = ["prefetch", "prepare", "batches", "detect"]
+__all__ = ["prefetch", "prepare", "batches", "on_device", "detect"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -87,12 +87,17 @@ def _normalize(canvases: Sequence[np.ndarray], cfg: dict[str, Any]) -> torch.Ten
     return (batch - mean) / std
 
 
-def detect(model: Any, canvases: Sequence[np.ndarray], metas: list[dict[str, Any]], **thresholds: Any) -> list:
-    """Run ``model`` on equal-size canvases from :func:`prepare`; one ``Detections`` per canvas."""
-    batch = _normalize(canvases, model.recipe.preprocess)
+def on_device(batch: torch.Tensor, model: Any) -> torch.Tensor:
+    """``batch`` on the device and in the dtype of ``model``'s weights when it is an ``nn.Module``, else as is."""
     if isinstance(model, torch.nn.Module):
         reference = next(model.parameters())
-        batch = batch.to(device=reference.device, dtype=reference.dtype)
+        return batch.to(device=reference.device, dtype=reference.dtype)
+    return batch
+
+
+def detect(model: Any, canvases: Sequence[np.ndarray], metas: list[dict[str, Any]], **thresholds: Any) -> list:
+    """Run ``model`` on equal-size canvases from :func:`prepare`; one ``Detections`` per canvas."""
+    batch = on_device(_normalize(canvases, model.recipe.preprocess), model)
     height, width = batch.shape[2:]
     metas = [{**meta, "batch_input_shape": (height, width)} for meta in metas]
     with torch.inference_mode():

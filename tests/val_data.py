@@ -1,0 +1,70 @@
+"""A small COCO-format dataset built from scikit-image's sample photos (public domain / CC0, see
+skimage/data/_fetchers.py) plus generated images, for the evaluation and streaming tests."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage
+
+from razorzoo.detection.results import COCO_CATEGORY_IDS
+from razorzoo.models.detector import COCO_CLASSES
+
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+
+# file -> (width, height, BatchShapePolicy canvas (H, W) worked out by hand:
+#   landscape: H = ceil(h / w * 640 / 32 + 0.5) * 32, W = ceil(20 + 0.5) * 32 = 672; portrait the transpose;
+#   square: (672, 672))
+PHOTOS = {
+    "chelsea.png": (451, 300, (448, 672)),  # 300/451*20 + .5 = 13.80 -> 14
+    "rocket.jpg": (640, 427, (448, 672)),  # 427/640*20 + .5 = 13.84 -> 14
+    "astronaut.png": (512, 512, (672, 672)),  # square
+}
+GENERATED = {"portrait.png": (300, 500, (672, 416))}  # 300/500*20 + .5 = 12.5 -> 13 -> 416
+SHAPES = {name: shape for name, (_, _, shape) in {**PHOTOS, **GENERATED}.items()}
+
+
+def generated_image(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A BGR image with a few filled rectangles and circles on a gradient (something for the model to see)."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:] = np.linspace(40, 200, width, dtype=np.uint8)[None, :, None]
+    for _ in range(4):
+        x, y = int(rng.integers(0, width - 60)), int(rng.integers(0, height - 60))
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        cv2.rectangle(image, (x, y), (x + int(rng.integers(20, 60)), y + int(rng.integers(20, 60))), color, -1)
+        cv2.circle(image, (int(rng.integers(0, width)), int(rng.integers(0, height))), 25, color[::-1], -1)
+    return image
+
+
+def write_images(folder: Path) -> dict[str, np.ndarray]:
+    """The photos and the generated image as files in ``folder`` (PNG, or the original JPEG); name -> BGR array."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for name in PHOTOS:
+        data = (SKIMAGE_DATA / name).read_bytes()
+        (folder / name).write_bytes(data)
+        arrays[name] = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    for i, (name, (width, height, _)) in enumerate(GENERATED.items()):
+        arrays[name] = generated_image(width, height, seed=i)
+        cv2.imwrite(str(folder / name), arrays[name])
+    return arrays
+
+
+def coco_file(path: Path, boxes: dict[str, list[tuple[str, list[float]]]]) -> dict:
+    """Write a COCO annotation file with the 80 COCO categories and ``boxes[file] = [(class, xywh), ...]``."""
+    names = list({**PHOTOS, **GENERATED})
+    images = [{"id": i + 1, "file_name": name, "width": (PHOTOS | GENERATED)[name][0],
+               "height": (PHOTOS | GENERATED)[name][1]} for i, name in enumerate(names)]
+    annotations = []
+    for image in images:
+        for cls, (x, y, w, h) in boxes.get(image["file_name"], []):
+            annotations.append({"id": len(annotations) + 1, "image_id": image["id"], "iscrowd": 0,
+                                "category_id": COCO_CATEGORY_IDS[COCO_CLASSES.index(cls)],
+                                "bbox": [x, y, w, h], "area": w * h})
+    data = {"images": images, "annotations": annotations,
+            "categories": [{"id": i, "name": n} for i, n in zip(COCO_CATEGORY_IDS, COCO_CLASSES)]}
+    path.write_text(json.dumps(data))
+    return data
