@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from razorzoo.cli import CLIError
+from razorzoo.cli import CLIError, stream
 
 _TABLE_ROWS = 10  # detections listed per image in the table; --json prints all
 
@@ -25,7 +25,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="NAME",
                    help="detector: registry name or alias, hf-hub:org/name[@rev], or a converted .safetensors file; "
                         "with a --weights .pth, the registry name whose subnet and recipe the weights belong to")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files, folders, globs, .txt lists or videos")
     p.add_argument("--weights", metavar="PATH",
                    help="use these weights instead of the published ones: a converted .safetensors (which records "
                         "its own architecture) or an upstream .pth checkpoint (verified against NAME's subnet first)")
@@ -34,6 +34,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--score-thr", type=float, metavar="T", help="minimum score (default: the model's test_cfg)")
     p.add_argument("--iou-thr", type=float, metavar="T", help="NMS IoU threshold (default: the model's test_cfg)")
     p.add_argument("--max-det", type=int, metavar="N", help="detections kept per image (default: the model's)")
+    stream.add_stream_arguments(p)
     p.set_defaults(handler=_predict)
 
 
@@ -48,6 +49,8 @@ def _predict(args: argparse.Namespace) -> int:
         detector = razorzoo.load_detector(Path(args.weights))
     else:
         detector = razorzoo.load_detector(Path(args.weights), subnet=args.name, detector=args.name)
+    if stream.wanted(args):
+        return stream.run(args, detector)
     results = []
     for image in args.images:
         detections = detector.predict(image, score_thr=args.score_thr, iou_thr=args.iou_thr,

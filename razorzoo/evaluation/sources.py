@@ -81,7 +81,7 @@ def _folder(path: Path) -> list[str]:
 def _list_file(path: Path, skip_missing: bool) -> list[str]:
     """Paths listed one per line; relative ones are relative to the list file's folder."""
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
-    paths = [path.parent / line for line in lines if line and not line.startswith("#")]
+    paths = [Path(os.path.normpath(path.parent / line)) for line in lines if line and not line.startswith("#")]
     if not paths:
         raise DatasetError(f"the list file {str(path)!r} names no images")
     present = check_missing(paths, path, skip_missing=skip_missing)
