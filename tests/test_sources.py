@@ -5,9 +5,7 @@ tests/test_val_coco.py covers) on a 3-frame clip and two photos.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import os
 import signal
@@ -22,13 +20,12 @@ import pytest
 import torch
 
 import razorzoo
-from checkpoints import write_checkpoint
 from fixture_rule import rule_state_dict
 from razorzoo.cli import main
 from razorzoo.detection.results import Detections
 from razorzoo.errors import DatasetError
 from razorzoo.evaluation.sources import Frame, iter_source, predict_stream
-from val_data import generated_image, write_images
+from val_data import converted_model, generated_image, unmatched, write_images
 
 MODEL = "rtmdet_tiny-ofa_lat31"
 
@@ -42,12 +39,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("model")
-    checkpoint = write_checkpoint(MODEL, "mmdet-publish", folder / "model.pth")
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["convert", str(checkpoint), "--subnet", MODEL, "--detector", MODEL,
-                     "-o", str(folder / "model.safetensors")]) == 0
-    return folder / "model.safetensors"
+    return converted_model(MODEL, tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +49,6 @@ def photos(tmp_path_factory):
     for name in ("astronaut.png", "portrait.png"):  # two images are enough for the folder tests
         (folder / name).unlink()
     return folder, {name: arrays[name] for name in ("chelsea.png", "rocket.jpg")}
-
-
-def _unmatched(found: Detections, expected: Detections) -> int:
-    """Expected detections without a partner in ``found`` (same label, score within 1e-4, box within 1e-2 px),
-    ignoring those within 1e-4 of the lowest kept score: which near-equal scores make the max_per_img cut depends
-    on float summation order (batched vs single convolutions), the rest of the set does not."""
-    keep = expected.scores > found.scores.min() + 1e-4
-    used = np.zeros(len(found), dtype=bool)
-    missing = 0
-    for box, score, label in zip(expected.boxes[keep], expected.scores[keep], expected.labels[keep]):
-        close = ((found.labels == label) & ((found.scores - score).abs() <= 1e-4)
-                 & ((found.boxes - box).abs().amax(1) <= 1e-2)).numpy() & ~used
-        if close.any():
-            used[close.argmax()] = True
-        else:
-            missing += 1
-    return missing
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +78,7 @@ def test_video_frames_equal_per_image_predict(detector, video):
     for (item, found), frame in zip(streamed, frames):
         assert isinstance(item, Frame) and item.video == str(path) and np.array_equal(item.image, frame)
         expected = detector.predict(frame)
-        assert len(found) == len(expected) > 0 and _unmatched(found, expected) == 0
+        assert len(found) == len(expected) > 0 and unmatched(found, expected) == 0
 
 
 def test_folder_glob_and_list_file_name_the_same_images(photos, tmp_path):
@@ -141,7 +116,7 @@ def test_cli_predict_folder_saves_json_csv_and_drawings(detector, converted, pho
                            torch.tensor([detector.class_names.index(r["category"]) for r in mine]),
                            detector.class_names)
         expected = detector.predict(array)
-        assert len(found) == len(expected) > 0 and _unmatched(found, expected) == 0
+        assert len(found) == len(expected) > 0 and unmatched(found, expected) == 0
 
 
 def _error(capsys, *argv: str) -> str:

@@ -24,12 +24,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import razorzoo
-from checkpoints import write_checkpoint
 from fixture_rule import rule_state_dict
 from razorzoo.cli import main
 from razorzoo.evaluation.batch_shapes import batch_shape, letterbox_to_batch_shape
 from razorzoo.evaluation.coco import coco_stats, evaluate_coco, read_coco
-from val_data import GENERATED, PHOTOS, SHAPES, coco_file, write_images
+from val_data import GENERATED, PHOTOS, SHAPES, coco_file, converted_model, write_images
 
 MODEL = "yolov5s-spos_0.33M"  # a letterbox recipe: the one with batch shapes
 STATS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -76,13 +75,7 @@ def dataset(tmp_path_factory, detector):
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """The fixture weights as a razorzoo .safetensors, which the CLI loads without a registry download."""
-    folder = tmp_path_factory.mktemp("model")
-    checkpoint = write_checkpoint(MODEL, "mmdet-publish", folder / "model.pth")
-    out = folder / "model.safetensors"
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["convert", str(checkpoint), "--subnet", MODEL, "--detector", MODEL, "-o", str(out)]) == 0
-    return out
+    return converted_model(MODEL, tmp_path_factory.mktemp("model"))
 
 
 def _by_image(results: list[dict]) -> dict[int, list[dict]]:

@@ -2,6 +2,8 @@
 skimage/data/_fetchers.py) plus generated images, for the evaluation and streaming tests."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -9,7 +11,9 @@ import cv2
 import numpy as np
 import skimage
 
-from razorzoo.detection.results import COCO_CATEGORY_IDS
+from checkpoints import write_checkpoint
+from razorzoo.cli import main
+from razorzoo.detection.results import COCO_CATEGORY_IDS, Detections
 from razorzoo.models.detector import COCO_CLASSES
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -68,3 +72,29 @@ def coco_file(path: Path, boxes: dict[str, list[tuple[str, list[float]]]]) -> di
             "categories": [{"id": i, "name": n} for i, n in zip(COCO_CATEGORY_IDS, COCO_CLASSES)]}
     path.write_text(json.dumps(data))
     return data
+
+
+def unmatched(found: Detections, expected: Detections) -> int:
+    """Expected detections without a partner in ``found`` (same label, score within 1e-4, box within 1e-2 px),
+    ignoring those within 1e-4 of the lowest kept score: which near-equal scores make the max_per_img cut depends
+    on float summation order (batched vs single convolutions), the rest of the set does not."""
+    keep = expected.scores > found.scores.min() + 1e-4
+    used = np.zeros(len(found), dtype=bool)
+    missing = 0
+    for box, score, label in zip(expected.boxes[keep], expected.scores[keep], expected.labels[keep]):
+        close = ((found.labels == label) & ((found.scores - score).abs() <= 1e-4)
+                 & ((found.boxes - box).abs().amax(1) <= 1e-2)).numpy() & ~used
+        if close.any():
+            used[close.argmax()] = True
+        else:
+            missing += 1
+    return missing
+
+
+def converted_model(model: str, folder: Path) -> Path:
+    """The fixture weights of ``model`` as a razorzoo .safetensors, which the CLI loads without a download."""
+    checkpoint = write_checkpoint(model, "mmdet-publish", folder / "model.pth")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["convert", str(checkpoint), "--subnet", model, "--detector", model,
+                     "-o", str(folder / "model.safetensors")]) == 0
+    return folder / "model.safetensors"
