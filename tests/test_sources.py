@@ -8,11 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import cv2
 import numpy as np
@@ -25,7 +20,7 @@ from razorzoo.cli import main
 from razorzoo.detection.results import Detections
 from razorzoo.errors import DatasetError
 from razorzoo.evaluation.sources import Frame, iter_source, predict_stream
-from val_data import converted_model, generated_image, unmatched, write_images
+from val_data import converted_model, generated_image, interrupt_cli, unmatched, write_images
 
 MODEL = "rtmdet_tiny-ofa_lat31"
 
@@ -142,18 +137,8 @@ def test_ctrl_c_leaves_a_valid_partial_json(converted, photos, tmp_path):
     for i in range(6):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), arrays["chelsea.png"])
     saved = tmp_path / "partial.json"
-    env = {**os.environ, "RAZORZOO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "razorzoo", "predict", str(converted), str(tmp_path),
-                             "--batch", "1", "--workers", "0", "--save-json", str(saved)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
-    seen = bytearray()
-    reader = threading.Thread(target=lambda: [seen.extend(c) for c in iter(lambda: proc.stderr.read1(), b"")])
-    reader.start()
-    deadline = time.monotonic() + 60
-    while b"2/6" not in seen and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
-    reader.join()
+    code, err = interrupt_cli(["predict", str(converted), str(tmp_path), "--batch", "1", "--workers", "0",
+                               "--save-json", str(saved)], b"2/6")
+    assert code == 130 and b"razorzoo: interrupted" in err
     done = {r["image"] for r in json.loads(saved.read_text())}
     assert 2 <= len(done) < 6 and done <= {str(tmp_path / f"img{i}.png") for i in range(6)}

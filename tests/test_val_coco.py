@@ -9,12 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import cv2
 import numpy as np
@@ -28,7 +22,7 @@ from fixture_rule import rule_state_dict
 from razorzoo.cli import main
 from razorzoo.evaluation.batch_shapes import batch_shape, letterbox_to_batch_shape
 from razorzoo.evaluation.coco import coco_stats, evaluate_coco, read_coco
-from val_data import GENERATED, PHOTOS, SHAPES, coco_file, converted_model, write_images
+from val_data import GENERATED, PHOTOS, SHAPES, coco_file, converted_model, interrupt_cli, write_images
 
 MODEL = "yolov5s-spos_0.33M"  # a letterbox recipe: the one with batch shapes
 STATS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -238,21 +232,9 @@ def test_bad_inputs_are_one_line_errors(dataset, converted, tmp_path, capsys):
 def test_ctrl_c_leaves_a_valid_partial_json(dataset, converted, tmp_path):
     root, data, _ = dataset
     saved = tmp_path / "preds.json"
-    env = {**os.environ, "RAZORZOO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "razorzoo", "val", str(converted), "--coco-ann", str(root / "instances.json"),
-         "--images", str(root / "images"), "--save-json", str(saved), "--workers", "0"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
-    seen = bytearray()
-    reader = threading.Thread(target=lambda: [seen.extend(chunk) for chunk in iter(lambda: proc.stderr.read1(), b"")])
-    reader.start()
-    deadline = time.monotonic() + 60
-    while b"2/4" not in seen and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
-    reader.join()
-    assert b"razorzoo: interrupted" in seen
+    code, err = interrupt_cli(["val", str(converted), "--coco-ann", str(root / "instances.json"), "--images",
+                               str(root / "images"), "--save-json", str(saved), "--workers", "0"], b"2/4")
+    assert code == 130 and b"razorzoo: interrupted" in err
     done = json.loads(saved.read_text())
     image_ids = {r["image_id"] for r in done}
     assert 2 <= len(image_ids) < len(data["images"])

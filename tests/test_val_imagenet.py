@@ -44,7 +44,8 @@ def _hand_logits(classifier, image: np.ndarray, name: str) -> torch.Tensor:
     (w, h), (top, left) = HAND[name]
     crop = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)[top: top + 224, left: left + 224]
     rgb = torch.from_numpy(crop[..., ::-1].copy()).permute(2, 0, 1).float()
-    x = (rgb - torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)) / torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+    mean, std = torch.tensor([123.675, 116.28, 103.53]), torch.tensor([58.395, 57.12, 57.375])
+    x = (rgb - mean.view(3, 1, 1)) / std.view(3, 1, 1)
     with torch.no_grad():
         return classifier(x[None])[0]
 

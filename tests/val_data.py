@@ -5,6 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -98,3 +104,21 @@ def converted_model(model: str, folder: Path) -> Path:
         assert main(["convert", str(checkpoint), "--subnet", model, "--detector", model,
                      "-o", str(folder / "model.safetensors")]) == 0
     return folder / "model.safetensors"
+
+
+def interrupt_cli(argv: list[str], progress_mark: bytes) -> tuple[int, bytes]:
+    """Run ``razorzoo ARGV`` in a subprocess, send it a real SIGINT once its progress bar shows ``progress_mark``
+    (e.g. ``b"2/4"``), and return its exit code and stderr."""
+    env = {**os.environ, "RAZORZOO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "razorzoo", *argv], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, env=env)
+    seen = bytearray()
+    reader = threading.Thread(target=lambda: [seen.extend(c) for c in iter(lambda: proc.stderr.read1(), b"")])
+    reader.start()
+    deadline = time.monotonic() + 60
+    while progress_mark not in seen and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=60)
+    reader.join()
+    return code, bytes(seen)

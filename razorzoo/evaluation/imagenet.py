@@ -155,5 +155,5 @@ def evaluate_imagenet(model: Any, root: str | os.PathLike, *, transform: Classif
             hits += [int(top5[:, :1].any(1).sum()), int(top5.any(1).sum())]
             bar.update(len(group))
     elapsed = time.perf_counter() - start
-    return ImageNetResult(float(hits[0] / len(samples)), float(hits[1] / len(samples)), len(samples), elapsed / len(samples),
-                          skipped)
+    top1, top5 = (float(h) / len(samples) for h in hits)
+    return ImageNetResult(top1, top5, len(samples), elapsed / len(samples), skipped)
