@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from razorzoo import constants
 from razorzoo.bounded import safe_repr
-from razorzoo.errors import DatasetError
+from razorzoo.errors import DatasetError, RazorzooError
 from razorzoo.files import write_json_atomic
 
 __all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "CocoResult", "read_coco",
@@ -136,8 +136,11 @@ def coco_stats(data: dict[str, Any], results: list[dict[str, Any]], *, image_ids
     ``image_ids``/``category_ids`` restrict the evaluation (default: all in ``data``); ``maxdets`` is
     ``COCOeval.params.maxDets`` (:data:`MMYOLO_MAXDETS` for MMYOLO's logged AP50...AP_large).
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise RazorzooError("COCO evaluation needs pycocotools: pip install 'razorzoo[coco]'") from None
 
     if not results:  # loadRes refuses an empty list; nothing detected scores 0
         return {name: 0.0 for name in STAT_NAMES}
