@@ -128,6 +128,15 @@ def category_ids(class_names: Sequence[str], data: dict[str, Any]) -> list[int]:
     return ids
 
 
+def _pycocotools() -> tuple[type, type]:
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise RazorzooError("COCO evaluation needs pycocotools: pip install 'razorzoo[coco]'") from None
+    return COCO, COCOeval
+
+
 def coco_stats(data: dict[str, Any], results: list[dict[str, Any]], *, image_ids: Sequence[int] | None = None,
                category_ids: Sequence[int] | None = None, maxdets: Sequence[int] = STANDARD_MAXDETS
                ) -> dict[str, float]:
@@ -136,12 +145,7 @@ def coco_stats(data: dict[str, Any], results: list[dict[str, Any]], *, image_ids
     ``image_ids``/``category_ids`` restrict the evaluation (default: all in ``data``); ``maxdets`` is
     ``COCOeval.params.maxDets`` (:data:`MMYOLO_MAXDETS` for MMYOLO's logged AP50...AP_large).
     """
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise RazorzooError("COCO evaluation needs pycocotools: pip install 'razorzoo[coco]'") from None
-
+    COCO, COCOeval = _pycocotools()
     if not results:  # loadRes refuses an empty list; nothing detected scores 0
         return {name: 0.0 for name in STAT_NAMES}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -181,6 +185,7 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
     from razorzoo.evaluation.batch_shapes import batch_shape
     from razorzoo.evaluation.engine import batches, detect, prefetch, prepare
 
+    _pycocotools()  # before hours of inference, not after
     data, images, skipped = read_coco(ann_file, images_dir, limit=limit, skip_missing=skip_missing)
     ids = category_ids(model.recipe.class_names, data)
     cfg = model.recipe.preprocess
