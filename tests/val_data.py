@@ -63,11 +63,14 @@ def write_images(folder: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def coco_file(path: Path, boxes: dict[str, list[tuple[str, list[float]]]]) -> dict:
-    """Write a COCO annotation file with the 80 COCO categories and ``boxes[file] = [(class, xywh), ...]``."""
-    names = list({**PHOTOS, **GENERATED})
-    images = [{"id": i + 1, "file_name": name, "width": (PHOTOS | GENERATED)[name][0],
-               "height": (PHOTOS | GENERATED)[name][1]} for i, name in enumerate(names)]
+def coco_file(path: Path, boxes: dict[str, list[tuple[str, list[float]]]],
+              images: list[tuple[str, int, int]] | None = None) -> dict:
+    """Write a COCO annotation file with the 80 COCO categories, ``images`` as ``(file, width, height)`` (default:
+    the photos and generated images) and ``boxes[file] = [(class, xywh), ...]``."""
+    if images is None:
+        images = [(name, width, height) for name, (width, height, _) in (PHOTOS | GENERATED).items()]
+    images = [{"id": i + 1, "file_name": name, "width": width, "height": height}
+              for i, (name, width, height) in enumerate(images)]
     annotations = []
     for image in images:
         for cls, (x, y, w, h) in boxes.get(image["file_name"], []):
