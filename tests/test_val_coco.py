@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -239,3 +241,11 @@ def test_ctrl_c_leaves_a_valid_partial_json(dataset, converted, tmp_path):
     image_ids = {r["image_id"] for r in done}
     assert 2 <= len(image_ids) < len(data["images"])
     assert all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in done)
+
+
+def test_val_parser_and_import_razorzoo_do_not_import_torch():
+    code = ("import sys, razorzoo; from razorzoo.cli import build_parser; "
+            "build_parser().parse_args(['val', 'm', '--imagenet', 'd']); "
+            "build_parser().parse_args(['predict', 'm', 'dir/', '--save-json', 'x.json']); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
