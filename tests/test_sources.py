@@ -16,6 +16,7 @@ import torch
 
 import razorzoo
 from fixture_rule import rule_state_dict
+from razorzoo.bounded import InputError
 from razorzoo.cli import main
 from razorzoo.detection.results import Detections
 from razorzoo.errors import DatasetError
@@ -121,7 +122,9 @@ def _error(capsys, *argv: str) -> str:
     return err
 
 
-def test_bad_sources_are_one_line_errors(converted, tmp_path, capsys):
+def test_bad_sources_are_one_line_errors(detector, converted, tmp_path, capsys):
+    with pytest.raises(InputError, match="batch must be >= 1, not 0"):
+        next(predict_stream(detector, [np.zeros((8, 8, 3), np.uint8)], batch=0))
     (tmp_path / "empty").mkdir()
     assert "no images in folder" in _error(capsys, "predict", str(converted), str(tmp_path / "empty"))
     (tmp_path / "broken.mp4").write_bytes(b"this is not a video" * 100)

@@ -5,6 +5,7 @@ Torch is imported only inside the handler (``razorzoo list`` builds this parser 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -93,6 +94,8 @@ def _load(args: argparse.Namespace, task: str):
 
     loader = razorzoo.load_detector if task == "detection" else razorzoo.load_classifier
     options = {} if args.backend is None else {"backend": args.backend}
+    if options and "backend" not in inspect.signature(loader).parameters:
+        raise CLIError(f"this razorzoo has no --backend for razorzoo.{loader.__name__}; omit it to use PyTorch")
     if args.weights is None:
         model = loader(args.name, **options)
     elif args.weights.endswith(".safetensors"):

@@ -183,8 +183,9 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
 
     from razorzoo.detection.transforms import load_image
     from razorzoo.evaluation.batch_shapes import batch_shape
-    from razorzoo.evaluation.engine import batches, detect, prefetch, prepare
+    from razorzoo.evaluation.engine import batches, check_batching, detect, prefetch, prepare
 
+    check_batching(batch, workers, limit)
     _pycocotools()  # before hours of inference, not after
     data, images, skipped = read_coco(ann_file, images_dir, limit=limit, skip_missing=skip_missing)
     ids = category_ids(model.recipe.class_names, data)

@@ -13,12 +13,21 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
+from razorzoo.bounded import check_number
 from razorzoo.detection.transforms import load_image, letterbox, resize_pad
 
-__all__ = ["prefetch", "prepare", "batches", "on_device", "detect"]
+__all__ = ["check_batching", "prefetch", "prepare", "batches", "on_device", "detect"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def check_batching(batch: int, workers: int, limit: int | None = None) -> None:
+    """Refuse a batch size below 1, a negative thread count or a limit below 1 (:class:`InputError`)."""
+    check_number(batch, "batch", minimum=1, integer=True)
+    check_number(workers, "workers", minimum=0, integer=True)
+    if limit is not None:
+        check_number(limit, "limit", minimum=1, integer=True)
 
 
 def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:

@@ -138,9 +138,13 @@ def evaluate_imagenet(model: Any, root: str | os.PathLike, *, transform: Classif
 
     from razorzoo.detection.transforms import load_image
     from razorzoo.evaluation.coco import _show
-    from razorzoo.evaluation.engine import batches, on_device, prefetch
+    from razorzoo.evaluation.engine import batches, check_batching, on_device, prefetch
 
+    check_batching(batch, workers, limit)
     if isinstance(transform, str):
+        if transform not in TEST_TRANSFORMS:
+            raise DatasetError(f"no ImageNet test pipeline for {safe_repr(transform)}; "
+                               f"expected one of {sorted(TEST_TRANSFORMS)} or a ClassifierTransform")
         transform = TEST_TRANSFORMS[transform]
     samples, skipped = read_imagenet(root, ann_file, limit=limit, skip_missing=skip_missing)
     hits = np.zeros(2, dtype=np.int64)

@@ -131,10 +131,9 @@ def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2,
     from tqdm.auto import tqdm
 
     from razorzoo.evaluation.coco import _show
-    from razorzoo.evaluation.engine import batches, detect, prefetch, prepare
+    from razorzoo.evaluation.engine import batches, check_batching, detect, prefetch, prepare
 
-    if batch < 1 or workers < 0:
-        raise DatasetError(f"batch must be at least 1 and workers at least 0, got {batch} and {workers}")
+    check_batching(batch, workers)
     items, total = iter_source(source, skip_missing=skip_missing)
     cfg = model.recipe.preprocess
 
