@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from razorzoo import constants
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import DatasetError, RazorzooError
 from razorzoo.files import write_json_atomic
@@ -183,7 +182,7 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
 
     from razorzoo.detection.transforms import load_image
     from razorzoo.evaluation.batch_shapes import batch_shape
-    from razorzoo.evaluation.engine import batches, check_batching, detect, prefetch, prepare
+    from razorzoo.evaluation.engine import batches, check_batching, detect, prefetch, prepare, show_progress
 
     check_batching(batch, workers, limit)
     _pycocotools()  # before hours of inference, not after
@@ -208,7 +207,7 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
-        with tqdm(total=len(order), unit="img", desc="val", disable=not _show(progress)) as bar:
+        with tqdm(total=len(order), unit="img", desc="val", disable=not show_progress(progress)) as bar:
             for group in batches(prefetch(load, order, workers), batch):
                 found = detect(model, [c for _, c, _ in group], [m for _, _, m in group])
                 for (image, _, _), detections in zip(group, found):
@@ -221,7 +220,3 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
     maxdets = MMYOLO_MAXDETS if mmyolo_maxdets else STANDARD_MAXDETS
     stats = coco_stats(data, results, image_ids=[image.id for image in images], category_ids=ids, maxdets=maxdets)
     return CocoResult(stats, len(images), len(results), elapsed / len(images), maxdets, skipped)
-
-
-def _show(progress: bool | None) -> bool:
-    return constants.progress_bars() if progress is None else progress

@@ -13,13 +13,19 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
+from razorzoo import constants
 from razorzoo.bounded import check_number
 from razorzoo.detection.transforms import load_image, letterbox, resize_pad
 
-__all__ = ["check_batching", "prefetch", "prepare", "batches", "on_device", "detect"]
+__all__ = ["show_progress", "check_batching", "prefetch", "prepare", "batches", "on_device", "detect"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def show_progress(progress: bool | None) -> bool:
+    """``progress`` if given, else the ``RAZORZOO_PROGRESS`` default (on unless turned off)."""
+    return constants.progress_bars() if progress is None else progress
 
 
 def check_batching(batch: int, workers: int, limit: int | None = None) -> None:

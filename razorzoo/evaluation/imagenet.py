@@ -137,8 +137,7 @@ def evaluate_imagenet(model: Any, root: str | os.PathLike, *, transform: Classif
     from tqdm.auto import tqdm
 
     from razorzoo.detection.transforms import load_image
-    from razorzoo.evaluation.coco import _show
-    from razorzoo.evaluation.engine import batches, check_batching, on_device, prefetch
+    from razorzoo.evaluation.engine import batches, check_batching, on_device, prefetch, show_progress
 
     check_batching(batch, workers, limit)
     if isinstance(transform, str):
@@ -149,7 +148,7 @@ def evaluate_imagenet(model: Any, root: str | os.PathLike, *, transform: Classif
     samples, skipped = read_imagenet(root, ann_file, limit=limit, skip_missing=skip_missing)
     hits = np.zeros(2, dtype=np.int64)
     start = time.perf_counter()
-    with tqdm(total=len(samples), unit="img", desc="val", disable=not _show(progress)) as bar:
+    with tqdm(total=len(samples), unit="img", desc="val", disable=not show_progress(progress)) as bar:
         loaded = prefetch(lambda s: (s[1], transform.crop_image(load_image(s[0])), {}), samples, workers)
         for group in batches(loaded, batch):
             labels = torch.tensor([label for label, _, _ in group])

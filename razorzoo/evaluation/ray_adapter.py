@@ -37,10 +37,10 @@ class RayDetector:
     def __init__(self, model: str | os.PathLike, *, backend: str | None = None, batch: int = 8,
                  score_thr: float | None = None, iou_thr: float | None = None, max_det: int | None = None,
                  device: str = "cpu") -> None:
-        import razorzoo
+        from razorzoo.loading import load_detector
 
         options = {"device": device} if backend is None else {"device": device, "backend": backend}
-        self.detector = razorzoo.load_detector(model, **options)
+        self.detector = load_detector(model, **options)
         self.batch = batch
         self.thresholds = {"score_thr": score_thr, "iou_thr": iou_thr, "max_det": max_det}
 

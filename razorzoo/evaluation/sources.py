@@ -130,8 +130,7 @@ def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2,
     """
     from tqdm.auto import tqdm
 
-    from razorzoo.evaluation.coco import _show
-    from razorzoo.evaluation.engine import batches, check_batching, detect, prefetch, prepare
+    from razorzoo.evaluation.engine import batches, check_batching, detect, prefetch, prepare, show_progress
 
     check_batching(batch, workers)
     items, total = iter_source(source, skip_missing=skip_missing)
@@ -140,7 +139,7 @@ def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2,
     def load(item: Any) -> tuple[Any, np.ndarray, dict]:
         return (item, *prepare(item.image if isinstance(item, Frame) else item, cfg))
 
-    with tqdm(total=total, unit="img", desc="predict", disable=not _show(progress)) as bar:
+    with tqdm(total=total, unit="img", desc="predict", disable=not show_progress(progress)) as bar:
         for group in batches(prefetch(load, items, workers), batch):
             found = detect(model, [canvas for _, canvas, _ in group], [meta for _, _, meta in group],
                            score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
