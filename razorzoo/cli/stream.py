@@ -52,7 +52,8 @@ def run(args: argparse.Namespace, detector: Any) -> int:
         raise CLIError(f"--batch must be at least 1 and --workers at least 0, got {batch} and {workers}")
     for source in args.images:  # every source is checked before the first image runs
         iter_source(source, skip_missing=args.skip_missing)
-    save_dir = Path(args.save_dir) if args.save_dir else None
+    folder = args.save_dir or args.out  # predict's --out means the same
+    save_dir = Path(folder) if folder else None
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
