@@ -32,6 +32,10 @@ _EXPORTS = {
     # detection results
     "Detector": "razorzoo.models.detector",
     "Detections": "razorzoo.detection.results",
+    # evaluation and streaming
+    "evaluate_coco": "razorzoo.evaluation.coco",
+    "evaluate_imagenet": "razorzoo.evaluation.imagenet",
+    "predict_stream": "razorzoo.evaluation.sources",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -54,6 +58,9 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
     from razorzoo.builder import build_backbone, build_classifier, build_detector
     from razorzoo.weights.convert import convert_checkpoint
     from razorzoo.detection.results import Detections
+    from razorzoo.evaluation.coco import evaluate_coco
+    from razorzoo.evaluation.imagenet import evaluate_imagenet
+    from razorzoo.evaluation.sources import predict_stream
     from razorzoo.weights.extract import extract_subnet
     from razorzoo.models.flops import count_flops
     from razorzoo.publish import push_to_hub

@@ -18,6 +18,7 @@ __all__ = [
     "OfflineError",
     "HubError",
     "ImageError",
+    "DatasetError",
 ]
 
 
@@ -70,3 +71,7 @@ class HubError(RazorzooError):
 
 class ImageError(RazorzooError, ValueError):
     """An input image is missing, cannot be decoded, or has a type/shape/dtype razorzoo cannot interpret."""
+
+
+class DatasetError(RazorzooError, ValueError):
+    """An evaluation dataset or input source (annotation file, image folder, list file, video) cannot be used."""

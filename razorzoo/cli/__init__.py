@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "razorzoo.cli.pipeline",  # download, cache
     "razorzoo.cli.convert",  # verify, convert
     "razorzoo.cli.predict",  # predict
+    "razorzoo.cli.val",  # val
     "razorzoo.cli.hub",  # push
 )
 

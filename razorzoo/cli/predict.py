@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from razorzoo.bounded import InputError, check_number
-from razorzoo.cli import CLIError
+from razorzoo.cli import CLIError, stream
 from razorzoo.files import atomic_write
 
 _TABLE_ROWS = 10  # detections listed per image in the table; --json prints all
@@ -41,7 +41,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="model: registry name or alias, hf-hub:org/name[@rev] (detectors), or a converted "
                         ".safetensors file; with a --weights .pth, the registry name whose subnet (and recipe) the "
                         "weights belong to")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files, folders, globs, .txt lists or videos")
     p.add_argument("--weights", metavar="PATH",
                    help="use these weights instead of the published ones: a converted .safetensors (which records "
                         "its own architecture) or an upstream .pth checkpoint (verified against NAME's subnet first)")
@@ -55,6 +55,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="detectors: detections kept per image, at least 1 (default: the model's)")
     p.add_argument("--topk", type=_number("--topk", minimum=1, maximum=1000, integer=True), default=5, metavar="K",
                    help="classifiers: classes listed per image (default: 5)")
+    stream.add_stream_arguments(p)
     p.set_defaults(handler=_predict)
 
 
@@ -116,6 +117,8 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
     import razorzoo
 
     detector = _load(args, razorzoo.load_detector, detector=args.name)
+    if stream.wanted(args):
+        return stream.run(args, detector)
     results = []
     for image in args.images:
         detections = detector.predict(image, score_thr=args.score_thr, iou_thr=args.iou_thr, max_det=args.max_det)
@@ -126,8 +129,6 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CLIError(f"cannot create --out {out_dir}: {exc.strerror}") from None
-        from razorzoo.files import atomic_write
-
         for path, (image, detections) in zip(_output_paths(args.images, out_dir), results):
             with atomic_write(path) as f:  # a crash never leaves half an image
                 detections.draw(image).save(f, format="PNG")
