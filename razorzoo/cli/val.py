@@ -57,8 +57,8 @@ def _val(args: argparse.Namespace) -> int:
         from razorzoo.evaluation.imagenet import evaluate_imagenet, read_imagenet
 
         read_imagenet(args.imagenet, args.ann_file, limit=args.limit, skip_missing=args.skip_missing)  # fail early
-        model, family = _load(args, "classification")
-        result = evaluate_imagenet(model, args.imagenet, transform=family, ann_file=args.ann_file,
+        model = _load(args, "classification")
+        result = evaluate_imagenet(model, args.imagenet, ann_file=args.ann_file,
                                    batch=args.batch, workers=args.workers, limit=args.limit,
                                    skip_missing=args.skip_missing)
         metrics = {"top1": result.top1, "top5": result.top5}
@@ -66,7 +66,7 @@ def _val(args: argparse.Namespace) -> int:
         from razorzoo.evaluation.coco import evaluate_coco, read_coco
 
         read_coco(args.coco_ann, args.images, limit=args.limit, skip_missing=args.skip_missing)  # fail early
-        model, _ = _load(args, "detection")
+        model = _load(args, "detection")
         result = evaluate_coco(model, args.coco_ann, args.images, batch=args.batch, workers=args.workers,
                                limit=args.limit, skip_missing=args.skip_missing, save_json=args.save_json,
                                mmyolo_maxdets=args.mmyolo_maxdets)
@@ -88,9 +88,8 @@ def _val(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, task: str):
-    """The model and its search-space family (which picks a classifier's test pipeline)."""
+    """The model to evaluate (it carries its own test pipeline)."""
     import razorzoo
-    from razorzoo.weights.convert import read_converted
 
     loader = razorzoo.load_detector if task == "detection" else razorzoo.load_classifier
     options = {} if args.backend is None else {"backend": args.backend}
@@ -103,14 +102,7 @@ def _load(args: argparse.Namespace, task: str):
     else:
         extra = {"detector": args.name} if task == "detection" else {}
         model = loader(Path(args.weights), subnet=args.name, **extra, **options)
-    if task == "detection":
-        return model, None
-    source = args.weights if args.weights is not None else args.name
-    if source.endswith(".safetensors"):
-        return model, read_converted(Path(source))[0].subnet.family
-    if source.startswith("hf-hub:"):
-        raise CLIError("ImageNet val needs the model's test pipeline: pass a registry name or a .safetensors file")
-    return model, razorzoo.get_card(args.name).family
+    return model
 
 
 def _published(name: str) -> dict[str, float]:

@@ -2,8 +2,8 @@
 
 MMRazor's classifier configs test with mmcls ``ResizeEdge(scale=256, edge='short', interpolation='bilinear')``,
 ``CenterCrop(224)``, then the data preprocessor (BGR -> RGB, ImageNet mean/std) and mmcls ``Accuracy(topk=(1, 5))``.
-The resize backend differs: the SPOS config leaves mmcv's default (OpenCV) while the AttentiveNAS and OFA configs ask
-for Pillow, whose bilinear filter antialiases when shrinking; :data:`TEST_TRANSFORMS` records which is which.
+That pipeline is the classifier's own (``model.preprocess``, from its card's ``preprocessing:`` block, see
+:class:`razorzoo.arch.recipes.ClassifierPreprocess`), so evaluation and ``predict`` can never disagree about it.
 """
 from __future__ import annotations
 
@@ -19,51 +19,9 @@ from razorzoo.bounded import safe_repr
 from razorzoo.errors import DatasetError
 
 if TYPE_CHECKING:
-    import torch
+    from razorzoo.arch.recipes import ClassifierPreprocess
 
-__all__ = ["ClassifierTransform", "TEST_TRANSFORMS", "ImageNetResult", "read_imagenet", "evaluate_imagenet"]
-
-
-@dataclass(frozen=True)
-class ClassifierTransform:
-    """mmcls ``ResizeEdge(resize, edge='short')`` + ``CenterCrop(crop)`` + normalization, on BGR arrays."""
-
-    resize: int = 256
-    crop: int = 224
-    backend: str = "pillow"  # "pillow" or "cv2", mmcv.imresize's backend
-    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB
-    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
-
-    def crop_image(self, image: np.ndarray) -> np.ndarray:
-        """The uint8 BGR ``crop x crop`` patch the model sees, before normalization."""
-        import cv2
-        from PIL import Image
-
-        h, w = image.shape[:2]
-        # ResizeEdge: the short edge becomes `resize`, the other is truncated
-        size = (self.resize, int(self.resize * h / w)) if w < h else (int(self.resize * w / h), self.resize)
-        if self.backend == "pillow":  # mmcv converts the (BGR) array to PIL and back; channels are independent
-            image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-        else:
-            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-        h, w = image.shape[:2]
-        # CenterCrop rounds with Python's round() (half to even), as mmcls does
-        top, left = max(0, int(round((h - self.crop) / 2.0))), max(0, int(round((w - self.crop) / 2.0)))
-        return image[top: top + self.crop, left: left + self.crop]
-
-    def normalize(self, crops: Sequence[np.ndarray]) -> "torch.Tensor":
-        """Equal-size BGR crops -> the ``(N, 3, H, W)`` float batch (RGB, ``(x - mean) / std``)."""
-        import torch
-
-        batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).flip(1).float()
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (batch - mean) / std
-
-
-# the test pipeline of each search space's upstream classifier configs (resize backend, see the module docstring)
-TEST_TRANSFORMS = {"spos": ClassifierTransform(backend="cv2"), "attentive": ClassifierTransform(),
-                   "ofa": ClassifierTransform()}
+__all__ = ["ImageNetResult", "read_imagenet", "evaluate_imagenet"]
 
 
 @dataclass(frozen=True)
@@ -123,37 +81,38 @@ def _read_list(ann_file: Path, root: Path) -> list[tuple[Path, int]]:
     return samples
 
 
-def evaluate_imagenet(model: Any, root: str | os.PathLike, *, transform: ClassifierTransform | str,
+def evaluate_imagenet(model: Any, root: str | os.PathLike, *, preprocessing: "ClassifierPreprocess | None" = None,
                       ann_file: str | os.PathLike | None = None, batch: int = 32, workers: int = 0,
                       limit: int | None = None, skip_missing: bool = False, progress: bool | None = None
                       ) -> ImageNetResult:
     """Top-1/top-5 accuracy of ``model`` (callable on a batch, returning logits) on an ImageNet-style dataset.
 
-    ``transform`` is a :class:`ClassifierTransform` or a search-space family (``"spos"``, ``"attentive"``,
-    ``"ofa"``: the card's ``family``) naming the upstream test pipeline; other arguments as :func:`read_imagenet`
-    and :func:`razorzoo.evaluation.coco.evaluate_coco`.
+    Images go through ``model.preprocess`` (the upstream test pipeline the classifier carries), or through
+    ``preprocessing`` when given (to evaluate another pipeline); other arguments as :func:`read_imagenet` and
+    :func:`razorzoo.evaluation.coco.evaluate_coco`.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from razorzoo.detection.transforms import load_image
+    from razorzoo.detection.transforms import ClassifierTransform, load_image
     from razorzoo.evaluation.engine import batches, check_batching, on_device, prefetch, show_progress
 
     check_batching(batch, workers, limit)
-    if isinstance(transform, str):
-        if transform not in TEST_TRANSFORMS:
-            raise DatasetError(f"no ImageNet test pipeline for {safe_repr(transform)}; "
-                               f"expected one of {sorted(TEST_TRANSFORMS)} or a ClassifierTransform")
-        transform = TEST_TRANSFORMS[transform]
+    if preprocessing is not None:
+        preprocess = ClassifierTransform(preprocessing)
+    elif callable(getattr(model, "preprocess", None)):
+        preprocess = model.preprocess
+    else:
+        raise DatasetError(f"{type(model).__name__} has no preprocess(); pass preprocessing= (the test pipeline)")
     samples, skipped = read_imagenet(root, ann_file, limit=limit, skip_missing=skip_missing)
     hits = np.zeros(2, dtype=np.int64)
     start = time.perf_counter()
     with tqdm(total=len(samples), unit="img", desc="val", disable=not show_progress(progress)) as bar:
-        loaded = prefetch(lambda s: (s[1], transform.crop_image(load_image(s[0])), {}), samples, workers)
+        loaded = prefetch(lambda s: (s[1], preprocess(load_image(s[0])), {}), samples, workers)
         for group in batches(loaded, batch):
             labels = torch.tensor([label for label, _, _ in group])
             with torch.inference_mode():
-                logits = model(on_device(transform.normalize([crop for _, crop, _ in group]), model)).cpu()
+                logits = model(on_device(torch.cat([pixels for _, pixels, _ in group]), model)).cpu()
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
             hits += [int(top5[:, :1].any(1).sum()), int(top5.any(1).sum())]
             bar.update(len(group))
