@@ -258,7 +258,8 @@ class DetectionTransform:
     """A detector's test pipeline: ``transform(images) -> (batch, metas)``.
 
     ``batch`` is float32 ``(N, 3, H, W)``, normalized and zero-padded to the largest image; ``metas`` holds one
-    :class:`ImageMeta` per image.
+    :class:`ImageMeta` per image. The two halves are public so that loaders can run :meth:`resize_image` on threads
+    ahead of the model and :meth:`collate` what they made (``razorzoo.evaluation``).
     """
 
     def __init__(self, resize: Letterbox | ResizePad, norm: Normalize) -> None:
@@ -270,23 +271,29 @@ class DetectionTransform:
         return f"DetectionTransform({self.resize}, {self.norm})"
 
     def __call__(self, images: ImageInput | Sequence[ImageInput]) -> tuple["torch.Tensor", list[ImageMeta]]:
+        resized = [self.resize_image(image) for image in _as_list(images)]
+        return self.collate([canvas for canvas, _ in resized], [meta for _, meta in resized])
+
+    def resize_image(self, image: ImageInput) -> tuple[np.ndarray, ImageMeta]:
+        """One image -> its resized and padded uint8 BGR canvas and :class:`ImageMeta` (no normalization yet)."""
+        array = load_image(image)
+        size = self.resize.size
+        if min(array.shape[:2]) * size < max(array.shape[:2]):
+            raise ImageError(f"a {array.shape[1]}x{array.shape[0]} image is too elongated: its short side would "
+                             f"shrink below 1 pixel when the long side is resized to {size}")
+        return self._pipeline(array, size, self.resize.pad_value)
+
+    def collate(self, canvases: Sequence[np.ndarray], metas: Sequence[ImageMeta]
+                ) -> tuple["torch.Tensor", list[ImageMeta]]:
+        """Canvases -> the normalized batch, zero-padded to the largest after normalization (mmengine's
+        ``stack_batch``), and their metas with its ``batch_input_shape``."""
         import torch
 
-        size = self.resize.size
-        tensors, metas = [], []
-        for image in _as_list(images):
-            array = load_image(image)
-            if min(array.shape[:2]) * size < max(array.shape[:2]):
-                raise ImageError(f"a {array.shape[1]}x{array.shape[0]} image is too elongated: its short side would "
-                                 f"shrink below 1 pixel when the long side is resized to {size}")
-            resized, meta = self._pipeline(array, size, self.resize.pad_value)
-            tensors.append(_to_tensor(resized))
-            metas.append(meta)
-        height = max(t.shape[1] for t in tensors)
-        width = max(t.shape[2] for t in tensors)
-        batch = torch.zeros(len(tensors), 3, height, width, dtype=torch.float32)
-        for i, tensor in enumerate(tensors):
-            batch[i, :, : tensor.shape[1], : tensor.shape[2]] = normalize(tensor, self.norm)
+        height = max(canvas.shape[0] for canvas in canvases)
+        width = max(canvas.shape[1] for canvas in canvases)
+        batch = torch.zeros(len(canvases), 3, height, width, dtype=torch.float32)
+        for i, canvas in enumerate(canvases):
+            batch[i, :, : canvas.shape[0], : canvas.shape[1]] = normalize(_to_tensor(canvas), self.norm)
         return batch, [replace(meta, batch_input_shape=(height, width)) for meta in metas]
 
 
