@@ -162,12 +162,21 @@ def _check_array(image: np.ndarray) -> np.ndarray:
     raise ImageError(f"image array has shape {image.shape}; pass H x W x 3 uint8 BGR{hint}")
 
 
+def _check_aspect(image: np.ndarray, size: int) -> tuple[int, int]:
+    """``(h, w)`` of an image whose short side stays at least 1 pixel when its long side is resized to ``size``."""
+    h, w = image.shape[:2]
+    if min(h, w) * size < max(h, w):
+        raise ImageError(f"a {w}x{h} image is too elongated: its short side would shrink below 1 pixel when the "
+                         f"long side is resized to {size}")
+    return h, w
+
+
 def letterbox(image: np.ndarray, size: int, pad_value: int) -> tuple[np.ndarray, ImageMeta]:
     """``YOLOv5KeepRatioResize(size)`` + ``LetterResize(size, allow_scale_up=False)`` on a BGR array.
 
     Returns the ``size x size`` image and its :class:`ImageMeta` (with ``pad_param``).
     """
-    h, w = image.shape[:2]
+    h, w = _check_aspect(image, size)
     # YOLOv5KeepRatioResize: the long side becomes `size`; new sizes are *truncated* and shrinking uses INTER_AREA
     ratio = size / max(h, w)  # == min(size / long side, size / short side) for a square target
     if ratio != 1:
@@ -190,7 +199,7 @@ def resize_pad(image: np.ndarray, size: int, pad_value: int) -> tuple[np.ndarray
 
     Returns the ``size x size`` image and its :class:`ImageMeta` (no ``pad_param``).
     """
-    h, w = image.shape[:2]
+    h, w = _check_aspect(image, size)
     # mmcv.imrescale: sizes are *rounded* (+0.5) and always resized bilinearly, unlike the letterbox pipeline
     ratio = size / max(h, w)
     nw, nh = int(w * ratio + 0.5), int(h * ratio + 0.5)
@@ -276,12 +285,7 @@ class DetectionTransform:
 
     def resize_image(self, image: ImageInput) -> tuple[np.ndarray, ImageMeta]:
         """One image -> its resized and padded uint8 BGR canvas and :class:`ImageMeta` (no normalization yet)."""
-        array = load_image(image)
-        size = self.resize.size
-        if min(array.shape[:2]) * size < max(array.shape[:2]):
-            raise ImageError(f"a {array.shape[1]}x{array.shape[0]} image is too elongated: its short side would "
-                             f"shrink below 1 pixel when the long side is resized to {size}")
-        return self._pipeline(array, size, self.resize.pad_value)
+        return self._pipeline(load_image(image), self.resize.size, self.resize.pad_value)
 
     def collate(self, canvases: Sequence[np.ndarray], metas: Sequence[ImageMeta]
                 ) -> tuple["torch.Tensor", list[ImageMeta]]:
