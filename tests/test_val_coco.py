@@ -22,6 +22,7 @@ from pycocotools.cocoeval import COCOeval
 import razorzoo
 from fixture_rule import rule_state_dict
 from razorzoo.cli import main
+from razorzoo.detection.transforms import ImageMeta
 from razorzoo.evaluation.batch_shapes import batch_shape, letterbox_to_batch_shape
 from razorzoo.evaluation.coco import coco_stats, evaluate_coco, read_coco
 from val_data import GENERATED, PHOTOS, SHAPES, coco_file, converted_model, interrupt_cli, write_images
@@ -49,7 +50,8 @@ def hand_predict(detector, image: np.ndarray, canvas: tuple[int, int]):
     top, left = int(round(pad_h // 2 - 0.1)), int(round(pad_w // 2 - 0.1))
     image = cv2.copyMakeBorder(image, top, pad_h - top, left, pad_w - left, cv2.BORDER_CONSTANT, value=(114,) * 3)
     batch = torch.from_numpy(image[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
-    meta = {"ori_shape": (h, w), "scale_factor": (nw / w, nh / h), "pad_param": (top, pad_h - top, left, pad_w - left)}
+    meta = ImageMeta(ori_shape=(h, w), img_shape=canvas, scale_factor=(nw / w, nh / h), batch_input_shape=canvas,
+                     pad_param=(top, pad_h - top, left, pad_w - left))
     with torch.no_grad():
         return detector.postprocess(detector(batch), [meta])[0]
 
@@ -129,7 +131,7 @@ def test_batch_shapes_equal_hand_derived_values(width, height, canvas):
     assert padded.shape[:2] == canvas
     r = 640 / max(width, height)
     pad_h, pad_w = canvas[0] - int(height * r), canvas[1] - int(width * r)
-    assert meta["pad_param"] == (pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2)
+    assert meta.pad_param == (pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2)
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import numpy as np
 import skimage
 
 from checkpoints import write_checkpoint
+from razorzoo.arch.recipes import COCO_CLASSES
 from razorzoo.cli import main
 from razorzoo.detection.results import COCO_CATEGORY_IDS, Detections
-from razorzoo.models.detector import COCO_CLASSES
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 

@@ -10,11 +10,11 @@ Reference: ``BatchShapePolicy.__call__`` in mmyolo/datasets/utils.py (open-mmlab
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
-from razorzoo.detection.transforms import letterbox
+from razorzoo.detection.transforms import ImageMeta, letterbox
 
 __all__ = ["batch_shape", "letterbox_to_batch_shape"]
 
@@ -38,15 +38,15 @@ def batch_shape(width: int, height: int, *, img_size: int = 640, size_divisor: i
 
 
 def letterbox_to_batch_shape(image: np.ndarray, size: int, pad_value: int, shape: tuple[int, int]
-                             ) -> tuple[np.ndarray, dict[str, Any]]:
+                             ) -> tuple[np.ndarray, ImageMeta]:
     """``YOLOv5KeepRatioResize(size)`` + ``LetterResize(allow_scale_up=False)`` onto a ``shape = (H, W)`` canvas.
 
     The keep-ratio resize is :func:`razorzoo.detection.transforms.letterbox`'s; the canvas is always at least as large
     as the resized image (``batch_shape`` adds half a stride), so LetterResize never rescales and only pads, centred.
-    Returns the canvas and its metas (``img_shape``, ``scale_factor`` (w, h), ``pad_param`` (top, bottom, left, right)).
+    Returns the canvas and its :class:`~razorzoo.detection.transforms.ImageMeta` (``pad_param`` on this canvas).
     """
     square, meta = letterbox(image, size, pad_value)
-    top, bottom, left, right = (int(p) for p in meta["pad_param"])
+    top, bottom, left, right = (int(p) for p in meta.pad_param)
     resized = square[top: size - bottom, left: size - right]
     nh, nw = resized.shape[:2]
     height, width = shape
@@ -56,5 +56,5 @@ def letterbox_to_batch_shape(image: np.ndarray, size: int, pad_value: int, shape
     top, left = int(round(pad_h // 2 - 0.1)), int(round(pad_w // 2 - 0.1))  # LetterResize's centring rule
     canvas = np.full((height, width, 3), pad_value, dtype=np.uint8)
     canvas[top: top + nh, left: left + nw] = resized
-    return canvas, {"img_shape": (height, width), "scale_factor": meta["scale_factor"],
-                    "pad_param": (float(top), float(pad_h - top), float(left), float(pad_w - left))}
+    return canvas, replace(meta, img_shape=(height, width), batch_input_shape=(height, width),
+                           pad_param=(float(top), float(pad_h - top), float(left), float(pad_w - left)))

@@ -180,17 +180,20 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
     """
     from tqdm.auto import tqdm
 
+    from razorzoo.arch.recipes import Letterbox
     from razorzoo.detection.transforms import load_image
     from razorzoo.evaluation.batch_shapes import batch_shape
-    from razorzoo.evaluation.engine import batches, check_batching, detect, prefetch, prepare, show_progress
+    from razorzoo.evaluation.engine import (batches, check_batching, detect, detection_transform, prefetch, prepare,
+                                            show_progress)
 
     check_batching(batch, workers, limit)
     _pycocotools()  # before hours of inference, not after
     data, images, skipped = read_coco(ann_file, images_dir, limit=limit, skip_missing=skip_missing)
     ids = category_ids(model.recipe.class_names, data)
-    cfg = model.recipe.preprocess
-    shapes = {image.id: batch_shape(image.width, image.height, img_size=int(cfg["size"]))
-              for image in images} if cfg["type"] == "letterbox" else {}
+    transform = detection_transform(model)
+    resize = transform.resize
+    shapes = {image.id: batch_shape(image.width, image.height, img_size=resize.size)
+              for image in images} if isinstance(resize, Letterbox) else {}
     # images of one canvas size next to each other (first-seen order), so batches never mix sizes
     first_seen: dict[Any, int] = {}
     for i, image in enumerate(images):
@@ -202,14 +205,14 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
         if array.shape[:2] != (image.height, image.width):
             raise DatasetError(f"{str(image.path)!r} is {array.shape[1]}x{array.shape[0]} pixels but the "
                                f"annotation file says {image.width}x{image.height}")
-        return (image, *prepare(array, cfg, shapes.get(image.id)))
+        return (image, *prepare(array, transform, shapes.get(image.id)))
 
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
         with tqdm(total=len(order), unit="img", desc="val", disable=not show_progress(progress)) as bar:
             for group in batches(prefetch(load, order, workers), batch):
-                found = detect(model, [c for _, c, _ in group], [m for _, _, m in group])
+                found = detect(model, transform, [c for _, c, _ in group], [m for _, _, m in group])
                 for (image, _, _), detections in zip(group, found):
                     results.extend(r for r in detections.to_coco(image.id, ids) if r["category_id"] >= 0)
                 bar.update(len(group))

@@ -1,23 +1,31 @@
 """The inference loop shared by validation and streaming prediction.
 
 Decoding and resizing run in a thread pool ahead of the model (OpenCV releases the GIL), the model sees batches of
-equal-size canvases, and nothing depends on the model being an ``nn.Module``: any object with ``recipe``,
-``forward(batch)`` and ``postprocess(raw, metas, ...)`` works, so ONNX backends run through the same code.
+equal-size canvases, and nothing depends on the model being an ``nn.Module``: any object with ``recipe``, a call on a
+batch (``forward``) and ``postprocess(raw, metas, ...)`` works, so ONNX backends run through the same code. The
+pipeline is the recipe's :class:`~razorzoo.detection.transforms.DetectionTransform`, the one ``Detector.preprocess``
+runs, split in two: :meth:`~DetectionTransform.resize_image` on the loader threads, :meth:`~DetectionTransform.collate`
+(normalization) on the batch.
 """
 from __future__ import annotations
 
 import collections
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from razorzoo import constants
 from razorzoo.bounded import check_number
-from razorzoo.detection.transforms import load_image, letterbox, resize_pad
+from razorzoo.detection.transforms import DetectionTransform, ImageMeta, load_image
+from razorzoo.evaluation.batch_shapes import letterbox_to_batch_shape
 
-__all__ = ["show_progress", "check_batching", "prefetch", "prepare", "batches", "on_device", "detect"]
+if TYPE_CHECKING:
+    from razorzoo.detection.results import Detections
+
+__all__ = ["show_progress", "check_batching", "prefetch", "detection_transform", "prepare", "batches", "on_device",
+           "detect"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,26 +65,23 @@ def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def prepare(image: Any, cfg: dict[str, Any], shape: tuple[int, int] | None = None
-            ) -> tuple[np.ndarray, dict[str, Any]]:
-    """One image (path, PIL image or BGR array) -> its uint8 BGR canvas and metas under the recipe's ``cfg``.
+def detection_transform(model: Any) -> DetectionTransform:
+    """The test pipeline of ``model``'s recipe, built from ``model.recipe`` alone so that any backend has one."""
+    return DetectionTransform(model.recipe.preprocess, model.recipe.normalize)
+
+
+def prepare(image: Any, transform: DetectionTransform, shape: tuple[int, int] | None = None
+            ) -> tuple[np.ndarray, ImageMeta]:
+    """One image (path, PIL image or BGR array) -> its uint8 BGR canvas and :class:`ImageMeta`.
 
     ``shape`` is a batch-shape canvas ``(H, W)`` (letterbox recipes at validation); ``None`` is the inference canvas.
     """
-    from razorzoo.evaluation.batch_shapes import letterbox_to_batch_shape
-
-    array = load_image(image)
-    size, pad = int(cfg["size"]), int(cfg["pad_value"])
-    if cfg["type"] == "letterbox":
-        canvas, meta = (letterbox(array, size, pad) if shape is None
-                        else letterbox_to_batch_shape(array, size, pad, shape))
-    else:
-        canvas, meta = resize_pad(array, size, pad)
-    return canvas, {"ori_shape": array.shape[:2], **meta}
+    if shape is None:
+        return transform.resize_image(image)
+    return letterbox_to_batch_shape(load_image(image), transform.resize.size, transform.resize.pad_value, shape)
 
 
-def batches(items: Iterable[tuple[T, np.ndarray, dict]], size: int
-            ) -> Iterator[list[tuple[T, np.ndarray, dict]]]:
+def batches(items: Iterable[tuple[T, Any, Any]], size: int) -> Iterator[list[tuple[T, Any, Any]]]:
     """Group consecutive ``(key, canvas, meta)`` items into lists of at most ``size`` equal-shape canvases.
 
     Canvases are never padded to a common size: zero padding would change the model's output near the border.
@@ -91,17 +96,6 @@ def batches(items: Iterable[tuple[T, np.ndarray, dict]], size: int
         yield group
 
 
-def _normalize(canvases: Sequence[np.ndarray], cfg: dict[str, Any]) -> torch.Tensor:
-    """Equal-size BGR canvases -> the normalized ``(N, 3, H, W)`` batch (``YOLOv5DetDataPreprocessor`` /
-    ``DetDataPreprocessor``: channel flip if ``bgr_to_rgb``, then ``(x - mean) / std``)."""
-    batch = torch.from_numpy(np.stack(canvases)).permute(0, 3, 1, 2).float()
-    if cfg["bgr_to_rgb"]:
-        batch = batch.flip(1)
-    mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    return (batch - mean) / std
-
-
 def on_device(batch: torch.Tensor, model: Any) -> torch.Tensor:
     """``batch`` on the device and in the dtype of ``model``'s weights when it is an ``nn.Module``, else as is."""
     if isinstance(model, torch.nn.Module):
@@ -110,10 +104,9 @@ def on_device(batch: torch.Tensor, model: Any) -> torch.Tensor:
     return batch
 
 
-def detect(model: Any, canvases: Sequence[np.ndarray], metas: list[dict[str, Any]], **thresholds: Any) -> list:
+def detect(model: Any, transform: DetectionTransform, canvases: Sequence[np.ndarray], metas: Sequence[ImageMeta],
+           **thresholds: Any) -> list["Detections"]:
     """Run ``model`` on equal-size canvases from :func:`prepare`; one ``Detections`` per canvas."""
-    batch = on_device(_normalize(canvases, model.recipe.preprocess), model)
-    height, width = batch.shape[2:]
-    metas = [{**meta, "batch_input_shape": (height, width)} for meta in metas]
+    batch, metas = transform.collate(canvases, metas)
     with torch.inference_mode():
-        return model.postprocess(model.forward(batch), metas, **thresholds)
+        return model.postprocess(model(on_device(batch, model)), metas, **thresholds)

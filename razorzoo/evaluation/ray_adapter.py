@@ -40,7 +40,10 @@ class RayDetector:
         from razorzoo.loading import load_detector
 
         options = {"device": device} if backend is None else {"device": device, "backend": backend}
+        from razorzoo.evaluation.engine import detection_transform
+
         self.detector = load_detector(model, **options)
+        self.transform = detection_transform(self.detector)
         self.batch = batch
         self.thresholds = {"score_thr": score_thr, "iou_thr": iou_thr, "max_det": max_det}
 
@@ -56,10 +59,10 @@ class RayDetector:
             images = [np.ascontiguousarray(np.asarray(a)[..., ::-1]) for a in rows["image"]]  # RGB -> BGR
         else:
             raise DatasetError(f"RayDetector needs a 'path', 'bytes' or 'image' column, got {sorted(rows)}")
-        cfg = self.detector.recipe.preprocess
         found = []
-        for group in batches(((i, *prepare(image, cfg)) for i, image in enumerate(images)), self.batch):
-            found += detect(self.detector, [c for _, c, _ in group], [m for _, _, m in group], **self.thresholds)
+        for group in batches(((i, *prepare(image, self.transform)) for i, image in enumerate(images)), self.batch):
+            found += detect(self.detector, self.transform, [c for _, c, _ in group], [m for _, _, m in group],
+                            **self.thresholds)
         out = {key: value for key, value in rows.items() if key not in ("bytes", "image")}
         for column in ("boxes", "scores", "labels"):
             out[column] = _ragged([getattr(d, column).cpu().numpy() for d in found])

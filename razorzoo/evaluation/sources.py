@@ -9,12 +9,15 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import DatasetError
+
+if TYPE_CHECKING:
+    from razorzoo.detection.transforms import ImageMeta
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "check_missing", "read_video", "iter_source",
            "predict_stream"]
@@ -130,18 +133,19 @@ def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2,
     """
     from tqdm.auto import tqdm
 
-    from razorzoo.evaluation.engine import batches, check_batching, detect, prefetch, prepare, show_progress
+    from razorzoo.evaluation.engine import (batches, check_batching, detect, detection_transform, prefetch, prepare,
+                                            show_progress)
 
     check_batching(batch, workers)
     items, total = iter_source(source, skip_missing=skip_missing)
-    cfg = model.recipe.preprocess
+    transform = detection_transform(model)
 
-    def load(item: Any) -> tuple[Any, np.ndarray, dict]:
-        return (item, *prepare(item.image if isinstance(item, Frame) else item, cfg))
+    def load(item: Any) -> tuple[Any, np.ndarray, "ImageMeta"]:
+        return (item, *prepare(item.image if isinstance(item, Frame) else item, transform))
 
     with tqdm(total=total, unit="img", desc="predict", disable=not show_progress(progress)) as bar:
         for group in batches(prefetch(load, items, workers), batch):
-            found = detect(model, [canvas for _, canvas, _ in group], [meta for _, _, meta in group],
+            found = detect(model, transform, [canvas for _, canvas, _ in group], [meta for _, _, meta in group],
                            score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
             bar.update(len(group))
             yield from zip((item for item, _, _ in group), found)
