@@ -70,6 +70,10 @@ def _predict(args: argparse.Namespace) -> int:
         if given:
             raise CLIError(f"detector options ({', '.join(given)}) do not apply: {args.name} is a classifier, which "
                            "takes --topk")
+        if stream.wanted(args):  # else --save-json and friends would be silently ignored
+            raise CLIError(f"{args.name} is a classifier: folders, globs, .txt lists, videos and the streaming options "
+                           "(--batch, --workers, --save-*, --skip-missing) are for detectors; pass image files, or "
+                           "measure accuracy with razorzoo val --imagenet")
         return _classify(args)
     return _detect(args, out_dir)
 
