@@ -77,6 +77,28 @@ def test_video_frames_equal_per_image_predict(detector, video):
         assert len(found) == len(expected) > 0 and unmatched(found, expected) == 0
 
 
+class DetectorAPI:
+    """Only what razorzoo.evaluation may use of a detector (``recipe``, a call, ``postprocess``), not an
+    ``nn.Module``: how an exported model on another runtime looks to it."""
+
+    def __init__(self, detector):
+        self.recipe, self._detector = detector.recipe, detector
+
+    def __call__(self, batch):
+        return self._detector(batch)
+
+    def postprocess(self, raw, metas, **thresholds):
+        return self._detector.postprocess(raw, metas, **thresholds)
+
+
+def test_any_object_with_the_detector_api_streams_like_predict(detector, photos):
+    folder, arrays = photos
+    ((item, found),) = predict_stream(DetectorAPI(detector), [arrays["rocket.jpg"]], workers=0, max_det=50,
+                                      progress=False)
+    expected = detector.predict(arrays["rocket.jpg"], max_det=50)
+    assert item is arrays["rocket.jpg"] and len(found) == len(expected) == 50 and unmatched(found, expected) == 0
+
+
 def test_folder_glob_and_list_file_name_the_same_images(photos, tmp_path):
     folder, _ = photos
     expected = [str(folder / "chelsea.png"), str(folder / "rocket.jpg")]

@@ -132,6 +132,8 @@ def test_batch_shapes_equal_hand_derived_values(width, height, canvas):
     r = 640 / max(width, height)
     pad_h, pad_w = canvas[0] - int(height * r), canvas[1] - int(width * r)
     assert meta.pad_param == (pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2)
+    assert meta.ori_shape == (height, width) and meta.img_shape == meta.batch_input_shape == canvas
+    assert meta.scale_factor == (int(width * r) / width, int(height * r) / height)
 
 
 @pytest.fixture(scope="module")

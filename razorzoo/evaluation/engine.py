@@ -2,10 +2,9 @@
 
 Decoding and resizing run in a thread pool ahead of the model (OpenCV releases the GIL), the model sees batches of
 equal-size canvases, and nothing depends on the model being an ``nn.Module``: any object with ``recipe``, a call on a
-batch (``forward``) and ``postprocess(raw, metas, ...)`` works, so ONNX backends run through the same code. The
-pipeline is the recipe's :class:`~razorzoo.detection.transforms.DetectionTransform`, the one ``Detector.preprocess``
-runs, split in two: :meth:`~DetectionTransform.resize_image` on the loader threads, :meth:`~DetectionTransform.collate`
-(normalization) on the batch.
+batch and ``postprocess(raw, metas, ...)`` works, so ONNX backends run through the same code. The pipeline is the
+recipe's :class:`~razorzoo.detection.transforms.DetectionTransform`, the one ``Detector.preprocess`` runs, split in
+two: ``resize_image`` on the loader threads, ``collate`` (normalization) on each batch.
 """
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2,
     ``item`` is the image path for files, a :class:`Frame` for video frames, the object itself for in-memory
     images. Each detection set equals ``model.predict(image, ...)`` of that image (up to float summation order):
     the inference canvas and the recipe's ``test_cfg`` (``score_thr``... override it). ``workers`` threads decode
-    and resize ahead of the model; ``model`` is any detector with ``recipe``, ``forward`` and ``postprocess``.
+    and resize ahead of the model; ``model`` is any detector with ``recipe``, a call on a batch and ``postprocess``.
     """
     from tqdm.auto import tqdm
 
