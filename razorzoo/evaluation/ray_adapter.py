@@ -37,11 +37,10 @@ class RayDetector:
     def __init__(self, model: str | os.PathLike, *, backend: str | None = None, batch: int = 8,
                  score_thr: float | None = None, iou_thr: float | None = None, max_det: int | None = None,
                  device: str = "cpu") -> None:
+        from razorzoo.evaluation.engine import detection_transform
         from razorzoo.loading import load_detector
 
         options = {"device": device} if backend is None else {"device": device, "backend": backend}
-        from razorzoo.evaluation.engine import detection_transform
-
         self.detector = load_detector(model, **options)
         self.transform = detection_transform(self.detector)
         self.batch = batch
