@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "razorzoo.cli.convert",  # verify, convert
     "razorzoo.cli.predict",  # predict
     "razorzoo.cli.hub",  # push
+    "razorzoo.cli.specialize",  # specialize
 )
 
 
