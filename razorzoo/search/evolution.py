@@ -140,7 +140,7 @@ class EvolutionSearch:
     top_k: list[Genome] = field(default_factory=list)
     scores: dict[Genome, tuple] = field(default_factory=dict)
     rng: random.Random = field(init=False)
-    max_tries: int = 1000  # random samples per missing candidate before giving up
+    max_tries: int = 100  # random samples per wanted candidate before giving up
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.settings.seed)

@@ -338,8 +338,10 @@ def _write_weights(path: Path, model: torch.nn.Module, subnet: Any, source: dict
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], constraint: Constraint) -> None:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        raise RazorzooError("the Pareto plot needs matplotlib: pip install 'razorzoo[search]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -369,6 +371,8 @@ def _card(summary: dict[str, Any], out: Path) -> str:
     latency = summary["latency"]
     predicted = f"{latency['predicted_ms']:.2f} ms" if latency["predicted_ms"] is not None else "n/a"
     base = BASE_ENTRIES[summary["family"]]
+    top1 = summary["validation"]["top1"]
+    metric = f" --metric top1={top1:.2f}" if top1 > 0 else ""  # the card schema takes percentages in (0, 100]
     return (
         f"# {out.name}: {summary['family']} subnet specialized with razorzoo\n\n"
         f"Searched in `{summary['supernet']['name']}` for `{summary['constraint']}` at "
@@ -390,7 +394,7 @@ def _card(summary: dict[str, Any], out: Path) -> str:
         f"model = razorzoo.load_classifier(Path(\"{out.name}/model.safetensors\"))\n```\n\n"
         "## How to publish\n\n```bash\n"
         f"razorzoo push ORG/NAME --subnet {out.name}/subnet.yaml --weights {out.name}/model.safetensors "
-        f"--base {base} --metric top1={summary['validation']['top1']:.2f} --constraint '{summary['constraint']}'\n"
+        f"--base {base}{metric} --constraint '{summary['constraint']}'\n"
         "```\n\n"
         "## Limitations\n\n"
         "- No retraining: accuracy is the supernet's, and only as good an estimate as your validation images.\n"
