@@ -25,6 +25,7 @@ from razorzoo.errors import CheckpointError, RazorzooError
 from razorzoo.files import write_bytes_atomic, write_json_atomic
 from razorzoo.search.evolution import ChoiceSpace, EvolutionSearch, Genome, SearchSettings
 from razorzoo.search.latency import DeviceProfile, threads_limit, time_model
+from razorzoo.zoo.registry import pareto_front
 
 __all__ = ["Constraint", "SpecializeResult", "specialize", "read_supernet", "OUTPUT_FILES"]
 
@@ -217,7 +218,6 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
     space = ChoiceSpace.for_family(family)
     calib_paths = list_images(calib)[:calib_images]
     val_paths, val_labels = image_folder(val)
-    out.mkdir(parents=True, exist_ok=True)
     profile_path = Path(profile) if profile is not None else out / OUTPUT_FILES["profile"]
     device = None
     if constraint.metric == "latency":
@@ -232,6 +232,7 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
     if smallest > constraint.limit:
         raise RazorzooError(f"no {family} subnet meets {constraint} at {resolution}x{resolution}: the smallest "
                             f"needs {_format(constraint.metric, smallest)}; raise the budget")
+    out.mkdir(parents=True, exist_ok=True)
     search = EvolutionSearch(space, settings, score=evaluator.score,
                              feasible=lambda g: evaluator.costs(g)[constraint.metric] <= constraint.limit,
                              state_path=out / OUTPUT_FILES["state"], progress=progress,
@@ -257,15 +258,6 @@ def _unscored(score: tuple) -> dict[str, float]:
     return {"top1": score[0], "loss": -score[1]}
 
 
-def pareto_front(rows: list[dict[str, Any]], cost: str) -> list[dict[str, Any]]:
-    """Rows not beaten by another on both higher ``top1`` and lower ``cost``, sorted by cost."""
-    front: list[dict[str, Any]] = []
-    for row in sorted(rows, key=lambda r: (r[cost], -r["top1"])):
-        if not front or row["top1"] > front[-1]["top1"]:
-            front.append(row)
-    return front
-
-
 def _write_output(out: Path, evaluator: _Evaluator, best: Genome, constraint: Constraint, settings: SearchSettings,
                   source: dict[str, str], family: str, resolution: int, calib_paths: list, calib: Any,
                   device: DeviceProfile | None, profile_path: Path, threads: int, backend: str,
@@ -273,7 +265,7 @@ def _write_output(out: Path, evaluator: _Evaluator, best: Genome, constraint: Co
     space = evaluator.space
     rows = [{"subnet": space.to_json(g), **r, "feasible": r[constraint.metric] <= constraint.limit}
             for g, r in evaluator.results.items()]
-    front = pareto_front([r for r in rows], constraint.metric)
+    front = pareto_front(rows, constraint.metric, "top1")
     finalists = sorted({space.from_json(r["subnet"]) for r in front if r["feasible"]} | {best},
                        key=lambda g: evaluator.results[g]["top1"], reverse=True)[:FINALISTS]
     measured: dict[Genome, float] = {}
