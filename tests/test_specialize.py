@@ -206,6 +206,20 @@ def test_unreachable_budget_names_the_smallest_achievable(files, capsys):
     assert "Traceback" not in err and not (files["root"] / "never").exists()
 
 
+@pytest.mark.parametrize("metric, text, limit", [
+    ("flops", "300M", 300e6), ("flops", "1.5G", 1.5e9), ("flops", "250000", 250000.0), ("params", "5m", 5e6),
+    ("params", "800K", 8e5), ("latency", "12ms", 12.0), ("latency", "0.5s", 500.0), ("latency", "7", 7.0),
+])
+def test_budgets_parse_with_their_units(metric, text, limit):
+    assert Constraint.parse(metric, text).limit == pytest.approx(limit)
+
+
+@pytest.mark.parametrize("metric, text", [("flops", "12ms"), ("latency", "5M"), ("params", "-3M"), ("flops", "")])
+def test_budgets_in_the_wrong_unit_are_refused(metric, text):
+    with pytest.raises(RazorzooError, match=f"is not a {metric} budget"):
+        Constraint.parse(metric, text)
+
+
 def test_bad_inputs_are_clear_errors(files, tmp_path):
     constraint = Constraint.parse("flops", OFA_FLOPS)
     kwargs = dict(out=tmp_path / "out", **SEARCH)
@@ -229,6 +243,13 @@ def test_bad_inputs_are_clear_errors(files, tmp_path):
                    **kwargs)
     with pytest.raises(RazorzooError, match="not a supernet to search"):
         specialize("ofa_lat22", constraint, calib=files["calib"], val=files["val"], weights=files["ofa"], **kwargs)
+    other_threads = DeviceProfile(threads=2).save(tmp_path / "two_threads.json")
+    with pytest.raises(RazorzooError, match="was measured with torch and 2 threads, not torch and 1"):
+        specialize("ofa_supernet", Constraint.parse("latency", "50ms"), calib=files["calib"], val=files["val"],
+                   weights=files["ofa"], profile=other_threads, **kwargs)
+    (tmp_path / "not_a_profile.json").write_text('{"entries": {}}')
+    with pytest.raises(RazorzooError, match="is not a razorzoo device profile"):
+        DeviceProfile.load(tmp_path / "not_a_profile.json")
     with pytest.raises(RazorzooError, match="write e.g. 300M"):
         Constraint.parse("flops", "lots")
     assert not (tmp_path / "out").exists()

@@ -164,7 +164,8 @@ class DeviceProfile:
 
     def predict(self, model: nn.Module, input_shape: Sequence[int], *, measure: bool = True) -> float:
         """Predicted latency (ms) of ``model``: the sum of its units' entries; missing ones are measured first
-        (``measure=False`` raises instead)."""
+        (``measure=False`` raises instead). A classifier's own input resize (``input_shape`` in its YAML) is not a
+        unit: its blocks are looked up at the resized size, the resize itself is not counted."""
         total = 0.0
         for signature, unit, shape in block_signatures(model, input_shape):
             if signature not in self.entries:
