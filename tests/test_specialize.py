@@ -152,6 +152,10 @@ def test_output_loads_verifies_and_holds_the_calibrated_weights(files, searched)
     calibration = json.loads(metadata["razorzoo_calibration"])
     assert calibration["images"] == 5 and calibration["source"] == "calib"
     assert json.loads(metadata["razorzoo_specialize"])["constraint"] == "flops<=22M"
+    # the YAML builds the OFA detector recipe too, whose backbone takes the calibrated weights
+    detector = razorzoo.build_detector(searched.out / "subnet.yaml", detector="rtmdet_tiny-ofa_lat31")
+    backbone = {k.removeprefix("backbone."): v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    detector.backbone.load_state_dict(backbone, strict=True)
     card = (searched.out / "README.md").read_text()
     assert "ofa_supernet" in card and "flops<=22M" in card and "5 images" in card and "razorzoo push" in card
 
