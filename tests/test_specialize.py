@@ -257,3 +257,16 @@ def test_bad_inputs_are_clear_errors(files, tmp_path):
     with pytest.raises(RazorzooError, match="write e.g. 300M"):
         Constraint.parse("flops", "lots")
     assert not (tmp_path / "out").exists()
+
+
+def test_params_budget_on_the_attentive_supernet(files):
+    """The other search space and the other exact budget (AttentiveNAS params: the smallest subnet 9.06 M, random
+    ones 13.7-19.2 M)."""
+    supernet = write_supernet("attentive", files["root"] / "attentive_supernet.pth")
+    out = files["root"] / "attentive"
+    result = specialize("attentive_supernet", Constraint.parse("params", "15M"), calib=files["calib"],
+                        val=files["val"], out=out, weights=supernet, **{**SEARCH, "population": 4, "generations": 1})
+    model = razorzoo.load_classifier(out / "model.safetensors")
+    assert razorzoo.load_subnet(out / "subnet.yaml", family="attentive") == result.subnet
+    assert razorzoo.count_flops(model, (1, 3, RESOLUTION, RESOLUTION)).params == result.params <= 15e6
+    assert all(row["params"] <= 15e6 for row in candidates(out))
