@@ -84,7 +84,8 @@ def test_every_candidate_is_in_the_space_and_feasible_ones_meet_the_budget(searc
         razorzoo.load_subnet(values, family="ofa")  # raises if outside the search space
         assert row["feasible"] and row["flops"] <= limit  # every scored candidate passed the constraint
     subnet = razorzoo.load_subnet(searched.out / "subnet.yaml", family="ofa")
-    report = razorzoo.count_flops(razorzoo.build_classifier(searched.out / "subnet.yaml"), (1, 3, RESOLUTION, RESOLUTION))
+    model = razorzoo.build_classifier(searched.out / "subnet.yaml")
+    report = razorzoo.count_flops(model, (1, 3, RESOLUTION, RESOLUTION))
     assert report.flops == searched.flops <= limit
     assert report.params == searched.params
     assert subnet == searched.subnet

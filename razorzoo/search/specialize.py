@@ -95,8 +95,8 @@ def read_supernet(supernet: str, weights: str | os.PathLike | None = None) -> tu
 
     card = get_card(supernet)
     if card.task != "supernet" or card.family not in BASE_ENTRIES:
-        raise RazorzooError(f"{card.name!r} is not a supernet to search; use one of "
-                            f"{', '.join(n for n in list_models(task='supernet') if get_card(n).family in BASE_ENTRIES)}")
+        searchable = [n for n in list_models(task="supernet") if get_card(n).family in BASE_ENTRIES]
+        raise RazorzooError(f"{card.name!r} is not a supernet to search; use one of {', '.join(searchable)}")
     if weights is None:
         from razorzoo.loading import download
 
