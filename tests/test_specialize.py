@@ -25,7 +25,7 @@ from razorzoo.search.evolution import ChoiceSpace
 from razorzoo.search.latency import DeviceProfile
 from razorzoo.search.specialize import Constraint, specialize
 
-SLICING = Path("/work/shared/fixtures/slicing")
+SUPERNETS = Path(__file__).parent / "data" / "supernets"  # copied from shared/fixtures/slicing/
 RESOLUTION = 64
 SEARCH = dict(population=6, generations=2, seed=0, resolution=RESOLUTION)
 # OFA at 64 px (count_flops): the smallest subnet 7.561 MFLOPs, the largest 52.5 M, random ones 15-27 M
@@ -34,7 +34,7 @@ OFA_FLOPS = "22M"
 
 def write_supernet(family: str, path: Path) -> Path:
     """An MMRazor supernet checkpoint (``architecture.`` keys) with the real supernet's keys and shapes."""
-    manifest = json.loads((SLICING / f"{family}_supernet.manifest.json").read_text())
+    manifest = json.loads((SUPERNETS / f"{family}_supernet.manifest.json").read_text())
     state_dict = {manifest["checkpoint_prefix"] + k: rule_tensor(k, shape, dtype)
                   for k, shape, dtype in manifest["state_dict"]}
     torch.save({"state_dict": state_dict, "meta": {}}, path)
