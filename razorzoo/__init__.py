@@ -29,6 +29,9 @@ _EXPORTS = {
     "list_models": "razorzoo.zoo.registry",
     "get_card": "razorzoo.zoo.registry",
     "push_to_hub": "razorzoo.publish",
+    # specialize a supernet for your budget and hardware
+    "calibrate_bn": "razorzoo.search.calibrate",
+    "specialize": "razorzoo.search.specialize",
     # detection results
     "Detector": "razorzoo.models.detector",
     "Detections": "razorzoo.detection.results",
@@ -64,6 +67,8 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
     from razorzoo.weights.extract import extract_subnet
     from razorzoo.models.flops import count_flops
     from razorzoo.publish import push_to_hub
+    from razorzoo.search.calibrate import calibrate_bn
+    from razorzoo.search.specialize import specialize
     from razorzoo.loading import load_backbone, load_classifier, load_detector
     from razorzoo.models.detector import Detector
     from razorzoo.zoo.registry import get_card, list_models

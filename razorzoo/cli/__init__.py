@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "razorzoo.cli.predict",  # predict
     "razorzoo.cli.val",  # val
     "razorzoo.cli.hub",  # push
+    "razorzoo.cli.specialize",  # specialize
 )
 
 
