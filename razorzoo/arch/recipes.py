@@ -10,7 +10,7 @@ short side, ``CenterCrop``, the data preprocessor's normalization); cards carry 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Union
 
 from razorzoo.bounded import safe_repr
@@ -173,6 +173,11 @@ class ClassifierPreprocess:
             raise RazorzooError("need 1 <= crop <= resize <= 4096")
         if len(self.mean) != 3 or len(self.std) != 3 or not all(s > 0 for s in self.std):
             raise RazorzooError("mean and std need 3 values each, std positive")
+
+    def at_crop(self, crop: int) -> "ClassifierPreprocess":
+        """The same pipeline for another input size: crop ``crop``, the short side resized in the same proportion
+        (``round(crop * self.resize / self.crop)``: 73 for 64 with the ImageNet 256/224); itself at its own crop."""
+        return replace(self, crop=crop, resize=round(crop * self.resize / self.crop))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe form (the card's ``preprocessing:`` block, safetensors metadata)."""

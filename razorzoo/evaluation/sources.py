@@ -19,7 +19,7 @@ from razorzoo.errors import DatasetError
 if TYPE_CHECKING:
     from razorzoo.detection.transforms import ImageMeta
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "check_missing", "read_video", "iter_source",
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_images", "check_missing", "read_video", "iter_source",
            "predict_stream"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -33,6 +33,14 @@ class Frame(NamedTuple):
     video: str
     index: int
     image: np.ndarray
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """The image files (by suffix) of ``folder``, and of its subfolders with ``recursive``, sorted by path; may be
+    empty (callers say what they expected there)."""
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(path for path in found if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
 
 
 def check_missing(paths: Sequence[Path], where: Any, *, skip_missing: bool) -> set[Path]:
@@ -75,7 +83,7 @@ def _frames(capture: Any, path: str, first: np.ndarray) -> Iterator[Frame]:
 
 
 def _folder(path: Path) -> list[str]:
-    files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = [str(p) for p in list_images(path)]
     if not files:
         raise DatasetError(f"no images in folder {str(path)!r} (looked for {', '.join(IMAGE_SUFFIXES)} files)")
     return files
