@@ -14,7 +14,8 @@ import razorzoo
 from checkpoints import write_checkpoint
 from fixture_rule import rule_state_dict
 from razorzoo.cli import main
-from razorzoo.evaluation.imagenet import evaluate_imagenet
+from razorzoo.errors import DatasetError
+from razorzoo.evaluation.imagenet import evaluate_imagenet, read_imagenet
 from val_data import write_images
 
 MODEL = "spos_0.33M"  # its config resizes with OpenCV (mmcv's default backend)
@@ -71,6 +72,30 @@ def test_folder_and_list_forms_equal_the_hand_computation(classifier, photos, la
     listed = evaluate_imagenet(classifier, root, ann_file=tmp_path / "val.txt", progress=False)
     for result in (folder, listed):
         assert (result.top1, result.top5, result.num_images) == (0.5, 0.75, 4)
+
+
+def test_folders_named_by_class_index_need_only_their_classes(classifier, photos, labelled, tmp_path):
+    root = tmp_path / "val"
+    for i, (name, label) in enumerate(labelled.items()):  # '812', '812_rocket': a bare index or index + name
+        folder = root / (f"{label}_{name.split('.')[0]}" if i % 2 else str(label))
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{name}.png"), photos[name])
+    samples, _ = read_imagenet(root)
+    assert sorted((path.name, label) for path, label in samples) == sorted(
+        (f"{name}.png", label) for name, label in labelled.items())
+    result = evaluate_imagenet(classifier, root, progress=False)
+    assert (result.top1, result.top5, result.num_images) == (0.5, 0.75, 4)
+
+
+def test_other_folder_names_need_all_1000_classes(tmp_path):
+    for name in ("281_tabby", "cats", "dogs"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(DatasetError, match=r"'cats' is not named by a class index, and there are 3 class folders, "
+                                           r"not 1000; each class folder must be named by its ImageNet class index"):
+        read_imagenet(tmp_path)
+    (tmp_path / "1000").mkdir()  # past the last class: not an index either
+    with pytest.raises(DatasetError, match="'1000' is not named by a class index"):
+        read_imagenet(tmp_path)
 
 
 def test_cli_val_imagenet(classifier, photos, labelled, tmp_path, capsys):

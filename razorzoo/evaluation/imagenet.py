@@ -8,6 +8,7 @@ That pipeline is the classifier's own (``model.preprocess``, from its card's ``p
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from razorzoo.arch.recipes import ClassifierPreprocess
 
 __all__ = ["ImageNetResult", "read_imagenet", "evaluate_imagenet"]
+
+NUM_CLASSES = 1000
+_CLASS_INDEX = re.compile(r"^(\d{1,3})(?:[_\-. ].*)?$")  # '281', '281_tabby', '281-tabby', '281 tabby'
 
 
 @dataclass(frozen=True)
@@ -43,19 +47,24 @@ def read_imagenet(root: str | os.PathLike, ann_file: str | os.PathLike | None = 
                   skip_missing: bool = False) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
     """``(path, label)`` samples and the missing files skipped.
 
-    Without ``ann_file``, ``root`` holds one folder per class and labels are the sorted folder index (mmcls
-    ``CustomDataset``; ImageNet's ``n01440764``... folders sort into the standard order). With it, each line of
-    ``ann_file`` is ``relative/path label`` (mmcls ``meta/val.txt``), relative to ``root``.
+    Without ``ann_file``, ``root`` holds one folder per class (images searched recursively in each). Folders named by
+    the ImageNet class index they hold (``281``, ``281_tabby``) are labelled by it, so a few classes are enough;
+    otherwise there must be all 1000 and labels are the sorted folder index (mmcls ``CustomDataset``; ImageNet's
+    ``n01440764``... folders sort into the standard order). With ``ann_file``, each of its lines is
+    ``relative/path label`` (mmcls ``meta/val.txt``), relative to ``root``.
+
+    Raises:
+        DatasetError: no images, class folders that follow neither rule, a bad list line, missing listed files.
     """
-    from razorzoo.evaluation.sources import IMAGE_SUFFIXES, check_missing
+    from razorzoo.evaluation.sources import check_missing, list_images
 
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"ImageNet folder not found: {str(root)!r}")
     if ann_file is None:
-        classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
-        samples = [(path, label) for label, name in enumerate(classes)
-                   for path in sorted((root / name).rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES]
+        labels = _folder_labels(root, sorted(entry.name for entry in os.scandir(root) if entry.is_dir()))
+        relative = [(path, path.relative_to(root).parts) for path in list_images(root, recursive=True)]
+        samples = [(path, labels[parts[0]]) for path, parts in relative if len(parts) > 1]  # root's own: no class
         where = f"the class folders of {str(root)!r}"
     else:
         samples = _read_list(Path(ann_file), root)
@@ -65,6 +74,25 @@ def read_imagenet(root: str | os.PathLike, ann_file: str | os.PathLike | None = 
         raise DatasetError(f"no images found in {where} (expected class folders of .jpg/.png/... files, or a list)")
     present = check_missing([path for path, _ in samples], root, skip_missing=skip_missing)
     return [s for s in samples if s[0] in present], tuple(str(p) for p, _ in samples if p not in present)
+
+
+def _folder_labels(root: Path, folders: list[str]) -> dict[str, int]:
+    """Class folder name -> label: the class index it is named by, else (all 1000 folders) its sorted index."""
+    indices = {name: _class_index(name) for name in folders}
+    unnamed = [name for name, index in indices.items() if index is None]
+    if not unnamed:
+        return indices  # every value is an int here
+    if len(folders) != NUM_CLASSES:
+        raise DatasetError(f"ImageNet folder {safe_repr(str(root))}: class folder {safe_repr(unnamed[0])} is not "
+                           f"named by a class index, and there are {len(folders)} class folders, not {NUM_CLASSES}; "
+                           "each class folder must be named by its ImageNet class index 0-999 (e.g. '281' or "
+                           f"'281_tabby'), or there must be all {NUM_CLASSES} (n01440764...), labelled in name order")
+    return {name: label for label, name in enumerate(folders)}
+
+
+def _class_index(name: str) -> int | None:
+    match = _CLASS_INDEX.match(name)
+    return int(match.group(1)) if match and int(match.group(1)) < NUM_CLASSES else None
 
 
 def _read_list(ann_file: Path, root: Path) -> list[tuple[Path, int]]:
