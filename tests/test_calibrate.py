@@ -12,14 +12,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import razorzoo
 from fixture_rule import rule_tensor
+from razorzoo.arch.recipes import ClassifierPreprocess
 from razorzoo.errors import ImageError
+from razorzoo.models.classifier import build_classifier_from_subnet
 
 SUBNET = Path(__file__).parent.parent / "cards" / "subnets" / "OFA_SUBNET_NOTE8_LAT22.yaml"
 
 
-def rule_model() -> torch.nn.Module:
+def rule_model(preprocessing: ClassifierPreprocess | None = None) -> torch.nn.Module:
     """OFA lat22 with fixture-rule weights (so every layer computes something), no input resize."""
-    model = razorzoo.build_classifier(SUBNET)
+    model = build_classifier_from_subnet(razorzoo.load_subnet(SUBNET), preprocessing=preprocessing)
     model.load_state_dict({k: rule_tensor(k, v.shape, str(v.dtype)) for k, v in model.state_dict().items()})
     model.input_shape = None
     return model
@@ -112,16 +114,27 @@ def photo_folder(tmp_path_factory):
     return root
 
 
-def test_image_folder_is_read_at_the_requested_size(photo_folder):
-    model = rule_model()
+def test_image_folder_goes_through_the_models_own_preprocessing(photo_folder):
+    model = rule_model(ClassifierPreprocess(resize=73, crop=64, backend="pillow"))  # OFA's pipeline, at 64 px
     inputs, handles = capture_bn_inputs(model)
-    razorzoo.calibrate_bn(model, photo_folder, image_size=64, batch_size=2)
+    given = []
+    handles.append(model.register_forward_pre_hook(lambda m, args: given.append(args[0].clone())))
+    razorzoo.calibrate_bn(model, photo_folder, batch_size=2)
     for h in handles:
         h.remove()
+    photos = sorted(photo_folder.rglob("*.png"))  # class0/astronaut, class0/chelsea, class1/coffee
+    assert [p.name for p in photos] == ["astronaut.png", "chelsea.png", "coffee.png"]
+    assert [x.shape for x in given] == [(2, 3, 64, 64), (1, 3, 64, 64)]
+    assert torch.equal(torch.cat(given), model.preprocess(photos))
     first = inputs["backbone.first_conv.bn"]
     assert [t.shape for t in first] == [(2, 16, 32, 32), (1, 16, 32, 32)]  # 3 photos, stride-2 stem
     flat = torch.cat(first).transpose(0, 1).flatten(1)
     torch.testing.assert_close(model.backbone.first_conv.bn.running_var.double(), flat.var(1), rtol=1e-5, atol=1e-6)
+
+
+def test_images_need_a_model_that_prepares_them(photo_folder):
+    with pytest.raises(ImageError, match="has no preprocess"):
+        razorzoo.calibrate_bn(rule_model().backbone, photo_folder)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

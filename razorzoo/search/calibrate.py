@@ -10,15 +10,20 @@ the result is the mean and unbiased variance of *all* the inputs each BN saw, wh
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from razorzoo.bounded import safe_repr
 from razorzoo.errors import ImageError
+from razorzoo.evaluation.engine import on_device
 
-__all__ = ["calibrate_bn", "DEFAULT_BATCH_SIZE"]
+if TYPE_CHECKING:
+    from razorzoo.detection.transforms import ImageInput
+
+__all__ = ["calibrate_bn", "calibration_images", "DEFAULT_BATCH_SIZE"]
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -48,21 +53,22 @@ class _Moments:
 
 
 @torch.no_grad()
-def calibrate_bn(model: nn.Module, data: "Iterable[torch.Tensor] | str | os.PathLike | Sequence[str | os.PathLike]",
-                 n: int | None = None, *, image_size: int = 224, batch_size: int = DEFAULT_BATCH_SIZE) -> nn.Module:
+def calibrate_bn(model: nn.Module, data: "Iterable[torch.Tensor] | str | os.PathLike | Sequence[ImageInput]",
+                 n: int | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE) -> nn.Module:
     """Reset every BatchNorm's running statistics and recompute them on ``data``; return ``model`` in eval mode.
 
     Args:
         model: a classifier, backbone or detector (only its ``_BatchNorm`` layers change).
-        data: ready input batches (``N x 3 x H x W`` tensors, already normalised), or an image folder / a list of
-            image files, which are prepared like MMCls' ImageNet test pipeline at ``image_size``.
+        data: ready input batches (``N x 3 x H x W`` tensors, already normalised), or an image folder (searched
+            recursively, sorted by path) or a list of images (paths, PIL images, BGR arrays), which go through the
+            model's own test pipeline (``model.preprocess``), as ``predict`` and ``val`` prepare them.
         n: use at most this many images (default: all).
-        image_size: crop size for images read from files. batch_size: images per forward pass for files.
+        batch_size: images per forward pass when ``data`` is images.
 
     The result does not depend on how the images are split into batches except through the batch statistics the
     BN layers normalise with while calibrating (upstream's behaviour); it is deterministic for given batches.
     """
-    batches = _batches(data, n, image_size, batch_size)
+    batches = _batches(model, data, n, batch_size)
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     moments = {m: _Moments() for m in norms}
     hooks = [m.register_forward_pre_hook(lambda module, inputs: moments[module].update(inputs[0])) for m in norms]
@@ -72,7 +78,7 @@ def calibrate_bn(model: nn.Module, data: "Iterable[torch.Tensor] | str | os.Path
     seen = 0
     try:
         for batch in batches:
-            model(batch)
+            model(on_device(batch, model))
             seen += batch.shape[0]
     finally:
         for hook in hooks:
@@ -89,17 +95,43 @@ def calibrate_bn(model: nn.Module, data: "Iterable[torch.Tensor] | str | os.Path
     return model
 
 
-def _batches(data, n: int | None, image_size: int, batch_size: int) -> Iterable[torch.Tensor]:
-    """Tensors as given (cut to ``n`` images in all), or images read from files in batches."""
+def _batches(model: nn.Module, data, n: int | None, batch_size: int) -> Iterable[torch.Tensor]:
+    """Tensors as given (cut to ``n`` images in all), or images through ``model.preprocess`` in batches."""
     if isinstance(data, torch.Tensor):
         data = [data]
     if isinstance(data, (str, os.PathLike)) or (isinstance(data, Sequence) and data
                                                 and not isinstance(data[0], torch.Tensor)):
-        from razorzoo.search.images import list_images, load_batch
-
-        paths = list_images(data)[:n]
-        return (load_batch(paths[i:i + batch_size], image_size) for i in range(0, len(paths), batch_size))
+        images = calibration_images(data)[:n]
+        preprocess = getattr(model, "preprocess", None)
+        if not callable(preprocess):
+            raise ImageError(f"calibrate_bn got images, but {type(model).__name__} has no preprocess() to prepare "
+                             "them; pass ready N x 3 x H x W batches")
+        return (_pixels(preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size))
     return _first_images(data, n)
+
+
+def calibration_images(source: "str | os.PathLike | Sequence[ImageInput]") -> "list[ImageInput]":
+    """The image files of a folder (searched recursively, sorted by path), or a list of images as given.
+
+    Raises:
+        ImageError: the folder does not exist or holds no images.
+    """
+    from razorzoo.evaluation.sources import IMAGE_SUFFIXES, list_images
+
+    if not isinstance(source, (str, os.PathLike)):
+        return list(source)
+    if not os.path.isdir(source):
+        raise ImageError(f"image folder {safe_repr(str(source))} does not exist")
+    images: list[ImageInput] = list(list_images(source, recursive=True))
+    if not images:
+        raise ImageError(f"image folder {safe_repr(str(source))} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                         "put a few hundred of your own photos there")
+    return images
+
+
+def _pixels(prepared: "torch.Tensor | tuple") -> torch.Tensor:
+    """The batch of what ``preprocess`` returned: a detector's comes with its image metas."""
+    return prepared[0] if isinstance(prepared, tuple) else prepared
 
 
 def _first_images(batches: Iterable[torch.Tensor], n: int | None) -> Iterable[torch.Tensor]:
