@@ -17,13 +17,15 @@ from safetensors import safe_open
 import razorzoo
 from fixture_rule import rule_tensor
 from hub_server import HubServer
+from razorzoo.arch.recipes import CLASSIFIER_PREPROCESS, ClassifierPreprocess
 from razorzoo.arch.spec import ArchSpec
 from razorzoo.builder import build_model
 from razorzoo.cli import main as cli_main
-from razorzoo.errors import CheckpointError, ImageError, RazorzooError
+from razorzoo.detection.transforms import ClassifierTransform
+from razorzoo.errors import CheckpointError, DatasetError, ImageError, RazorzooError
 from razorzoo.search.evolution import ChoiceSpace
 from razorzoo.search.latency import DeviceProfile
-from razorzoo.search.specialize import Constraint, specialize
+from razorzoo.search.specialize import Constraint, search_preprocess, specialize
 
 SUPERNETS = Path(__file__).parent / "data" / "supernets"  # copied from shared/fixtures/slicing/
 RESOLUTION = 64
@@ -135,13 +137,13 @@ def test_output_loads_verifies_and_holds_the_calibrated_weights(files, searched)
     spec = ArchSpec("classification", razorzoo.load_subnet(searched.out / "subnet.yaml"))
     assert razorzoo.verify_pair(spec, weights).ok
     # the same subnet sliced from the supernet and calibrated here on the same images
-    from razorzoo.search.images import list_images, load_batch
     from razorzoo.weights.checkpoint import read_checkpoint
 
     supernet = read_checkpoint(files["ofa"]).state_dict
     expected = razorzoo.build_classifier(searched.out / "subnet.yaml")
     expected.load_state_dict(razorzoo.extract_subnet(supernet, searched.subnet))
-    razorzoo.calibrate_bn(expected, load_batch(list_images(files["calib"]), RESOLUTION).split(32))
+    ofa_at_64 = ClassifierTransform(ClassifierPreprocess(resize=73, crop=64, backend="pillow"))  # 64 / 0.875 = 73.1
+    razorzoo.calibrate_bn(expected, ofa_at_64(sorted(files["calib"].iterdir())).split(32))
     x = torch.randn(2, 3, RESOLUTION, RESOLUTION, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected(x), rtol=0, atol=1e-5)
@@ -211,6 +213,15 @@ def test_unreachable_budget_names_the_smallest_achievable(files, capsys):
     assert "Traceback" not in err and not (files["root"] / "never").exists()
 
 
+def test_search_pipeline_is_the_supernets_upstream_one_at_the_search_resolution():
+    # AttentiveNAS and OFA configs resize with Pillow, bilinear; the short side keeps the 256/224 proportion
+    assert search_preprocess("ofa", 64) == ClassifierPreprocess(resize=73, crop=64, backend="pillow")
+    assert search_preprocess("attentive", 192) == ClassifierPreprocess(resize=219, crop=192, backend="pillow")
+    for family in ("attentive", "ofa"):  # at 224: exactly the classifiers' own pipeline
+        assert search_preprocess(family, 224) == CLASSIFIER_PREPROCESS[family] == ClassifierPreprocess(
+            resize=256, crop=224, backend="pillow")
+
+
 @pytest.mark.parametrize("metric, text, limit", [
     ("flops", "300M", 300e6), ("flops", "1.5G", 1.5e9), ("flops", "250000", 250000.0), ("params", "5m", 5e6),
     ("params", "800K", 8e5), ("latency", "12ms", 12.0), ("latency", "0.5s", 500.0), ("latency", "7", 7.0),
@@ -233,7 +244,7 @@ def test_bad_inputs_are_clear_errors(files, tmp_path):
         specialize("ofa_supernet", constraint, calib=tmp_path / "empty", val=files["val"], weights=files["ofa"],
                    **kwargs)
     (tmp_path / "badval" / "cats").mkdir(parents=True)
-    with pytest.raises(ImageError, match="must be named by its ImageNet class index"):
+    with pytest.raises(DatasetError, match="must be named by its ImageNet class index"):
         specialize("ofa_supernet", constraint, calib=files["calib"], val=tmp_path / "badval", weights=files["ofa"],
                    **kwargs)
     not_a_supernet = tmp_path / "ofa_lat22.pth"

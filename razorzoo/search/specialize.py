@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from razorzoo import __version__
+from razorzoo.arch.recipes import CLASSIFIER_PREPROCESS, ClassifierPreprocess
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import CheckpointError, RazorzooError
 from razorzoo.files import write_bytes_atomic, write_json_atomic
@@ -27,7 +28,7 @@ from razorzoo.search.evolution import ChoiceSpace, EvolutionSearch, Genome, Sear
 from razorzoo.search.latency import DeviceProfile, threads_limit, time_model
 from razorzoo.zoo.registry import pareto_front
 
-__all__ = ["Constraint", "SpecializeResult", "specialize", "read_supernet", "OUTPUT_FILES"]
+__all__ = ["Constraint", "SpecializeResult", "specialize", "read_supernet", "search_preprocess", "OUTPUT_FILES"]
 
 OUTPUT_FILES = {"subnet": "subnet.yaml", "weights": "model.safetensors", "card": "README.md",
                 "summary": "specialize.json", "pareto": "pareto.json", "plot": "pareto.png",
@@ -195,7 +196,9 @@ def specialize(
             copy of that supernet's checkpoint.
         constraint: the budget every candidate must meet (:meth:`Constraint.parse`).
         calib: image folder for BN calibration (first ``calib_images`` images, sorted by path).
-        val: ImageFolder with ImageNet class-index folder names; fitness is top-1 on it.
+            Images are prepared by :func:`search_preprocess` (the supernet's upstream test pipeline at ``resolution``).
+        val: labelled images, as :func:`razorzoo.evaluation.imagenet.read_imagenet` reads a folder: class folders
+            named by ImageNet class index (``281_tabby/``), or all 1000 ImageNet class folders; fitness is top-1.
         out: output directory. resume: continue ``out/search_state.json``.
         population, generations, seed: the evolution (MMRazor's proportions for top-k, mutation, crossover).
         resolution: input size the candidates are measured and evaluated at.
@@ -212,12 +215,15 @@ def specialize(
 def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path, weights, settings: SearchSettings,
                 resolution: int, calib_images: int, batch_size: int, backend: str, threads: int, profile, resume: bool,
                 stop_after: int | None, progress: Callable[[str], None]) -> SpecializeResult | None:
-    from razorzoo.search.images import image_folder, list_images, load_batch
+    from razorzoo.detection.transforms import ClassifierTransform
+    from razorzoo.evaluation.imagenet import read_imagenet
+    from razorzoo.search.calibrate import calibration_images
 
     family, state_dict, source = read_supernet(supernet, weights)
     space = ChoiceSpace.for_family(family)
-    calib_paths = list_images(calib)[:calib_images]
-    val_paths, val_labels = image_folder(val)
+    calib_paths = calibration_images(calib)[:calib_images]
+    val_samples, _ = read_imagenet(val)
+    val_paths = [path for path, _ in val_samples]
     profile_path = Path(profile) if profile is not None else out / OUTPUT_FILES["profile"]
     device = None
     if constraint.metric == "latency":
@@ -226,8 +232,9 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
             raise RazorzooError(f"device profile {safe_repr(str(profile_path))} was measured with {device.backend} "
                                 f"and {device.threads} threads, not {backend} and {threads}")
     progress(f"reading {len(calib_paths)} calibration and {len(val_paths)} validation images at {resolution}px")
-    evaluator = _Evaluator(space, state_dict, load_batch(calib_paths, resolution), load_batch(val_paths, resolution),
-                           torch.tensor(val_labels), resolution, device, batch_size)
+    transform = ClassifierTransform(search_preprocess(family, resolution))
+    evaluator = _Evaluator(space, state_dict, transform(calib_paths), transform(val_paths),
+                           torch.tensor([label for _, label in val_samples]), resolution, device, batch_size)
     smallest = evaluator.costs(space.smallest())[constraint.metric]
     if smallest > constraint.limit:
         raise RazorzooError(f"no {family} subnet meets {constraint} at {resolution}x{resolution}: the smallest "
@@ -252,6 +259,12 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
         return None
     return _write_output(out, evaluator, top_k[0], constraint, settings, source, family, resolution,
                          calib_paths, calib, device, profile_path, threads, backend, progress)
+
+
+def search_preprocess(family: str, resolution: int) -> ClassifierPreprocess:
+    """The family's upstream ImageNet test pipeline (:data:`~razorzoo.arch.recipes.CLASSIFIER_PREPROCESS`) at the
+    search resolution: crop ``resolution``, short side in the same proportion; the classifiers' own at 224."""
+    return CLASSIFIER_PREPROCESS[family].at_crop(resolution)
 
 
 def _unscored(score: tuple) -> dict[str, float]:
