@@ -3,6 +3,8 @@ inputs it saw, computed here independently from forward hooks in float64. Budget
 from __future__ import annotations
 
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,18 @@ def test_empty_folder_is_a_clear_error(tmp_path):
         razorzoo.calibrate_bn(rule_model(), tmp_path / "empty")
     with pytest.raises(ImageError, match="got no images"):
         razorzoo.calibrate_bn(rule_model(), [])
+
+
+def test_hostile_images_are_refused_like_everywhere_else(tmp_path):
+    """Folder images are decoded by load_image, with its guards: an empty file and a decompression bomb."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.png").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"is empty \(0 bytes\)"):
+        razorzoo.calibrate_bn(rule_model(), tmp_path / "empty")
+    (tmp_path / "bomb").mkdir()
+    header = b"IHDR" + struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)  # 30000 x 30000 RGB, 8 bits
+    chunks = [struct.pack(">I", len(c) - 4) + c + struct.pack(">I", zlib.crc32(c)) for c in (header, b"IEND")]
+    png = b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+    (tmp_path / "bomb" / "b.png").write_bytes(png)
+    with pytest.raises(ImageError, match="decompression bomb"):
+        razorzoo.calibrate_bn(rule_model(), tmp_path / "bomb")
