@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
+import pickle
 import subprocess
 import time
 from pathlib import Path
@@ -66,25 +68,88 @@ def served(tmp_path):
         yield server, [f"{server.url}/a.pth", f"{server.url}/b.yaml"]
 
 
-@contextlib.contextmanager
-def read_only(*directories: Path):
-    """Make ``directories`` unchangeable for the current user. A normal user: chmod 555. These tests usually run as
-    root, which ignores file modes, so as root the directories get the immutable attribute (``chattr +i``): then no
-    entry can be created, renamed or removed in them, by root either (ext4, xfs, btrfs)."""
-    if os.geteuid() != 0:
-        for directory in directories:
-            directory.chmod(0o555)
+NOBODY = 65534  # the unprivileged uid/gid every Linux has
+
+
+def _cli_output(argv: list[str]) -> tuple[int, str, str]:
+    """``razorzoo ARGV`` in this process: (exit code, stdout, stderr), without capsys (works in a forked child)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _in_unprivileged_child(operation):
+    """``operation()`` in a forked child that has dropped root for uid/gid 65534; its result comes back pickled."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
         try:
-            yield
+            os.close(reader)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = ("ok", operation())
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+            result = ("raised", f"{type(exc).__name__}: {exc}")
+        try:
+            with os.fdopen(writer, "wb") as pipe:
+                pickle.dump(result, pipe)
+            status = 0
         finally:
-            for directory in directories:
-                directory.chmod(0o755)
-        return
-    subprocess.run(["chattr", "+i", *map(str, directories)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", *map(str, directories)], check=True)
+            os._exit(status)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        payload = pipe.read()
+    _, wait_status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0 and payload, "the unprivileged child died"
+    kind, value = pickle.loads(payload)
+    assert kind == "ok", f"in the unprivileged child: {value}"
+    return value
+
+
+def _chmod(paths, mode_of):
+    old = {path: path.stat().st_mode & 0o7777 for path in paths}
+    for path in paths:
+        path.chmod(mode_of(old[path]))
+    return old
+
+
+@pytest.fixture(params=["immutable flag", "unprivileged child"] if os.geteuid() == 0 else ["chmod 555"])
+def read_only(request, tmp_path):
+    """``read_only(directories, operation)``: ``operation()``'s result, run while no entry can be created, renamed or
+    removed in ``directories``. A normal user: chmod 555. As root (which ignores file modes) two real techniques,
+    both run: the immutable attribute (``chattr +i``, which binds root too on ext4/xfs/btrfs/tmpfs), and chmod 555
+    with the operation in a forked child that dropped root for uid 65534. Where the filesystem or the machine has
+    no immutable flag, that variant says so in a skip; the child variant still runs, so nothing is left untested."""
+    technique = request.param
+
+    def run(directories, operation):
+        directories = [Path(d) for d in directories]
+        if technique == "immutable flag":
+            try:
+                done = subprocess.run(["chattr", "+i", *map(str, directories)], capture_output=True, text=True)
+            except FileNotFoundError:
+                pytest.skip("chattr is not installed; the 'unprivileged child' variant covers this test")
+            if done.returncode != 0:
+                pytest.skip(f"this filesystem refuses chattr +i ({done.stderr.strip()}); the 'unprivileged child' "
+                            "variant covers this test")
+            try:
+                return operation()
+            finally:
+                subprocess.run(["chattr", "-i", *map(str, directories)], check=True)
+        modes = _chmod(directories, lambda mode: 0o555)
+        # the child must reach tmp_path, whose parents pytest creates 0700 for root
+        parents = [] if technique == "chmod 555" else [p for p in (tmp_path, *tmp_path.parents) if not p.stat().st_mode & 1]
+        reach = _chmod(parents, lambda mode: mode | 0o001)
+        try:
+            return operation() if technique == "chmod 555" else _in_unprivileged_child(operation)
+        finally:
+            for path, mode in {**modes, **reach}.items():
+                path.chmod(mode)
+
+    return run
 
 
 # -- traversal through recorded names -----------------------------------------------------------------------------
@@ -149,41 +214,40 @@ def test_rm_all_removes_only_what_razorzoo_recorded(tmp_path, served, capsys):
 
 
 # -- read-only caches and paths that are files ----------------------------------------------------------------------
-def test_read_only_cache_removal_fails_with_one_line_and_exit_1(tmp_path, served, capsys):
+def test_read_only_cache_removal_fails_with_one_line_and_exit_1(tmp_path, served, read_only):
     server, urls = served
     cache = Cache(tmp_path / "cache")
     path = fetch(urls[0], cache_dir=cache.root, sha256=hashlib.sha256(b"a.pth" * 1000).hexdigest())
-    with read_only(path.parent):
-        assert cli(["cache", "--cache-dir", str(cache.root), "rm", "--all"]) == 1
-        out, err = capsys.readouterr()
-        assert "emptied" not in out and "removed" not in out
-        assert "cannot remove" in _one_line_error(err) and "read-only" in err
-        assert path.is_file()
+    code, out, err = read_only([path.parent], lambda: _cli_output(["cache", "--cache-dir", str(cache.root), "rm",
+                                                                    "--all"]))
+    assert code == 1 and "emptied" not in out and "removed" not in out
+    assert "cannot remove" in _one_line_error(err) and "read-only" in err
+    assert path.is_file()
 
 
-def test_read_only_cache_model_removal_and_download_are_one_line(tmp_path, capsys):
+def test_read_only_cache_model_removal_and_download_are_one_line(tmp_path, read_only):
     cache = Cache(tmp_path / "cache")
     converted = cache.models / "spos_0.33M" / ("1" * 64) / "model.safetensors"
     converted.parent.mkdir(parents=True)
     converted.write_bytes(b"converted")
     (cache.models / "index.json").write_text(json.dumps({"version": 1, "models": {"spos_0.33M": {
         "path": f"models/spos_0.33M/{'1' * 64}/model.safetensors", "key": {"weights_url": "https://x/w.pth"}}}}))
-    with read_only(cache.models, converted.parent):
-        assert cli(["cache", "--cache-dir", str(cache.root), "rm", "spos_0.33M"]) == 1
-        assert "cannot lock" in _one_line_error(capsys.readouterr().err)
-        assert cli(["download", "ofa_lat31", "--cache-dir", str(cache.root)]) == 2
-        assert "read-only" in _one_line_error(capsys.readouterr().err)
+    removal, download = read_only([cache.models, converted.parent], lambda: (
+        _cli_output(["cache", "--cache-dir", str(cache.root), "rm", "spos_0.33M"]),
+        _cli_output(["download", "ofa_lat31", "--cache-dir", str(cache.root)])))
+    assert removal[0] == 1 and "cannot lock" in _one_line_error(removal[2])
+    assert download[0] == 2 and "read-only" in _one_line_error(download[2])
     assert converted.is_file()
 
 
-def test_read_only_empty_cache_is_one_line(tmp_path, capsys):
+def test_read_only_empty_cache_is_one_line(tmp_path, read_only):
     root = tmp_path / "cache"
     root.mkdir()
-    with read_only(root):
-        assert cli(["download", "spos_0.33M", "--cache-dir", str(root)]) == 2
-        assert "cannot create the cache directory" in _one_line_error(capsys.readouterr().err)
-        assert cli(["cache", "--cache-dir", str(root), "rm", "--all"]) == 0
-        assert capsys.readouterr().out.startswith("nothing to remove")
+    download, removal = read_only([root], lambda: (_cli_output(["download", "spos_0.33M", "--cache-dir", str(root)]),
+                                                   _cli_output(["cache", "--cache-dir", str(root), "rm", "--all"])))
+    assert download[0] == 2 and "cannot create the cache directory" in _one_line_error(download[2])
+    assert removal[0] == 0 and removal[1].startswith("nothing to remove")
+    assert list(root.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv", [["cache", "ls"], ["cache", "rm", "--all"], ["cache", "verify"],
