@@ -144,3 +144,24 @@ def test_predict_out_pointing_at_a_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("razorzoo: error: --out") and "existing file" in err and err.count("\n") == 1
     assert existing.read_bytes() == b"keep me"
+
+
+PUSH_GARBAGE = [
+    ("--metric", "box_ap=nan", "must be a finite number"), ("--metric", "top1=-inf", "must be a finite number"),
+    ("--metric", "top1=1e999", "must be a finite number"), ("--metric", "top1=0x1p3", "must be a number"),
+    ("--metric", "\x1b[2J=1", "is not a plain name"), ("--metric", "a" * 100_000 + "=1", "is not a plain name"),
+    ("--metric", "top 1=76", "is not a plain name"), ("--constraint", "flops<=1\x1b]0;pwned\x07", "one printable line"),
+    ("--constraint", "x" * 100_000, "one printable line"), ("--constraint", "a\nb", "one printable line"),
+]
+
+
+@pytest.mark.parametrize("option,value,message", PUSH_GARBAGE)
+def test_push_refuses_bad_metrics_and_constraints_before_any_request(capsys, monkeypatch, option, value, message):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: a request would fail differently
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("RAZORZOO_OFFLINE", raising=False)
+    code = main(["push", "alice/x", "--token", "hf_test", "--subnet", "missing.yaml", "--weights", "missing.pth",
+                 "--base", "attentive_a6", option, value])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("razorzoo: error: ") and err.count("\n") == 1, err[:300]
+    assert message in err and len(err) < 300 and "\x1b" not in err
