@@ -19,6 +19,7 @@ import io
 import json
 import os
 import pickle
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -37,6 +38,9 @@ from razorzoo.storage.hub import download_hub_model, load_hub_card, parse_hub_re
 TRAVERSALS = ["../../victim/model.safetensors", "models/../../victim/model.safetensors",
               "models/a/../../../victim/model.safetensors", "VICTIM", "models/%2e%2e/%2e%2e/victim/model.safetensors",
               "models\\..\\..\\victim\\model.safetensors", "models/x\x00/../../victim/model.safetensors"]
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]")  # never to a terminal (newline, tab are fine)
 
 
 def _files(root: Path) -> set[Path]:
@@ -273,6 +277,18 @@ def test_a_file_where_the_models_directory_belongs_is_one_line(tmp_path, capsys)
     assert "a file is in the way" in _one_line_error(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("escape", ["\x1b[2J\x1b[H", "\x1b]0;pwned\x07", "\x9b31m", "\u202egnp"])
+def test_escape_sequences_in_the_cache_path_never_reach_the_terminal(tmp_path, served, capsys, escape):
+    server, urls = served
+    root = tmp_path / f"cache{escape}dir"
+    fetch(urls[0], cache_dir=root, sha256=hashlib.sha256(b"a.pth" * 1000).hexdigest())
+    for argv in (["ls"], ["verify"], ["rm", "--all"], ["ls"]):
+        assert cli(["cache", "--cache-dir", str(root), *argv]) == 0
+        out = capsys.readouterr().out
+        assert "cachedir" in out.replace("gnp", "") and not CONTROL.search(out), repr(out)
+    assert not any(root.rglob("*.pth"))
+
+
 # -- Hub: revisions from the user, commit ids and ETags from the server ------------------------------------------
 @pytest.mark.parametrize("revision", ["..", "../../outside", "a/../..", "/etc", "%2e%2e", "..%2f..", "a\\..\\b",
                                       "a\x00b", "a//b", "a/", "x" * 129, "main\n", "-rf", "a b", "refs/.."])
@@ -389,6 +405,33 @@ def test_malformed_http_timeout_is_one_line_before_any_request(served, tmp_path,
         fetch(url, cache_dir=tmp_path / "c")
     assert "\n" not in str(info.value) and len(str(info.value)) < 200
     assert server.requests == [] and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("variable", ["RAZORZOO_OFFLINE", "RAZORZOO_PROGRESS"])
+@pytest.mark.parametrize("value", ["ture", "2", "nan", "\x1b[2J", "x" * 10_000])
+def test_junk_yes_no_variables_are_one_line_before_any_request(served, tmp_path, monkeypatch, capsys, variable, value):
+    """A typo such as RAZORZOO_OFFLINE=ture must not silently mean "no" (go online) or "yes"."""
+    server, (url, _) = served
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(RazorzooError, match=f"{variable}=.* is not a yes/no value") as info:
+        fetch(url, cache_dir=tmp_path / "c")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300 and "\x1b" not in str(info.value)
+    assert server.requests == [] and not (tmp_path / "c").exists()
+    assert cli(["download", "spos_0.33M", "--cache-dir", str(tmp_path / "c")]) == 2
+    assert f"{variable}=" in _one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("value, offline", [("1", True), (" yes ", True), ("ON", True), ("0", False), ("", False),
+                                            ("off", False)])
+def test_yes_no_variables_take_every_usual_spelling(monkeypatch, value, offline):
+    from razorzoo import constants
+
+    monkeypatch.setenv("RAZORZOO_OFFLINE", value)
+    monkeypatch.setenv("RAZORZOO_PROGRESS", value)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    assert constants.offline() is offline
+    assert constants.progress_bars() is (offline or not value.strip())
 
 
 @pytest.mark.parametrize("mirror", ["notaurl", "ftp://mirror.example.org", "http://", "file:///etc",
