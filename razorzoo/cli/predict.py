@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from razorzoo.bounded import InputError, check_number
+from razorzoo.bounded import InputError, check_number, terminal_safe
 from razorzoo.cli import CLIError
 from razorzoo.files import atomic_write
 
@@ -106,7 +106,7 @@ def _classify(args: argparse.Namespace) -> int:
         print()
     else:
         for image, top in results:
-            print(f"{image}: top {len(top.indices)}")
+            print(f"{terminal_safe(image)}: top {len(top.indices)}")
             for index, name, prob in zip(top.indices, top.names, top.probs):
                 print(f"  {name:<28} {prob:6.3f}  (class {index})")
     return 0
@@ -141,7 +141,7 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
 
 
 def _table(image: str, detections) -> str:
-    lines = [f"{image}: {len(detections)} detections"]
+    lines = [f"{terminal_safe(image)}: {len(detections)} detections"]  # file names are anyone's text
     if len(detections):
         lines.append(f"  {'class':<16} {'score':>6}  {'x1':>7} {'y1':>7} {'x2':>7} {'y2':>7}")
     for name, score, box in zip(detections.names[:_TABLE_ROWS], detections.scores.tolist(),

@@ -6,6 +6,7 @@ infinities, negative and out-of-range thresholds, zero/negative/fractional count
 """
 from __future__ import annotations
 
+import re
 import struct
 import time
 import zlib
@@ -25,6 +26,7 @@ from razorzoo.detection.transforms import MAX_IMAGE_PIXELS, load_image
 from razorzoo.errors import ImageError
 
 PHOTO = Path(skimage.data.__file__).parent / "astronaut.png"  # CC0 (skimage.data docstring)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]")  # never to a terminal (newline, tab are fine)
 
 
 def _png(width: int, height: int, bit_depth: int, colour_type: int, idat: bytes | None = None) -> bytes:
@@ -165,3 +167,20 @@ def test_push_refuses_bad_metrics_and_constraints_before_any_request(capsys, mon
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("razorzoo: error: ") and err.count("\n") == 1, err[:300]
     assert message in err and len(err) < 300 and "\x1b" not in err
+
+
+@pytest.mark.parametrize("escape", ["\x1b[2J\x1b[H", "\x1b]0;pwned\x07", "\u202egnp"])
+def test_image_file_names_never_reach_the_terminal_raw(tmp_path, capsys, escape):
+    """``razorzoo predict m downloads/*`` prints each file's name: a name is anyone's text."""
+    from checkpoints import write_checkpoint
+
+    converted = tmp_path / "spos.safetensors"
+    checkpoint = write_checkpoint("spos_0.33M", "mmrazor-subnet", tmp_path / "spos.pth")
+    assert main(["convert", str(checkpoint), "--subnet", "spos_0.33M", "-o", str(converted)]) == 0
+    image = tmp_path / f"photo{escape}.png"
+    image.write_bytes(PHOTO.read_bytes())
+    capsys.readouterr()
+    assert main(["predict", "spos_0.33M", str(image), "--weights", str(converted), "--topk", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "photo" in out and ": top 1" in out
+    assert not CONTROL.search(out), repr(out)
