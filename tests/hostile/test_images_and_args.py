@@ -54,6 +54,22 @@ def _truncated(suffix: str) -> bytes:
     return encoded.tobytes()[: len(encoded) // 2]
 
 
+def _bmp_header(width: int, height: int) -> bytes:
+    """A BMP file header and info header declaring width x height at 24 bits, with no pixel data."""
+    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0,
+                                                                     2835, 2835, 0, 0)
+
+
+def _jpeg_header(width: int, height: int) -> bytes:
+    """A JPEG holding only a start-of-frame marker that declares width x height."""
+    return b"\xff\xd8\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00\xff\xd9"
+
+
+def _gif_header(width: int, height: int) -> bytes:
+    return (b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00\x2c" + struct.pack("<HHHH", 0, 0, width, height)
+            + b"\x00\x02\x02\x44\x01\x00\x3b")
+
+
 BROKEN_FILES = {
     "zero_bytes": (lambda: b"", "empty \\(0 bytes\\)"),
     "text_named_png": (lambda: b"hello, I am not a picture\n", "not an image file of a known format"),
@@ -63,11 +79,19 @@ BROKEN_FILES = {
     "png_bomb_30000x30000_1bit": (lambda: _bomb_1bit(30000), "more than 134217728 pixels"),
     "png_bomb_just_over_the_cap": (lambda: _png(2**14, 2**13 + 1, 8, 0), "16384x8193: more than 134217728 pixels"),
     "png_zero_width": (lambda: _png(0, 10, 8, 0), "not an image file of a known format"),
+    "bmp_bomb_40000x40000": (lambda: _bmp_header(40000, 40000), "more than 134217728 pixels"),
+    "bmp_negative_height_no_pixels": (lambda: _bmp_header(100, -100), "cannot decode"),
+    "jpeg_bomb_65535x65535": (lambda: _jpeg_header(65535, 65535), "more than 134217728 pixels"),
+    "gif_bomb_65535x65535": (lambda: _gif_header(65535, 65535), "more than 134217728 pixels"),
+    "pgm_bomb_100000x100000": (lambda: b"P5\n100000 100000\n255\n", "more than 134217728 pixels"),
+    "webp_header_only": (lambda: b"RIFF\x00\x00\x00\x00WEBPVP8 ", "truncated or corrupt"),
+    "svg_named_png": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="1e6" height="1e6"/>',
+                      "not an image file of a known format"),
 }
 
 
 @pytest.mark.parametrize("kind", BROKEN_FILES)
-def test_broken_or_hostile_image_files_are_refused_before_decoding(tmp_path, kind):
+def test_broken_or_hostile_image_files_are_refused_before_decoding(tmp_path, capfd, kind):
     make, message = BROKEN_FILES[kind]
     path = tmp_path / f"{kind}.{'jpg' if 'jpeg' in kind else 'png'}"
     path.write_bytes(make())
@@ -76,20 +100,39 @@ def test_broken_or_hostile_image_files_are_refused_before_decoding(tmp_path, kin
         load_image(path)
     assert time.perf_counter() - start < 2.0  # refused from the header, not after decoding gigabytes
     assert "\n" not in str(info.value) and path.name in str(info.value)
+    assert capfd.readouterr() == ("", "")  # the ImageError is the only line: no OpenCV or Pillow log on the side
 
 
-@pytest.mark.parametrize("kind", ["directory", "device", "missing"])
+PATHS = {  # kind: (path under tmp_path, or absolute; expected message)
+    "directory": (".", "is a directory"), "device": ("/dev/null", "not a regular file"),
+    "missing": ("nope.png", "not found"), "empty string": ("", "the image path is empty"),
+    "name too long": ("x" * 100_000 + ".png", "cannot read .*File name too long"),
+    "symlink loop": ("loop.png", "cannot read .*symbolic links"), "under a file": ("file.png/x.png", "Not a directory"),
+}
+
+
+@pytest.mark.parametrize("kind", PATHS)
 def test_paths_that_are_not_image_files(tmp_path, kind):
-    path = {"directory": tmp_path, "device": Path("/dev/null"), "missing": tmp_path / "nope.png"}[kind]
-    message = {"directory": "is a directory", "device": "not a regular file", "missing": "not found"}[kind]
-    with pytest.raises(ImageError, match=message):
+    name, message = PATHS[kind]
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "file.png").write_bytes(PHOTO.read_bytes())
+    path = name if kind == "empty string" else tmp_path / name
+    with pytest.raises(ImageError, match=message) as info:
         load_image(path)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 600
 
 
 @pytest.mark.parametrize("size", [(0, 0), (0, 5), (5, 0)])
 def test_empty_pil_images(size):
     with pytest.raises(ImageError, match=f"empty \\({size[0]}x{size[1]} pixels\\)"):
         load_image(Image.new("RGB", size))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "RGB"])
+def test_pil_images_over_the_pixel_cap_are_refused_before_converting(mode):
+    image = Image.new(mode, (2**14, 2**13 + 1))  # 1 bit per pixel: 17 MB here, 400 MB once converted to BGR
+    with pytest.raises(ImageError, match="the PIL image is 16384x8193: more than 134217728 pixels"):
+        load_image(image)
 
 
 def test_the_pixel_cap_leaves_normal_photos_alone():
