@@ -18,6 +18,7 @@ __all__ = [
     "OfflineError",
     "HubError",
     "ImageError",
+    "OutputError",
 ]
 
 
@@ -70,3 +71,8 @@ class HubError(RazorzooError):
 
 class ImageError(RazorzooError, ValueError):
     """An input image is missing, cannot be decoded, or has a type/shape/dtype razorzoo cannot interpret."""
+
+
+class OutputError(RazorzooError, OSError):
+    """A file razorzoo was asked to write cannot go there (a directory, the input itself, a full disk); nothing was
+    left half-written."""

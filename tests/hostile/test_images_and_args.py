@@ -1,4 +1,5 @@
-"""Hostile and broken images, and out-of-range numbers on the predict command line: each is refused with one line.
+"""Hostile and broken images, out-of-range numbers on the predict and push command lines, output paths that would
+replace what they must not: each is refused with one line.
 
 Images: what a user (or an attacker) can hand to ``predict``: empty files, directories, devices, empty PIL images,
 truncated PNG/JPEG, non-images, decompression bombs (a 30000 x 30000 PNG of a few hundred kB). Numbers: NaN,
@@ -6,7 +7,10 @@ infinities, negative and out-of-range thresholds, zero/negative/fractional count
 """
 from __future__ import annotations
 
+import os
 import re
+import socket
+import stat
 import struct
 import time
 import zlib
@@ -229,3 +233,42 @@ def test_image_file_names_never_reach_the_terminal_raw(tmp_path, capsys, escape)
     out = capsys.readouterr().out
     assert "photo" in out and ": top 1" in out
     assert not CONTROL.search(out), repr(out)
+
+
+# --- output paths: `convert -o` never replaces the checkpoint, a directory, a device or a pipe -------------------------
+
+@pytest.fixture(scope="module")
+def spos_checkpoint(tmp_path_factory):
+    from checkpoints import write_checkpoint
+
+    return write_checkpoint("spos_0.33M", "mmrazor-subnet", tmp_path_factory.mktemp("ckpt") / "spos.pth")
+
+
+CONVERT_OUTPUTS = {  # -o value (relative to a working directory holding spos.pth): expected message
+    "the checkpoint itself": ("spos.pth", "is the checkpoint being converted"),
+    "a link to the checkpoint": ("link.pth", "is the checkpoint being converted"),
+    "the checkpoint through ..": ("sub/../spos.pth", "is the checkpoint being converted"),
+    "a directory": ("sub", "is a directory"), "empty": ("", "is a directory"),
+    "a fifo": ("fifo", "is not a regular file"), "a socket": ("sock", "is not a regular file"),
+    "under a file": ("spos.pth/model.safetensors", "cannot write"),
+}
+
+
+@pytest.mark.parametrize("kind", CONVERT_OUTPUTS)
+def test_convert_output_never_replaces_the_checkpoint_or_a_special_file(spos_checkpoint, tmp_path, monkeypatch,
+                                                                        capsys, kind):
+    output, message = CONVERT_OUTPUTS[kind]
+    monkeypatch.chdir(tmp_path)
+    Path("spos.pth").write_bytes(spos_checkpoint.read_bytes())
+    Path("link.pth").symlink_to("spos.pth")
+    Path("sub").mkdir()
+    os.mkfifo("fifo")
+    listening = socket.socket(socket.AF_UNIX)  # a stand-in for a device: never test this on /dev/null itself
+    listening.bind("sock")
+    assert main(["convert", "spos.pth", "--subnet", "spos_0.33M", "-o", output]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("razorzoo: error: ") and message in err and err.count("\n") == 1, err
+    assert Path("spos.pth").read_bytes() == spos_checkpoint.read_bytes()
+    assert stat.S_ISFIFO(os.stat("fifo").st_mode) and stat.S_ISSOCK(os.stat("sock").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.pth", "sock", "spos.pth", "sub"]
+    listening.close()
