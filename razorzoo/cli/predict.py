@@ -62,6 +62,9 @@ def _predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {out_dir} is an existing file; give a directory (it is created if missing)")
+    for path in _output_paths(args.images, out_dir) if out_dir is not None else ():
+        if path.exists() and not path.is_file():  # renaming the drawing over it would fail late, or replace a pipe
+            raise CLIError(f"--out: {path} exists and is not a regular file; move it, or give another directory")
     task = _task(args)
     if task == "classification":
         given = [option for option, value in (("--score-thr", args.score_thr), ("--iou-thr", args.iou_thr),
@@ -126,11 +129,12 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CLIError(f"cannot create --out {out_dir}: {exc.strerror}") from None
-        from razorzoo.files import atomic_write
-
         for path, (image, detections) in zip(_output_paths(args.images, out_dir), results):
-            with atomic_write(path) as f:  # a crash never leaves half an image
-                detections.draw(image).save(f, format="PNG")
+            try:
+                with atomic_write(path) as f:  # a crash never leaves half an image
+                    detections.draw(image).save(f, format="PNG")
+            except OSError as exc:  # a full disk, a directory made read-only meanwhile
+                raise CLIError(f"cannot write --out {path}: {exc.strerror or type(exc).__name__}") from None
     if args.json:
         json.dump([{"image": image, **detections.to_dict()} for image, detections in results], sys.stdout)
         print()

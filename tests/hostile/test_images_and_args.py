@@ -272,3 +272,18 @@ def test_convert_output_never_replaces_the_checkpoint_or_a_special_file(spos_che
     assert stat.S_ISFIFO(os.stat("fifo").st_mode) and stat.S_ISSOCK(os.stat("sock").st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.pth", "sock", "spos.pth", "sub"]
     listening.close()
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "socket"])
+def test_predict_out_never_replaces_a_special_file(tmp_path, capsys, kind):
+    """``--out DIR`` writes DIR/<image stem>.png; one that is not a regular file is refused before the model loads."""
+    out = tmp_path / "out"
+    out.mkdir()
+    taken = out / f"{PHOTO.stem}.png"
+    listening = socket.socket(socket.AF_UNIX)
+    {"directory": taken.mkdir, "fifo": lambda: os.mkfifo(taken), "socket": lambda: listening.bind(str(taken))}[kind]()
+    assert main(["predict", "rtmdet_tiny-ofa_lat31", str(PHOTO), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("razorzoo: error: --out: ") and "is not a regular file" in err and err.count("\n") == 1
+    assert [p.name for p in out.iterdir()] == [taken.name] and not taken.is_file()
+    listening.close()
