@@ -4,12 +4,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import razorzoo
+from custom_cards import card_text
 from razorzoo.arch.spec import CARD_TASKS, TASKS
 from razorzoo.errors import CardError, RazorzooError, UnknownModelError
 from razorzoo.zoo.registry import CARDS_DIR, FileRef, all_cards, get_card, list_models, pareto_front, parse_card
@@ -22,25 +22,7 @@ ENTRIES = {
 
 
 def _card_text(name: str, task: str = "classification", **extra: str) -> str:
-    lines = [f"  {key}: {value}" for key, value in extra.items()]
-    return textwrap.dedent(f"""\
-        ---
-        library_name: razorzoo
-        license: apache-2.0
-        razorzoo:
-          name: {name}
-          task: {task}
-          family: attentive
-          aliases: [my-alias-{name}]
-          subnet:
-            url: https://example.org/{name}.yaml
-            sha256: null
-            file: {name}.yaml
-          weights:
-            url: https://example.org/{name}.pth
-            sha256: {"ab" * 32}
-            layout: mmrazor_subnet
-        """) + "\n".join(lines) + "\n---\n\n# Custom\n\nMy own searched subnet.\n"
+    return card_text(name, task=task, aliases=f"[my-alias-{name}]", weights_sha256="ab" * 32, **extra)
 
 
 @pytest.fixture

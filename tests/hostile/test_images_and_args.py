@@ -70,8 +70,8 @@ def _jpeg_header(width: int, height: int) -> bytes:
 
 
 def _gif_header(width: int, height: int) -> bytes:
-    return (b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00\x2c" + struct.pack("<HHHH", 0, 0, width, height)
-            + b"\x00\x02\x02\x44\x01\x00\x3b")
+    screen = struct.pack("<HH", width, height) + b"\x00\x00\x00"
+    return b"GIF89a" + screen + b"\x2c" + struct.pack("<HHHH", 0, 0, width, height) + b"\x00\x02\x02\x44\x01\x00\x3b"
 
 
 BROKEN_FILES = {
@@ -235,7 +235,7 @@ def test_image_file_names_never_reach_the_terminal_raw(tmp_path, capsys, escape)
     assert not CONTROL.search(out), repr(out)
 
 
-# --- output paths: `convert -o` never replaces the checkpoint, a directory, a device or a pipe -------------------------
+# --- output paths: `convert -o` never replaces the checkpoint, a directory, a device or a pipe -----------------
 
 @pytest.fixture(scope="module")
 def spos_checkpoint(tmp_path_factory):

@@ -145,7 +145,8 @@ def read_only(request, tmp_path):
                 subprocess.run(["chattr", "-i", *map(str, directories)], check=True)
         modes = _chmod(directories, lambda mode: 0o555)
         # the child must reach tmp_path, whose parents pytest creates 0700 for root
-        parents = [] if technique == "chmod 555" else [p for p in (tmp_path, *tmp_path.parents) if not p.stat().st_mode & 1]
+        parents = [p for p in (tmp_path, *tmp_path.parents) if not p.stat().st_mode & 1]
+        parents = [] if technique == "chmod 555" else parents
         reach = _chmod(parents, lambda mode: mode | 0o001)
         try:
             return operation() if technique == "chmod 555" else _in_unprivileged_child(operation)

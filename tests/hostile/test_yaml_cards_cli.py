@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from custom_cards import card_text
 from razorzoo.arch.subnet import load_subnet
 from razorzoo.cli import main
 from razorzoo.errors import CardError, RazorzooError, SubnetError
@@ -44,28 +44,6 @@ BOMBS = {
     "megabyte scalar": "x: " + "a" * (1 << 20) + "\n",
     "python object tag": "x: !!python/object/apply:os.system ['true']\n",
 }
-
-
-def _card(name: str, *, front: str = "", body: str = "My own searched subnet.\n", subnet_file: str | None = None,
-          **meta: str) -> str:
-    """A valid card for ``name`` (its subnet is ``<name>.yaml`` beside it) with extra front matter and body."""
-    extra = "".join(f"  {key}: {value}\n" for key, value in meta.items())
-    return textwrap.dedent(f"""\
-        ---
-        library_name: razorzoo
-        license: apache-2.0
-        razorzoo:
-          name: {name}
-          task: classification
-          family: attentive
-          subnet:
-            url: https://example.org/{name}.yaml
-            sha256: null
-            file: {subnet_file or name + '.yaml'}
-          weights:
-            url: https://example.org/{name}.pth
-            sha256: null
-        """) + extra + front + "---\n\n# Custom\n\n" + body
 
 
 @pytest.fixture
@@ -119,11 +97,11 @@ def test_yaml_bombs_fail_fast_with_one_line(bomb, surface, tmp_path, cards):
         (tmp_path / "bomb.yaml").write_text(bomb)
         _one_line_error(SubnetError, lambda: load_subnet(tmp_path / "bomb.yaml"))
     elif surface == "card file":
-        path = cards("bomb", _card("bomb", front=bomb))
+        path = cards("bomb", card_text("bomb", front=bomb))
         message = _one_line_error(CardError, lambda: parse_card(path))
         assert str(path) in message
     else:  # a Hub README is parsed by the same parser, from text
-        message = _one_line_error(CardError, lambda: parse_card(_card("bomb", front=bomb), source="hf-hub:evil/x"))
+        message = _one_line_error(CardError, lambda: parse_card(card_text("bomb", front=bomb), source="hf-hub:evil/x"))
         assert message.startswith("hf-hub:evil/x: the front matter")
 
 
@@ -181,7 +159,7 @@ def test_non_finite_card_numbers_are_refused(spelling, field, cards):
         "metrics.top1": {"metrics": f"{{top1: {spelling}}}"},
         "metrics.box_ap": {"metrics": f"{{box_ap: {spelling}}}"},
     }[field]
-    cards("nonfinite", _card("nonfinite", **meta))
+    cards("nonfinite", card_text("nonfinite", **meta))
     message = _one_line_error(CardError, list_models)
     assert f"razorzoo.{field}" in message
 
@@ -203,7 +181,7 @@ def test_card_subnet_files_stay_under_the_cards_dir(file, tmp_path, cards):
         secret.write_text(A6)  # a readable, valid subnet: only its place is wrong
         (Path(os.environ["RAZORZOO_CARDS"]) / "link.yaml").symlink_to(secret)
         file = "link.yaml"
-    cards("traversal", _card("traversal", subnet_file=f'"{file}"'))
+    cards("traversal", card_text("traversal", subnet_file=f'"{file}"'))
     message = _one_line_error(CardError, list_models)
     assert "razorzoo.subnet.file" in message
     assert re.search("would leave|resolves outside|not a plain relative", message), message  # refused, not missing
@@ -232,7 +210,7 @@ def _yaml_escaped(text: str) -> str:
 @pytest.mark.parametrize("command", [("show", "evil"), ("show", "evil", "--raw"), ("search", "payload"),
                                      ("list", "evil")])
 def test_escape_sequences_never_reach_the_terminal(escape, command, capsys, cards):
-    cards("evil", _card("evil", body=f"A payload {escape} here.\n\n## Notes {escape}\n\n- item {escape}\n",
+    cards("evil", card_text("evil", body=f"A payload {escape} here.\n\n## Notes {escape}\n\n- item {escape}\n",
                         algorithm=_yaml_escaped(f"Attentive{escape}NAS"), search_space=_yaml_escaped(escape)))
     code, out, err = _cli(capsys, *command)
     assert code == 0, err
