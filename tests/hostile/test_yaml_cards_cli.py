@@ -223,6 +223,27 @@ def test_error_messages_carry_no_escape_sequences(capsys, cards):
     assert "unknown model" in err
 
 
+@pytest.mark.parametrize("escape", ["\x1b[2J", "\x1b]0;pwned\x07", "\x9b31m", "\u202e", "\u200b", "\u2066"])
+@pytest.mark.parametrize("field", ["name", "aliases"])
+def test_escape_sequences_in_names_and_aliases_are_refused(escape, field, capsys, cards):
+    """Names and aliases become file names, URLs and table cells: a control character in one refuses the card."""
+    evil = _yaml_escaped(f"evil{escape}name")
+    text = card_text("evil") if field == "aliases" else card_text("evil").replace("name: evil", f"name: {evil}", 1)
+    cards("evil", text.replace("aliases: []", f"aliases: [{evil}]") if field == "aliases" else text)
+    message = _one_line_error(CardError, list_models)
+    assert f"razorzoo.{field}" in message and not CONTROL.search(message)
+    assert "razorzoo." in _cli_error(capsys, "list")
+
+
+@pytest.mark.parametrize("escape", ESCAPES.values(), ids=ESCAPES.keys())
+def test_escape_sequences_in_tags_never_reach_the_terminal(escape, capsys, cards):
+    cards("evil", card_text("evil", front=f"tags: [{_yaml_escaped(f'zz{escape}tag')}, plain]\n"))
+    for command in (("search", "zz"), ("show", "evil"), ("show", "evil", "--raw"), ("list", "--json", "evil")):
+        code, out, err = _cli(capsys, *command)
+        assert code == 0 and "evil" in out, err
+        assert not CONTROL.search(out), (command, repr(out[:400]))
+
+
 # -- 7. Garbage on the command line: one-line errors, nothing half done --------------------------------------------
 @pytest.mark.parametrize("argv", [
     ("list", "--where", "params>"), ("list", "--where", "x" * 100_000), ("list", "--where", "params>" + "9" * 100_000),
