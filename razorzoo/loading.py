@@ -121,9 +121,13 @@ def _refuse_supernet(name: str, task: str) -> None:
     try:
         card = get_card(name)
     except UnknownModelError as exc:
-        if Path(name).is_file():
+        try:
+            is_file = Path(name).is_file()
+        except (OSError, ValueError):  # a name too long to be a file, or with a NUL
+            is_file = False
+        if is_file:
             raise UnknownModelError(f"{exc}; to load the file {safe_repr(name)} in this directory, pass "
-                                    f"pathlib.Path({name!r}) or a path with its suffix ('./{name}')") from None
+                                    f"pathlib.Path({safe_repr(name)}) or a path with its suffix ('./{name}')") from None
         raise
     if card.task != "supernet":
         return

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+import razorzoo
 from custom_cards import card_text
 from razorzoo.arch.subnet import load_subnet
 from razorzoo.cli import main
-from razorzoo.errors import CardError, RazorzooError, SubnetError
+from razorzoo.errors import CardError, RazorzooError, SubnetError, UnknownModelError
 from razorzoo.zoo.registry import CARDS_DIR, get_card, list_models, parse_card
 
 SUBNETS = CARDS_DIR / "subnets"
@@ -251,11 +252,20 @@ def test_escape_sequences_in_tags_never_reach_the_terminal(escape, capsys, cards
     ("list", "--sort", "nonsense"), ("list", "--sort", "\x1b[2J"), ("list", "--sort", "x" * 100_000),
     ("list", "--pareto", "flops"), ("list", "--pareto", "flops,nonsense"), ("list", "--pareto", "name,top1"),
     ("list", "--pareto", ","), ("list", "--task", "painting"), ("list", "--task", "x" * 100_000),
-    ("show", "x" * 100_000),
+    ("show", "x" * 100_000), ("download", "x" * 100_000), ("download", "a\x00b"), ("predict", "x" * 100_000, "a.png"),
+    ("cache", "rm", "\x1b]0;pwned\x07"),
 ])
 def test_garbage_arguments_give_one_line_errors(argv, capsys):
     err = _cli_error(capsys, *argv)
     assert len(err) < 600
+
+
+@pytest.mark.parametrize("name", ["x" * 100_000, "a\x00b", "\x1b[2J", "attentive_a6\n", ""])
+def test_garbage_model_names_give_one_line_errors_from_every_loader(name):
+    """What a name cannot be (too long for a file name, a NUL, an escape) is an unknown name, said in one line."""
+    for load in (razorzoo.load_classifier, razorzoo.load_detector, razorzoo.load_backbone):
+        message = _one_line_error(UnknownModelError, lambda: load(name))
+        assert message.startswith("unknown model") and not CONTROL.search(message)
 
 
 # -- 8. Everything a card holds is checked where it is read: the built-in zoo still passes ------------------------
