@@ -47,6 +47,7 @@ CONFIG_FILE = "config.json"
 SUBNET_FILE = "subnet.yaml"
 CARD_FILE = "README.md"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+_AUTHOR = re.compile(r"[A-Za-z0-9][\w.-]{0,95}")  # the namespace half of a repo id
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][\w.+-]*(?:/[\w][\w.+-]*)*$")  # git-like names: no "..", "//", leading "/"
 _MAX_REVISION = 128
@@ -114,6 +115,7 @@ def api(token: str | None = None) -> "HfApi":
 @contextlib.contextmanager
 def hub_errors(what: str, repo_id: str) -> Iterator[None]:
     """Turn ``huggingface_hub`` errors into :class:`HubError`\\ s that say what failed and what to do."""
+    import httpx2
     from huggingface_hub.errors import (
         HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RemoteEntryNotFoundError,
         RepositoryNotFoundError, RevisionNotFoundError,
@@ -140,21 +142,18 @@ def hub_errors(what: str, repo_id: str) -> Iterator[None]:
             raise HubError(f"{what}: no write access to {repo_id}; the name belongs to someone else, pick a repo "
                            f"under your own namespace") from exc
         raise HubError(f"{what}: {repo_id}: HTTP {status}") from exc
+    except httpx2.TransportError as exc:  # refused, reset, timed out, no such host
+        raise HubError(f"{what}: cannot reach the Hub at {endpoint()} ({type(exc).__name__})") from None
 
 
 # -- files at one commit -----------------------------------------------------------------------------------------
 def _head(ref: HubRef, filename: str, revision: str) -> tuple[str, str, int | None]:
     """(commit, ETag, size) of ``filename`` at ``revision``, as the server states them, validated."""
-    import httpx2
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     url = hf_hub_url(ref.repo_id, filename, revision=revision, endpoint=endpoint())
     with hub_errors(f"cannot download {filename}", str(ref)):
-        try:
-            meta = get_hf_file_metadata(url, library_name=LIBRARY_NAME, timeout=constants.http_timeout())
-        except httpx2.TransportError as exc:
-            raise HubError(f"cannot download {filename}: cannot reach the Hub at {endpoint()} "
-                           f"({type(exc).__name__})") from None
+        meta = get_hf_file_metadata(url, library_name=LIBRARY_NAME, timeout=constants.http_timeout())
     if not isinstance(meta.commit_hash, str) or not _COMMIT.fullmatch(meta.commit_hash):
         raise HubError(f"{ref}: the Hub answered commit id {safe_repr(meta.commit_hash)} for {filename}, which is "
                        f"not a 40-hex commit; refusing to use it (is HF_ENDPOINT a Hub?)")
@@ -315,8 +314,15 @@ def list_hub_models(author: str | None = None) -> list[dict[str, Any]]:
     Each entry: ``id`` (``hf-hub:org/name``), ``repo_id``, ``author``, ``task``, ``family``, ``base``, ``private``,
     ``downloads``, ``likes``, ``last_modified`` (ISO date or None).
     """
+    if author is not None and not (isinstance(author, str) and _AUTHOR.fullmatch(author)):
+        raise HubError(f"invalid Hub author {safe_repr(author)}: a user or organization name (letters, digits, "
+                       "'_.-', at most 96 characters)")
     require_online("listing Hub models")
+    from huggingface_hub.utils import get_session
+
     with hub_errors("cannot list Hub models", author or "the Hub"):
+        # huggingface_hub retries a refused listing for ~25 s, logging every try: one request first fails at once
+        get_session().head(endpoint(), timeout=constants.http_timeout())
         infos = list(api().list_models(filter=LIBRARY_NAME, author=author, cardData=True))
     models = []
     for info in infos:

@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -308,6 +309,33 @@ def test_plain_revisions_are_accepted(revision):
 def test_unsafe_repo_ids_are_refused(repo_id):
     with pytest.raises(HubError, match="invalid Hub reference"):
         parse_hub_ref(f"hf-hub:{repo_id}")
+
+
+@pytest.mark.parametrize("author", ["../../x", "a/b", "\x1b[2J", "a" * 5000, ".hidden", "a b", "a\x00b"])
+def test_unsafe_hub_authors_are_refused_before_any_request(author, monkeypatch, capsys):
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        assert cli(["list", "--hub", author]) == 2
+        assert "invalid Hub author" in _one_line_error(capsys.readouterr().err) and server.requests == []
+
+
+@pytest.mark.parametrize("argv", [["list", "--hub"], ["list", "--hub", "alice"], ["show", "hf-hub:alice/repo"],
+                                  ["predict", "hf-hub:alice/repo", "x.png"],
+                                  ["push", "alice/x", "--token", "hf_x", "--subnet", "s.yaml", "--weights", "w.pth",
+                                   "--base", "attentive_a6"]])
+def test_an_unreachable_hub_is_one_line_at_once(argv, tmp_path, monkeypatch, capsys):
+    """No retries with backoff (huggingface_hub's listing alone would retry for ~25 s, logging each try)."""
+    with socket.socket() as closed:  # a port that was free a moment ago: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    assert cli(argv) == 2
+    assert "cannot reach the Hub at" in _one_line_error(capsys.readouterr().err)
+    assert time.monotonic() - start < 5
 
 
 @pytest.fixture
