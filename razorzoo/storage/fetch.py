@@ -22,7 +22,6 @@ for the Hub and for download.openmmlab.com, with its proxy and certificate setti
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import socket
@@ -36,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 from razorzoo import constants
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import FetchError, IntegrityError, OfflineError, RazorzooError
-from razorzoo.files import write_json_atomic
+from razorzoo.files import read_json, write_json_atomic
 from razorzoo.storage.cache import (
     META_FILE, PARTIAL_META, PARTIAL_SUFFIX, Cache, CacheError, CachedFile, hash_matches, sha256_of_file,
 )
@@ -274,10 +273,8 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: 
 
 
 def _recorded_etag(partial_meta: Path) -> str | None:
-    try:
-        etag = json.loads(partial_meta.read_text()).get("etag")
-    except (OSError, ValueError, AttributeError):
-        return None
+    meta = read_json(partial_meta)
+    etag = meta.get("etag") if isinstance(meta, dict) else None
     return etag if isinstance(etag, str) and _ETAG.fullmatch(etag) else None
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -28,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from razorzoo import constants
-from razorzoo.bounded import safe_repr
+from razorzoo.bounded import InputError, load_json, safe_repr
 from razorzoo.errors import HubError, OfflineError, RazorzooError
-from razorzoo.files import safe_join, write_json_atomic
+from razorzoo.files import read_json, safe_join, write_json_atomic
 from razorzoo.storage.cache import META_FILE, REFS_FILE, Cache
 
 if TYPE_CHECKING:
@@ -169,7 +168,7 @@ def _resolve(ref: HubRef, cache: Cache, first_file: str, offline: bool) -> str:
         return ref.revision
     refs_path = cache.hub_repo_dir(ref.repo_id) / REFS_FILE
     if offline:
-        refs = _read_json(refs_path)
+        refs = read_json(refs_path)
         commit = refs.get(ref.revision or "") if isinstance(refs, dict) else None
         if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
             raise OfflineError(f"{ref} is not in the Hub cache ({cache.hub}) and offline mode is on; run once online "
@@ -177,18 +176,11 @@ def _resolve(ref: HubRef, cache: Cache, first_file: str, offline: bool) -> str:
         return commit
     commit, _, _ = _head(ref, first_file, ref.revision or "main")
     with cache.lock(refs_path.parent):
-        refs = _read_json(refs_path)
+        refs = read_json(refs_path)
         refs = refs if isinstance(refs, dict) else {}
         if refs.get(ref.revision or "") != commit:
             write_json_atomic(refs_path, {**refs, ref.revision or "": commit})
     return commit
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _git_blob_sha1(path: Path) -> str:
@@ -236,7 +228,7 @@ def _hub_file(ref: HubRef, commit: str, filename: str, cache: Cache, offline: bo
 
 
 def _recorded_files(snapshot: Path) -> dict[str, Any]:
-    meta = _read_json(snapshot / META_FILE)
+    meta = read_json(snapshot / META_FILE)
     files = meta.get("files") if isinstance(meta, dict) else None
     return files if isinstance(files, dict) else {}
 
@@ -280,15 +272,16 @@ def download_hub_model(ref: str, *, cache_dir: str | os.PathLike | None = None,
                                                                    cache_dir=cache_dir, offline=offline)
     where = f"{hub_ref} at {commit}"
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        config = load_json(config_path.read_bytes(), what="config.json")
+    except InputError:
         raise HubError(f"{where}: config.json is not JSON; the repo was not written by razorzoo push") from None
     if not isinstance(config, dict):
         raise HubError(f"{where}: config.json holds {safe_repr(config)}, not an object; the repo was not written "
                        f"by razorzoo push")
     try:
         expected = ArchSpec.from_dict(config)
-        stored = ArchSpec.from_dict(json.loads(_safetensors_metadata(weights_path)["razorzoo_arch"]))
+        stored = ArchSpec.from_dict(load_json(_safetensors_metadata(weights_path)["razorzoo_arch"],
+                                              what="the razorzoo_arch metadata"))
     except (KeyError, TypeError, ValueError, RazorzooError) as exc:
         raise HubError(f"{where}: model.safetensors or config.json is not a razorzoo file "
                        f"({type(exc).__name__}: {safe_repr(str(exc), 200)})") from None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from razorzoo.version import __version__
 from razorzoo.files import atomic_write
 from razorzoo.arch.spec import ArchSpec
-from razorzoo.bounded import safe_repr
+from razorzoo.bounded import InputError, load_json, safe_repr
 from razorzoo.errors import CheckpointError, OutputError, PairMismatchError, RazorzooError
 from razorzoo.weights.keys import ModelKeys, model_keys, model_view
 
@@ -204,8 +204,8 @@ def _spec(metadata: Mapping[str, str], path: Path) -> ArchSpec:
 
 def _metadata_json(metadata: Mapping[str, str], key: str, path: Path) -> Any:
     try:
-        return json.loads(metadata[key])
-    except ValueError as exc:
+        return load_json(metadata[key], what=f"the {key} metadata")
+    except InputError as exc:
         raise _corrupt(path, exc) from None
 
 

@@ -26,6 +26,10 @@ import time
 from pathlib import Path
 
 import pytest
+import safetensors.torch
+import torch
+
+import razorzoo
 
 from http_server import FileServer
 from hub_server import HubServer, Repo
@@ -41,6 +45,7 @@ TRAVERSALS = ["../../victim/model.safetensors", "models/../../victim/model.safet
               "models\\..\\..\\victim\\model.safetensors", "models/x\x00/../../victim/model.safetensors"]
 
 
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # 200 kB that exhaust json's recursion limit
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]")  # never to a terminal (newline, tab are fine)
 
 
@@ -219,6 +224,36 @@ def test_rm_all_removes_only_what_razorzoo_recorded(tmp_path, served, capsys):
     assert not (cache.models / "m" / ("1" * 64)).exists() and not cache.entry_dir(urls[1]).exists()
 
 
+@pytest.mark.parametrize("record", ["index.json", "meta.json", "refs.json"])
+def test_deeply_nested_json_records_are_ignored(tmp_path, served, capsys, record):
+    """A planted or corrupted record is treated as absent: never a RecursionError, never trusted."""
+    server, urls = served
+    cache = Cache(tmp_path / "cache")
+    fetch(urls[0], cache_dir=cache.root, sha256=hashlib.sha256(b"a.pth" * 1000).hexdigest())
+    target = {"index.json": cache.models / "index.json", "meta.json": cache.entry_dir(urls[0]) / "meta.json",
+              "refs.json": cache.hub / "alice" / "repo" / "refs.json"}[record]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(DEEP_JSON)
+    for argv in (["ls"], ["verify"], ["rm", "--all"]):
+        code = cli(["cache", "--cache-dir", str(cache.root), *argv])
+        out, err = capsys.readouterr()
+        assert code == 0 and err == "", (argv, err[-300:])
+    assert cache.converted("spos_0.33M") is None  # a broken index reads as empty, not as an error
+
+
+def test_deeply_nested_metadata_in_a_converted_file_is_one_line(tmp_path):
+    from razorzoo.errors import CheckpointError
+    from razorzoo.weights.convert import METADATA_KEYS
+
+    path = tmp_path / "model.safetensors"
+    metadata = {**dict.fromkeys(METADATA_KEYS, "[]"), "razorzoo_arch": DEEP_JSON, "format": "pt"}
+    safetensors.torch.save_file({"w": torch.zeros(1)}, path, metadata=metadata)
+    for load in (razorzoo.load_classifier, razorzoo.load_detector, razorzoo.load_backbone):
+        with pytest.raises(CheckpointError) as info:
+            load(path)
+        assert "nested too deeply" in str(info.value) and "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
 # -- read-only caches and paths that are files ----------------------------------------------------------------------
 def test_read_only_cache_removal_fails_with_one_line_and_exit_1(tmp_path, served, read_only):
     server, urls = served
@@ -389,12 +424,16 @@ def test_hub_file_that_differs_from_its_etag_is_not_kept(hostile_hub):
     (b"\xff\xfe", b"x", "config.json is not JSON"),
     (None, b"not safetensors at all", "not a razorzoo file"),
     (None, b"\xff" * 8 + b"{}", "not a razorzoo file"),
+    (DEEP_JSON.encode(), b"x", "config.json is not JSON"),
+    (None, "DEEP_METADATA", "not a razorzoo file"),
 ])
 def test_hub_files_of_the_wrong_kind_are_one_line(hostile_hub, config, weights, message):
     from razorzoo.arch.spec import ArchSpec
     from razorzoo.arch.subnet import load_subnet
 
     server, _ = hostile_hub
+    if weights == "DEEP_METADATA":  # a real safetensors file whose architecture metadata is a nesting bomb
+        weights = safetensors.torch.save({"w": torch.zeros(1)}, metadata={"razorzoo_arch": DEEP_JSON})
     spec = ArchSpec("classification", load_subnet(Path(__file__).parents[2] / "cards" / "subnets"
                                                   / "OFA_SUBNET_NOTE8_LAT31.yaml", family="ofa"))
     config = json.dumps(spec.to_dict()).encode() if config is None else config
