@@ -5,10 +5,12 @@ of work whatever it is given: YAML documents are size-, depth- and alias-limited
 (an alias bomb of a few hundred bytes otherwise expands to gigabytes the moment anything walks it); error messages
 quote values through :func:`safe_repr`, which never walks a container nor prints more than a few dozen characters;
 text shown in a terminal passes :func:`terminal_safe`; numbers pass :func:`check_number`, which refuses NaN and
-infinities. This module imports only the standard library and PyYAML.
+infinities; JSON passes :func:`load_json`, which survives deep nesting. This module imports only the standard
+library and PyYAML.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -28,7 +30,7 @@ except ImportError:  # PyYAML built without libyaml
 from razorzoo.errors import RazorzooError
 
 __all__ = ["InputError", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "safe_repr", "terminal_safe", "read_text", "load_yaml",
-           "check_number"]
+           "load_json", "check_number"]
 
 MAX_YAML_BYTES = 1 << 20  # a card or subnet YAML is a few KiB; a MiB leaves room and still parses in milliseconds
 MAX_YAML_DEPTH = 32  # cards nest 4 levels deep; deep nesting only serves to exhaust the recursion limit
@@ -183,6 +185,17 @@ def load_yaml(text: str | bytes, *, what: str, error: type[Exception] = InputErr
         raise error(f"{what} is not valid YAML: {terminal_safe(problem)[:300]}") from None
     except (RecursionError, ValueError) as exc:
         raise error(f"{what} cannot be parsed: {type(exc).__name__}") from None
+
+
+def load_json(text: str | bytes, *, what: str, error: type[Exception] = InputError) -> Any:
+    """Parse JSON razorzoo may not have written (cache records, Hub files, file metadata) in bounded work: deep
+    nesting, which ``json`` meets with a ``RecursionError``, is one ``error`` line naming ``what``, like bad JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise error(f"{what} is not JSON razorzoo can read: it is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
+        raise error(f"{what} is not JSON ({safe_repr(str(exc), 80)})") from None
 
 
 def check_number(value: Any, what: str, *, minimum: float | None = None, maximum: float | None = None,

@@ -28,11 +28,22 @@ __all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offli
 
 UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (docs/upstream.md §8)
 
-_TRUE = {"1", "ON", "YES", "TRUE"}
+_YES = {"1", "ON", "YES", "TRUE"}
+_NO = {"", "0", "OFF", "NO", "FALSE"}
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in _TRUE
+def _flag(name: str, *, strict: bool = True) -> bool:
+    """A yes/no variable. razorzoo's own are strict: a typo such as ``RAZORZOO_OFFLINE=ture`` must not silently mean
+    "no". huggingface_hub's (``strict=False``) are read the way huggingface_hub reads them: anything else is "no".
+
+    Raises:
+        InputError: a strict variable holds something other than 1/0, true/false, yes/no, on/off (or nothing).
+    """
+    value = os.environ.get(name, "").strip().upper()
+    if strict and value not in _YES | _NO:
+        raise InputError(f"{name}={safe_repr(os.environ[name])} is not a yes/no value: set it to 1/0, true/false, "
+                         "yes/no or on/off, or unset it")
+    return value in _YES
 
 
 def cache_dir() -> Path:
@@ -72,15 +83,23 @@ def extra_cards_dir() -> str | None:
 
 
 def offline() -> bool:
-    """Offline mode: ``RAZORZOO_OFFLINE`` or ``HF_HUB_OFFLINE`` is ``1``/``true``/``yes``/``on``."""
-    return _flag("RAZORZOO_OFFLINE") or _flag("HF_HUB_OFFLINE")
+    """Offline mode: ``RAZORZOO_OFFLINE`` or ``HF_HUB_OFFLINE`` is ``1``/``true``/``yes``/``on``.
+
+    Raises:
+        InputError: ``RAZORZOO_OFFLINE`` is not a yes/no value.
+    """
+    return _flag("RAZORZOO_OFFLINE") or _flag("HF_HUB_OFFLINE", strict=False)
 
 
 def progress_bars() -> bool:
-    """Whether downloads show tqdm bars: off with ``RAZORZOO_PROGRESS=0`` or ``HF_HUB_DISABLE_PROGRESS_BARS=1``."""
-    if os.environ.get("RAZORZOO_PROGRESS", "").strip().upper() in {"0", "OFF", "NO", "FALSE"}:
+    """Whether downloads show tqdm bars: off with ``RAZORZOO_PROGRESS=0`` or ``HF_HUB_DISABLE_PROGRESS_BARS=1``.
+
+    Raises:
+        InputError: ``RAZORZOO_PROGRESS`` is not a yes/no value.
+    """
+    if os.environ.get("RAZORZOO_PROGRESS", "").strip() and not _flag("RAZORZOO_PROGRESS"):
         return False
-    return not _flag("HF_HUB_DISABLE_PROGRESS_BARS")
+    return not _flag("HF_HUB_DISABLE_PROGRESS_BARS", strict=False)
 
 
 def http_timeout() -> float:

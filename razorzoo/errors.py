@@ -19,6 +19,7 @@ __all__ = [
     "HubError",
     "ImageError",
     "DatasetError",
+    "OutputError",
 ]
 
 
@@ -75,3 +76,8 @@ class ImageError(RazorzooError, ValueError):
 
 class DatasetError(RazorzooError, ValueError):
     """An evaluation dataset or input source (annotation file, image folder, list file, video) cannot be used."""
+
+
+class OutputError(RazorzooError, OSError):
+    """A file razorzoo was asked to write cannot go there (a directory, the input itself, a full disk); nothing was
+    left half-written."""

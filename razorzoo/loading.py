@@ -39,7 +39,6 @@ __all__ = ["load_detector", "load_classifier", "load_backbone", "download"]
 # a str with one of these suffixes (or a path separator) names a file; any other str is a registry name
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".onnx", ".xml")
 _LOADERS = {"classification": "load_classifier", "detection": "load_detector", "backbone": "load_backbone"}
-_CARD_TASKS = {"classification": "classification", "detection": "detection"}  # card task -> ArchSpec task
 
 
 def load_detector(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "cpu",
@@ -122,9 +121,13 @@ def _refuse_supernet(name: str, task: str) -> None:
     try:
         card = get_card(name)
     except UnknownModelError as exc:
-        if Path(name).is_file():
+        try:
+            is_file = Path(name).is_file()
+        except (OSError, ValueError):  # a name too long to be a file, or with a NUL
+            is_file = False
+        if is_file:
             raise UnknownModelError(f"{exc}; to load the file {safe_repr(name)} in this directory, pass "
-                                    f"pathlib.Path({name!r}) or a path with its suffix ('./{name}')") from None
+                                    f"pathlib.Path({safe_repr(name)}) or a path with its suffix ('./{name}')") from None
         raise
     if card.task != "supernet":
         return
@@ -270,7 +273,7 @@ def _convert(card: "Card", cache: Cache, offline: bool, progress: bool | None) -
                 f"than the shipped {card.subnet_path}; fix the card (or its RAZORZOO_CARDS override)")
     weights = fetch(card.weights.url, sha256=card.weights.sha256, cache_dir=root, offline=offline, progress=progress)
     weights_sha = cache.record(card.weights.url).sha256
-    spec = ArchSpec(_CARD_TASKS[card.task], subnet, recipe=card.recipe, preprocessing=card.preprocessing)
+    spec = ArchSpec(card.task, subnet, recipe=card.recipe, preprocessing=card.preprocessing)  # supernets left above
     relative = f"models/{card.name}/{weights_sha}/model.safetensors"
     output = cache.model_file({"path": relative})
     cache.ensure(output.parent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -36,6 +37,7 @@ _SEARCH = {
 }
 _PIPELINE_TAGS = {"classification": "image-classification", "detection": "object-detection"}
 _DATASETS = {"classification": ("ImageNet-1k", "imagenet-1k"), "detection": ("COCO 2017", "coco")}
+_METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # a metric name ends up in YAML, Markdown and terminals
 
 
 def parse_metrics(metrics: Mapping[str, Any] | Iterable[str] | None) -> dict[str, float]:
@@ -45,7 +47,10 @@ def parse_metrics(metrics: Mapping[str, Any] | Iterable[str] | None) -> dict[str
     items = metrics.items() if isinstance(metrics, Mapping) else (_split_metric(m) for m in metrics)
     parsed = {}
     for name, value in items:
-        if not name or value is None or str(value).strip() == "":
+        if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
+            raise HubError(f"metric name {safe_repr(name)} is not a plain name (a letter, then up to 63 letters, "
+                           "digits, '_', '.' or '-'), e.g. box_ap")
+        if value is None or str(value).strip() == "":
             raise HubError(f"metric {safe_repr(name)} has no value: pass it as NAME=VALUE, e.g. box_ap=45.1")
         try:
             parsed[str(name)] = float(check_number(value, f"metric {safe_repr(name)}"))
@@ -104,6 +109,10 @@ def push_to_hub(
                        "`hf auth login`")
     require_online(f"pushing {repo_id}")
     metric_values = parse_metrics(metrics)
+    if constraint is not None and (not isinstance(constraint, str) or len(constraint) > 200
+                                   or not constraint.isprintable() or "`" in constraint):
+        raise HubError(f"constraint {safe_repr(constraint)} is not one printable line of at most 200 characters "
+                       "(without backticks), e.g. 'flops<=300M'")
     hub = api(token)
     _check_namespace(hub, repo_id)
 

@@ -5,6 +5,7 @@ parameter counts and FLOPs must equal what ``razorzoo.build_*`` and ``razorzoo.c
 """
 from __future__ import annotations
 
+import ast
 import re
 from urllib.parse import urlparse
 
@@ -175,3 +176,29 @@ def test_front_matter_round_trips_through_yaml():
     for card in CARDS:
         text = card.path.read_text(encoding="utf-8")
         assert yaml.safe_load(text.split("---\n")[1]) == card.front_matter
+
+
+def _snippets(card) -> list[ast.Module]:
+    return [ast.parse(code) for code in re.findall(r"```python\n(.*?)```", card.body, re.S)]
+
+
+@pytest.mark.parametrize("card", CARDS, ids=NAMES)
+def test_snippets_use_the_api_as_it_is(card):
+    """A card's "How to load" code names only public razorzoo functions, loads its own model with the loader of its
+    task, and never indexes the result of ``predict`` on one image (one image gives one result, not a list)."""
+    snippets = _snippets(card)
+    assert snippets, f"{card.name}: no python snippet"
+    loader = {"classification": "load_classifier", "detection": "load_detector"}.get(card.task)
+    loads = []
+    for node in (n for tree in snippets for n in ast.walk(tree)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "razorzoo":
+            assert node.attr in razorzoo.__all__, f"{card.name}: razorzoo.{node.attr} is not public API"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("load_"):
+            loads.append((node.func.attr, node.args[0].value if node.args and isinstance(node.args[0], ast.Constant)
+                          else None))
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Call) \
+                and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "predict":
+            arg = node.value.args[0] if node.value.args else None
+            assert isinstance(arg, (ast.List, ast.Tuple)), f"{card.name}: predict(one image)[...] indexes one result"
+    if loader is not None:
+        assert (loader, card.name) in loads, f"{card.name}: the snippet does not call razorzoo.{loader}({card.name!r})"

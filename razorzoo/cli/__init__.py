@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_error(exc: BaseException) -> None:
+    """``razorzoo: error: <exc>`` on stderr: one line, and nothing a card, a server, a path or a file name put in the
+    message may drive the terminal."""
+    print(f"razorzoo: error: {' '.join(terminal_safe(str(exc)).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -51,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except (CLIError, RazorzooError) as exc:
         # one line, and nothing a card, a server or a file name put in the message may drive the terminal
-        print(f"razorzoo: error: {' '.join(terminal_safe(str(exc)).split())}", file=sys.stderr)
+        print_error(exc)
         return 2
     except KeyboardInterrupt:
         print("razorzoo: interrupted", file=sys.stderr)

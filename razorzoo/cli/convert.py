@@ -105,9 +105,10 @@ def _registry_pair(args: argparse.Namespace):
 
 def _convert(args: argparse.Namespace) -> int:
     from razorzoo.storage.fetch import sha256_of_file
-    from razorzoo.weights.convert import convert_checkpoint
+    from razorzoo.weights.convert import check_output, convert_checkpoint
 
     weights = Path(args.weights)
+    check_output(args.output, weights)
     spec, checkpoint = _file_pair(args, weights, ema=args.keep_ema)
     subnet_path = Path(args.subnet)
     output = convert_checkpoint(

@@ -6,9 +6,9 @@ only when a command converts a checkpoint, never to build the parser.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from razorzoo.cli import CLIError
+from razorzoo.bounded import terminal_safe
+from razorzoo.cli import CLIError, print_error
 
 _WIDTH = 100  # `razorzoo cache ls` fits a 100-column terminal
 
@@ -39,8 +39,14 @@ def _download(args: argparse.Namespace) -> int:
     from razorzoo.loading import download
 
     path = download(args.name, cache_dir=args.cache_dir, offline=True if args.offline else None)
-    print(path)
+    _say(path)
     return 0
+
+
+def _say(text: object) -> None:
+    """Print a line holding paths (``RAZORZOO_CACHE``, ``--cache-dir`` and file names are anyone's text) without the
+    escape sequences they may hold."""
+    print(terminal_safe(str(text)))
 
 
 def _size(n: float) -> str:
@@ -74,7 +80,7 @@ def _ls(args: argparse.Namespace) -> int:
     rows += [dict(name=f.path.name, kind="hub" if cache.hub in f.path.parents else "download", size=_size(f.size),
                   sha256=f.sha256[:12] + ("*" if f.pinned else ""), path=f.path) for f in files]
     if not rows:
-        print(f"the cache {cache.root} is empty")
+        _say(f"the cache {cache.root} is empty")
         return 0
     for row in rows:
         row["name"] = _shorten(row["name"], 32)
@@ -82,7 +88,7 @@ def _ls(args: argparse.Namespace) -> int:
     fixed = max(len(r["name"]) for r in rows) + 8 + 9 + 13 + 4 * 2  # name, kind, size, sha256 and the gaps
     for row in rows:
         row["path"] = _shorten(row["path"], max(_WIDTH - fixed - 2, 20))
-    print(f"cache: {cache.root}")
+    _say(f"cache: {cache.root}")
     print(format_table(rows, ["name", "kind", "size", "sha256", "path"]))
     if any(f.pinned for f in files):
         print("* pinned: no published sha256, the hash of the first download is enforced")
@@ -96,20 +102,20 @@ def _rm(args: argparse.Namespace) -> int:
     try:
         if args.all:
             removed = cache.remove_all()
-            print(f"removed {len(removed)} file(s) from {cache.root}" if removed
-                  else f"nothing to remove: razorzoo has recorded no files in {cache.root}")
+            _say(f"removed {len(removed)} file(s) from {cache.root}" if removed
+                 else f"nothing to remove: razorzoo has recorded no files in {cache.root}")
             return 0
         from razorzoo.zoo.registry import get_card
 
         name = get_card(args.name).name
         removed = cache.remove_model(name)
     except CacheError as exc:  # a read-only cache: say what could not be removed, and that the cache is not empty
-        print(f"razorzoo: error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     if not removed:
         raise CLIError(f"{name!r} is not in the cache (razorzoo cache ls shows what is)")
     for path in removed:
-        print(f"removed {path}")
+        _say(f"removed {path}")
     return 0
 
 
@@ -118,7 +124,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     results = Cache(args.cache_dir).verify()
     for path, ok in results:
-        print(f"{'ok     ' if ok else 'CHANGED'}  {path}")
+        _say(f"{'ok     ' if ok else 'CHANGED'}  {path}")
     bad = sum(not ok for _, ok in results)
     if bad:
         print(f"{bad} cached file(s) changed or missing: remove them with `razorzoo cache rm NAME` and download again")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from razorzoo.bounded import InputError, check_number
+from razorzoo.bounded import InputError, check_number, terminal_safe
 from razorzoo.cli import CLIError, stream
 from razorzoo.files import atomic_write
 
@@ -63,6 +63,9 @@ def _predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {out_dir} is an existing file; give a directory (it is created if missing)")
+    for path in _output_paths(args.images, out_dir) if out_dir is not None else ():
+        if path.exists() and not path.is_file():  # renaming the drawing over it would fail late, or replace a pipe
+            raise CLIError(f"--out: {path} exists and is not a regular file; move it, or give another directory")
     task = _task(args)
     if task == "classification":
         given = [option for option, value in (("--score-thr", args.score_thr), ("--iou-thr", args.iou_thr),
@@ -111,7 +114,7 @@ def _classify(args: argparse.Namespace) -> int:
         print()
     else:
         for image, top in results:
-            print(f"{image}: top {len(top.indices)}")
+            print(f"{terminal_safe(image)}: top {len(top.indices)}")
             for index, name, prob in zip(top.indices, top.names, top.probs):
                 print(f"  {name:<28} {prob:6.3f}  (class {index})")
     return 0
@@ -134,8 +137,11 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
         except OSError as exc:
             raise CLIError(f"cannot create --out {out_dir}: {exc.strerror}") from None
         for path, (image, detections) in zip(_output_paths(args.images, out_dir), results):
-            with atomic_write(path) as f:  # a crash never leaves half an image
-                detections.draw(image).save(f, format="PNG")
+            try:
+                with atomic_write(path) as f:  # a crash never leaves half an image
+                    detections.draw(image).save(f, format="PNG")
+            except OSError as exc:  # a full disk, a directory made read-only meanwhile
+                raise CLIError(f"cannot write --out {path}: {exc.strerror or type(exc).__name__}") from None
     if args.json:
         json.dump([{"image": image, **detections.to_dict()} for image, detections in results], sys.stdout)
         print()
@@ -146,7 +152,7 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
 
 
 def _table(image: str, detections) -> str:
-    lines = [f"{image}: {len(detections)} detections"]
+    lines = [f"{terminal_safe(image)}: {len(detections)} detections"]  # file names are anyone's text
     if len(detections):
         lines.append(f"  {'class':<16} {'score':>6}  {'x1':>7} {'y1':>7} {'x2':>7} {'y2':>7}")
     for name, score, box in zip(detections.names[:_TABLE_ROWS], detections.scores.tolist(),

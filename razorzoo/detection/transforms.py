@@ -21,6 +21,7 @@ like mmcv's ``LoadImageFromFile`` (``cv2.imdecode(IMREAD_COLOR)``: grey becomes 
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -74,12 +75,13 @@ def load_image(image: ImageInput) -> np.ndarray:
     is refused with an :class:`ImageError` saying what to pass.
     """
     if isinstance(image, (str, os.PathLike)):
+        if not os.fspath(image):  # Path("") is ".", the current directory
+            raise ImageError("the image path is empty; pass an image file")
         return _read_file(Path(image))
     if isinstance(image, np.ndarray):
         return _check_array(image)
     if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL.Image.Image, without importing PIL eagerly
-        if 0 in image.size:
-            raise ImageError(f"the PIL image is empty ({image.size[0]}x{image.size[1]} pixels)")
+        _check_pixels(*image.size, "the PIL image")  # Image.open is lazy: converting decodes, bombs too
         return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
     raise ImageError(
         f"cannot use an object of type {safe_repr(type(image).__name__)} as an image; pass a file path, a PIL image "
@@ -89,17 +91,27 @@ def load_image(image: ImageInput) -> np.ndarray:
 
 def _read_file(path: Path) -> np.ndarray:
     where = safe_repr(str(path), _PATH_CHARS)
-    if path.is_dir():
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageError(f"image file not found: {where}") from None
+    except OSError as exc:  # a name too long, a loop of links, a directory it may not enter
+        raise ImageError(f"cannot read {where}: {exc.strerror or type(exc).__name__}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise ImageError(f"{where} is a directory, not an image file")
-    if not path.exists():
-        raise ImageError(f"image file not found: {where}")
-    if not path.is_file():
+    if not stat.S_ISREG(info.st_mode):
         raise ImageError(f"{where} is not a regular file (a device or a pipe?); pass an image file")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise ImageError(f"{where} is empty (0 bytes), not an image")
     _check_header(path, where)
-    # np.fromfile + imdecode is what mmcv.imfrombytes does, and unlike cv2.imread it handles non-ASCII paths
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    # np.fromfile + imdecode is what mmcv.imfrombytes does, and unlike cv2.imread it handles non-ASCII paths;
+    # OpenCV's own log line for a corrupt file is silenced: the ImageError below is the one line the user sees
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if image is None:
         raise ImageError(f"cannot decode {where} as an image (OpenCV supports PNG, JPEG, BMP, TIFF, WebP, ...)")
     return image

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any, Iterator
 from razorzoo import constants
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import RazorzooError
-from razorzoo.files import UnsafePathError, safe_join, write_json_atomic
+from razorzoo.files import UnsafePathError, read_json, safe_join, write_json_atomic
 
 __all__ = ["Cache", "CacheError", "CachedFile", "CachedModel", "cache_root", "hash_matches", "sha256_of_file"]
 
@@ -113,13 +112,6 @@ def _source_urls(entry: Any) -> set[str]:
     return {url for url in urls if isinstance(url, str) and url}
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 class Cache:
     """``Cache(root)``: the downloads, converted models and Hub files under one root (``None``: the default root)."""
 
@@ -182,7 +174,7 @@ class Cache:
 
     def _record_at(self, entry: Path) -> CachedFile | None:
         """The record in ``entry``, if razorzoo wrote it: a ``meta.json`` in the directory its URL hashes to."""
-        meta = _read_json(entry / META_FILE)
+        meta = read_json(entry / META_FILE)
         try:
             if self.entry_dir(meta["url"]) != entry:
                 return None
@@ -197,7 +189,7 @@ class Cache:
         records = [*([entry / META_FILE] if self._record_at(entry) else []), *sorted(entry.glob("*" + PARTIAL_META))]
         files = [entry / _LOCK]
         for record in records:
-            meta = _read_json(record)
+            meta = read_json(record)
             name = meta.get("file") if isinstance(meta, dict) else None
             files.append(record)
             with contextlib.suppress(UnsafePathError):
@@ -213,7 +205,7 @@ class Cache:
     # -- converted models ----------------------------------------------------------------------------------------
     def index(self) -> dict[str, dict[str, Any]]:
         """``models/index.json``'s entries (empty when there is none or it is unreadable)."""
-        data = _read_json(self.models / INDEX_FILE)
+        data = read_json(self.models / INDEX_FILE)
         models = data.get("models") if isinstance(data, dict) else None
         return models if isinstance(models, dict) else {}
 
@@ -287,7 +279,7 @@ class Cache:
         for org in self._subdirs(self.hub):
             for repo in self._subdirs(org):
                 for snapshot in self._subdirs(repo):
-                    meta = _read_json(snapshot / META_FILE)
+                    meta = read_json(snapshot / META_FILE)
                     if isinstance(meta, dict) and isinstance(meta.get("files"), dict):
                         yield snapshot, meta
 

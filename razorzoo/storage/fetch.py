@@ -22,7 +22,6 @@ for the Hub and for download.openmmlab.com, with its proxy and certificate setti
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import socket
@@ -36,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 from razorzoo import constants
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import FetchError, IntegrityError, OfflineError, RazorzooError
-from razorzoo.files import write_json_atomic
+from razorzoo.files import read_json, write_json_atomic
 from razorzoo.storage.cache import (
     META_FILE, PARTIAL_META, PARTIAL_SUFFIX, Cache, CacheError, CachedFile, hash_matches, sha256_of_file,
 )
@@ -129,9 +128,10 @@ def fetch(
         raise OfflineError(
             f"offline mode is on and {url} is not in the cache (expected under {entry}); run once with network "
             f"access (unset RAZORZOO_OFFLINE / HF_HUB_OFFLINE, or set RAZORZOO_MIRROR to a reachable mirror)")
-    # a malformed RAZORZOO_MIRROR or RAZORZOO_HTTP_TIMEOUT fails here, before anything is written
+    # a malformed RAZORZOO_MIRROR, RAZORZOO_HTTP_TIMEOUT or RAZORZOO_PROGRESS fails here, before anything is written
     source = mirrored(url)
     constants.http_timeout()
+    progress = constants.progress_bars() if progress is None else progress
     with cache.lock(entry):
         hit = cached(url, sha256=sha256, cache_dir=cache.root)  # another process may have finished meanwhile
         if hit is not None:
@@ -165,13 +165,14 @@ def download_to(source: str, path: Path, *, expected: str | None = None, what: s
 
     ``headers`` are sent with every request (a Hub token). The parent directory must exist.
     """
+    show = constants.progress_bars() if progress is None else progress  # a malformed RAZORZOO_PROGRESS: nothing written
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     partial_meta = path.with_name(path.name + PARTIAL_META)
     failures = 0
     while True:
         size_before = partial.stat().st_size if partial.exists() else 0
         try:
-            digest, size, etag = _stream(source, partial, partial_meta, path.name, dict(headers or {}), progress)
+            digest, size, etag = _stream(source, partial, partial_meta, path.name, dict(headers or {}), show)
             break
         except _Transient as exc:
             made_progress = partial.exists() and partial.stat().st_size > size_before
@@ -192,7 +193,7 @@ def download_to(source: str, path: Path, *, expected: str | None = None, what: s
 
 
 def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: dict[str, str],
-            progress: bool | None) -> tuple[str, int, str | None]:
+            show: bool) -> tuple[str, int, str | None]:
     """Download ``source`` into ``partial`` (resuming it when possible); return (sha256, size, etag)."""
     import httpx2
     from huggingface_hub.utils import get_session
@@ -235,7 +236,6 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: 
             etag = response.headers.get("ETag")
             _write_json(partial_meta, {"file": name, "source": source, "etag": etag})
             received = 0
-            show = constants.progress_bars() if progress is None else progress
             with open(partial, "ab" if offset else "wb") as f, tqdm(
                     total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
                     disable=not show, leave=False) as bar, ThreadPoolExecutor(1) as worker:
@@ -273,10 +273,8 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: 
 
 
 def _recorded_etag(partial_meta: Path) -> str | None:
-    try:
-        etag = json.loads(partial_meta.read_text()).get("etag")
-    except (OSError, ValueError, AttributeError):
-        return None
+    meta = read_json(partial_meta)
+    etag = meta.get("etag") if isinstance(meta, dict) else None
     return etag if isinstance(etag, str) and _ETAG.fullmatch(etag) else None
 
 

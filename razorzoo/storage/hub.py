@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -28,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from razorzoo import constants
-from razorzoo.bounded import safe_repr
+from razorzoo.bounded import InputError, load_json, safe_repr
 from razorzoo.errors import HubError, OfflineError, RazorzooError
-from razorzoo.files import safe_join, write_json_atomic
+from razorzoo.files import read_json, safe_join, write_json_atomic
 from razorzoo.storage.cache import META_FILE, REFS_FILE, Cache
 
 if TYPE_CHECKING:
@@ -47,6 +46,7 @@ CONFIG_FILE = "config.json"
 SUBNET_FILE = "subnet.yaml"
 CARD_FILE = "README.md"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+_AUTHOR = re.compile(r"[A-Za-z0-9][\w.-]{0,95}")  # the namespace half of a repo id
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][\w.+-]*(?:/[\w][\w.+-]*)*$")  # git-like names: no "..", "//", leading "/"
 _MAX_REVISION = 128
@@ -114,6 +114,7 @@ def api(token: str | None = None) -> "HfApi":
 @contextlib.contextmanager
 def hub_errors(what: str, repo_id: str) -> Iterator[None]:
     """Turn ``huggingface_hub`` errors into :class:`HubError`\\ s that say what failed and what to do."""
+    import httpx2
     from huggingface_hub.errors import (
         HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RemoteEntryNotFoundError,
         RepositoryNotFoundError, RevisionNotFoundError,
@@ -140,21 +141,18 @@ def hub_errors(what: str, repo_id: str) -> Iterator[None]:
             raise HubError(f"{what}: no write access to {repo_id}; the name belongs to someone else, pick a repo "
                            f"under your own namespace") from exc
         raise HubError(f"{what}: {repo_id}: HTTP {status}") from exc
+    except httpx2.TransportError as exc:  # refused, reset, timed out, no such host
+        raise HubError(f"{what}: cannot reach the Hub at {endpoint()} ({type(exc).__name__})") from None
 
 
 # -- files at one commit -----------------------------------------------------------------------------------------
 def _head(ref: HubRef, filename: str, revision: str) -> tuple[str, str, int | None]:
     """(commit, ETag, size) of ``filename`` at ``revision``, as the server states them, validated."""
-    import httpx2
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     url = hf_hub_url(ref.repo_id, filename, revision=revision, endpoint=endpoint())
     with hub_errors(f"cannot download {filename}", str(ref)):
-        try:
-            meta = get_hf_file_metadata(url, library_name=LIBRARY_NAME, timeout=constants.http_timeout())
-        except httpx2.TransportError as exc:
-            raise HubError(f"cannot download {filename}: cannot reach the Hub at {endpoint()} "
-                           f"({type(exc).__name__})") from None
+        meta = get_hf_file_metadata(url, library_name=LIBRARY_NAME, timeout=constants.http_timeout())
     if not isinstance(meta.commit_hash, str) or not _COMMIT.fullmatch(meta.commit_hash):
         raise HubError(f"{ref}: the Hub answered commit id {safe_repr(meta.commit_hash)} for {filename}, which is "
                        f"not a 40-hex commit; refusing to use it (is HF_ENDPOINT a Hub?)")
@@ -170,7 +168,7 @@ def _resolve(ref: HubRef, cache: Cache, first_file: str, offline: bool) -> str:
         return ref.revision
     refs_path = cache.hub_repo_dir(ref.repo_id) / REFS_FILE
     if offline:
-        refs = _read_json(refs_path)
+        refs = read_json(refs_path)
         commit = refs.get(ref.revision or "") if isinstance(refs, dict) else None
         if not isinstance(commit, str) or not _COMMIT.fullmatch(commit):
             raise OfflineError(f"{ref} is not in the Hub cache ({cache.hub}) and offline mode is on; run once online "
@@ -178,18 +176,11 @@ def _resolve(ref: HubRef, cache: Cache, first_file: str, offline: bool) -> str:
         return commit
     commit, _, _ = _head(ref, first_file, ref.revision or "main")
     with cache.lock(refs_path.parent):
-        refs = _read_json(refs_path)
+        refs = read_json(refs_path)
         refs = refs if isinstance(refs, dict) else {}
         if refs.get(ref.revision or "") != commit:
             write_json_atomic(refs_path, {**refs, ref.revision or "": commit})
     return commit
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _git_blob_sha1(path: Path) -> str:
@@ -237,7 +228,7 @@ def _hub_file(ref: HubRef, commit: str, filename: str, cache: Cache, offline: bo
 
 
 def _recorded_files(snapshot: Path) -> dict[str, Any]:
-    meta = _read_json(snapshot / META_FILE)
+    meta = read_json(snapshot / META_FILE)
     files = meta.get("files") if isinstance(meta, dict) else None
     return files if isinstance(files, dict) else {}
 
@@ -281,15 +272,16 @@ def download_hub_model(ref: str, *, cache_dir: str | os.PathLike | None = None,
                                                                    cache_dir=cache_dir, offline=offline)
     where = f"{hub_ref} at {commit}"
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        config = load_json(config_path.read_bytes(), what="config.json")
+    except InputError:
         raise HubError(f"{where}: config.json is not JSON; the repo was not written by razorzoo push") from None
     if not isinstance(config, dict):
         raise HubError(f"{where}: config.json holds {safe_repr(config)}, not an object; the repo was not written "
                        f"by razorzoo push")
     try:
         expected = ArchSpec.from_dict(config)
-        stored = ArchSpec.from_dict(json.loads(_safetensors_metadata(weights_path)["razorzoo_arch"]))
+        stored = ArchSpec.from_dict(load_json(_safetensors_metadata(weights_path)["razorzoo_arch"],
+                                              what="the razorzoo_arch metadata"))
     except (KeyError, TypeError, ValueError, RazorzooError) as exc:
         raise HubError(f"{where}: model.safetensors or config.json is not a razorzoo file "
                        f"({type(exc).__name__}: {safe_repr(str(exc), 200)})") from None
@@ -315,8 +307,15 @@ def list_hub_models(author: str | None = None) -> list[dict[str, Any]]:
     Each entry: ``id`` (``hf-hub:org/name``), ``repo_id``, ``author``, ``task``, ``family``, ``base``, ``private``,
     ``downloads``, ``likes``, ``last_modified`` (ISO date or None).
     """
+    if author is not None and not (isinstance(author, str) and _AUTHOR.fullmatch(author)):
+        raise HubError(f"invalid Hub author {safe_repr(author)}: a user or organization name (letters, digits, "
+                       "'_.-', at most 96 characters)")
     require_online("listing Hub models")
+    from huggingface_hub.utils import get_session
+
     with hub_errors("cannot list Hub models", author or "the Hub"):
+        # huggingface_hub retries a refused listing for ~25 s, logging every try: one request first fails at once
+        get_session().head(endpoint(), timeout=constants.http_timeout())
         infos = list(api().list_models(filter=LIBRARY_NAME, author=author, cardData=True))
     models = []
     for info in infos:

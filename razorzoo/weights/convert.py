@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 from razorzoo.version import __version__
 from razorzoo.files import atomic_write
 from razorzoo.arch.spec import ArchSpec
-from razorzoo.bounded import safe_repr
-from razorzoo.errors import CheckpointError, PairMismatchError, RazorzooError
+from razorzoo.bounded import InputError, load_json, safe_repr
+from razorzoo.errors import CheckpointError, OutputError, PairMismatchError, RazorzooError
 from razorzoo.weights.keys import ModelKeys, model_keys, model_view
 
 if TYPE_CHECKING:
@@ -64,10 +64,13 @@ def convert_checkpoint(
 
     Raises:
         PairMismatchError: the checkpoint does not hold the weights of ``spec`` (the message says how, in YAML terms).
+        OutputError: ``output`` is a directory or the checkpoint file itself (checked before reading anything), or
+            cannot be written (nothing is left behind).
     """
     from razorzoo.weights.checkpoint import Checkpoint, read_checkpoint
     from razorzoo.weights.verify import verify_pair
 
+    check_output(output, checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint)
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = read_checkpoint(checkpoint, ema=keep_ema)
     report = verify_pair(spec, checkpoint.state_dict)
@@ -90,6 +93,25 @@ def convert_checkpoint(
         "source_sha256": source_sha256,
     }
     return write_safetensors(tensors, metadata, output)
+
+
+def check_output(output: str | Path, source: str | Path | None) -> None:
+    """Refuse an ``output`` that cannot become the converted file, or that is the ``source`` checkpoint (replacing
+    the user's only copy), before the minutes of reading and verifying."""
+    output = Path(output)
+    where = safe_repr(str(output))
+    if output.is_dir():
+        raise OutputError(f"the output {where} is a directory; give a file name, e.g. model.safetensors")
+    if output.exists() and not output.is_file():  # renaming over it would replace a device or a pipe
+        raise OutputError(f"the output {where} exists and is not a regular file; give a file name, e.g. "
+                            "model.safetensors")
+    try:
+        same = source is not None and output.exists() and output.samefile(source)
+    except OSError:
+        same = False
+    if same:
+        raise OutputError(f"the output {where} is the checkpoint being converted; give another file name, e.g. "
+                            "model.safetensors")
 
 
 def _stored_tensors(aligned: Mapping[str, "torch.Tensor"], keys: ModelKeys) -> "OrderedDict[str, torch.Tensor]":
@@ -117,12 +139,15 @@ def write_safetensors(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[s
         offset += size
     encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output) as f:
-        f.write(struct.pack("<Q", len(encoded)))
-        f.write(encoded)
-        for tensor in tensors.values():
-            f.write(_raw_bytes(tensor))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output) as f:
+            f.write(struct.pack("<Q", len(encoded)))
+            f.write(encoded)
+            for tensor in tensors.values():
+                f.write(_raw_bytes(tensor))
+    except OSError as exc:  # a full disk, a read-only directory, a file where a directory belongs
+        raise OutputError(f"cannot write {safe_repr(str(output))}: {exc.strerror or type(exc).__name__}") from None
     return output
 
 
@@ -179,8 +204,8 @@ def _spec(metadata: Mapping[str, str], path: Path) -> ArchSpec:
 
 def _metadata_json(metadata: Mapping[str, str], key: str, path: Path) -> Any:
     try:
-        return json.loads(metadata[key])
-    except ValueError as exc:
+        return load_json(metadata[key], what=f"the {key} metadata")
+    except InputError as exc:
         raise _corrupt(path, exc) from None
 
 

@@ -40,7 +40,8 @@ METRICS = ("top1", "top5", "box_ap")  # ImageNet top-1/top-5 accuracy (%), COCO 
 
 _HASH = re.compile(r"^(?:[0-9a-f]{8}|[0-9a-f]{64})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_ALIAS = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]{1,200}")  # upstream config names hold '@'; no blanks, no controls
+# upstream config names hold '@'; no blanks, no controls, no bidi/invisible formatting (they make a name read as another)
+_ALIAS = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{1,200}")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)(.*)\Z", re.S)
 
 
@@ -181,8 +182,8 @@ def _validate(front: Any, body: str, path: Path | None, where: str) -> Card:
         raise fail("razorzoo.recipe", f"{safe_repr(recipe)} is not one of {', '.join(RECIPES)}")
     aliases = meta.get("aliases") or []
     if not isinstance(aliases, list) or not all(isinstance(a, str) and _ALIAS.fullmatch(a) for a in aliases):
-        raise fail("razorzoo.aliases", "must be a list of names (up to 200 characters, no blanks or control "
-                                       "characters)")
+        raise fail("razorzoo.aliases", "must be a list of names (up to 200 characters, no blanks, control or "
+                                       "invisible characters)")
     tags = front.get("tags")
     if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
         raise fail("tags", "must be a list of strings")

@@ -9,15 +9,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+import razorzoo
+from custom_cards import card_text
 from razorzoo.arch.subnet import load_subnet
 from razorzoo.cli import main
-from razorzoo.errors import CardError, RazorzooError, SubnetError
+from razorzoo.errors import CardError, RazorzooError, SubnetError, UnknownModelError
 from razorzoo.zoo.registry import CARDS_DIR, get_card, list_models, parse_card
 
 SUBNETS = CARDS_DIR / "subnets"
@@ -44,28 +45,6 @@ BOMBS = {
     "megabyte scalar": "x: " + "a" * (1 << 20) + "\n",
     "python object tag": "x: !!python/object/apply:os.system ['true']\n",
 }
-
-
-def _card(name: str, *, front: str = "", body: str = "My own searched subnet.\n", subnet_file: str | None = None,
-          **meta: str) -> str:
-    """A valid card for ``name`` (its subnet is ``<name>.yaml`` beside it) with extra front matter and body."""
-    extra = "".join(f"  {key}: {value}\n" for key, value in meta.items())
-    return textwrap.dedent(f"""\
-        ---
-        library_name: razorzoo
-        license: apache-2.0
-        razorzoo:
-          name: {name}
-          task: classification
-          family: attentive
-          subnet:
-            url: https://example.org/{name}.yaml
-            sha256: null
-            file: {subnet_file or name + '.yaml'}
-          weights:
-            url: https://example.org/{name}.pth
-            sha256: null
-        """) + extra + front + "---\n\n# Custom\n\n" + body
 
 
 @pytest.fixture
@@ -119,11 +98,11 @@ def test_yaml_bombs_fail_fast_with_one_line(bomb, surface, tmp_path, cards):
         (tmp_path / "bomb.yaml").write_text(bomb)
         _one_line_error(SubnetError, lambda: load_subnet(tmp_path / "bomb.yaml"))
     elif surface == "card file":
-        path = cards("bomb", _card("bomb", front=bomb))
+        path = cards("bomb", card_text("bomb", front=bomb))
         message = _one_line_error(CardError, lambda: parse_card(path))
         assert str(path) in message
     else:  # a Hub README is parsed by the same parser, from text
-        message = _one_line_error(CardError, lambda: parse_card(_card("bomb", front=bomb), source="hf-hub:evil/x"))
+        message = _one_line_error(CardError, lambda: parse_card(card_text("bomb", front=bomb), source="hf-hub:evil/x"))
         assert message.startswith("hf-hub:evil/x: the front matter")
 
 
@@ -181,7 +160,7 @@ def test_non_finite_card_numbers_are_refused(spelling, field, cards):
         "metrics.top1": {"metrics": f"{{top1: {spelling}}}"},
         "metrics.box_ap": {"metrics": f"{{box_ap: {spelling}}}"},
     }[field]
-    cards("nonfinite", _card("nonfinite", **meta))
+    cards("nonfinite", card_text("nonfinite", **meta))
     message = _one_line_error(CardError, list_models)
     assert f"razorzoo.{field}" in message
 
@@ -203,7 +182,7 @@ def test_card_subnet_files_stay_under_the_cards_dir(file, tmp_path, cards):
         secret.write_text(A6)  # a readable, valid subnet: only its place is wrong
         (Path(os.environ["RAZORZOO_CARDS"]) / "link.yaml").symlink_to(secret)
         file = "link.yaml"
-    cards("traversal", _card("traversal", subnet_file=f'"{file}"'))
+    cards("traversal", card_text("traversal", subnet_file=f'"{file}"'))
     message = _one_line_error(CardError, list_models)
     assert "razorzoo.subnet.file" in message
     assert re.search("would leave|resolves outside|not a plain relative", message), message  # refused, not missing
@@ -232,7 +211,7 @@ def _yaml_escaped(text: str) -> str:
 @pytest.mark.parametrize("command", [("show", "evil"), ("show", "evil", "--raw"), ("search", "payload"),
                                      ("list", "evil")])
 def test_escape_sequences_never_reach_the_terminal(escape, command, capsys, cards):
-    cards("evil", _card("evil", body=f"A payload {escape} here.\n\n## Notes {escape}\n\n- item {escape}\n",
+    cards("evil", card_text("evil", body=f"A payload {escape} here.\n\n## Notes {escape}\n\n- item {escape}\n",
                         algorithm=_yaml_escaped(f"Attentive{escape}NAS"), search_space=_yaml_escaped(escape)))
     code, out, err = _cli(capsys, *command)
     assert code == 0, err
@@ -245,6 +224,27 @@ def test_error_messages_carry_no_escape_sequences(capsys, cards):
     assert "unknown model" in err
 
 
+@pytest.mark.parametrize("escape", ["\x1b[2J", "\x1b]0;pwned\x07", "\x9b31m", "\u202e", "\u200b", "\u2066"])
+@pytest.mark.parametrize("field", ["name", "aliases"])
+def test_escape_sequences_in_names_and_aliases_are_refused(escape, field, capsys, cards):
+    """Names and aliases become file names, URLs and table cells: a control character in one refuses the card."""
+    evil = _yaml_escaped(f"evil{escape}name")
+    text = card_text("evil") if field == "aliases" else card_text("evil").replace("name: evil", f"name: {evil}", 1)
+    cards("evil", text.replace("aliases: []", f"aliases: [{evil}]") if field == "aliases" else text)
+    message = _one_line_error(CardError, list_models)
+    assert f"razorzoo.{field}" in message and not CONTROL.search(message)
+    assert "razorzoo." in _cli_error(capsys, "list")
+
+
+@pytest.mark.parametrize("escape", ESCAPES.values(), ids=ESCAPES.keys())
+def test_escape_sequences_in_tags_never_reach_the_terminal(escape, capsys, cards):
+    cards("evil", card_text("evil", front=f"tags: [{_yaml_escaped(f'zz{escape}tag')}, plain]\n"))
+    for command in (("search", "zz"), ("show", "evil"), ("show", "evil", "--raw"), ("list", "--json", "evil")):
+        code, out, err = _cli(capsys, *command)
+        assert code == 0 and "evil" in out, err
+        assert not CONTROL.search(out), (command, repr(out[:400]))
+
+
 # -- 7. Garbage on the command line: one-line errors, nothing half done --------------------------------------------
 @pytest.mark.parametrize("argv", [
     ("list", "--where", "params>"), ("list", "--where", "x" * 100_000), ("list", "--where", "params>" + "9" * 100_000),
@@ -252,11 +252,20 @@ def test_error_messages_carry_no_escape_sequences(capsys, cards):
     ("list", "--sort", "nonsense"), ("list", "--sort", "\x1b[2J"), ("list", "--sort", "x" * 100_000),
     ("list", "--pareto", "flops"), ("list", "--pareto", "flops,nonsense"), ("list", "--pareto", "name,top1"),
     ("list", "--pareto", ","), ("list", "--task", "painting"), ("list", "--task", "x" * 100_000),
-    ("show", "x" * 100_000),
+    ("show", "x" * 100_000), ("download", "x" * 100_000), ("download", "a\x00b"), ("predict", "x" * 100_000, "a.png"),
+    ("cache", "rm", "\x1b]0;pwned\x07"),
 ])
 def test_garbage_arguments_give_one_line_errors(argv, capsys):
     err = _cli_error(capsys, *argv)
     assert len(err) < 600
+
+
+@pytest.mark.parametrize("name", ["x" * 100_000, "a\x00b", "\x1b[2J", "attentive_a6\n", ""])
+def test_garbage_model_names_give_one_line_errors_from_every_loader(name):
+    """What a name cannot be (too long for a file name, a NUL, an escape) is an unknown name, said in one line."""
+    for load in (razorzoo.load_classifier, razorzoo.load_detector, razorzoo.load_backbone):
+        message = _one_line_error(UnknownModelError, lambda: load(name))
+        assert message.startswith("unknown model") and not CONTROL.search(message)
 
 
 # -- 8. Everything a card holds is checked where it is read: the built-in zoo still passes ------------------------
