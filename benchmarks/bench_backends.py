@@ -100,7 +100,7 @@ def main() -> None:
                 eager = models["eager"]
                 cfg = eager.recipe.test_cfg
                 batch, _ = eager.preprocess([image])
-                score_thr = cfg["score_thr"] if args.score_thr is None else args.score_thr
+                score_thr = cfg.score_thr if args.score_thr is None else args.score_thr
                 reference = None
                 for backend in BACKENDS:
                     if backend not in models:
@@ -116,8 +116,8 @@ def main() -> None:
                         reference = net, e2e, detections
                     matched = total = 0
                     for a, b in ((reference[2], detections), (detections, reference[2])):
-                        m, t = match_detections(a, b, score_thr=score_thr, max_det=cfg["max_per_img"],
-                                                iou_thr=cfg["iou_threshold"])
+                        m, t = match_detections(a, b, score_thr=score_thr, max_det=cfg.max_per_img,
+                                                iou_thr=cfg.iou_threshold)
                         matched, total = matched + m, total + t
                     print(f"{name:<22} {threads:>3} {backend:<14} {net:>7.3f} {net / reference[0]:>7.2f} "
                           f"{pre:>6.3f} {infer:>7.3f} {post:>6.3f} {e2e:>6.3f} {e2e / reference[1]:>7.2f} "

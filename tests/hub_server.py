@@ -1,5 +1,5 @@
 """A small Hugging Face Hub-compatible HTTP server on 127.0.0.1, so the real ``huggingface_hub`` client can be tested
-without the internet (protocol: shared/docs/HUB.md).
+without the internet (the protocol the real client speaks is summarised in docs/testing.md).
 
 Storage is in memory and git-less: repo id -> commits (40-hex ids), each a full ``{path: bytes}`` map, and branches
 (name -> head commit id; ``main`` always exists). A revision is a branch name or a commit id. Every file is
@@ -74,6 +74,7 @@ class HubServer:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path), to check what the client asked for
+        self.file_headers: dict[str, str] = {}  # replace headers of every file answer: a hostile Hub in tests
         self._lock = threading.Lock()
         self._commit_counter = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -284,7 +285,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             start, end = int(match[1]), int(match[2] or len(data) - 1)
             status, body = 206, data[start:end + 1]
         return status, body, {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_sha1(data)}"',
-                              "Accept-Ranges": "bytes"}
+                              "Accept-Ranges": "bytes", **hub.file_headers}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

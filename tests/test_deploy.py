@@ -22,6 +22,7 @@ import razorzoo
 from conftest import CLASSIFIERS, DATA, DETECTORS
 from fixture_rule import rule_state_dict
 from razorzoo.deploy import ParityError, check_parity, open_exported
+from razorzoo.detection.transforms import ClassifierTransform, ImageMeta
 from razorzoo.errors import RazorzooError
 from test_loading import CLASSIFIER, mirror, zoo  # noqa: F401 (fixtures: a real local mirror and a fresh cache)
 from test_predict_e2e import _unmatched
@@ -72,7 +73,7 @@ def _unmatched_above_cutoff(found, boxes, scores, labels, max_det: int, iou_thr:
     above = scores > max(cutoffs) + 1e-6 if cutoffs else torch.ones_like(scores, dtype=torch.bool)
     missing = 0
     for box, score, label in zip(boxes[above], scores[above], labels[above]):
-        if _unmatched(found, box[None], score[None], label[None]) == 0:
+        if _unmatched(found, box[None], score[None], label[None], max_det) == 0:
             continue
         x1, y1 = torch.maximum(found.boxes[:, 0], box[0]), torch.maximum(found.boxes[:, 1], box[1])
         x2, y2 = torch.minimum(found.boxes[:, 2], box[2]), torch.minimum(found.boxes[:, 3], box[3])
@@ -121,7 +122,46 @@ def test_predict_reproduces_the_mmyolo_goldens(exports, model, backend):
         expected = [goldens[f"e2e.{name}.pred.{key}"] for key in ("bboxes", "scores", "labels")]
         assert len(found) == len(expected[1]) > 0
         cfg = net.recipe.test_cfg
-        assert _unmatched_above_cutoff(found, *expected, cfg["max_per_img"], cfg["iou_threshold"]) == 0, name
+        assert _unmatched_above_cutoff(found, *expected, cfg.max_per_img, cfg.iou_threshold) == 0, name
+
+
+@pytest.mark.parametrize("model", DETECTORS)
+def test_the_typed_recipe_round_trips_through_the_file(exports, model):
+    net, path = exports(model)
+    runtime = open_exported(path)
+    assert runtime.recipe == net.recipe and type(runtime.recipe.coder) is type(net.recipe.coder)
+    assert runtime.transform.resize == net.transform.resize and runtime.test_cfg == net.test_cfg
+    _, metas = runtime.preprocess(DATA / model / "image.png")
+    assert metas == net.preprocess(DATA / model / "image.png")[1] and isinstance(metas[0], ImageMeta)
+
+
+def test_a_damaged_stored_recipe_is_one_line(exports, tmp_path):
+    import onnx
+
+    _, path = exports(DETECTORS[2])
+    proto = onnx.load(path)
+    for prop in proto.metadata_props:
+        if prop.key == "razorzoo_recipe":
+            prop.value = prop.value.replace('"type": "ResizePad"', '"type": "Crop"')
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(proto, damaged)
+    with pytest.raises(RazorzooError) as exc:
+        razorzoo.load_detector(damaged, backend="onnxruntime")
+    assert "stored detector recipe is not valid" in _one_line(exc) and "Letterbox, ResizePad" in str(exc.value)
+
+
+def test_an_exported_classifier_predicts_with_its_stored_pipeline(exports):
+    net, path = exports(CLASSIFIERS[0])  # exported at 128 px: the pipeline runs at that crop
+    runtime = razorzoo.load_classifier(path, backend="onnxruntime")
+    image = DATA / DETECTORS[0] / "image.png"
+    batch = ClassifierTransform(net.preprocessing.at_crop(128))(image)
+    assert batch.shape == (1, 3, 128, 128) and torch.equal(runtime.preprocess(image), batch)
+    found = runtime.predict(image, topk=3)
+    with torch.no_grad():
+        probs = net(batch).softmax(1)[0]
+    assert found.names == tuple(net.class_names[i] for i in found.indices)
+    torch.testing.assert_close(torch.tensor(found.probs), probs[list(found.indices)], rtol=0, atol=1e-4)
+    assert probs.max() - probs[found.indices[0]] <= 1e-4  # top-1 up to ties
 
 
 @pytest.mark.parametrize("model", [DETECTORS[0]])
@@ -131,7 +171,7 @@ def test_the_nms_variant_gives_eager_predicts_detections(model, tmp_path):
     net = _eager(model)
     result = razorzoo.export(net, tmp_path / "nms.onnx", variant="nms")
     assert result.parity.max_raw_diff is None and result.parity.passed and result.parity.total > 0
-    max_det, iou_thr = net.recipe.test_cfg["max_per_img"], net.recipe.test_cfg["iou_threshold"]
+    max_det, iou_thr = net.recipe.test_cfg.max_per_img, net.recipe.test_cfg.iou_threshold
     for backend in BACKENDS:
         runtime = razorzoo.load_detector(result.path, backend=backend)
         num_dets, boxes, scores, labels = runtime(net.preprocess(DATA / model / "image.png")[0])
@@ -157,8 +197,8 @@ def test_batch_of_three_equals_three_batches_of_one(exports, model, backend):
             alone = runtime.predict(image)
             assert len(batch_result) == len(alone) > 0
             cfg = net.recipe.test_cfg
-            assert _unmatched_above_cutoff(batch_result, alone.boxes, alone.scores, alone.labels, cfg["max_per_img"],
-                                           cfg["iou_threshold"]) == 0
+            assert _unmatched_above_cutoff(batch_result, alone.boxes, alone.scores, alone.labels, cfg.max_per_img,
+                                           cfg.iou_threshold) == 0
     else:
         x = torch.randn(3, 3, 128, 128, generator=torch.Generator().manual_seed(1))
         together = runtime(x)
@@ -359,7 +399,7 @@ def test_predict_command_on_a_runtime(exports, capsys):
                                 torch.tensor(result["labels"]), net.class_names)
     assert len(found) == len(expected) == 5
     assert _unmatched_above_cutoff(found, expected.boxes, expected.scores, expected.labels, 5,
-                                   net.recipe.test_cfg["iou_threshold"]) == 0
+                                   net.recipe.test_cfg.iou_threshold) == 0
     # an .onnx file without --backend runs on ONNX Runtime
     assert main(["predict", str(path), image, "--json", "--score-thr", "0.2", "--max-det", "5"]) == 0
     [default] = json.loads(capsys.readouterr().out)
@@ -377,11 +417,11 @@ def test_the_decoded_variant_returns_every_priors_box_and_scores(tmp_path):
     assert boxes.shape == (1, 3 * (80 * 80 + 40 * 40 + 20 * 20), 4) and scores.shape == (1, boxes.shape[1], 80)
     # eager predict's best unclamped detection, mapped back to canvas pixels, is a prior with the same score
     detections = net.predict(DATA / model / "image.png")
-    h, w = metas[0]["ori_shape"][:2]
+    h, w = metas[0].ori_shape
     inside = ((detections.boxes[:, :2] > 0).all(1) & (detections.boxes[:, 2] < w) & (detections.boxes[:, 3] < h))
     best = detections[inside.nonzero()[0, 0].item()]
-    top, _, left, _ = metas[0]["pad_param"]
-    scale = torch.tensor(metas[0]["scale_factor"]).repeat(2)
+    top, _, left, _ = metas[0].pad_param
+    scale = torch.tensor(metas[0].scale_factor).repeat(2)
     canvas_box = best.boxes[0] * scale + torch.tensor([left, top, left, top])
     close = (boxes[0] - canvas_box).abs().amax(1) <= 1e-2
     assert (scores[0, close, best.labels[0]] - best.scores[0]).abs().min() <= 1e-5

@@ -1,4 +1,4 @@
-"""Supernet -> subnet extraction (razorzoo.weights.extract), against the export rules of UPSTREAM.md §2.3."""
+"""Supernet -> subnet extraction (razorzoo.weights.extract), against the export rules of docs/upstream.md §2.3."""
 import pytest
 import torch
 
@@ -20,7 +20,7 @@ def _supernet(family: str, prefix: str = "architecture.") -> dict:
 
 
 def test_supernet_key_counts():
-    # UPSTREAM.md §2.3: supernet backbones have 802 (AttentiveNAS) / 475 (OFA) keys; + head.fc.weight/bias
+    # docs/upstream.md §2.3: supernet backbones have 802 (AttentiveNAS) / 475 (OFA) keys; + head.fc.weight/bias
     assert len(supernet_state_dict_shapes("attentive")) == 802 + 2
     assert len(supernet_state_dict_shapes("ofa")) == 475 + 2
     spos = supernet_state_dict_shapes("spos")

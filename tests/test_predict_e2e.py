@@ -20,22 +20,32 @@ from razorzoo.detection.results import Detections
 CLI_MODEL = "rtmdet_tiny-ofa_lat31"  # the smallest detector keeps the command tests quick
 
 
-def _unmatched(found: Detections, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> int:
+def _unmatched(found: Detections, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+               max_det: int) -> int:
     """Expected detections without a one-to-one partner (same label, score within 1e-3, box within 1e-2 px).
 
     Fixture weights give near-flat scores with exact ties, so upstream's rank order is not reproducible in general
-    (fixtures README "Tolerances"); the set of detections is.
+    (fixtures README "Tolerances"); the set of detections is, except at the ``max_det`` cutoff: when several boxes
+    tie at the lowest kept score, which of them survive the cut is a tie-break (sort order, float summation order
+    of the machine), not a property of MMYOLO. So when the cut is active, unmatched expected boxes scoring at the
+    cutoff are interchangeable with unmatched found boxes scoring at the cutoff, one for one.
     """
     used = torch.zeros(len(found), dtype=torch.bool)
-    missing = 0
+    missing = []
     for box, score, label in zip(boxes, scores, labels):
         partner = ((~used) & (found.labels == label) & ((found.scores - score).abs() <= 1e-3)
                    & ((found.boxes - box).abs().amax(1) <= 1e-2)).nonzero()
         if len(partner):
             used[partner[0, 0]] = True
         else:
-            missing += 1
-    return missing
+            missing.append(float(score))
+    if len(scores) == max_det and missing:
+        cutoff = float(scores.min())
+        spare = [float(s) for s in found.scores[~used] if abs(float(s) - cutoff) <= 1e-3]
+        tied = [s for s in missing if abs(s - cutoff) <= 1e-3]
+        excused = min(len(tied), len(spare))
+        return len(missing) - excused
+    return len(missing)
 
 
 @pytest.mark.slow
@@ -50,7 +60,7 @@ def test_images_to_boxes_equal_inference_detector(model):
             (found,) = detector.postprocess(detector(batch), metas)
         expected = [goldens[f"e2e.{name}.pred.{key}"] for key in ("bboxes", "scores", "labels")]
         assert len(found) == len(expected[1]) > 0
-        assert _unmatched(found, *expected) == 0, name
+        assert _unmatched(found, *expected, max_det=detector.test_cfg.max_per_img) == 0, name
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +122,9 @@ def test_predict_command_errors(checkpoint, tmp_path, capsys):
     code, _, err = _run_cli(capsys, "predict", CLI_MODEL, str(tmp_path / "missing.jpg"), "--weights",
                             str(checkpoint))
     assert code == 2 and "missing.jpg" in err and "Traceback" not in err
-    code, _, err = _run_cli(capsys, "predict", CLI_MODEL, "x.png", "--max-det", "0")
-    assert code == 2 and "--max-det" in err
+    with pytest.raises(SystemExit) as info:  # argparse refuses it (tests/hostile has the variants)
+        main(["predict", CLI_MODEL, "x.png", "--max-det", "0"])
+    assert info.value.code == 2 and "--max-det must be >= 1" in capsys.readouterr().err
     code, _, err = _run_cli(capsys, "predict", CLI_MODEL, "x.png", "--weights", str(tmp_path / "nope.pth"))
     assert code == 2 and "nope.pth" in err
 
@@ -123,3 +134,29 @@ def test_predict_parser_does_not_import_torch():
             "build_parser().parse_args(['predict', 'm', 'a.png', '--json']); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_predict_command_classifies_with_a_classifier(tmp_path, capsys):
+    """A classifier NAME prints its top-k ImageNet classes (same as ``predict``), and refuses detector options."""
+    converted = tmp_path / "spos.safetensors"
+    checkpoint = write_checkpoint("spos_0.33M", "mmrazor-subnet", tmp_path / "spos.pth")
+    assert main(["convert", str(checkpoint), "--subnet", "spos_0.33M", "-o", str(converted)]) == 0
+    capsys.readouterr()
+    image = str(DATA / CLI_MODEL / "image.png")
+    code, out, _ = _run_cli(capsys, "predict", "spos_0.33M", image, "--weights", str(converted), "--topk", "3",
+                            "--json")
+    assert code == 0
+    (result,) = json.loads(out)
+    expected = razorzoo.load_classifier(converted).predict(image, topk=3)
+    assert result["indices"] == list(expected.indices) and result["names"] == list(expected.names)
+    assert torch.allclose(torch.tensor(result["probs"]), torch.tensor(expected.probs), atol=1e-6)
+    code, out, _ = _run_cli(capsys, "predict", "spos_0.33M", image, "--weights", str(converted))
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == f"{image}: top 5" and len(lines) == 6
+    assert lines[1].split()[0] == expected.names[0].split()[0]
+    code, _, err = _run_cli(capsys, "predict", "spos_0.33M", image, "--weights", str(converted), "--max-det", "3")
+    assert code == 2 and "detector options (--max-det) do not apply" in err
+    for streaming in (["--save-json", str(tmp_path / "out.json")], [str(tmp_path)]):  # an option, a folder
+        code, _, err = _run_cli(capsys, "predict", "spos_0.33M", image, *streaming, "--weights", str(converted))
+        assert code == 2 and "is a classifier" in err and "are for detectors" in err
+    assert not (tmp_path / "out.json").exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 
-_TASKS = ("detection", "classification", "backbone")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +19,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="NAME", help="registry name or alias, hf-hub:org/name[@rev], or a converted "
                                                 ".safetensors file")
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write the .onnx file")
-    p.add_argument("--task", choices=_TASKS, help="what to export (default: the model's own task; 'backbone' "
+    p.add_argument("--task", choices=("detection", "classification", "backbone"), help="what to export (default: the model's own task; 'backbone' "
                                                   "exports the backbone of a detector or classifier)")
     p.add_argument("--variant", default="raw", choices=("raw", "decoded", "nms"),
                    help="detector outputs: raw = the head outputs per level (NMS runs outside the graph, exactly "
@@ -42,8 +41,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from razorzoo.deploy.export import export
+    from razorzoo.loading import converted_file
 
-    result = export(args.name, args.output, task=args.task, variant=args.variant, opset=args.opset,
+    result = export(converted_file(args.name), args.output, task=args.task, variant=args.variant, opset=args.opset,
                     dynamic_batch=not args.static_batch, fp16=args.fp16, input_size=args.input_size,
                     simplify=args.simplify, check=args.check, images=args.image,
                     min_agreement=args.min_agreement)

@@ -6,17 +6,21 @@ pixels), ``scores (N, max_det)`` and ``labels (N, max_det)`` (rows past ``num_de
 It follows the recipe's ``test_cfg`` as far as ONNX allows; what differs from eager ``predict`` (docs/deploy.md):
 NMS runs on canvas pixels rather than original-image pixels (the two differ by the resize's per-axis rounding), and
 ``min_bbox_size`` is checked in canvas pixels. NMS is a custom op ``razorzoo::nms`` whose eager implementation is
-razorzoo's :func:`~razorzoo.detection.postprocess.batched_nms` and whose ONNX translation is ``NonMaxSuppression``.
+razorzoo's :func:`~razorzoo.detection.nms.batched_nms` and whose ONNX translation is ``NonMaxSuppression``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
 
-from razorzoo.detection.postprocess import anchor_priors, batched_nms, decode_distance, decode_yolov5, point_priors
+from razorzoo.detection.nms import batched_nms
+from razorzoo.detection.postprocess import clip_boxes, decode_outputs, rescale_boxes, with_overrides
 from razorzoo.detection.results import Detections
+
+if TYPE_CHECKING:
+    from razorzoo.detection.transforms import ImageMeta
 
 __all__ = ["Decoded", "EndToEnd", "TRANSLATIONS", "OUTPUTS", "DECODED_OUTPUTS", "from_end_to_end"]
 
@@ -59,48 +63,29 @@ TRANSLATIONS = {torch.ops.razorzoo.nms.default: _nms_onnx}  # for torch.onnx.exp
 
 class Decoded(nn.Module):
     """A detector with box decoding in the graph (the ``decoded`` variant): ``boxes (N, P, 4)`` xyxy in
-    input-canvas pixels and ``scores (N, P, C)`` (sigmoid; times the objectness for YOLOv5) for all ``P`` priors."""
+    input-canvas pixels and ``scores (N, P, C)`` (sigmoid; times the objectness for YOLOv5) for all ``P`` priors.
+    Decoding is :func:`razorzoo.detection.postprocess.decode_outputs`, the eager ``postprocess``'s own."""
 
-    def __init__(self, detector: nn.Module, size: int) -> None:
+    def __init__(self, detector: nn.Module) -> None:
         super().__init__()
         self.detector = detector
-        recipe = detector.recipe
-        sizes = [(size // s, size // s) for s in recipe.strides]
-        if recipe.decode["coder"] == "yolov5":
-            priors, self.coder = anchor_priors(sizes, recipe.strides, recipe.decode["anchors"]), decode_yolov5
-            self.num_base = len(recipe.decode["anchors"][0])
-        else:
-            priors = point_priors(sizes, recipe.strides, recipe.decode["prior_offset"])
-            self.coder, self.num_base = decode_distance, 1
-        self.register_buffer("priors", priors, persistent=False)
-        self.register_buffer("stride", torch.cat([priors.new_full((h * w * self.num_base,), s)
-                                                  for (h, w), s in zip(sizes, recipe.strides)]), persistent=False)
-
-    def _flatten(self, maps: Any, width: int) -> torch.Tensor:
-        # (N, A*width, H, W) -> (N, H*W*A, width), the priors' row order (as razorzoo.detection.postprocess)
-        return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, width) for m in maps], dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cls_scores, bbox_preds, *rest = self.detector(x)
-        num_classes = cls_scores[0].shape[1] // self.num_base
-        scores = self._flatten(cls_scores, num_classes).sigmoid()
-        if rest:  # YOLOv5: times the objectness (its pre-filter obj > score_thr is implied: cls * obj <= obj)
-            scores = scores * self._flatten(rest[0], 1).sigmoid()
-        return self.coder(self.priors[None], self._flatten(bbox_preds, 4), self.stride), scores
+        boxes, scores, objectness = decode_outputs(self.detector(x), self.detector.coder, self.detector.recipe.strides)
+        if objectness is not None:  # YOLOv5: its pre-filter obj > score_thr is implied, as cls * obj <= obj
+            scores = scores * objectness[..., None]
+        return boxes, scores
 
 
 class EndToEnd(Decoded):
     """A detector with decoding, ``nms_pre``, score filtering, class-aware NMS and ``max_det`` in the graph."""
 
-    def __init__(self, detector: nn.Module, size: int, *, score_thr: float | None = None,
-                 iou_thr: float | None = None, max_det: int | None = None) -> None:
-        super().__init__(detector, size)
-        cfg = detector.recipe.test_cfg
-        self.score_thr = float(cfg["score_thr"] if score_thr is None else score_thr)
-        self.iou_thr = float(cfg["iou_threshold"] if iou_thr is None else iou_thr)
-        self.max_det = int(cfg["max_per_img"] if max_det is None else max_det)
-        self.nms_pre = int(cfg["nms_pre"])
-        self.min_bbox_size = cfg.get("min_bbox_size")
+    def __init__(self, detector: nn.Module, *, score_thr: float | None = None, iou_thr: float | None = None,
+                 max_det: int | None = None) -> None:
+        super().__init__(detector)
+        cfg = with_overrides(detector.test_cfg, score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+        self.score_thr, self.iou_thr, self.max_det = float(cfg.score_thr), float(cfg.iou_threshold), cfg.max_per_img
+        self.nms_pre, self.min_bbox_size = cfg.nms_pre, cfg.min_bbox_size
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         boxes, scores = super().forward(x)
@@ -124,7 +109,7 @@ class EndToEnd(Decoded):
         return valid.sum(1, keepdim=True), det_boxes, best.clamp(min=0), labels
 
 
-def from_end_to_end(outputs: Sequence[torch.Tensor], metas: Sequence[dict[str, Any]], class_names: Sequence[str]
+def from_end_to_end(outputs: Sequence[torch.Tensor], metas: Sequence["ImageMeta"], class_names: Sequence[str]
                     ) -> list[Detections]:
     """:class:`EndToEnd` outputs -> :class:`Detections` in original-image pixels: undo the letterbox's centring
     and the resize, clamp to the image (the last steps of razorzoo's ``postprocess``)."""
@@ -132,13 +117,6 @@ def from_end_to_end(outputs: Sequence[torch.Tensor], metas: Sequence[dict[str, A
     results = []
     for i, meta in enumerate(metas):
         k = int(num_dets[i, 0])
-        image_boxes = boxes[i, :k].float()
-        if "pad_param" in meta:
-            top, _, left, _ = meta["pad_param"]
-            image_boxes = image_boxes - image_boxes.new_tensor([left, top, left, top])
-        image_boxes = image_boxes / image_boxes.new_tensor(meta["scale_factor"]).repeat((1, 2))
-        height, width = meta["ori_shape"][:2]
-        image_boxes[:, 0::2].clamp_(0, width)
-        image_boxes[:, 1::2].clamp_(0, height)
+        image_boxes = clip_boxes(rescale_boxes(boxes[i, :k].float(), meta), meta.ori_shape)
         results.append(Detections(image_boxes, scores[i, :k].float(), labels[i, :k].long(), tuple(class_names)))
     return results

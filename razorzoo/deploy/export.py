@@ -2,7 +2,7 @@
 
 The file's ``metadata_props`` carry everything a runtime needs besides the graph: the task, the output layout, the
 detector recipe (pre-processing, box decoding, ``test_cfg``, strides, class names), the architecture spec and where
-the weights came from. :func:`razorzoo.deploy.runtime.load_exported` reads a file back alone: no card, no cache,
+the weights came from. :func:`razorzoo.deploy.runtime.open_exported` reads a file back alone: no card, no cache,
 no network. Pre- and post-processing stay outside the graph and are razorzoo's own code, so ``predict`` on a runtime
 is eager ``predict`` with the network swapped.
 """
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from razorzoo import __version__
+from razorzoo.version import __version__
 from razorzoo.bounded import safe_repr
+from razorzoo.deploy.metadata import FORMAT, TASKS, require
 from razorzoo.errors import RazorzooError
 
 if TYPE_CHECKING:
@@ -25,23 +26,11 @@ if TYPE_CHECKING:
 
     from razorzoo.deploy.parity import ParityReport
 
-__all__ = ["export", "Exported", "converted_file", "require", "FORMAT", "VARIANTS"]
+__all__ = ["export", "Exported", "converted_file", "VARIANTS"]
 
-FORMAT = "razorzoo-onnx/1"  # metadata "razorzoo_format": files without it were not written by razorzoo
 VARIANTS = ("raw", "decoded", "nms")
 _DETECTION_GROUPS = ("cls_scores", "bbox_preds", "objectnesses")  # Detector.forward's tuple, in order
 _MAX_BATCH = 1024
-
-
-def require(module: str, extra: str) -> Any:
-    """Import an optional dependency, or say which razorzoo extra installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise RazorzooError(f"this needs the {module} package, which is not installed: "
-                            f"pip install 'razorzoo[{extra}]'") from None
 
 
 @dataclass(frozen=True)
@@ -52,17 +41,17 @@ class Exported:
     parity: "ParityReport | None"
 
 
-def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLike, *, task: str | None = None,
+def export(model_or_file: "nn.Module | str | os.PathLike", path: str | os.PathLike, *, task: str | None = None,
            variant: str = "raw", opset: int | None = None, dynamic_batch: bool = True, fp16: bool = False,
            check: bool = True, simplify: bool = False, input_size: int | tuple[int, int] | None = None,
-           images: Sequence[Any] | None = None, min_agreement: float = 1.0,
-           cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> Exported:
+           images: Sequence[Any] | None = None, min_agreement: float = 1.0) -> Exported:
     """Export a model to ``path`` (ONNX), with its recipe in the file's metadata, after an optional parity gate.
 
     Args:
-        model_or_name: a razorzoo model (detector, classifier, backbone), a registry name, ``hf-hub:org/name``
-            or a converted ``.safetensors`` file.
-        task: for names and files: ``"detection"``, ``"classification"`` or ``"backbone"`` (the backbone of a
+        model_or_file: a razorzoo model (detector, classifier, backbone) or a converted ``.safetensors`` file
+            (a registry name's or an ``hf-hub:`` id's: :func:`razorzoo.loading.converted_file`; ``razorzoo export``
+            takes names).
+        task: for files: ``"detection"``, ``"classification"`` or ``"backbone"`` (the backbone of a
             detector or classifier); default: the model's own task.
         variant: ``"raw"``: the head outputs per level, exactly ``Detector.forward`` (NMS stays outside the graph,
             so ``predict`` on a runtime reproduces eager ``predict``). ``"decoded"`` (detectors): ``boxes (N, P, 4)``
@@ -77,11 +66,10 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
             a failed gate raises :class:`~razorzoo.deploy.parity.ParityError` and writes nothing.
         simplify: run onnxscript's graph optimizer once more after export (constant folding, dead code removal).
         input_size: ``(H, W)`` (or one int) of the graph's input for classifiers and backbones (default: the
-            subnet's input resize target, else 224); detectors always take their recipe's test size, which their
+            classifier's pre-processing crop, else 224); detectors always take their recipe's test size, which their
             pre-processing produces.
         images: extra images for the gate's detection check (it always uses synthetic ones too).
         min_agreement: share of eager's detections the gate requires (default: all).
-        cache_dir, offline: for names and ``hf-hub:`` ids, as in :func:`razorzoo.load_detector`.
 
     Returns:
         :class:`Exported`: the written path and the gate's report (``None`` without ``check``).
@@ -97,7 +85,7 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
     path = Path(path)
     if path.suffix != ".onnx":
         raise RazorzooError(f"the export path must end in .onnx, got {safe_repr(str(path))}")
-    model, metadata = _resolve(model_or_name, task, cache_dir=cache_dir, offline=offline)
+    model, metadata = _resolve(model_or_file, task)
     model = model.float().eval()
     size = _input_size(model, metadata["razorzoo_task"], input_size)
     example = torch.zeros(2 if dynamic_batch else 1, 3, *size)
@@ -107,11 +95,11 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
     if variant == "nms":
         from razorzoo.deploy.end2end import OUTPUTS, TRANSLATIONS, EndToEnd
 
-        graph, translations, names = EndToEnd(model, size[0]).eval(), TRANSLATIONS, OUTPUTS
+        graph, translations, names = EndToEnd(model).eval(), TRANSLATIONS, OUTPUTS
     elif variant == "decoded":
         from razorzoo.deploy.end2end import DECODED_OUTPUTS, Decoded
 
-        graph, names = Decoded(model, size[0]).eval(), DECODED_OUTPUTS
+        graph, names = Decoded(model).eval(), DECODED_OUTPUTS
     else:
         with torch.no_grad():
             names = _output_names(model(example[:1]), metadata["razorzoo_task"])
@@ -136,55 +124,27 @@ def export(model_or_name: "nn.Module | str | os.PathLike", path: str | os.PathLi
     return Exported(write_bytes_atomic(path, data), report)
 
 
-def _resolve(source: Any, task: str | None, *, cache_dir, offline) -> tuple["nn.Module", dict[str, str]]:
+def _resolve(source: Any, task: str | None) -> tuple["nn.Module", dict[str, str]]:
     """The eager model to export and the metadata describing it (task, recipe, architecture, source)."""
     from torch import nn
 
+    from razorzoo.weights.convert import as_task, load_weights, read_converted
+
     if isinstance(source, nn.Module):
         if task is not None:
-            raise RazorzooError("task= is for names and files; pass the module you want to export (e.g. .backbone)")
+            raise RazorzooError("task= is for files; pass the module you want to export (e.g. .backbone)")
         return source, _describe(source, _task_of(source), arch=None, source="")
-    text = os.fspath(source)
-    file = converted_file(text, cache_dir=cache_dir, offline=offline)
-    arch = _safetensors_metadata(file).get("razorzoo_arch")
-    if arch is None:
-        raise RazorzooError(f"{file} is not a razorzoo model file; convert it first with `razorzoo convert`")
-    task = task or json.loads(arch)["task"]
-    import razorzoo
-
-    loaders = {"detection": razorzoo.load_detector, "classification": razorzoo.load_classifier,
-               "backbone": razorzoo.load_backbone}
-    if task not in loaders:
-        raise RazorzooError(f"unknown task {safe_repr(task)}; expected one of {', '.join(loaders)}")
-    model = loaders[task](file)
-    return model, _describe(model, task, arch=arch, source=text)
-
-
-def converted_file(text: str, *, cache_dir, offline) -> Path:
-    """The converted ``.safetensors`` file behind a registry name, an ``hf-hub:`` id or a path."""
-    if text.startswith("hf-hub:"):
-        from razorzoo.hub import download_hub_model
-
-        return download_hub_model(text, cache_dir=cache_dir, offline=offline)
-    if text.endswith(".safetensors") or os.sep in text:
-        file = Path(text).expanduser()
-        if file.suffix != ".safetensors" or not file.is_file():
-            raise RazorzooError(f"{safe_repr(text)} is not a converted .safetensors file; convert a .pth first with "
-                                "`razorzoo convert CHECKPOINT --subnet YAML -o model.safetensors`")
-        return file
-    from razorzoo.loading import download
-
-    return download(text, cache_dir=cache_dir, offline=offline)
-
-
-def _safetensors_metadata(path: Path) -> dict[str, str]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:  # the header only
-            return f.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise RazorzooError(f"{path} is not a readable safetensors file ({safe_repr(str(exc))})") from None
+    file = Path(os.fspath(source)).expanduser()
+    if file.suffix != ".safetensors" or not file.is_file():
+        raise RazorzooError(f"{safe_repr(str(file), 200)} is not a converted .safetensors file; export a model, a "
+                            "converted file, or a registry model's (razorzoo.download(NAME))")
+    spec, state_dict, metadata = read_converted(file)
+    task = task or spec.task
+    if task not in TASKS:
+        raise RazorzooError(f"unknown task {safe_repr(task)}; expected one of {', '.join(TASKS)}")
+    spec, state_dict = as_task(spec, state_dict, task, None, file)
+    model = load_weights(spec, state_dict, source=file)
+    return model, _describe(model, task, arch=metadata["razorzoo_arch"], source=str(file))
 
 
 def _task_of(model: "nn.Module") -> str:
@@ -206,25 +166,28 @@ def _describe(model: "nn.Module", task: str, *, arch: str | None, source: str) -
     if arch is not None:
         metadata["razorzoo_arch"] = arch
     if task == "detection":
-        recipe = model.recipe
-        metadata["razorzoo_recipe"] = json.dumps({
-            "id": recipe.id, "preprocess": recipe.preprocess, "decode": recipe.decode, "test_cfg": recipe.test_cfg,
-            "strides": list(recipe.strides), "class_names": list(model.class_names)})
+        metadata["razorzoo_recipe"] = json.dumps(model.recipe.to_dict())
+    elif task == "classification":
+        metadata.update(razorzoo_preprocessing=json.dumps(model.preprocessing.to_dict()),
+                        razorzoo_class_names=json.dumps(list(model.class_names)))
     return metadata
 
 
 def _input_size(model: "nn.Module", task: str, requested: int | tuple[int, int] | None) -> tuple[int, int]:
-    """The graph's spatial size: a detector's test size; else ``requested``, the classifier's resize target, 224."""
+    """The graph's spatial size: a detector's test size; else ``requested``, the classifier's crop, 224."""
     if task == "detection":
         if requested is not None:
             raise RazorzooError("input_size= is for classifiers and backbones; a detector's input is its test size")
-        size = int(model.recipe.preprocess["size"])
+        size = model.recipe.preprocess.size
         return size, size
     if requested is None:
-        return tuple(getattr(model, "input_shape", None) or (224, 224))
+        crop = getattr(getattr(model, "preprocessing", None), "crop", 224)  # what the classifier's preprocess makes
+        return crop, crop
     size = (requested, requested) if isinstance(requested, int) else tuple(requested)
     if len(size) != 2 or not all(isinstance(v, int) and 16 <= v <= 4096 for v in size):
         raise RazorzooError(f"input_size must be an int or (H, W) between 16 and 4096, got {safe_repr(requested)}")
+    if task == "classification" and size[0] != size[1]:
+        raise RazorzooError(f"a classifier's input is square (its pipeline centre-crops one), got {safe_repr(requested)}")
     return size
 
 

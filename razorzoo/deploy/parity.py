@@ -155,7 +155,7 @@ def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLik
             from razorzoo.deploy.end2end import Decoded
 
             size = exported.input_size[0]
-            (boxes, scores), (found_boxes, found_scores) = Decoded(model, size).eval()(batch), exported(batch)
+            (boxes, scores), (found_boxes, found_scores) = Decoded(model).eval()(batch), exported(batch)
             # boxes are pixels up to the canvas size: their difference counts relative to it, scores' as is
             diff = max((boxes - found_boxes).abs().max().item() / size, (scores - found_scores).abs().max().item())
             return ParityReport(diff, tolerance, 0, 0, "")  # bare decoded outputs have no predict to compare
@@ -167,13 +167,13 @@ def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLik
     what = ""
     if exported.task == "detection":
         what = "detections"
-        cfg = model.recipe.test_cfg
+        cfg = model.test_cfg
         with torch.inference_mode():
             pairs = zip(model.postprocess(eager, metas), exported.postprocess(runtime, metas))
             for a, b in pairs:
                 for expected, found in ((a, b), (b, a)):
-                    m, t = match_detections(expected, found, score_thr=cfg["score_thr"], max_det=cfg["max_per_img"],
-                                            iou_thr=cfg["iou_threshold"], score_tol=score_tol, box_tol=box_tol)
+                    m, t = match_detections(expected, found, score_thr=cfg.score_thr, max_det=cfg.max_per_img,
+                                            iou_thr=cfg.iou_threshold, score_tol=score_tol, box_tol=box_tol)
                     matched, total = matched + m, total + t
     elif exported.task == "classification":
         what = "top-1 labels"

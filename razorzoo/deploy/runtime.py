@@ -1,68 +1,36 @@
 """Run exported razorzoo models on ONNX Runtime or OpenVINO with the eager models' API.
 
-:func:`load_exported` turns a razorzoo ``.onnx`` file (read alone: its metadata carries the recipe) or a model
-name (exported once into the cache, then reused) into an :class:`ExportedModel`: called on a normalized batch it
-returns what the eager model returns; an :class:`ExportedDetector` adds ``preprocess``/``postprocess``/``predict``,
+:func:`open_exported` turns a razorzoo ``.onnx`` file (read alone: its metadata carries the recipe) into an
+:class:`ExportedModel` (:func:`razorzoo.deploy.cached.load_exported` finds the file for a name): called on a
+normalized batch it returns what the eager model returns; an :class:`ExportedDetector` adds ``preprocess``/``postprocess``/``predict``,
 which are :class:`~razorzoo.models.detector.Detector`'s own methods, so results are the same ``Detections``.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from razorzoo import __version__, constants
-from razorzoo.bounded import safe_repr
-from razorzoo.deploy.export import FORMAT, converted_file, export, require
+from razorzoo.arch.recipes import ClassifierPreprocess, Recipe
+from razorzoo.bounded import load_json, safe_repr
+from razorzoo.deploy.metadata import read_metadata, require
 from razorzoo.deploy.end2end import from_end_to_end
+from razorzoo.detection.coders import build_coder
 from razorzoo.detection.results import Detections
+from razorzoo.detection.transforms import ClassifierTransform, DetectionTransform, ImageMeta
 from razorzoo.errors import RazorzooError
-from razorzoo.models.detector import RECIPES, Detector
+from razorzoo.models.classifier import ImageClassifier
+from razorzoo.models.detector import Detector
 
-__all__ = ["BACKENDS", "PRECISIONS", "ExportedModel", "ExportedDetector", "load_exported", "open_exported",
-           "read_metadata", "EXPORTS_DIR"]
+__all__ = ["BACKENDS", "PRECISIONS", "ExportedModel", "ExportedClassifier", "ExportedDetector", "open_exported"]
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = {"onnxruntime": ("f32",), "openvino": ("f32", "bf16", "fp16")}
-EXPORTS_DIR = "exported"  # <cache>/exported/<content key>/model.onnx
 _OPENVINO_TYPES = {"f32": "f32", "bf16": "bf16", "fp16": "f16"}
 _OPENVINO_CAPABILITIES = {"bf16": "BF16", "fp16": "FP16"}  # ov.properties.device.capability names
-_TASKS = ("detection", "classification", "backbone")
-
-
-def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
-    """The razorzoo metadata of an ONNX file (or its bytes); refuses files that are not razorzoo exports."""
-    onnx = require("onnx", "onnx")
-    where = "the ONNX bytes" if isinstance(model, bytes) else str(model)
-    try:
-        proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model),
-                                                                                        load_external_data=False)
-    except FileNotFoundError:
-        raise RazorzooError(f"{where} does not exist") from None
-    except Exception as exc:  # protobuf's DecodeError and friends: truncated or not ONNX at all
-        raise RazorzooError(f"{where} is not a readable ONNX file ({safe_repr(str(exc), 120)}); "
-                            "export the model again with `razorzoo export`") from None
-    metadata = {p.key: p.value for p in proto.metadata_props}
-    if metadata.get("razorzoo_format") != FORMAT:
-        raise RazorzooError(f"{where} is an ONNX file razorzoo did not write (no {FORMAT} metadata), so its "
-                            "pre-processing and outputs are unknown; export it with `razorzoo export NAME -o FILE`")
-    required = {"razorzoo_outputs", "razorzoo_input_size", "razorzoo_variant"}
-    if metadata.get("razorzoo_task") == "detection":
-        required.add("razorzoo_recipe")
-    try:
-        complete = metadata.get("razorzoo_task") in _TASKS and required <= metadata.keys() and all(
-            json.loads(metadata[key]) is not None for key in required - {"razorzoo_variant"})
-    except ValueError:
-        complete = False
-    if not complete:
-        raise RazorzooError(f"{where}: the razorzoo metadata is incomplete or corrupt; export the model again")
-    return metadata
 
 
 class _OnnxRuntimeSession:
@@ -176,25 +144,49 @@ class ExportedModel:
     __call__ = forward
 
 
+class ExportedClassifier(ExportedModel):
+    """An exported classifier with the eager :class:`ImageClassifier`'s ``preprocess`` and ``predict`` (its test
+    pipeline and class names are stored in the file), so ``predict``/``val --backend ...`` work as on the eager one."""
+
+    preprocess = ImageClassifier.preprocess
+    predict = ImageClassifier.predict
+
+    def __init__(self, model: str | os.PathLike | bytes, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        try:
+            self.preprocessing = ClassifierPreprocess.from_dict(
+                load_json(self.metadata["razorzoo_preprocessing"], what="the razorzoo_preprocessing"))
+        except RazorzooError as exc:
+            raise RazorzooError(f"{self.source}: the stored pre-processing is not valid ({exc}); export the model "
+                                "again") from None
+        self.transform = ClassifierTransform(self.preprocessing.at_crop(self.input_size[0]))  # at the graph's size
+        self.class_names = tuple(json.loads(self.metadata["razorzoo_class_names"]))
+
+    def _logits(self, batch: torch.Tensor) -> torch.Tensor:
+        return self(batch)
+
+
 class ExportedDetector(ExportedModel):
-    """An exported detector: ``preprocess`` and (``raw`` variant) ``postprocess`` are the eager :class:`Detector`'s,
-    with the recipe stored in the file; an ``nms`` export's outputs only need mapping back to image pixels."""
+    """An exported detector with the eager :class:`Detector`'s typed parts, rebuilt from the recipe stored in the file
+    (``recipe``, ``transform``, ``coder``, ``test_cfg``): ``preprocess`` and (``raw`` variant) ``postprocess`` are
+    the eager detector's own methods; an ``nms`` export's outputs only need mapping back to image pixels."""
 
     preprocess = Detector.preprocess
+    _postprocess = Detector._postprocess
     class_names = Detector.class_names
 
     def __init__(self, model: str | os.PathLike | bytes, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        stored = json.loads(self.metadata["razorzoo_recipe"])
-        base = RECIPES.get(stored["id"])
-        if base is None:
-            raise RazorzooError(f"{self.source}: unknown detector recipe {safe_repr(stored['id'])}; this razorzoo "
-                                f"knows {', '.join(sorted(RECIPES))}")
-        self.recipe = dataclasses.replace(
-            base, preprocess=stored["preprocess"], decode=stored["decode"], test_cfg=stored["test_cfg"],
-            strides=tuple(stored["strides"]), class_names=tuple(stored["class_names"]))
+        try:
+            self.recipe = Recipe.from_dict(load_json(self.metadata["razorzoo_recipe"], what="the razorzoo_recipe"))
+        except RazorzooError as exc:
+            raise RazorzooError(f"{self.source}: the stored detector recipe is not valid ({exc}); export the model "
+                                "again") from None
+        self.transform = DetectionTransform(self.recipe.preprocess, self.recipe.normalize)
+        self.coder = build_coder(self.recipe.coder)
+        self.test_cfg = self.recipe.test_cfg
 
-    def postprocess(self, outputs: Any, metas: list[dict[str, Any]], *, score_thr: float | None = None,
+    def postprocess(self, outputs: Any, metas: list[ImageMeta], *, score_thr: float | None = None,
                     iou_thr: float | None = None, max_det: int | None = None) -> list[Detections]:
         """Graph outputs -> one :class:`~razorzoo.Detections` per image, in original-image pixels."""
         variant = self.metadata["razorzoo_variant"]
@@ -223,45 +215,6 @@ def open_exported(model: str | os.PathLike | bytes, *, backend: str = "onnxrunti
                   threads: int | None = None) -> ExportedModel:
     """An exported file (or its bytes) on ``backend``: an :class:`ExportedDetector` for detectors."""
     metadata = read_metadata(model if isinstance(model, bytes) else os.fspath(model))
-    cls = ExportedDetector if metadata["razorzoo_task"] == "detection" else ExportedModel
+    cls = {"detection": ExportedDetector, "classification": ExportedClassifier}.get(metadata["razorzoo_task"],
+                                                                                  ExportedModel)
     return cls(model, backend=backend, precision=precision, threads=threads, metadata=metadata)
-
-
-def load_exported(source: str | os.PathLike, task: str, *, backend: str, precision: str = "f32",
-                  threads: int | None = None, cache_dir: str | os.PathLike | None = None,
-                  offline: bool | None = None) -> ExportedModel:
-    """``load_detector(..., backend=)`` and friends: a ``.onnx`` file as is; an ``hf-hub:`` repo's ``model.onnx``
-    when it has one; else the name, ``hf-hub:`` id or converted file exported once into
-    ``<cache>/exported/<key>/model.onnx`` (key: the weights' hash, task, razorzoo and torch versions), then reused."""
-    if backend not in BACKENDS:
-        raise RazorzooError(f"unknown backend {safe_repr(backend)}; expected one of {', '.join(BACKENDS)}")
-    text = os.fspath(source)
-    path = Path(text) if text.endswith(".onnx") else None
-    if path is None and text.startswith("hf-hub:"):  # a repo pushed with --onnx carries its own export
-        from razorzoo.hub import download_hub_onnx
-
-        path = download_hub_onnx(text, cache_dir=cache_dir, offline=offline)
-    if path is None:
-        path = _cached_export(text, task, cache_dir=cache_dir, offline=offline)
-    model = open_exported(path, backend=backend, precision=precision, threads=threads)
-    if model.task != task:
-        raise RazorzooError(f"{text} holds an exported {model.task} model, not a {task} model")
-    return model
-
-
-def _cached_export(source: str, task: str, *, cache_dir, offline) -> Path:
-    from filelock import FileLock
-
-    from razorzoo.storage.fetch import sha256_of_file
-
-    converted = converted_file(source, cache_dir=cache_dir, offline=offline)
-    key = hashlib.sha256(json.dumps({"weights": sha256_of_file(converted), "task": task, "razorzoo": __version__,
-                                     "torch": torch.__version__}, sort_keys=True).encode()).hexdigest()[:32]
-    root = Path(cache_dir).expanduser() if cache_dir is not None else constants.cache_dir()
-    target = root / EXPORTS_DIR / key / "model.onnx"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(target.parent / ".lock")):  # N processes: one exports, the others wait
-            if not target.is_file():
-                export(converted, target, task=task)
-    return target

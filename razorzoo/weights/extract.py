@@ -1,9 +1,10 @@
-"""Supernet -> subnet weights, exactly as MMRazor's ``load_fix_subnet`` + ``to_static_op`` export (UPSTREAM.md §2.3).
+"""Supernet -> subnet weights, exactly as MMRazor's ``load_fix_subnet`` + ``to_static_op`` export (docs/upstream.md §2.3).
 
 Every subnet tensor is the supernet tensor cut to the subnet's shape: channels are always the *first* N
 (``mask[:N] = 1``), blocks the first ``depth``. Only depthwise kernels need more than slicing: AttentiveNAS (BigNAS)
 crops the kernel's centre, OFA maps it through the learned ``trans_matrix_{src}to{tar}`` of each kernel step.
-The target shapes come from our own model for the subnet, so extraction and model can never disagree.
+The target shapes come from :func:`razorzoo.weights.keys.model_keys`, so extraction, verification and the model can
+never disagree.
 """
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from typing import TYPE_CHECKING, Mapping
 import torch
 import torch.nn.functional as F
 
-from razorzoo.errors import CheckpointError
+from razorzoo.arch.spec import ArchSpec
 from razorzoo.arch.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSpace, SposSubnet, Stage, load_subnet
+from razorzoo.errors import CheckpointError
+from razorzoo.weights.keys import model_keys
 
 if TYPE_CHECKING:
+    from collections import OrderedDict
+
     from razorzoo.arch.subnet import Subnet
 
 __all__ = ["extract_subnet", "supernet_state_dict_shapes", "max_subnet", "ofa_transform_kernel", "crop_kernel"]
@@ -53,14 +58,14 @@ def extract_subnet(supernet_state_dict: Mapping[str, torch.Tensor], subnet: "Sub
     return out
 
 
-def _extract_tensor(supernet: Mapping[str, torch.Tensor], key: str, shape: torch.Size,
+def _extract_tensor(supernet: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...],
                     subnet: "Subnet") -> torch.Tensor:
-    if key in _MASKS:  # recomputed: converted supernet checkpoints usually lack these buffers (§3)
+    if key in _MASKS:  # recomputed: converted supernet checkpoints usually lack these buffers (docs/upstream.md §3)
         mask = torch.zeros(shape)
         mask[: getattr(subnet, _MASKS[key])] = 1.0
         return mask
     if key.endswith("num_batches_tracked") and subnet.family != "spos":
-        return torch.zeros((), dtype=torch.int64)  # the static BN made by to_static_op starts at 0 (§2.3)
+        return torch.zeros((), dtype=torch.int64)  # the static BN made by to_static_op starts at 0 (docs/upstream.md §2.3)
     if key not in supernet:
         raise CheckpointError(f"the supernet state dict has no {key!r}, which the {subnet.family} subnet needs")
     weight = supernet[key]
@@ -165,10 +170,6 @@ def _spos_supernet_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _model_shapes(subnet: "Subnet") -> dict[str, torch.Size]:
-    """State-dict shapes of the subnet's classifier, built on the meta device (no memory, no init)."""
-    from razorzoo.models.classifier import build_classifier_from_subnet
-
-    with torch.device("meta"):
-        model = build_classifier_from_subnet(subnet)
-    return {key: value.shape for key, value in model.state_dict().items()}
+def _model_shapes(subnet: "Subnet") -> "OrderedDict[str, tuple[int, ...]]":
+    """State-dict shapes of the subnet's classifier, in model order (the same keys verification expects)."""
+    return model_keys(ArchSpec("classification", subnet)).shapes
