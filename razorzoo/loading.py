@@ -102,6 +102,9 @@ def _load(source: str | os.PathLike, task: str, *, device: str, cache_dir, offli
         if not path.is_file():
             raise RazorzooError(f"{safe_repr(str(path), 200)} is not a file (expected a razorzoo .safetensors file or "
                                 f"an OpenMMLab .pth checkpoint)")
+        if path.suffix == ".onnx":
+            raise RazorzooError(f"{safe_repr(str(path), 200)} is an exported model: run it with backend='onnxruntime' "
+                                "or backend='openvino' (docs/deploy.md)")
         if path.suffix != ".safetensors":
             return _load_checkpoint(path, task, device, subnet, detector, out_indices)
         return _load_file(path, task, device, out_indices)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from razorzoo.arch.recipes import ClassifierPreprocess, Recipe
+from razorzoo.arch.recipes import ClassifierPreprocess, Recipe, TestConfig
 from razorzoo.bounded import load_json, safe_repr
 from razorzoo.deploy.metadata import read_metadata, require
 from razorzoo.deploy.end2end import from_end_to_end
@@ -168,11 +168,13 @@ class ExportedClassifier(ExportedModel):
 
 class ExportedDetector(ExportedModel):
     """An exported detector with the eager :class:`Detector`'s typed parts, rebuilt from the recipe stored in the file
-    (``recipe``, ``transform``, ``coder``, ``test_cfg``): ``preprocess`` and (``raw`` variant) ``postprocess`` are
-    the eager detector's own methods; an ``nms`` export's outputs only need mapping back to image pixels."""
+    (``recipe``, ``transform``, ``coder``, ``test_cfg``), and its ``preprocess``/``postprocess``/``predict``: a
+    ``raw`` export's outputs are post-processed as eager ones; an ``nms`` export's only need mapping back to image
+    pixels."""
 
     preprocess = Detector.preprocess
-    _postprocess = Detector._postprocess
+    postprocess = Detector.postprocess
+    predict = Detector.predict
     class_names = Detector.class_names
 
     def __init__(self, model: str | os.PathLike | bytes, **kwargs: Any) -> None:
@@ -186,29 +188,21 @@ class ExportedDetector(ExportedModel):
         self.coder = build_coder(self.recipe.coder)
         self.test_cfg = self.recipe.test_cfg
 
-    def postprocess(self, outputs: Any, metas: list[ImageMeta], *, score_thr: float | None = None,
-                    iou_thr: float | None = None, max_det: int | None = None) -> list[Detections]:
+    def _forward(self, batch: torch.Tensor) -> Any:
+        return self(batch)
+
+    def _postprocess(self, outputs: Any, metas: Sequence[ImageMeta], test_cfg: TestConfig) -> list[Detections]:
         """Graph outputs -> one :class:`~razorzoo.Detections` per image, in original-image pixels."""
         variant = self.metadata["razorzoo_variant"]
         if variant == "raw":
-            return Detector.postprocess(self, outputs, metas, score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+            return Detector._postprocess(self, outputs, metas, test_cfg)
         if variant == "decoded":
             raise RazorzooError("a 'decoded' export returns boxes and scores for every prior, for your own filtering; "
                                 "export the 'raw' (or 'nms') variant to predict with it")
-        if (score_thr, iou_thr, max_det) != (None, None, None):
+        if test_cfg != self.test_cfg:
             raise RazorzooError("an 'nms' export has its thresholds built into the graph; export it again with "
                                 "other ones, or use the 'raw' variant")
         return from_end_to_end(outputs, metas, self.class_names)
-
-    def predict(self, images: Any, *, score_thr: float | None = None, iou_thr: float | None = None,
-                max_det: int | None = None) -> Any:
-        """Detect objects: one image -> :class:`~razorzoo.Detections`; a list or tuple -> a list of them."""
-        single = not isinstance(images, (list, tuple))
-        batch, metas = self.preprocess([images] if single else list(images))
-        with torch.inference_mode():
-            detections = self.postprocess(self(batch), metas, score_thr=score_thr, iou_thr=iou_thr,
-                                          max_det=max_det)
-        return detections[0] if single else detections
 
 
 def open_exported(model: str | os.PathLike | bytes, *, backend: str = "onnxruntime", precision: str = "f32",

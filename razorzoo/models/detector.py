@@ -123,11 +123,14 @@ class Detector(nn.Module):
         single = not isinstance(images, (list, tuple))
         test_cfg = with_overrides(self.test_cfg, score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)  # fail early
         batch, metas = self.preprocess([images] if single else list(images))
-        reference = next(self.parameters())
         with torch.inference_mode():
-            raw = self(batch.to(device=reference.device, dtype=reference.dtype))
-            detections = self._postprocess(raw, metas, test_cfg)
+            detections = self._postprocess(self._forward(batch), metas, test_cfg)
         return detections[0] if single else detections
+
+    def _forward(self, batch: torch.Tensor) -> tuple[list[torch.Tensor], ...]:
+        """The network on a preprocessed batch, moved to the weights' device and dtype."""
+        reference = next(self.parameters())
+        return self(batch.to(device=reference.device, dtype=reference.dtype))
 
     def fuse(self) -> "Detector":
         """Fold every BatchNorm into the convolution before it, in place, for faster inference.
