@@ -310,6 +310,12 @@ def test_corrupt_razorzoo_metadata_is_refused(detector_file, tmp_path):
     assert "metadata is incomplete or corrupt" in _one_line(exc)
 
 
+def test_an_onnx_file_without_a_backend_says_to_pass_one(detector_file):
+    with pytest.raises(RazorzooError) as exc:
+        razorzoo.load_classifier(str(detector_file))
+    assert "backend='onnxruntime'" in _one_line(exc)
+
+
 def test_unknown_backend_wrong_task_and_precisions(detector_file):
     with pytest.raises(RazorzooError) as exc:
         razorzoo.load_classifier(detector_file, backend="tensorrt")
