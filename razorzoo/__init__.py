@@ -26,7 +26,7 @@ _EXPORTS = {
     "convert_checkpoint": "razorzoo.weights.convert",
     "verify_pair": "razorzoo.weights.verify",
     # deployment (ONNX export; runtimes via load_detector/load_classifier(..., backend=))
-    "export": "razorzoo.deploy.export",
+    "export": "razorzoo.loading",
     # the zoo
     "list_models": "razorzoo.zoo.registry",
     "get_card": "razorzoo.zoo.registry",
@@ -60,7 +60,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
-    from razorzoo.deploy.export import export
     from razorzoo.builder import build_backbone, build_classifier, build_detector
     from razorzoo.weights.convert import convert_checkpoint
     from razorzoo.detection.results import Detections
@@ -72,7 +71,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
     from razorzoo.publish import push_to_hub
     from razorzoo.search.calibrate import calibrate_bn
     from razorzoo.search.specialize import specialize
-    from razorzoo.loading import load_backbone, load_classifier, load_detector
+    from razorzoo.loading import export, load_backbone, load_classifier, load_detector
     from razorzoo.models.detector import Detector
     from razorzoo.zoo.registry import get_card, list_models
     from razorzoo.arch.subnet import load_subnet

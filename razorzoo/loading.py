@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from razorzoo.zoo.registry import Card
     from razorzoo.arch.spec import ArchSpec
 
-__all__ = ["load_detector", "load_classifier", "load_backbone", "download", "converted_file"]
+__all__ = ["load_detector", "load_classifier", "load_backbone", "export", "download", "converted_file"]
 
 # a str with one of these suffixes (or a path separator) names a file; any other str is a registry name
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".onnx", ".xml")
@@ -130,6 +130,17 @@ def converted_file(source: str | os.PathLike, *, cache_dir: str | os.PathLike | 
         return path
     _refuse_supernet(value, "classification")
     return download(value, cache_dir=cache_dir, offline=offline)
+
+
+def export(model_or_source: Any, path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
+           offline: bool | None = None, **options: Any) -> Any:
+    """Export a model to ONNX: a razorzoo model, or a registry name, ``hf-hub:`` id or converted file (resolved
+    like the loaders do). ``options`` are :func:`razorzoo.deploy.export.export`'s (variant, opset, check, ...)."""
+    from razorzoo.deploy.export import export as export_model
+
+    if not hasattr(model_or_source, "state_dict"):
+        model_or_source = converted_file(model_or_source, cache_dir=cache_dir, offline=offline)
+    return export_model(model_or_source, path, **options)
 
 
 def _load_exported(source: str | os.PathLike, task: str, *, backend: str, precision: str, threads: int | None,

@@ -40,10 +40,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from razorzoo.deploy.export import export
-    from razorzoo.loading import converted_file
+    from razorzoo.loading import export
 
-    result = export(converted_file(args.name), args.output, task=args.task, variant=args.variant, opset=args.opset,
+    result = export(args.name, args.output, task=args.task, variant=args.variant, opset=args.opset,
                     dynamic_batch=not args.static_batch, fp16=args.fp16, input_size=args.input_size,
                     simplify=args.simplify, check=args.check, images=args.image,
                     min_agreement=args.min_agreement)
