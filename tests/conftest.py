@@ -1,11 +1,6 @@
 import os
-from pathlib import Path
 
 import pytest
-
-DATA = Path(__file__).parent / "data"
-CLASSIFIERS = ("spos_0.33M", "attentive_a6", "ofa_lat31")
-DETECTORS = ("yolov5s-spos_0.33M", "yolov6s-attentive_a6", "rtmdet_tiny-ofa_lat31")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from checkpoints import LAYOUTS, HistoryBuffer, _mmengine_stub, has_ema, malicious_payload, raw_state_dict, \
     write_checkpoint, write_pickle
-from conftest import DATA
+from helpers import DATA
 from fixture_rule import rule_state_dict
 from razorzoo.weights.checkpoint import Placeholder, read_checkpoint
 from razorzoo.errors import CheckpointError, UnsafeCheckpointError

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from checkpoints import SUPERNET, raw_state_dict, write_checkpoint
-from conftest import DATA
+from helpers import DATA, flat_outputs
 from fixture_rule import effective_state_dict, manifest, rule_state_dict, rule_tensor
 from razorzoo import __version__
 from razorzoo.builder import build_model, resolve_spec
@@ -43,15 +43,7 @@ def reference_model(spec, model: str):
 def outputs(net, x):
     """Every output tensor (nested tuples/lists of them for detectors), flattened into one."""
     with torch.no_grad():
-        out = net(x)
-    flat, todo = [], [out]
-    while todo:
-        item = todo.pop(0)
-        if isinstance(item, torch.Tensor):
-            flat.append(item.flatten())
-        else:
-            todo.extend(item)
-    return torch.cat(flat)
+        return flat_outputs(net(x))
 
 
 @pytest.mark.parametrize("model,task,layout", [

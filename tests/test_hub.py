@@ -12,6 +12,7 @@ import torch
 import razorzoo
 from checkpoints import write_checkpoint
 from fixture_rule import rule_tensor
+from helpers import flat_outputs
 from hub_server import HubServer
 from razorzoo.cli import main as cli_main
 from razorzoo.errors import HubError, OfflineError, SubnetError
@@ -37,12 +38,6 @@ DETECTOR_BASE = "yolov6s-attentive_a6"
 def rule_weights(model: torch.nn.Module, salt: str = "") -> "OrderedDict[str, torch.Tensor]":
     """The fixture rule on the model's own key set (``salt`` gives a second, different set of weights)."""
     return OrderedDict((k, rule_tensor(salt + k, v.shape, str(v.dtype))) for k, v in model.state_dict().items())
-
-
-def flat_outputs(output) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output.flatten()
-    return torch.cat([flat_outputs(o) for o in output])
 
 
 def assert_same_outputs(got: torch.Tensor, expected: torch.Tensor) -> None:

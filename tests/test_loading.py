@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import razorzoo
 from checkpoints import write_checkpoint
-from conftest import DATA
+from helpers import DATA
 from http_server import FileServer, build_mirror
 from razorzoo.cli import main as cli
 from razorzoo.errors import OfflineError, PairMismatchError, RazorzooError, UnknownModelError

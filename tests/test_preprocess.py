@@ -10,13 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA, DETECTORS
+from helpers import DATA, DETECTORS, RECIPE_OF
 from razorzoo.detection.transforms import letterbox, load_image, preprocess, resize_pad
 from razorzoo.errors import ImageError, RazorzooError
 from razorzoo.models.detector import RECIPES
 
-RECIPE_OF = {"yolov5s-spos_0.33M": "yolov5_s", "yolov6s-attentive_a6": "yolov6_l_d12",
-             "rtmdet_tiny-ofa_lat31": "rtmdet_tiny"}
 LETTERBOX = RECIPES["yolov5_s"].preprocess
 RESIZE_PAD = RECIPES["rtmdet_tiny"].preprocess
 
