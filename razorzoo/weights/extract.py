@@ -20,10 +20,9 @@ from razorzoo.arch.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSpac
 if TYPE_CHECKING:
     from razorzoo.arch.subnet import Subnet
 
-__all__ = ["extract_subnet", "supernet_state_dict_shapes", "max_subnet", "ofa_transform_kernel", "crop_kernel"]
+__all__ = ["extract_subnet", "max_subnet", "ofa_transform_kernel", "crop_kernel"]
 
 _BLOCK_KEY = re.compile(r"backbone\.layer(\d+)\.\d+\.depthwise_conv\.conv\.weight")
-_SPOS_BLOCK = re.compile(r"(backbone\.layers\.\d+\.\d+)\._candidates\.")
 _MASKS = {
     "backbone.first_mutable_channels.mask": "first_channels",
     "backbone.last_mutable_channels.mask": "last_channels",
@@ -126,43 +125,6 @@ def max_subnet(family: str) -> "Subnet":
         for s in space.stages
     )
     return MobileNetSubnet(family, max(space.first_channels), max(space.last_channels), stages)
-
-
-def supernet_state_dict_shapes(family: str) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the family's classification supernet checkpoint (without ``architecture.``).
-
-    AttentiveNAS/OFA: the max subnet plus, for OFA, the ``trans_matrix_*`` of every searched depthwise conv.
-    SPOS: every candidate op of every block. Used to recognise supernet checkpoints.
-    """
-    if family == "spos":
-        return _spos_supernet_shapes()
-    space = SEARCH_SPACES[family]
-    shapes: dict[str, tuple[int, ...]] = {}
-    for key, shape in _model_shapes(max_subnet(family)).items():
-        shapes[key] = tuple(shape)
-        match = _BLOCK_KEY.fullmatch(key)
-        if family == "ofa" and match:
-            kernel_sizes = sorted(space.stages[int(match.group(1)) - 1].kernel_sizes)
-            for src, tar in zip(kernel_sizes[:0:-1], kernel_sizes[-2::-1]):
-                shapes[f"{key.removesuffix('weight')}trans_matrix_{src}to{tar}"] = (tar * tar, tar * tar)
-    return shapes
-
-
-def _spos_supernet_shapes() -> dict[str, tuple[int, ...]]:
-    space = SEARCH_SPACES["spos"]
-    per_op = [_model_shapes(SposSubnet(tuple((op,) * n for n in space.stage_blocks))) for op in space.ops]
-    shapes: dict[str, tuple[int, ...]] = {}
-    done = set()
-    for key, shape in per_op[0].items():
-        match = _SPOS_BLOCK.match(key)
-        if match is None:
-            shapes[key] = tuple(shape)
-        elif match.group(1) not in done:
-            done.add(match.group(1))
-            prefix = match.group(1) + "."
-            for op_shapes in per_op:  # candidates in upstream order, block by block
-                shapes.update((k, tuple(s)) for k, s in op_shapes.items() if k.startswith(prefix))
-    return shapes
 
 
 def _model_shapes(subnet: "Subnet") -> dict[str, torch.Size]:
