@@ -14,7 +14,14 @@ def _isolated_environment(tmp_path_factory):
     os.environ.pop("RAZORZOO_CARDS", None)
     os.environ.pop("RAZORZOO_MIRROR", None)
     os.environ.setdefault("RAZORZOO_PROGRESS", "0")
+    # no xet uploads: the test Hub speaks the legacy LFS protocol (huggingface_hub reads this flag at import time)
+    os.environ["HF_HUB_DISABLE_XET"] = "1"
+    import huggingface_hub.constants
+
+    saved_xet = huggingface_hub.constants.HF_HUB_DISABLE_XET
+    huggingface_hub.constants.HF_HUB_DISABLE_XET = True
     yield
+    huggingface_hub.constants.HF_HUB_DISABLE_XET = saved_xet
     os.environ.clear()
     os.environ.update(saved)
 
