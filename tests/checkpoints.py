@@ -18,7 +18,7 @@ import torch
 
 from fixture_rule import DATA, rule_state_dict
 
-LAYOUTS = ("runner", "mmdet-publish", "mmrazor-publish", "mmrazor-subnet", "state-dict")
+LAYOUTS = ("runner", "mmdet-publish", "mmrazor-publish", "mmyolo-publish", "mmrazor-subnet", "state-dict")
 SUPERNET = "supernet"  # an MMRazor classification supernet of the model's search space
 
 
@@ -115,6 +115,10 @@ def _write(model: str, layout: str, path: Path, sd: OrderedDict) -> Path:
         ck = {"meta": _extras(model)["meta"], "state_dict": sd}
         if layout == "mmrazor-publish" and has_ema(model):
             ck["ema_state_dict"] = _ema_state_dict(model)
+        legacy = True
+    elif layout == "mmyolo-publish":  # mmyolo tools/misc/publish_model.py keeps meta and param_schedulers
+        extras = _extras(model)
+        ck = {"meta": extras["meta"], "state_dict": sd, "param_schedulers": extras["param_schedulers"]}
         legacy = True
     elif layout == "mmrazor-subnet":
         ck = {"state_dict": OrderedDict(("architecture." + k, v) for k, v in sd.items()), "meta": {}}

@@ -19,7 +19,7 @@ from razorzoo.errors import CheckpointError, UnsafeCheckpointError
 
 MODELS = ("spos_0.33M", "rtmdet_tiny-ofa_lat31")  # a classifier, and the EMA detector with tied head convs
 EXPECTED_LAYOUT = {"runner": "runner", "mmdet-publish": "mmdet-publish", "mmrazor-subnet": "mmrazor-subnet",
-                   "state-dict": "state-dict"}
+                   "mmyolo-publish": "mmyolo-publish", "state-dict": "state-dict"}
 
 
 def assert_same(state_dict, reference):
@@ -38,7 +38,7 @@ def test_every_layout_reads_to_the_same_state_dict(tmp_path, model, layout):
     expected = "mmrazor-publish" if has_ema(model) else "mmdet-publish"
     assert checkpoint.layout == EXPECTED_LAYOUT.get(layout, expected)
     assert checkpoint.ema_state_dict is None
-    if layout in ("runner", "mmdet-publish", "mmrazor-publish"):
+    if layout in ("runner", "mmdet-publish", "mmrazor-publish", "mmyolo-publish"):
         assert len(checkpoint.meta["classes"]) in (80, 1000)
         assert checkpoint.meta["config"].startswith("_")  # the config's pretty text
         assert checkpoint.meta["mmengine_version"] == "0.10.7"

@@ -224,3 +224,18 @@ def test_cli_verify_mismatch_exits_1_with_the_yaml_terms(tmp_path, capsys):
 def test_cli_module_does_not_import_torch():
     code = "import sys, razorzoo.cli.convert; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_cli_keep_ema_flag(tmp_path):
+    from razorzoo.cli import main as cli_main
+
+    checkpoint = write_checkpoint(RTMDET, "runner", tmp_path / "c.pth")
+    key = "ema_state_dict.neck.out_layers.0.conv.weight"
+    for flags, kept in (([], False), (["--keep-ema"], True)):
+        out = tmp_path / f"m{len(flags)}.safetensors"
+        assert cli_main(["convert", str(checkpoint), "--subnet", RTMDET, "--detector", RTMDET, "-o", str(out),
+                         *flags]) == 0
+        with safe_open(str(out), framework="pt") as f:
+            assert (key in f.keys()) == kept
+            if kept:
+                assert torch.equal(f.get_tensor(key), raw_state_dict(RTMDET)["neck.out_layers.0.conv.weight"])

@@ -100,3 +100,17 @@ def test_predict_parser_does_not_import_torch():
             "build_parser().parse_args(['predict', 'm', 'a.png', '--json']); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.slow
+def test_predict_command_iou_thr(checkpoint, capsys):
+    image = str(DATA / CLI_MODEL / "image.png")
+    detector = loaded_detector(CLI_MODEL)
+    detector.tie_weights()
+    loose = detector.predict(image, iou_thr=0.9, max_det=1000)
+    tight = detector.predict(image, iou_thr=0.05, max_det=1000)
+    assert len(tight) < len(loose)  # the threshold matters on this image
+    code, out, _ = _run_cli(capsys, "predict", CLI_MODEL, image, "--weights", str(checkpoint), "--json",
+                            "--iou-thr", "0.05", "--max-det", "1000")
+    assert code == 0
+    assert_same_detections(json.loads(out)[0], tight, 1000)
