@@ -421,7 +421,10 @@ def test_weights_come_from_the_commit_config_json_was_read_at(hub, classifier_fi
     assert weights.read_bytes() != repo.resolve(second).files["model.safetensors"]
 
 
-def test_load_hub_card_honours_the_revision(hub, classifier_files, tmp_path, fresh_cache):
+def test_load_hub_card_and_show_honour_the_revision(hub, classifier_files, tmp_path, fresh_cache, capsys):
     first, _ = _two_commits(hub, "alice/card-moves", classifier_files, tmp_path, metrics={"top1": 70.0})
     assert load_hub_card(f"hf-hub:alice/card-moves@{first}").metrics == {"top1": 77.7}
     assert load_hub_card("hf-hub:alice/card-moves").metrics == {"top1": 70.0}
+    assert cli_main(["show", f"hf-hub:alice/card-moves@{first}"]) == 0
+    out = capsys.readouterr().out
+    assert "77.7" in out and "70.0" not in out
