@@ -24,14 +24,3 @@ def _isolated_environment(tmp_path_factory):
     huggingface_hub.constants.HF_HUB_DISABLE_XET = saved_xet
     os.environ.clear()
     os.environ.update(saved)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Goldens were recorded with 1 thread; 1 vs 2 threads differ by ~1e-6."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
