@@ -170,6 +170,8 @@ def test_payload_as_the_whole_file_is_refused(tmp_path):
 def test_non_tensor_in_state_dict_and_garbage_files_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match=r"state_dict\['a'\] is a str, not a tensor"):
         read_checkpoint(write_pickle({"state_dict": {"a": "text"}}, tmp_path / "s.pth"))
+    with pytest.raises(CheckpointError, match=r"state_dict is a list, not a mapping of tensors"):
+        read_checkpoint(write_pickle({"state_dict": [1], "meta": {}, "message_hub": {}}, tmp_path / "l.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         read_checkpoint(tmp_path / "junk.pth")

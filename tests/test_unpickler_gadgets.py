@@ -75,6 +75,7 @@ def gadgets(marker: Path) -> dict[str, bytes]:
     import_os = call(glob("builtins", "__import__"), s("os"))
     exec_wrapper = glob("torch.jit.unsupported_tensor_ops", "execWrapper")  # exec(code, glob, loc)
     return {
+        "GLOBAL os.system, never called": glob("os", "system"),  # a bare class/function reference
         "REDUCE os.system": call(glob("os", "system"), touch),
         "REDUCE posix.system": call(glob("posix", "system"), touch),
         "STACK_GLOBAL subprocess.check_call": call(stack_glob("subprocess", "check_call"),
@@ -160,7 +161,8 @@ def test_the_crafted_files_are_real_torch_files(tmp_path):
 
 def test_the_gadgets_run_under_plain_pickle(tmp_path):
     """The corpus is live: ``pickle.loads`` runs every gadget but the two NEWOBJ shapes (``Popen.__new__`` alone
-    starts nothing) and the harmless codec call, so "inert" below means the allow-list stopped them."""
+    starts nothing), the bare reference and the harmless codec call, so "inert" below means the allow-list stopped
+    them."""
     marker = tmp_path / "ran"
     ran = set()
     for name, gadget in gadgets(marker).items():
@@ -168,7 +170,8 @@ def test_the_gadgets_run_under_plain_pickle(tmp_path):
         if marker.exists():
             ran.add(name)
             marker.unlink()
-    shapes_only = {"NEWOBJ subprocess.Popen", "NEWOBJ_EX subprocess.Popen", "REDUCE _codecs.encode rot13"}
+    shapes_only = {"NEWOBJ subprocess.Popen", "NEWOBJ_EX subprocess.Popen", "REDUCE _codecs.encode rot13",
+                   "GLOBAL os.system, never called"}
     assert ran == set(gadgets(marker)) - shapes_only
 
 
@@ -185,7 +188,7 @@ def test_gadgets_are_inert_or_refused(tmp_path, place, legacy):
         except UnsafeCheckpointError:
             pass
         except CheckpointError as exc:  # refused before the check: only the allow-listed latin-1 encoder does this
-            if name != "REDUCE _codecs.encode rot13":
+            if name != "REDUCE _codecs.encode rot13" or "_codecs.encode(str, 'rot13') is not allowed" not in str(exc):
                 problems.append(f"{name}: {exc}")
         else:
             if needed or checkpoint.state_dict != {} or "seed" in checkpoint.meta:
@@ -194,3 +197,18 @@ def test_gadgets_are_inert_or_refused(tmp_path, place, legacy):
             problems.append(f"{name}: RAN")
             marker.unlink()
     assert problems == []
+
+
+@pytest.mark.parametrize("encoding", ["latin1", "latin-1"])
+def test_protocol_2_bytes_decode(tmp_path, encoding):
+    """Protocol 2 stores bytes (numpy array data in real Runner files) as ``_codecs.encode(text, 'latin1')``."""
+    payload = _checkpoint(meta=dct((s("blob"), call(glob("_codecs", "encode"), s("\xff\x00"), s(encoding)))))
+    for legacy in (False, True):
+        assert read_checkpoint(_write(payload, tmp_path / "b.pth", legacy)).state_dict == {}
+
+
+def test_cyclic_containers_are_walked_once(tmp_path):
+    """A list that contains itself (BINPUT, BINGET, APPEND) in the state dict's ``_metadata``: the check ends."""
+    cyclic = b"]q\x00h\x00a"
+    payload = _checkpoint(state_dict=call(glob("collections", "OrderedDict")) + dct((s("_metadata"), cyclic)) + b"b")
+    assert read_checkpoint(_write(payload, tmp_path / "c.pth", legacy=False)).state_dict == {}

@@ -56,7 +56,8 @@ def run(target: str) -> int:
             shutil.copy2(source, work / name)
     setup = work / "setup.cfg"
     setup.write_text(setup.read_text() + "\n" + _config(modules, tests))
-    env = {**os.environ, "PYTHONPATH": str(work)}
+    # one thread: mutmut forks a warmed-up pytest per mutant, and a forked OpenMP pool deadlocks
+    env = {**os.environ, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     mutmut = [sys.executable, "-m", "mutmut"]
     print(f"== {target}: mutating {', '.join(modules)} against {', '.join(tests)} in {work}", flush=True)
     code = subprocess.call([*mutmut, "run", *functions], cwd=work, env=env)
