@@ -212,3 +212,26 @@ def test_cyclic_containers_are_walked_once(tmp_path):
     cyclic = b"]q\x00h\x00a"
     payload = _checkpoint(state_dict=call(glob("collections", "OrderedDict")) + dct((s("_metadata"), cyclic)) + b"b")
     assert read_checkpoint(_write(payload, tmp_path / "c.pth", legacy=False)).state_dict == {}
+
+
+def test_refusal_names_the_global_and_where_it_sits(tmp_path):
+    nested = dct((s(""), lst(tup(glob("os", "system")))))
+    payload = _checkpoint(state_dict=call(glob("collections", "OrderedDict")) + dct((s("_metadata"), nested)) + b"b")
+    with pytest.raises(UnsafeCheckpointError) as info:
+        read_checkpoint(_write(payload, tmp_path / "n.pth", legacy=False))
+    message = str(info.value)
+    assert message.startswith("state_dict.__dict__['_metadata'][''][0][0] references os.system, which is not on")
+    assert "it was not imported or run" in message and "torch.save(model.state_dict())" in message
+    as_key = _checkpoint(state_dict=dct((glob("os", "system"), b"N")))
+    with pytest.raises(UnsafeCheckpointError, match=r"^state_dict references os\.system"):
+        read_checkpoint(_write(as_key, tmp_path / "k.pth", legacy=False))
+
+
+def test_python_2_names_are_mapped_like_pickle_does(tmp_path):
+    """Protocol-2 files name globals the Python 2 way (``copy_reg``, ``__builtin__``): refused under the Python 3
+    name in a needed part, harmless elsewhere."""
+    reference = glob("copy_reg", "_reconstructor")
+    with pytest.raises(UnsafeCheckpointError, match=r"copyreg\._reconstructor"):
+        read_checkpoint(_write(_checkpoint(state_dict=dct((s("w"), reference))), tmp_path / "a.pth", legacy=True))
+    assert read_checkpoint(_write(_checkpoint(meta=dct((s("x"), reference))), tmp_path / "b.pth", legacy=True)).meta \
+        == {}
