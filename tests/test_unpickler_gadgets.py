@@ -228,10 +228,10 @@ def test_refusal_names_the_global_and_where_it_sits(tmp_path):
 
 
 def test_python_2_names_are_mapped_like_pickle_does(tmp_path):
-    """Protocol-2 files name globals the Python 2 way (``copy_reg``, ``__builtin__``): refused under the Python 3
+    """Protocol-2 files name globals the Python 2 way (``__builtin__.reduce``): refused under the Python 3
     name in a needed part, harmless elsewhere."""
-    reference = glob("copy_reg", "_reconstructor")
-    with pytest.raises(UnsafeCheckpointError, match=r"copyreg\._reconstructor"):
+    reference = glob("__builtin__", "reduce")
+    with pytest.raises(UnsafeCheckpointError, match=r"functools\.reduce"):
         read_checkpoint(_write(_checkpoint(state_dict=dct((s("w"), reference))), tmp_path / "a.pth", legacy=True))
     assert read_checkpoint(_write(_checkpoint(meta=dct((s("x"), reference))), tmp_path / "b.pth", legacy=True)).meta \
         == {}

@@ -40,8 +40,10 @@ def _config(modules: list[str], tests: list[str]) -> str:
     lines = ["[mutmut]", "source_paths =", "    razorzoo", "only_mutate ="]
     lines += [f"    {m}" for m in modules]
     lines += ["pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests]
-    lines += ["pytest_add_cli_args =", "    -p", "    no:randomly", "    -x", "also_copy =", "    cards",
-              "    conversion", ""]
+    # mutmut copies only the .py files of the package: the package data goes in as also_copy
+    data = ["cards", "conversion", "razorzoo/zoo/cards", "razorzoo/zoo/gallery_assets"]
+    lines += ["pytest_add_cli_args =", "    -p", "    no:randomly", "    -x", "also_copy ="] + [f"    {d}" for d in data]
+    lines.append("")
     return "\n".join(lines)
 
 
