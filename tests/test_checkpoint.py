@@ -177,3 +177,31 @@ def test_non_tensor_in_state_dict_and_garbage_files_are_clear_errors(tmp_path):
         read_checkpoint(tmp_path / "junk.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
         read_checkpoint(tmp_path / "missing.pth")
+
+
+def test_ema_state_dict_is_checked_only_when_it_is_read(tmp_path):
+    marker = tmp_path / "pwned"
+    ck = {"meta": {}, "state_dict": rule_state_dict("spos_0.33M"), "message_hub": {},
+          "ema_state_dict": OrderedDict([("backbone.w", malicious_payload(marker))])}
+    path = write_pickle(ck, tmp_path / "ema.pth")
+    assert_same(read_checkpoint(path).state_dict, rule_state_dict("spos_0.33M"))  # ema=False: never looked at
+    with pytest.raises(UnsafeCheckpointError, match=r"^ema_state_dict\['backbone\.w'\] references"):
+        read_checkpoint(path, ema=True)
+    ck["ema_state_dict"] = OrderedDict([("backbone.w", "text")])
+    with pytest.raises(CheckpointError, match=r"^ema_state_dict\['backbone\.w'\] is a str, not a tensor"):
+        read_checkpoint(write_pickle(ck, tmp_path / "ema_text.pth"), ema=True)
+    assert not marker.exists()
+
+
+def test_whole_file_payload_is_named_as_the_checkpoint(tmp_path):
+    with pytest.raises(UnsafeCheckpointError, match="^the checkpoint references"):
+        read_checkpoint(write_pickle(malicious_payload(tmp_path / "pwned"), tmp_path / "evil.pth"))
+
+
+def test_runner_file_of_an_mmrazor_algorithm_reads_as_a_subnet(tmp_path):
+    """A Runner checkpoint whose model is an MMRazor algorithm: ``architecture.`` keys, like the published subnets."""
+    sd = OrderedDict(("architecture." + k, v) for k, v in rule_state_dict("spos_0.33M").items())
+    checkpoint = read_checkpoint(write_pickle({"meta": {}, "state_dict": sd, "message_hub": {}, "optimizer": {}},
+                                              tmp_path / "epoch_1.pth"))
+    assert checkpoint.layout == "mmrazor-subnet"
+    assert_same(checkpoint.state_dict, rule_state_dict("spos_0.33M"))
