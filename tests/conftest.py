@@ -24,3 +24,15 @@ def _isolated_environment(tmp_path_factory):
     huggingface_hub.constants.HF_HUB_DISABLE_XET = saved_xet
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Each test starts from the same environment, whatever order tests run in: a test that sets a variable
+    directly (e.g. a script's ``main()`` run in-process, as conversion/convert_zoo.py sets ``RAZORZOO_CARDS``)
+    does not leak it into the next test."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
