@@ -102,10 +102,11 @@ def test_push_writes_one_commit_with_the_four_files(hub, pushed_classifier):
     url, _ = pushed_classifier
     assert url == f"{hub.url}/alice/attentive-custom"
     repo = hub.repos["alice/attentive-custom"]
-    assert len(repo.commits) == 2  # the repo's initial commit + one commit with everything
-    assert sorted(repo.commits[-1].files) == [".gitattributes", "README.md", "config.json", "model.safetensors",
-                                              "subnet.yaml"]
-    config = json.loads(repo.commits[-1].files["config.json"])
+    # the repo's initial commit, then one commit with everything (other tests may add commits on other branches)
+    initial, pushed = repo.commits[:2]
+    assert initial.summary == "initial commit" and repo.branches["main"] == pushed.oid
+    assert sorted(pushed.files) == [".gitattributes", "README.md", "config.json", "model.safetensors", "subnet.yaml"]
+    config = json.loads(pushed.files["config.json"])
     assert config["task"] == "classification" and config["family"] == "attentive" and config["base"] == "attentive_a6"
     assert config["razorzoo_version"] == razorzoo.__version__
     assert ArchSpec.from_dict(config).subnet == razorzoo.load_subnet(CUSTOM_SUBNET)
