@@ -36,6 +36,8 @@ def test_per_class_nms_path_from_10000_candidates_on_tied_scores():
     offset = boxes + labels[:, None] * (boxes.max() + 1)
     assert set(nms(offset, scores, 0.5).tolist()) != set(keep.tolist())  # the single-NMS path differs here
     assert bool((scores[keep][1:] <= scores[keep][:-1]).all())
+    (best,) = batched_nms(boxes, scores, labels, 0.5, max_num=1).tolist()  # one of the tied best
+    assert scores[best] == scores[keep[0]] and best in keep.tolist()
 
 
 def test_resize_pad_rounds_half_up_like_mmcv():
@@ -82,3 +84,24 @@ def test_device_argument_places_the_model(tmp_path):
     on_meta = razorzoo.load_detector(path, subnet=model, device="meta")
     assert {p.device.type for p in on_meta.parameters()} == {"meta"}
     assert {p.device.type for p in razorzoo.load_detector(path, subnet=model).parameters()} == {"cpu"}
+
+
+def test_nms_goes_on_after_a_block_that_is_wholly_suppressed():
+    """300 copies of one box, then a disjoint box with the lowest score: the second block of sorted boxes is all
+    suppressed by the first, and the disjoint box in the third block is still kept."""
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 300 + [[50.0, 50.0, 60.0, 60.0]])
+    scores = torch.linspace(1.0, 0.5, 301)
+    assert nms(boxes, scores, 0.5).tolist() == [0, 300]
+
+
+def test_empty_inputs_give_empty_index_tensors():
+    for keep in (nms(torch.zeros(0, 4), torch.zeros(0), 0.5),
+                 batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5)):
+        assert keep.tolist() == [] and keep.dtype == torch.long
+
+
+def test_batched_nms_never_suppresses_across_classes():
+    """Even at IoU threshold 0 (any overlap suppresses): mmcv's offset of ``max + 1`` per label keeps the classes
+    apart for boxes in image coordinates."""
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [2.0, 2.0, 9.0, 9.0]])
+    assert batched_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 1, 0]), 0.0).tolist() == [0, 1]
