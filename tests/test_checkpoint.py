@@ -34,6 +34,7 @@ def test_every_layout_reads_to_the_same_state_dict(tmp_path, model, layout):
     path = write_checkpoint(model, layout, tmp_path / "epoch_1.pth")
     checkpoint = read_checkpoint(path)
     assert_same(checkpoint.state_dict, rule_state_dict(model))
+    assert checkpoint.path == path
     # mmrazor's publish tool writes the same file as mmdet's when there is no ema_state_dict to keep
     expected = "mmrazor-publish" if has_ema(model) else "mmdet-publish"
     assert checkpoint.layout == EXPECTED_LAYOUT.get(layout, expected)
