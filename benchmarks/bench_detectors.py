@@ -63,7 +63,7 @@ def main() -> None:
         fused.load_state_dict(eager.state_dict())
         fused.fuse()
         # the test size, plus 640 (the size of the upstream figures) where they differ
-        for size in sorted({eager.recipe.test_size, UPSTREAM_SIZE}):
+        for size in sorted({eager.recipe.preprocess.size, UPSTREAM_SIZE}):
             x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
             for threads in args.threads:
                 torch.set_num_threads(threads)

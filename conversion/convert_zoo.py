@@ -7,7 +7,7 @@ Run with internet access (or ``--mirror`` pointing at a copy of download.openmml
     python conversion/convert_zoo.py --cards /tmp/cards-copy --cache /tmp/zoo-cache
 
 For each card: the subnet YAML and the weights are downloaded through :func:`razorzoo.storage.fetch.fetch` (an 8-hex hash
-in the card is checked as OpenMMLab's file-name prefix, §4), the pair is verified and converted exactly as
+in the card is checked as OpenMMLab's file-name prefix, docs/upstream.md §4), the pair is verified and converted exactly as
 ``razorzoo.load_*`` would (:func:`razorzoo.loading.download`), and the full 64-hex sha256s of the downloaded files
 replace the card's ``sha256`` values. Only those values change: the rest of each card stays byte-identical.
 """
@@ -73,17 +73,19 @@ def set_card_hashes(card_path: str | os.PathLike, hashes: dict[str, str]) -> boo
 
 def convert_card(card_path: Path, *, cache_dir: Path | None) -> dict[str, str]:
     """Fetch, verify and convert one card's files into the cache; return the full hashes to record."""
-    from razorzoo.storage.fetch import cached_file, fetch
     from razorzoo.loading import download
+    from razorzoo.storage.cache import Cache
+    from razorzoo.storage.fetch import fetch
 
     card = parse_card(card_path)
     if card.task == "supernet":
         fetch(card.weights.url, sha256=card.weights.sha256, cache_dir=cache_dir)
     else:
         download(card.name, cache_dir=cache_dir)
-    hashes = {"weights": cached_file(card.weights.url, cache_dir=cache_dir).sha256}
+    cache = Cache(cache_dir)
+    hashes = {"weights": cache.record(card.weights.url).sha256}
     if card.subnet is not None and card.subnet.url:
-        hashes["subnet"] = cached_file(card.subnet.url, cache_dir=cache_dir).sha256
+        hashes["subnet"] = cache.record(card.subnet.url).sha256
     return hashes
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from razorzoo.version import __version__
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -28,10 +28,17 @@ _EXPORTS = {
     # the zoo
     "list_models": "razorzoo.zoo.registry",
     "get_card": "razorzoo.zoo.registry",
-    "push_to_hub": "razorzoo.hub",
+    "push_to_hub": "razorzoo.publish",
+    # specialize a supernet for your budget and hardware
+    "calibrate_bn": "razorzoo.search.calibrate",
+    "specialize": "razorzoo.search.specialize",
     # detection results
     "Detector": "razorzoo.models.detector",
     "Detections": "razorzoo.detection.results",
+    # evaluation and streaming
+    "evaluate_coco": "razorzoo.evaluation.coco",
+    "evaluate_imagenet": "razorzoo.evaluation.imagenet",
+    "predict_stream": "razorzoo.evaluation.sources",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -54,9 +61,14 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
     from razorzoo.builder import build_backbone, build_classifier, build_detector
     from razorzoo.weights.convert import convert_checkpoint
     from razorzoo.detection.results import Detections
+    from razorzoo.evaluation.coco import evaluate_coco
+    from razorzoo.evaluation.imagenet import evaluate_imagenet
+    from razorzoo.evaluation.sources import predict_stream
     from razorzoo.weights.extract import extract_subnet
     from razorzoo.models.flops import count_flops
-    from razorzoo.hub import push_to_hub
+    from razorzoo.publish import push_to_hub
+    from razorzoo.search.calibrate import calibrate_bn
+    from razorzoo.search.specialize import specialize
     from razorzoo.loading import load_backbone, load_classifier, load_detector
     from razorzoo.models.detector import Detector
     from razorzoo.zoo.registry import get_card, list_models

@@ -5,20 +5,32 @@ of work whatever it is given: YAML documents are size-, depth- and alias-limited
 (an alias bomb of a few hundred bytes otherwise expands to gigabytes the moment anything walks it); error messages
 quote values through :func:`safe_repr`, which never walks a container nor prints more than a few dozen characters;
 text shown in a terminal passes :func:`terminal_safe`; numbers pass :func:`check_number`, which refuses NaN and
-infinities. This module imports only the standard library and PyYAML.
+infinities; JSON passes :func:`load_json`, which survives deep nesting. This module imports only the standard
+library and PyYAML.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import stat
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
+
+try:
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # PyYAML built without libyaml
+    _CParser = None
 
 from razorzoo.errors import RazorzooError
 
-__all__ = ["InputError", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "safe_repr", "terminal_safe", "load_yaml",
-           "check_number"]
+__all__ = ["InputError", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "safe_repr", "terminal_safe", "read_text", "load_yaml",
+           "load_json", "check_number"]
 
 MAX_YAML_BYTES = 1 << 20  # a card or subnet YAML is a few KiB; a MiB leaves room and still parses in milliseconds
 MAX_YAML_DEPTH = 32  # cards nest 4 levels deep; deep nesting only serves to exhaust the recursion limit
@@ -46,17 +58,19 @@ def safe_repr(value: Any, limit: int = _REPR_CHARS) -> str:
         return repr(value)
     if isinstance(value, (str, bytes)):
         text = repr(value[: limit + 1])
-        return text if len(value) <= limit else f"{text[:limit]}... ({len(value)} {'chars' if isinstance(value, str) else 'bytes'})"
+        unit = "chars" if isinstance(value, str) else "bytes"
+        return text if len(value) <= limit else f"{text[:limit]}... ({len(value)} {unit})"
     if isinstance(value, (list, tuple, dict, set, frozenset)):
         return f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
     return f"a {type(value).__name__}"
 
 
 # CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), other two-byte escapes, then any remaining C0/C1 control
-# character except newline and tab.
+# character except newline and tab, and the Unicode bidi controls that make text display in another order than it
+# reads ("Trojan Source").
 _TERMINAL_ESCAPES = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07]*\x07?"
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 )
 
 
@@ -65,12 +79,33 @@ def terminal_safe(text: str) -> str:
     return _TERMINAL_ESCAPES.sub("", text)
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses aliases and nesting deeper than :data:`MAX_YAML_DEPTH`."""
+def read_text(path: str | os.PathLike, *, what: str, error: type[Exception] = InputError,
+              limit: int = MAX_YAML_BYTES) -> str:
+    """The UTF-8 text of a small file, reading at most ``limit + 1`` bytes (a 50 MB "card" costs one read).
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
+    Failures (missing, not a regular file, too large, not UTF-8) raise ``error`` with one line naming ``what``.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a fifo or a device would block or never end
+            raise error(f"{what} is not a regular file")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{what} does not exist") from None
+    except OSError as exc:
+        raise error(f"{what} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > limit:
+        raise error(f"{what} is larger than the {limit} bytes allowed")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{what} is not UTF-8 text") from None
+
+
+class _Limits:
+    """Limits shared by both loaders: no aliases, bounded nesting, bounded scalars and integers."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -81,7 +116,7 @@ class _BoundedLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise yaml.YAMLError(f"nesting deeper than {MAX_YAML_DEPTH} levels is not allowed")
-            return super().compose_node(parent, index)
+            return Composer.compose_node(self, parent, index)
         finally:
             self._depth -= 1
 
@@ -89,18 +124,44 @@ class _BoundedLoader(yaml.SafeLoader):
         if isinstance(node.value, str) and len(node.value) > _MAX_SCALAR_CHARS:
             raise yaml.YAMLError(f"a value of {len(node.value)} characters (line {node.start_mark.line + 1}) is "
                                  f"longer than the {_MAX_SCALAR_CHARS} allowed")
-        return super().construct_scalar(node)
+        return SafeConstructor.construct_scalar(self, node)
 
     def construct_yaml_int(self, node: Any) -> int:
         digits = node.value.lstrip("+-0").replace("_", "")
         if len(digits) > 30:
             raise yaml.YAMLError(f"an integer of {len(digits)} digits (line {node.start_mark.line + 1}) is too large")
-        return super().construct_yaml_int(node)
+        return SafeConstructor.construct_yaml_int(self, node)
 
 
-_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
-# ISO dates would become datetime objects; every razorzoo YAML wants them as plain text.
-_BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", _BoundedLoader.construct_yaml_str)
+class _PyBoundedLoader(_Limits, yaml.SafeLoader):
+    """``yaml.SafeLoader`` with :class:`_Limits` (pure Python, for PyYAML builds without libyaml)."""
+
+
+class _CBoundedLoader(_Limits, *((_CParser,) if _CParser else ()), SafeConstructor, Resolver):  # type: ignore[misc]
+    """libyaml's scanner and parser (8x faster; ``razorzoo list`` parses every card) with PyYAML's composer, which
+    is where :class:`_Limits` hooks in: libyaml's own composer would expand aliases unseen."""
+
+    def __init__(self, stream: str) -> None:
+        _CParser.__init__(self, stream)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self.anchors: dict[str, Any] = {}
+
+    check_node = Composer.check_node
+    get_node = Composer.get_node
+    get_single_node = Composer.get_single_node
+    compose_document = Composer.compose_document
+    compose_scalar_node = Composer.compose_scalar_node
+    compose_sequence_node = Composer.compose_sequence_node
+    compose_mapping_node = Composer.compose_mapping_node
+
+
+for _loader in (_PyBoundedLoader, _CBoundedLoader):
+    _loader.add_constructor("tag:yaml.org,2002:int", _Limits.construct_yaml_int)
+    # ISO dates would become datetime objects; every razorzoo YAML wants them as plain text.
+    _loader.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_str)
+del _loader
+_BoundedLoader = _CBoundedLoader if _CParser else _PyBoundedLoader
 
 
 def load_yaml(text: str | bytes, *, what: str, error: type[Exception] = InputError) -> Any:
@@ -124,6 +185,17 @@ def load_yaml(text: str | bytes, *, what: str, error: type[Exception] = InputErr
         raise error(f"{what} is not valid YAML: {terminal_safe(problem)[:300]}") from None
     except (RecursionError, ValueError) as exc:
         raise error(f"{what} cannot be parsed: {type(exc).__name__}") from None
+
+
+def load_json(text: str | bytes, *, what: str, error: type[Exception] = InputError) -> Any:
+    """Parse JSON razorzoo may not have written (cache records, Hub files, file metadata) in bounded work: deep
+    nesting, which ``json`` meets with a ``RecursionError``, is one ``error`` line naming ``what``, like bad JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise error(f"{what} is not JSON razorzoo can read: it is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
+        raise error(f"{what} is not JSON ({safe_repr(str(exc), 80)})") from None
 
 
 def check_number(value: Any, what: str, *, minimum: float | None = None, maximum: float | None = None,

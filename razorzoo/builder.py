@@ -5,12 +5,13 @@ This is where a name becomes a model: registry card -> subnet YAML shipped with 
 """
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
-from razorzoo.errors import RazorzooError
+from razorzoo.arch.recipes import RECIPES
 from razorzoo.arch.spec import ArchSpec
+from razorzoo.errors import RazorzooError
+from razorzoo.models.factory import build_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -19,48 +20,12 @@ if TYPE_CHECKING:
 
 __all__ = ["build_classifier", "build_backbone", "build_detector", "build_model", "resolve_spec"]
 
-_RANDOM_INITS = ("kaiming_uniform_", "kaiming_normal_", "uniform_", "normal_", "trunc_normal_", "xavier_uniform_",
-                 "xavier_normal_")
-
-
-@contextlib.contextmanager
-def _skip_random_init() -> Iterator[None]:
-    """Replace torch's random initializers by ``zero_`` while building: weights are about to be overwritten, and
-    random init of a detector costs more than the whole load. Norm layers still get their ones/zeros."""
-    import torch
-
-    saved = {name: getattr(torch.nn.init, name) for name in _RANDOM_INITS}
-    zero = lambda tensor, *args, **kwargs: tensor.data.zero_()  # noqa: E731
-    try:
-        for name in _RANDOM_INITS:
-            setattr(torch.nn.init, name, zero)
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
-
-
-def build_model(spec: ArchSpec) -> "nn.Module":
-    """Build the ``nn.Module`` an :class:`ArchSpec` describes (weights zero-filled, norm layers at identity)."""
-    with _skip_random_init():
-        if spec.task == "classification":
-            from razorzoo.models.classifier import build_classifier_from_subnet
-
-            return build_classifier_from_subnet(spec.subnet)
-        if spec.task == "backbone":
-            from razorzoo.models.backbones import build_backbone_from_subnet
-
-            return build_backbone_from_subnet(spec.subnet, out_indices=spec.out_indices)
-        from razorzoo.models.detector import build_detector_from_subnet
-
-        return build_detector_from_subnet(spec.subnet, spec.recipe)
-
-
 def _looks_like_subnet(source: object) -> bool:
     if isinstance(source, (dict, os.PathLike)):
         return True
+    # explicit, never guessed from what happens to exist in the working directory
     text = str(source)
-    return "\n" in text or text.endswith((".yaml", ".yml", ".json")) or os.path.exists(text)
+    return "\n" in text or text.lower().endswith((".yaml", ".yml", ".json"))
 
 
 def resolve_spec(
@@ -77,7 +42,7 @@ def resolve_spec(
     """
     from razorzoo.arch.subnet import load_subnet
 
-    recipe = None
+    recipe = preprocessing = None
     if _looks_like_subnet(name_or_subnet_yaml):
         subnet = load_subnet(name_or_subnet_yaml)
     else:
@@ -90,7 +55,7 @@ def resolve_spec(
                 f"{card.family}*')) or pass a subnet YAML"
             )
         subnet = load_subnet(card.subnet_path)
-        recipe = card.recipe
+        recipe, preprocessing = card.recipe, card.preprocessing
     if task == "detection":
         if detector is not None:
             recipe = _resolve_recipe(detector)
@@ -98,25 +63,16 @@ def resolve_spec(
             raise RazorzooError(
                 "building a detector needs a neck/head recipe: pass detector= a detection model name "
                 "(e.g. 'yolov6s-attentive_a6') or a recipe id "
-                f"({', '.join(_recipe_ids())})"
+                f"({', '.join(RECIPES)})"
             )
         return ArchSpec("detection", subnet, recipe=recipe)
     if task == "backbone" and out_indices is None and recipe is not None:
-        from razorzoo.models.detector import RECIPES
-
         out_indices = RECIPES[recipe].out_indices
-    return ArchSpec(task, subnet, out_indices=tuple(out_indices) if out_indices is not None else None)
-
-
-def _recipe_ids() -> list[str]:
-    from razorzoo.models.detector import RECIPES
-
-    return sorted(RECIPES)
+    return ArchSpec(task, subnet, out_indices=tuple(out_indices) if out_indices is not None else None,
+                    preprocessing=preprocessing if task == "classification" else None)
 
 
 def _resolve_recipe(detector: str) -> str:
-    from razorzoo.models.detector import RECIPES
-
     if detector in RECIPES:
         return detector
     from razorzoo.zoo.registry import get_card

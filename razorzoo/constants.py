@@ -6,31 +6,44 @@ change it without re-importing razorzoo. Nothing here imports torch or huggingfa
 =================================  ==================================================================================
 variable                           meaning (default)
 =================================  ==================================================================================
-``RAZORZOO_CACHE``                 cache root (``$XDG_CACHE_HOME/razorzoo``, i.e. ``~/.cache/razorzoo``)
+``RAZORZOO_CACHE``                 cache root, Hub files too (``$XDG_CACHE_HOME/razorzoo``, i.e. ``~/.cache/razorzoo``)
 ``RAZORZOO_MIRROR``                base URL that replaces ``https://download.openmmlab.com`` in card URLs (unset)
 ``RAZORZOO_CARDS``                 a directory of extra cards that extend/override ``cards/`` (unset)
 ``RAZORZOO_OFFLINE``               ``1``: use only the cache, never the network (``HF_HUB_OFFLINE`` works too)
 ``RAZORZOO_PROGRESS``              ``0``: no progress bars (``HF_HUB_DISABLE_PROGRESS_BARS=1`` works too)
 ``RAZORZOO_HTTP_TIMEOUT``          seconds to wait for a connection or for the next bytes of a download (``30``)
 ``HF_ENDPOINT``                    the Hugging Face Hub (or a compatible server) for ``hf-hub:`` ids and ``push``
-``HF_HUB_CACHE`` / ``HF_HOME``     the Hub's file cache (``$HF_HOME/hub``, i.e. ``~/.cache/huggingface/hub``)
 =================================  ==================================================================================
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from razorzoo.bounded import InputError, check_number, safe_repr
 
 __all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout",
-           "hub_endpoint", "hub_cache_dir"]
+           "hub_endpoint"]
 
-UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (§8)
+UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (docs/upstream.md §8)
 
-_TRUE = {"1", "ON", "YES", "TRUE"}
+_YES = {"1", "ON", "YES", "TRUE"}
+_NO = {"", "0", "OFF", "NO", "FALSE"}
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in _TRUE
+def _flag(name: str, *, strict: bool = True) -> bool:
+    """A yes/no variable. razorzoo's own are strict: a typo such as ``RAZORZOO_OFFLINE=ture`` must not silently mean
+    "no". huggingface_hub's (``strict=False``) are read the way huggingface_hub reads them: anything else is "no".
+
+    Raises:
+        InputError: a strict variable holds something other than 1/0, true/false, yes/no, on/off (or nothing).
+    """
+    value = os.environ.get(name, "").strip().upper()
+    if strict and value not in _YES | _NO:
+        raise InputError(f"{name}={safe_repr(os.environ[name])} is not a yes/no value: set it to 1/0, true/false, "
+                         "yes/no or on/off, or unset it")
+    return value in _YES
 
 
 def cache_dir() -> Path:
@@ -43,9 +56,25 @@ def cache_dir() -> Path:
 
 
 def mirror() -> str | None:
-    """The base URL serving a copy of ``download.openmmlab.com`` (``RAZORZOO_MIRROR``), without a trailing ``/``."""
-    value = os.environ.get("RAZORZOO_MIRROR", "").strip()
-    return value.rstrip("/") or None
+    """The base URL serving a copy of ``download.openmmlab.com`` (``RAZORZOO_MIRROR``), without a trailing ``/``.
+
+    Raises:
+        InputError: the value is not an ``http(s)://host[/path]`` URL (checked before any request is made).
+    """
+    value = os.environ.get("RAZORZOO_MIRROR", "").strip().rstrip("/")
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        usable = value.isprintable() and parts.scheme in ("http", "https") and bool(parts.hostname) \
+            and not parts.query and not parts.fragment
+    except ValueError:  # a malformed IPv6 literal or port
+        usable = False
+    if not usable:
+        raise InputError(f"RAZORZOO_MIRROR={safe_repr(value)} is not a URL: set it to the base URL of a copy of "
+                         f"{UPSTREAM_BASE_URL}, e.g. https://mirror.example.org, or unset it")
+    return value
 
 
 def extra_cards_dir() -> str | None:
@@ -54,32 +83,39 @@ def extra_cards_dir() -> str | None:
 
 
 def offline() -> bool:
-    """Offline mode: ``RAZORZOO_OFFLINE`` or ``HF_HUB_OFFLINE`` is ``1``/``true``/``yes``/``on``."""
-    return _flag("RAZORZOO_OFFLINE") or _flag("HF_HUB_OFFLINE")
+    """Offline mode: ``RAZORZOO_OFFLINE`` or ``HF_HUB_OFFLINE`` is ``1``/``true``/``yes``/``on``.
+
+    Raises:
+        InputError: ``RAZORZOO_OFFLINE`` is not a yes/no value.
+    """
+    return _flag("RAZORZOO_OFFLINE") or _flag("HF_HUB_OFFLINE", strict=False)
 
 
 def progress_bars() -> bool:
-    """Whether downloads show tqdm bars: off with ``RAZORZOO_PROGRESS=0`` or ``HF_HUB_DISABLE_PROGRESS_BARS=1``."""
-    if os.environ.get("RAZORZOO_PROGRESS", "").strip().upper() in {"0", "OFF", "NO", "FALSE"}:
+    """Whether downloads show tqdm bars: off with ``RAZORZOO_PROGRESS=0`` or ``HF_HUB_DISABLE_PROGRESS_BARS=1``.
+
+    Raises:
+        InputError: ``RAZORZOO_PROGRESS`` is not a yes/no value.
+    """
+    if os.environ.get("RAZORZOO_PROGRESS", "").strip() and not _flag("RAZORZOO_PROGRESS"):
         return False
-    return not _flag("HF_HUB_DISABLE_PROGRESS_BARS")
+    return not _flag("HF_HUB_DISABLE_PROGRESS_BARS", strict=False)
 
 
 def http_timeout() -> float:
-    """Seconds to wait for a connection or between two reads of a download (``RAZORZOO_HTTP_TIMEOUT``, 30)."""
-    return float(os.environ.get("RAZORZOO_HTTP_TIMEOUT") or 30.0)
+    """Seconds to wait for a connection or between two reads of a download (``RAZORZOO_HTTP_TIMEOUT``, 30).
+
+    Raises:
+        InputError: the value is not a finite number of seconds in (0, 86400].
+    """
+    value = os.environ.get("RAZORZOO_HTTP_TIMEOUT", "").strip()
+    if not value:
+        return 30.0
+    return float(check_number(value, "RAZORZOO_HTTP_TIMEOUT (seconds)", minimum=0, exclusive_minimum=True,
+                              maximum=86400))
 
 
 def hub_endpoint() -> str | None:
     """``HF_ENDPOINT`` without a trailing ``/`` (None: huggingface_hub's default). huggingface_hub itself reads it
     only once, at import, so razorzoo passes it explicitly on every call."""
     return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
-
-
-def hub_cache_dir() -> Path | None:
-    """The Hub's file cache: ``HF_HUB_CACHE``, else ``$HF_HOME/hub`` (None: huggingface_hub's default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return None

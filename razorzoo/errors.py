@@ -18,6 +18,8 @@ __all__ = [
     "OfflineError",
     "HubError",
     "ImageError",
+    "DatasetError",
+    "OutputError",
 ]
 
 
@@ -70,3 +72,12 @@ class HubError(RazorzooError):
 
 class ImageError(RazorzooError, ValueError):
     """An input image is missing, cannot be decoded, or has a type/shape/dtype razorzoo cannot interpret."""
+
+
+class DatasetError(RazorzooError, ValueError):
+    """An evaluation dataset or input source (annotation file, image folder, list file, video) cannot be used."""
+
+
+class OutputError(RazorzooError, OSError):
+    """A file razorzoo was asked to write cannot go there (a directory, the input itself, a full disk); nothing was
+    left half-written."""

@@ -16,10 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from razorzoo.bounded import safe_repr
+from razorzoo.bounded import InputError, load_json, safe_repr
 from razorzoo.errors import RazorzooError
 
-__all__ = ["UnsafePathError", "safe_join", "atomic_write", "write_bytes_atomic", "write_json_atomic", "default_mode"]
+__all__ = ["UnsafePathError", "safe_join", "atomic_write", "write_bytes_atomic", "write_json_atomic", "read_json",
+           "default_mode"]
 
 
 class UnsafePathError(RazorzooError):
@@ -88,3 +89,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented, key-sorted JSON to ``path`` atomically, with the umask's mode."""
     return write_bytes_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON record razorzoo keeps (``index.json``, ``meta.json``, ``refs.json``), or ``None`` when it is missing,
+    unreadable or not JSON: a broken or planted record is treated as absent, never trusted and never fatal."""
+    try:
+        return load_json(Path(path).read_bytes(), what=str(path))
+    except (OSError, InputError):
+        return None

@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 
 FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall")
 REPO = Path(__file__).resolve().parent.parent
-# card weights layout -> tests/checkpoints.py layout that writes it (§3, §4)
+# card weights layout -> tests/checkpoints.py layout that writes it (docs/upstream.md §3, §4)
 CARD_LAYOUTS = {"mmyolo_detector": "mmdet-publish", "mmrazor_subnet": "mmrazor-subnet", "mmrazor_supernet": "supernet"}
 # a tests/data model of each family, to write that family's supernet
 _FAMILY_MODELS = {"spos": "spos_0.33M", "attentive": "attentive_a6", "ofa": "ofa_lat31"}

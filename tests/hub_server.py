@@ -1,5 +1,5 @@
 """A small Hugging Face Hub-compatible HTTP server on 127.0.0.1, so the real ``huggingface_hub`` client can be tested
-without the internet (protocol: shared/docs/HUB.md).
+without the internet (the protocol the real client speaks is summarised in docs/testing.md).
 
 Storage is in memory and git-less: repo id -> commits (40-hex ids), each a full ``{path: bytes}`` map, and branches
 (name -> head commit id; ``main`` always exists). A revision is a branch name or a commit id. Like the real Hub,
@@ -82,6 +82,7 @@ class HubServer:
         self.requests: list[tuple[str, str]] = []  # (method, path), to check what the client asked for
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> bytes, uploaded through the LFS batch API
         self.on_request: Callable[[str, str], None] | None = None
+        self.file_headers: dict[str, str] = {}  # replace headers of every file answer: a hostile Hub in tests
         self._lock = threading.Lock()
         self._commit_counter = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -323,7 +324,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         if path.endswith(LFS_SUFFIXES):  # the Hub names LFS files by their sha256
             headers["ETag"] = headers["X-Linked-Etag"] = f'"{hashlib.sha256(data).hexdigest()}"'
             headers["X-Linked-Size"] = str(len(data))
-        return status, body, headers
+        return status, body, {**headers, **hub.file_headers}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

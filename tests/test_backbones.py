@@ -13,7 +13,7 @@ from razorzoo.arch.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSubn
 
 SUBNETS = DATA.parent.parent / "cards" / "subnets"
 DETECTORS = {
-    # detector -> (out_indices, channels, strides) of its backbone (UPSTREAM.md §1.1-§1.3)
+    # detector -> (out_indices, channels, strides) of its backbone (docs/upstream.md §1.1-§1.3)
     "yolov5s-spos_0.33M": ((1, 2, 3), (160, 320, 640), (8, 16, 32)),
     "yolov6s-attentive_a6": ((2, 4, 6), (40, 128, 224), (8, 16, 32)),
     "rtmdet_tiny-ofa_lat31": ((2, 4, 5), (40, 112, 160), (8, 16, 32)),
@@ -102,7 +102,7 @@ def test_ofa_residual_rule_uses_supernet_widths():
     for block in (first, second):
         _silence_linear_conv(block)
     with torch.no_grad():
-        # layer5.0: stride 1 but 80 -> 112 in the supernet: no residual (§7.9)
+        # layer5.0: stride 1 but 80 -> 112 in the supernet: no residual (docs/upstream.md §7.9)
         assert torch.equal(first(x), torch.zeros(2, 112, 9, 9))
         y = torch.randn(2, 112, 9, 9)
         assert torch.equal(second(y), y)  # identity residual

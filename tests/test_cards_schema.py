@@ -5,6 +5,7 @@ parameter counts and FLOPs must equal what ``razorzoo.build_*`` and ``razorzoo.c
 """
 from __future__ import annotations
 
+import ast
 import re
 from urllib.parse import urlparse
 
@@ -14,13 +15,14 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import razorzoo
+from razorzoo.arch.recipes import CLASSIFIER_PREPROCESS
 from razorzoo.zoo.registry import FLOP_UNITS, all_cards, get_card
 
 CARDS = all_cards()
 NAMES = [card.name for card in CARDS]
 BUILDABLE = [card.name for card in CARDS if card.task != "supernet"]
 HEX8_OR_64 = re.compile(r"^(?:[0-9a-f]{8}|[0-9a-f]{64})$")
-# Published upstream numbers the cards must carry (UPSTREAM.md §8), independent of the card files.
+# Published upstream numbers the cards must carry (docs/upstream.md §8), independent of the card files.
 PUBLISHED = {
     "spos_0.33M": {"top1": 73.87, "top5": 91.6},
     "attentive_a0": {"top1": 77.19},
@@ -64,7 +66,10 @@ def test_required_keys_and_hub_metadata(card):
     if card.task != "supernet":
         for key in ("input_size", "preprocessing", "num_params", "flops", "published"):
             assert meta[key] is not None, key
-        assert set(meta["preprocessing"]) >= {"resize", "color", "mean", "std"}
+        if card.task == "classification":  # executable: the search space's upstream test pipeline
+            assert card.preprocessing == CLASSIFIER_PREPROCESS[card.family]
+        else:
+            assert set(meta["preprocessing"]) >= {"resize", "color", "mean", "std"}
     if card.task == "detection":
         assert front["base_model"] in NAMES and get_card(front["base_model"]).task == "classification"
     for section in ("## How to load" if card.task != "supernet" else "## How to use it", "## Limitations",
@@ -82,10 +87,10 @@ def test_urls_and_hashes(card):
         assert url.path.startswith("/mmrazor/v1/") and " " not in ref.url
         assert ref.sha256 is None or HEX8_OR_64.match(ref.sha256)
         if ref.sha256 is not None and len(ref.sha256) == 8:
-            # the 8-hex prefix is the last '-xxxxxxxx' before the extension (§4), never guessed for renamed files
+            # the 8-hex prefix is the last '-xxxxxxxx' before the extension (docs/upstream.md §4), never guessed for renamed files
             assert re.search(rf"-{ref.sha256}\.(pth|yaml)$", ref.url), ref.url
         if re.search(r"_v\d+\.(pth|yaml)$", ref.url):
-            assert ref.sha256 is None, f"{ref.url} is a renamed re-export; its name does not hash it (§7.17)"
+            assert ref.sha256 is None, f"{ref.url} is a renamed re-export; its name does not hash it (docs/upstream.md §7.17)"
     assert card.weights.layout in {"mmrazor_subnet", "mmrazor_supernet", "mmyolo_detector"}
     if card.weights.extract_from is not None:
         supernet = get_card(card.weights.extract_from)
@@ -171,3 +176,29 @@ def test_front_matter_round_trips_through_yaml():
     for card in CARDS:
         text = card.path.read_text(encoding="utf-8")
         assert yaml.safe_load(text.split("---\n")[1]) == card.front_matter
+
+
+def _snippets(card) -> list[ast.Module]:
+    return [ast.parse(code) for code in re.findall(r"```python\n(.*?)```", card.body, re.S)]
+
+
+@pytest.mark.parametrize("card", CARDS, ids=NAMES)
+def test_snippets_use_the_api_as_it_is(card):
+    """A card's "How to load" code names only public razorzoo functions, loads its own model with the loader of its
+    task, and never indexes the result of ``predict`` on one image (one image gives one result, not a list)."""
+    snippets = _snippets(card)
+    assert snippets, f"{card.name}: no python snippet"
+    loader = {"classification": "load_classifier", "detection": "load_detector"}.get(card.task)
+    loads = []
+    for node in (n for tree in snippets for n in ast.walk(tree)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "razorzoo":
+            assert node.attr in razorzoo.__all__, f"{card.name}: razorzoo.{node.attr} is not public API"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("load_"):
+            loads.append((node.func.attr, node.args[0].value if node.args and isinstance(node.args[0], ast.Constant)
+                          else None))
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Call) \
+                and isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "predict":
+            arg = node.value.args[0] if node.value.args else None
+            assert isinstance(arg, (ast.List, ast.Tuple)), f"{card.name}: predict(one image)[...] indexes one result"
+    if loader is not None:
+        assert (loader, card.name) in loads, f"{card.name}: the snippet does not call razorzoo.{loader}({card.name!r})"

@@ -61,7 +61,7 @@ def test_ema_state_dict_only_when_asked_and_it_holds_the_raw_weights(tmp_path):
     model = "rtmdet_tiny-ofa_lat31"
     path = write_checkpoint(model, "runner", tmp_path / "epoch_1.pth")
     checkpoint = read_checkpoint(path, ema=True)
-    assert_same(checkpoint.state_dict, rule_state_dict(model))  # state_dict = EMA weights (§4): used for inference
+    assert_same(checkpoint.state_dict, rule_state_dict(model))  # state_dict = EMA weights (docs/upstream.md §4): used for inference
     assert_same(checkpoint.ema_state_dict, raw_state_dict(model))  # 'module.' stripped, 'steps' dropped
 
 

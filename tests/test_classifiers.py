@@ -1,15 +1,29 @@
 """ImageNet classifiers vs goldens recorded with the real MMRazor code (tests/data/<name>/goldens.*)."""
 import json
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import skimage.data
 import torch
-from safetensors.torch import load_file
+from PIL import Image
+from safetensors.torch import load_file, save_file
 
+import razorzoo
+import razorzoo.builder
+import razorzoo.zoo.registry
+from checkpoints import write_checkpoint
 from helpers import CLASSIFIER_PARAMS, CLASSIFIERS, DATA
 from fixture_rule import manifest, rule_state_dict
-from razorzoo.builder import build_model
+from razorzoo.arch.recipes import ClassifierPreprocess
 from razorzoo.arch.spec import ArchSpec
 from razorzoo.arch.subnet import load_subnet
+from razorzoo.builder import build_model
+from razorzoo.models.classifier import imagenet_classes
+from razorzoo.errors import CardError, CheckpointError
+from razorzoo.weights.convert import convert_checkpoint, read_converted, read_spec
+from razorzoo.zoo.registry import parse_card
 
 
 def _classifier(name: str) -> torch.nn.Module:
@@ -82,7 +96,7 @@ def test_other_upstream_subnets_build_as_classifiers(yaml_name, size):
 
 
 def test_published_parameter_counts():
-    """MMRazor READMEs: A6 15.594M without the unused shortcut convs, OFA lat22 4.3M (UPSTREAM.md §8)."""
+    """MMRazor READMEs: A6 15.594M without the unused shortcut convs, OFA lat22 4.3M (docs/upstream.md §8)."""
     root = DATA.parent.parent / "cards" / "subnets"
     a6 = build_model(ArchSpec("classification", load_subnet(root / "ATTENTIVE_SUBNET_A6.yaml")))
     unused = sum(m.conv.weight.numel() for m in a6.modules()
@@ -105,3 +119,108 @@ def test_public_names_build_the_registry_models():
     assert backbone.out_channels == (16, 1280)
     assert set(backbone.state_dict()) == {k.removeprefix("backbone.") for k, _, _ in manifest("ofa_lat31")["state_dict"]
                                           if k.startswith("backbone.")}
+
+
+# --- executable pre-processing and predict ---------------------------------------------------------------------------
+
+# Real photos shipped with scikit-image (test extra); both CC0 / no copyright restrictions (skimage.data docstrings).
+PHOTOS = Path(skimage.data.__file__).parent
+IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+IMAGENET_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
+def _by_hand(path: Path, backend: str, size: tuple[int, int], offset: tuple[int, int]) -> torch.Tensor:
+    """mmcls test pipeline written out: cv2 decode (BGR), short side to 256 (bilinear, ``size`` = (w, h) worked out
+    by hand: int(256 * long / short)), 224 centre crop at ``offset`` = (top, left), BGR->RGB, (x - mean) / std."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if backend == "pillow":
+        resized = np.asarray(Image.fromarray(bgr).resize(size, Image.BILINEAR))
+    else:
+        resized = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR)
+    top, left = offset
+    rgb = resized[top:top + 224, left:left + 224, ::-1].astype(np.float32)
+    return torch.from_numpy(((rgb - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy())
+
+
+@pytest.mark.parametrize("name,backend", [("spos_0.33M", "cv2"), ("attentive_a6", "pillow"), ("ofa_lat31", "pillow")])
+@pytest.mark.parametrize("photo,size,offset", [
+    ("chelsea.png", (384, 256), (16, 80)),  # 451 x 300: int(256 * 451 / 300) = 384; (384 - 224) / 2 = 80
+    ("astronaut.png", (256, 256), (16, 16)),  # 512 x 512
+])
+def test_preprocess_equals_the_pipeline_written_by_hand(name, backend, photo, size, offset):
+    classifier = razorzoo.build_classifier(name)  # the registry card's preprocessing block
+    assert classifier.preprocessing.backend == backend
+    batch = classifier.preprocess(PHOTOS / photo)
+    assert batch.shape == (1, 3, 224, 224) and batch.dtype == torch.float32
+    assert torch.equal(batch[0], _by_hand(PHOTOS / photo, backend, size, offset))
+
+
+def test_pillow_and_cv2_backends_really_differ():
+    """The backend is not a detail: Pillow antialiases when shrinking, cv2 does not."""
+    spos, ofa = razorzoo.build_classifier("spos_0.33M"), razorzoo.build_classifier("ofa_lat31")
+    assert not torch.equal(spos.preprocess(PHOTOS / "chelsea.png"), ofa.preprocess(PHOTOS / "chelsea.png"))
+
+
+def test_imagenet_class_names():
+    names = imagenet_classes()
+    assert len(names) == 1000 and len(set(names)) == 998  # "crane" (bird, machine) and "maillot" appear twice
+    assert (names[0], names[1], names[285], names[999]) == ("tench", "goldfish", "Egyptian cat", "toilet tissue")
+
+
+def test_predict_returns_top_k_names_and_probabilities(loaded):
+    name, model = loaded
+    top = model.predict(PHOTOS / "chelsea.png", topk=5)
+    logits = model(model.preprocess(PHOTOS / "chelsea.png"))[0]
+    expected = logits.softmax(0).topk(5)
+    assert top.indices == tuple(expected.indices.tolist())
+    assert top.names == tuple(imagenet_classes()[i] for i in top.indices)
+    assert torch.allclose(torch.tensor(top.probs), expected.values, atol=1e-6)
+    assert list(top.probs) == sorted(top.probs, reverse=True) and 0 < sum(top.probs) <= 1 + 1e-6
+    both = model.predict([PHOTOS / "chelsea.png", Image.open(PHOTOS / "astronaut.png")], topk=3)
+    assert len(both) == 2 and both[0].indices == top.indices[:3]
+
+
+def test_preprocessing_travels_with_a_converted_file(tmp_path):
+    spec = razorzoo.builder.resolve_spec("attentive_a6", "classification")
+    assert spec.preprocessing.backend == "pillow"
+    path = write_checkpoint("attentive_a6", "mmrazor-subnet", tmp_path / "c.pth")
+    out = convert_checkpoint(path, spec, tmp_path / "m.safetensors")
+    assert read_spec(out) == spec and read_spec(out).preprocessing == spec.preprocessing
+    custom = ArchSpec("classification", spec.subnet, preprocessing=ClassifierPreprocess(resize=288, crop=256))
+    out = convert_checkpoint(path, custom, tmp_path / "custom.safetensors")
+    loaded = razorzoo.load_classifier(out)
+    assert loaded.preprocessing == custom.preprocessing
+    assert loaded.preprocess(PHOTOS / "astronaut.png").shape == (1, 3, 256, 256)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("    resize: .nan", "resize must be an integer"),
+    ("    resize: 999999", "crop <= resize <= 4096"),
+    ("    resize: true", "resize must be an integer"),
+    ("    mean: [1, 2]", "mean and std need 3 values"),
+    ("    mean: [.inf, 1, 2]", "mean must be a list of 3 numbers"),
+    ("    backend: tensorflow", "backend must be one of cv2, pillow"),
+    ("    interpolation: lanczos", "interpolation must be one of"),
+    ("    std: [0, 1, 1]", "std positive"),
+    ("    colour: RGB", "unknown keys 'colour'"),
+])
+def test_a_bad_preprocessing_block_is_a_card_error(line, message):
+    text = (razorzoo.zoo.registry.CARDS_DIR / "attentive_a6.md").read_text()
+    key = line.split(":")[0]
+    lines = [row for row in text.splitlines() if row.split(":")[0] != key]
+    at = lines.index(next(row for row in lines if row.startswith("  preprocessing:"))) + 1
+    bad = "\n".join(lines[:at] + [line] + lines[at:]) + "\n"
+    with pytest.raises(CardError, match=f"razorzoo.preprocessing: .*{message}"):
+        parse_card(bad)
+
+
+def test_corrupt_preprocessing_metadata_is_a_checkpoint_error(tmp_path):
+    spec = razorzoo.builder.resolve_spec("ofa_lat31", "classification")
+    out = convert_checkpoint(write_checkpoint("ofa_lat31", "mmrazor-subnet", tmp_path / "c.pth"), spec,
+                             tmp_path / "m.safetensors")
+    tensors, metadata = load_file(out), read_converted(out)[2]
+    arch = json.loads(metadata["razorzoo_arch"])
+    arch["preprocessing"]["crop"] = "224; rm -rf /"
+    save_file(tensors, tmp_path / "bad.safetensors", metadata={**metadata, "razorzoo_arch": json.dumps(arch)})
+    with pytest.raises(CheckpointError, match="metadata is corrupt .*crop must be an integer"):
+        read_spec(tmp_path / "bad.safetensors")

@@ -68,7 +68,7 @@ def test_list_where(capsys):
 @pytest.mark.parametrize(
     ("expr", "message"),
     [("mAP>40", "unknown column 'mAP'; columns: name, task, family, params, flops, input, top1, top5, box_ap"),
-     ("box_ap>forty", "box_ap is numeric, 'forty' is not a number"),
+     ("box_ap>forty", "the value for box_ap must be a number, not 'forty'"),
      ("family>ofa", "family is text; only =, == and != apply"),
      ("box_ap", "cannot parse --where 'box_ap'")],
 )

@@ -12,15 +12,23 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+import razorzoo
 from checkpoints import SUPERNET, raw_state_dict, write_checkpoint
 from helpers import DATA, flat_outputs
 from fixture_rule import effective_state_dict, manifest, rule_state_dict, rule_tensor
 from razorzoo import __version__
 from razorzoo.builder import build_model, resolve_spec
-from razorzoo.weights.convert import convert_checkpoint, load_converted, read_converted
+from razorzoo.weights.convert import convert_checkpoint, read_converted
 from razorzoo.errors import CheckpointError, PairMismatchError
 
 RTMDET = "rtmdet_tiny-ofa_lat31"
+
+
+def load_file(path, task: str):
+    """A converted file through the public loader of its task."""
+    loaders = {"classification": razorzoo.load_classifier, "backbone": razorzoo.load_backbone,
+               "detection": razorzoo.load_detector}
+    return loaders[task](path)
 
 
 def spec_of(model: str, task: str):
@@ -58,7 +66,7 @@ def test_round_trip_gives_the_original_outputs(tmp_path, model, task, layout):
     path = write_checkpoint(model, layout, tmp_path / "ckpt.pth")
     out = convert_checkpoint(path, spec, tmp_path / "model.safetensors", name=model, source_url="https://x/y.pth",
                              source_sha256="ab" * 32)
-    converted = load_converted(out)
+    converted = load_file(out, spec.task)
     assert not converted.training
     x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
     diff = (outputs(converted, x) - outputs(reference_model(spec, model), x)).abs().max().item()
@@ -107,7 +115,7 @@ def test_tied_head_convs_are_stored_once_with_the_last_aliases_value(tmp_path):
     effective = effective_state_dict(RTMDET)
     assert state_dict.keys() == effective.keys()
     assert all(torch.equal(state_dict[k], v) for k, v in effective.items())
-    model = load_converted(out)
+    model = load_file(out, "detection")
     head = model.bbox_head.head_module
     assert head.cls_convs[0][0].conv.weight is head.cls_convs[2][0].conv.weight  # re-tied after loading
     assert len(list(model.parameters())) < len(model.state_dict())
@@ -204,6 +212,25 @@ def test_cli_convert_then_verify(tmp_path, capsys):
     assert metadata["source_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert main(["verify", "--subnet", str(yaml_path), "--weights", str(ckpt), "--detector", "rtmdet_tiny"]) == 0
     assert capsys.readouterr().out.startswith("OK")
+
+
+def test_cli_detects_detector_weights_without_the_detector_option(tmp_path, capsys):
+    """A detector checkpoint with a bare YAML: the head says which detector; verify and convert say so."""
+    from razorzoo.cli import main
+
+    ckpt = write_checkpoint(RTMDET, "runner", tmp_path / "epoch_1.pth")
+    yaml_path = DATA / RTMDET / "subnet.yaml"
+    assert main(["verify", "--subnet", str(yaml_path), "--weights", str(ckpt)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("OK") and "holds a rtmdet_tiny detector head" in captured.err
+    out = tmp_path / "model.safetensors"
+    assert main(["convert", str(ckpt), "--subnet", str(yaml_path), "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "(detection, ofa subnet, recipe rtmdet_tiny)" in captured.out and "rtmdet_tiny" in captured.err
+    assert read_converted(out)[0] == spec_of(RTMDET, "detection")
+    # an explicit task still wins: the backbone of the detector checkpoint
+    assert main(["verify", "--subnet", str(yaml_path), "--weights", str(ckpt), "--task", "backbone"]) == 0
+    assert "detector head" not in capsys.readouterr().err
 
 
 def test_cli_verify_mismatch_exits_1_with_the_yaml_terms(tmp_path, capsys):

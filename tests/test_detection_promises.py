@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import razorzoo
-from razorzoo.detection.postprocess import batched_nms, nms
+from razorzoo.detection.nms import _NMS_SPLIT_THR, batched_nms, nms
 from razorzoo.detection.transforms import load_image, resize_pad
 
 
@@ -31,6 +31,7 @@ def test_per_class_nms_path_from_10000_candidates_on_tied_scores():
     boxes = torch.cat([xy, xy + torch.rand(10000, 2, generator=g) * 60 + 1], 1)
     scores = (torch.rand(10000, generator=g) * 4).floor() / 4 + 0.1
     labels = torch.randint(0, 50, (10000,), generator=g)
+    assert len(boxes) >= _NMS_SPLIT_THR  # mmcv's per-class path
     keep = batched_nms(boxes, scores, labels, 0.5)
     assert set(keep.tolist()) == _reference_per_class_nms(boxes, scores, labels, 0.5)
     offset = boxes + labels[:, None] * (boxes.max() + 1)
@@ -44,7 +45,7 @@ def test_resize_pad_rounds_half_up_like_mmcv():
     """mmcv.imrescale sizes are ``int(x + 0.5)``: 5 x 1280 at 640 is 2.5 rows -> 3 (Python's round gives 2)."""
     source = np.full((5, 1280, 3), 200, dtype=np.uint8)
     image, meta = resize_pad(source, 640, 114)
-    assert meta["scale_factor"] == (0.5, 3 / 5)
+    assert meta.scale_factor == (0.5, 3 / 5)
     assert (image[:3] == 200).all() and (image[3:] == 114).all()
 
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from razorzoo.detection.results import COCO_CATEGORY_IDS, Detections
-from razorzoo.models.detector import COCO_CLASSES
+from razorzoo.arch.recipes import COCO_CLASSES
 
 
 def _detections() -> Detections:

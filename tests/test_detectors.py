@@ -14,7 +14,9 @@ import razorzoo
 from helpers import DETECTOR_PARAMS, DETECTORS, MAX_PER_IMG, assert_same_detections, loaded_detector, max_abs
 from fixture_rule import DATA, effective_state_dict, manifest, rule_state_dict
 from razorzoo.errors import RazorzooError
-from razorzoo.models.detector import RECIPES, build_detector_from_subnet
+from razorzoo.arch.recipes import RECIPES, DistanceCoder, Letterbox, ResizePad, TestConfig, YOLOv5Coder
+from razorzoo.detection.coders import DistancePointCoder, YOLOv5BoxCoder
+from razorzoo.models.detector import NECKS_AND_HEADS, build_detector_from_subnet
 from razorzoo.arch.subnet import load_subnet
 
 HEAD_OUTPUTS = ("cls_scores", "bbox_preds", "objectnesses")
@@ -95,34 +97,41 @@ def test_tie_weights_is_a_no_op_without_shared_convs():
 
 @pytest.mark.parametrize("model", DETECTORS)
 def test_recipe_settings_equal_the_upstream_config(model):
-    """The recipe's dicts against the test_cfg / data_preprocessor / pipeline recorded from the real config."""
-    recipe = razorzoo.build_detector(model).recipe
+    """The typed recipe against the test_cfg / data_preprocessor / pipeline recorded from the real config."""
+    detector = razorzoo.build_detector(model)
+    recipe = detector.recipe
     upstream = json.loads((DATA / model / "goldens.json").read_text())
     cfg = upstream["test_cfg"]
-    assert recipe.test_cfg == {
-        "multi_label": cfg["multi_label"],
-        "nms_pre": cfg["nms_pre"],
-        "score_thr": cfg["score_thr"],
-        "iou_threshold": cfg["nms"]["iou_threshold"],
-        "max_per_img": cfg["max_per_img"],
-        "min_bbox_size": cfg.get("min_bbox_size"),
-    }
+    assert detector.test_cfg == recipe.test_cfg == TestConfig(
+        multi_label=cfg["multi_label"],
+        nms_pre=cfg["nms_pre"],
+        score_thr=cfg["score_thr"],
+        iou_threshold=cfg["nms"]["iou_threshold"],
+        max_per_img=cfg["max_per_img"],
+        min_bbox_size=cfg.get("min_bbox_size"),
+    )
     pre = upstream["data_preprocessor"]
-    assert (recipe.preprocess["mean"], recipe.preprocess["std"]) == (pre["mean"], pre["std"])
-    assert recipe.preprocess["bgr_to_rgb"] == pre["bgr_to_rgb"]
+    assert (list(recipe.normalize.mean), list(recipe.normalize.std)) == (pre["mean"], pre["std"])
+    assert recipe.normalize.bgr_to_rgb == pre["bgr_to_rgb"]
+    assert detector.transform.resize is recipe.preprocess and detector.transform.norm is recipe.normalize
     resize = upstream["test_pipeline"][1]
-    assert resize["scale"] == [recipe.test_size, recipe.test_size] and recipe.preprocess["size"] == recipe.test_size
-    assert recipe.preprocess["type"] == ("letterbox" if resize["type"] == "YOLOv5KeepRatioResize" else "resize_pad")
-    assert recipe.preprocess["pad_value"] == 114
-    assert recipe.strides == (8, 16, 32) and recipe.num_classes == 80
+    assert resize["scale"] == [recipe.preprocess.size] * 2
+    expected_type = Letterbox if resize["type"] == "YOLOv5KeepRatioResize" else ResizePad
+    assert type(recipe.preprocess) is expected_type and recipe.preprocess.pad_value == 114
+    assert recipe.strides == (8, 16, 32)
+    assert len(recipe.class_names) == 80
 
 
-def test_recipe_decoders():
-    assert RECIPES["yolov5_s"].decode["coder"] == "yolov5"
-    assert RECIPES["yolov5_s"].decode["anchors"][2] == [(116, 90), (156, 198), (373, 326)]
-    assert RECIPES["yolov6_l_d12"].decode == {"coder": "distance", "prior_offset": 0.5}
-    assert RECIPES["rtmdet_tiny"].decode == {"coder": "distance", "prior_offset": 0.0}
+def test_recipe_coders():
+    assert RECIPES["yolov5_s"].coder.anchors[2] == ((116, 90), (156, 198), (373, 326))
+    assert RECIPES["yolov6_l_d12"].coder == DistanceCoder(prior_offset=0.5)
+    assert RECIPES["rtmdet_tiny"].coder == DistanceCoder(prior_offset=0.0)
     assert {r.out_indices for r in RECIPES.values()} == {(1, 2, 3), (2, 4, 6), (2, 4, 5)}
+    coders = {name: type(razorzoo.build_detector(name).coder) for name in DETECTORS}
+    assert coders == {"yolov5s-spos_0.33M": YOLOv5BoxCoder, "yolov6s-attentive_a6": DistancePointCoder,
+                      "rtmdet_tiny-ofa_lat31": DistancePointCoder}
+    assert isinstance(RECIPES["yolov5_s"].coder, YOLOv5Coder)
+    assert NECKS_AND_HEADS.keys() == RECIPES.keys()  # every recipe id builds, and only those
 
 
 def _pickled_class_names(path) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Supernet -> subnet extraction (razorzoo.weights.extract), against the export rules of UPSTREAM.md §2.3."""
+"""Supernet -> subnet extraction (razorzoo.weights.extract), against the export rules of docs/upstream.md §2.3."""
 import pytest
 import torch
 
@@ -7,7 +7,7 @@ from helpers import max_abs
 from helpers.slicing import SLICED, mmrazor_slice, slice_mismatches, supernet_manifest, supernet_state_dict
 from razorzoo.errors import CheckpointError
 from razorzoo.models.classifier import build_classifier_from_subnet
-from razorzoo.weights.extract import extract_subnet, max_subnet, ofa_transform_kernel
+from razorzoo.weights.extract import extract_subnet, max_subnet, ofa_transform_kernel, supernet_state_dict_shapes
 from razorzoo.arch.subnet import load_subnet
 
 SUBNETS = DATA.parent.parent / "cards" / "subnets"
@@ -42,6 +42,30 @@ def test_max_subnet_is_the_mmrazor_supernet(family):
     model = build_classifier_from_subnet(max_subnet(family))
     ours = [(k, tuple(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
     assert ours == [entry for entry in supernet_manifest(family) if "trans_matrix" not in entry[0]]
+
+
+@pytest.mark.parametrize("family", ["attentive", "ofa"])
+def test_supernet_state_dict_shapes_are_the_mmrazor_supernet(family):
+    """The keys and shapes search/specialize.py recognises a supernet checkpoint by: exactly MMRazor's, in its order,
+    OFA's kernel transformation matrices included."""
+    expected = [(key, shape) for key, shape, _ in supernet_manifest(family)]
+    assert list(supernet_state_dict_shapes(family).items()) == expected
+    # docs/upstream.md §2.3: supernet backbones have 802 (AttentiveNAS) / 475 (OFA) keys; + head.fc.weight/bias
+    assert len(expected) == {"attentive": 802, "ofa": 475}[family] + 2
+
+
+def test_supernet_state_dict_shapes_known_entries():
+    """Hand-known shapes: SPOS candidates (no MMRazor dump of that supernet) and OFA matrices (k*k squared)."""
+    spos = supernet_state_dict_shapes("spos")
+    assert spos["backbone.layers.0.0._candidates.shuffle_xception.branch2.0.depthwise_conv.conv.weight"] == (
+        16, 1, 3, 3)
+    assert spos["backbone.layers.0.0._candidates.shuffle_7x7.branch1.0.conv.weight"] == (16, 1, 7, 7)
+    assert {key.split(".")[5] for key in spos if "._candidates." in key} == {
+        "shuffle_3x3", "shuffle_5x5", "shuffle_7x7", "shuffle_xception"}
+    ofa = supernet_state_dict_shapes("ofa")
+    assert ofa["backbone.layer2.0.depthwise_conv.conv.trans_matrix_7to5"] == (25, 25)
+    assert ofa["backbone.layer2.0.depthwise_conv.conv.trans_matrix_5to3"] == (9, 9)
+    assert not any(k.startswith("backbone.layer1.") and "trans_matrix" in k for k in ofa)  # kernel list {3}
 
 
 @pytest.mark.parametrize("family", ["attentive", "ofa"])

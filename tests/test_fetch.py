@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ import pytest
 from http_server import FileServer
 from razorzoo.storage import fetch as fetch_module
 from razorzoo.errors import FetchError, IntegrityError, OfflineError
-from razorzoo.storage.fetch import cached, cached_files, fetch, mirrored
+from razorzoo.storage.cache import Cache
+from razorzoo.storage.fetch import cached, fetch, mirrored
 
 UPSTREAM = "https://download.openmmlab.com"
 PATH = "/mmrazor/v1/test/model_20230211-{}.pth"
@@ -55,7 +55,7 @@ def test_full_hash_download_then_cache_hit(served, cache):
     again = fetch(url, sha256=digest, cache_dir=cache)
     assert again == first
     assert len(server.gets(path)) == 1  # the second call never touched the network
-    [record] = cached_files(cache)
+    [record] = Cache(cache).records()
     assert (record.url, record.sha256, record.size, record.pinned) == (url, digest, len(data), False)
     assert _cache_files(cache) == sorted([first.name, "meta.json"])
 
@@ -128,21 +128,24 @@ def test_truncated_or_dropped_body_resumes_with_range(served, cache, fault):
     assert _cache_files(cache) == sorted([Path(path).name, "meta.json"])
 
 
-def test_unknown_hash_warns_once_and_pins(served, cache, tmp_path):
+def test_unknown_hash_says_so_once_and_pins(served, cache, tmp_path, capsys, recwarn):
     server, path, data, digest = served
     url = server.url + path
-    with pytest.warns(UserWarning, match="no published sha256") as record:
-        fetch(url, sha256=None, cache_dir=cache)
-    assert digest in str(record[0].message)
-    [entry] = cached_files(cache)
+    fetch(url, sha256=None, cache_dir=cache)
+    # one plain line on stderr, not a Python warning with a source line
+    assert capsys.readouterr().err == (f"razorzoo: notice: {url} has no published sha256; pinned the hash of this "
+                                       f"download ({digest}) in the cache, a different file will be refused later\n")
+    assert len(recwarn) == 0
+    [entry] = Cache(cache).records()
     assert entry.pinned and entry.sha256 == digest
+    entry.path.unlink()
+    fetch(url, sha256=None, cache_dir=cache)  # downloaded again, same bytes: accepted, and no second notice
+    assert capsys.readouterr().err == ""
     # the server's file changes, the cached copy is lost: the new file is refused against the pinned hash
     (tmp_path / "www" / path.lstrip("/")).write_bytes(data[::-1])
-    entry.path.unlink()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no second warning for the same URL
-        with pytest.raises(IntegrityError, match="pinned"):
-            fetch(url, sha256=None, cache_dir=cache)
+    Cache(cache).records()[0].path.unlink()
+    with pytest.raises(IntegrityError, match="pinned"):
+        fetch(url, sha256=None, cache_dir=cache)
 
 
 def test_offline_without_cache_says_what_is_missing(served, cache):
@@ -168,7 +171,7 @@ def test_mirror_replaces_the_upstream_prefix_and_keeps_the_card_url_as_key(serve
     assert mirrored(url) == server.url + path
     assert mirrored("https://example.org/x.pth") == "https://example.org/x.pth"
     assert fetch(url, sha256=digest, cache_dir=cache).read_bytes() == data
-    [record] = cached_files(cache)
+    [record] = Cache(cache).records()
     assert record.url == url and record.source == server.url + path
     monkeypatch.setenv("RAZORZOO_MIRROR", "http://127.0.0.1:9")  # another mirror: the cache still answers
     assert fetch(url, sha256=digest, cache_dir=cache).read_bytes() == data

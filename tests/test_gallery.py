@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from razorzoo.zoo.gallery import REFERENCES, build_gallery, render_markdown, scatter_svg
+from razorzoo.zoo.gallery import REFERENCES, build_gallery, scatter_svg
+from razorzoo.zoo.render import markdown_to_html
 from razorzoo.zoo.registry import list_models
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -75,7 +76,7 @@ def test_scatter_geometry_and_pareto_front():
 
 
 def test_markdown_renderer_escapes_html():
-    html_out = render_markdown(
+    html_out = markdown_to_html(
         "# Title <b>x</b>\n\nText with <script>alert(1)</script>, `a<b>` and **bold** and "
         "[ok](https://example.org/a?b=1&c=2) and [bad](javascript:alert(1)).\n\n"
         "```python\nif a < b:\n    print('<x>')\n```\n\n- one\n- two *em*\n\n| a | b |\n|---|---|\n| <i> | 2 |\n"

@@ -16,7 +16,8 @@ from helpers import flat_outputs
 from hub_server import HubServer
 from razorzoo.cli import main as cli_main
 from razorzoo.errors import HubError, OfflineError, SubnetError
-from razorzoo.hub import download_hub_model, list_hub_models, load_hub_card, parse_hub_ref, push_to_hub
+from razorzoo.publish import push_to_hub
+from razorzoo.storage.hub import download_hub_model, list_hub_models, load_hub_card, parse_hub_ref
 from razorzoo.arch.spec import ArchSpec
 
 # An AttentiveNAS subnet nobody shipped: A6-like widths, other depths (2,4,3,3,3,3,2) and kernels, input 192.
@@ -75,9 +76,9 @@ def hub(tmp_path_factory):
 
 @pytest.fixture
 def fresh_cache(monkeypatch, tmp_path):
-    """A Hub cache nobody has downloaded into yet."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    return tmp_path / "hf-home" / "hub"
+    """A razorzoo cache nobody has downloaded Hub files into yet; returns its hub/ directory."""
+    monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "hub"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def classifier_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("classifier")
     (directory / "best_fix_subnet.yaml").write_text(CUSTOM_SUBNET)
     weights = rule_weights(razorzoo.build_classifier(CUSTOM_SUBNET))
-    # MMRazor's subnet checkpoint layout: architecture.-prefixed keys (layouts.md §4)
+    # MMRazor's subnet checkpoint layout: architecture.-prefixed keys (layouts.md docs/upstream.md §4)
     path = write_checkpoint("attentive_a6", "mmrazor-subnet", directory / "subnet_custom.pth", weights)
     return directory / "best_fix_subnet.yaml", path, weights
 
@@ -182,7 +183,8 @@ def test_repushing_identical_files_makes_no_commit(hub, pushed_classifier, class
     assert [c.oid for c in hub.repos["alice/attentive-custom"].commits] == before
 
 
-def test_downloads_go_through_the_hub_cache_and_work_offline(hub, pushed_classifier, fresh_cache, monkeypatch):
+def test_downloads_go_through_the_hub_cache_and_work_offline(hub, pushed_classifier, fresh_cache, monkeypatch,
+                                                               capsys):
     weights_url = "/alice/attentive-custom/resolve/"
     gets = lambda: [p for m, p in hub.requests if m == "GET" and p.startswith(weights_url)]  # noqa: E731
     before = len(gets())
@@ -191,6 +193,11 @@ def test_downloads_go_through_the_hub_cache_and_work_offline(hub, pushed_classif
     assert sorted(p.rsplit("/", 1)[1] for p in gets()[before:]) == ["config.json", "model.safetensors"]
     assert download_hub_model("hf-hub:alice/attentive-custom") == first
     assert len(gets()) == before + 2  # no second download
+    commit = hub.repos["alice/attentive-custom"].branches["main"]
+    assert first == fresh_cache / "alice" / "attentive-custom" / commit / "model.safetensors"
+    assert cli_main(["cache", "ls"]) == 0 and cli_main(["cache", "verify"]) == 0
+    listed = capsys.readouterr().out
+    assert "model.safetensors  hub" in listed and f"ok       {first}" in listed
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     requests_before = len(hub.requests)

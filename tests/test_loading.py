@@ -189,7 +189,9 @@ def test_cli_download_ls_verify_rm(zoo, capsys):
     assert converted.is_file() and converted.name == "model.safetensors"
     assert cli(["cache", "ls"]) == 0
     listing = capsys.readouterr().out
-    assert DETECTOR in listing and str(converted) in listing and "download" in listing
+    assert DETECTOR in listing and "download" in listing and f"cache: {cache}" in listing
+    assert "…/model.safetensors" in listing  # paths are relative to the cache and shortened from the left
+    assert max(map(len, listing.splitlines())) <= 100
     assert cli(["cache", "verify"]) == 0
     assert "CHANGED" not in capsys.readouterr().out
     data = bytearray(converted.read_bytes())
@@ -303,3 +305,55 @@ def test_a_card_whose_weights_hash_changed_is_converted_again_and_the_stale_file
     assert list((tmp_path / "cache" / "models").rglob("model.safetensors")) == [second]
     loaded = load_file(second)
     assert torch.equal(loaded["head.fc.bias"], raw_state_dict(CLASSIFIER)["head.fc.bias"])
+
+
+@pytest.mark.parametrize("loader", ["load_detector", "load_classifier", "load_backbone"])
+def test_a_supernet_is_refused_before_anything_is_downloaded(zoo, loader):
+    server, cache = zoo
+    with pytest.raises(RazorzooError) as info:
+        getattr(razorzoo, loader)("attentive_supernet")
+    message = str(info.value)
+    assert message.startswith("'attentive_supernet' is a supernet") and "\n" not in message
+    ready = "load_backbone" if loader == "load_backbone" else "load_classifier"  # the supernet holds ImageNet weights
+    assert f"razorzoo.{ready}('attentive_a1')" in message  # a ready subnet sliced from it
+    assert "subnet='my_subnet.yaml'" in message and "razorzoo.extract_subnet(" in message  # how to slice your own
+    assert server.requests == [] and not cache.exists()
+
+
+def test_sources_follow_type_and_spelling_never_the_disk(zoo, tmp_path, monkeypatch):
+    """A str without a separator or weights suffix is a registry name even if a file of that name exists."""
+    server, _ = zoo
+    monkeypatch.chdir(tmp_path)
+    Path(CLASSIFIER).write_bytes(b"a file that happens to share the model's name")
+    goldens = load_file(DATA / CLASSIFIER / "goldens.safetensors")
+    with torch.no_grad():
+        assert (razorzoo.load_classifier(CLASSIFIER)(goldens["input"]) - goldens["logits"]).abs().max() <= 1e-4
+    with pytest.raises(RazorzooError, match="OpenMMLab checkpoint"):  # the same name as a Path is that file
+        razorzoo.load_classifier(Path(CLASSIFIER))
+    for text in ("missing.safetensors", "missing.PTH", "missing.ckpt", "missing.onnx", "sub/ofa_lat31",
+                 f".{os.sep}missing_model"):
+        with pytest.raises(RazorzooError, match="is not a file"):
+            razorzoo.load_classifier(text)
+    Path("my_search_result").write_bytes(b"x")
+    with pytest.raises(UnknownModelError, match=r"unknown model .*pass pathlib.Path\('my_search_result'\)"):
+        razorzoo.load_classifier("my_search_result")
+    with pytest.raises(UnknownModelError) as info:
+        razorzoo.load_classifier("no_such_model")
+    assert "pathlib" not in str(info.value)
+    with pytest.raises(RazorzooError, match="cannot load 42"):
+        razorzoo.load_classifier(42)
+    assert len(server.requests) == 2  # the subnet YAML and the weights of the registry name, nothing else
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_cache_files_get_the_umask_mode(zoo, umask, mode):
+    _, cache = zoo
+    old = os.umask(umask)
+    try:
+        razorzoo.loading.download(CLASSIFIER)
+    finally:
+        os.umask(old)
+    files = [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    # the converted file, index.json, and the two downloads (subnet YAML, weights) with their meta.json
+    assert len(files) == 6 and {"index.json", "model.safetensors", "meta.json"} <= {p.name for p in files}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(mode) for p in files}

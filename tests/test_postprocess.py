@@ -2,23 +2,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from helpers import DATA, DETECTORS, MAX_PER_IMG, RECIPE_OF, assert_same_detections
-from razorzoo.detection.postprocess import (
-    anchor_priors,
-    batched_nms,
-    decode_distance,
-    decode_yolov5,
-    nms,
-    point_priors,
-    postprocess,
-)
+from razorzoo.arch.recipes import RECIPES, DistanceCoder, TestConfig
+from razorzoo.detection.coders import DistancePointCoder, anchor_priors, build_coder, decode_distance, decode_yolov5, \
+    point_priors
+from razorzoo.detection.nms import batched_nms, nms
+from razorzoo.detection.postprocess import postprocess, with_overrides
+from razorzoo.detection.transforms import ImageMeta
 from razorzoo.errors import RazorzooError
-from razorzoo.models.detector import RECIPES
 
 CASES = [(model, case) for model in DETECTORS for case in ("case0", "case1")]
 
@@ -35,7 +32,10 @@ def _golden_case(model: str, case: str):
         dense[name] = t
     kinds = [k for k in ("cls_scores", "bbox_preds", "objectnesses") if f"{k}.0" in dense]
     raw = tuple([dense[f"{kind}.{level}"] for level in range(3)] for kind in kinds)
-    meta = {key: tuple(value["value"]) for key, value in info["meta"].items()}
+    fields = {key: tuple(value["value"]) for key, value in info["meta"].items()}
+    meta = ImageMeta(ori_shape=fields["ori_shape"], img_shape=fields["img_shape"][:2],
+                     scale_factor=fields["scale_factor"], batch_input_shape=fields["batch_input_shape"],
+                     pad_param=fields.get("pad_param"))
     expected = {k: tensors[f"postproc.{case}.pred.{k}"] for k in ("bboxes", "scores", "labels")}
     return raw, meta, expected
 
@@ -46,8 +46,9 @@ def _triplet(expected: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _run(model: str, raw, metas, **overrides):
     recipe = RECIPES[RECIPE_OF[model]]
-    return postprocess(raw, metas, decode=recipe.decode, test_cfg=recipe.test_cfg, strides=recipe.strides,
-                       class_names=recipe.class_names, **overrides)
+    test_cfg = with_overrides(recipe.test_cfg, **overrides)
+    return postprocess(raw, metas, coder=build_coder(recipe.coder), test_cfg=test_cfg, strides=recipe.strides,
+                       class_names=recipe.class_names)
 
 
 @pytest.mark.parametrize("model,case", CASES)
@@ -68,7 +69,7 @@ def test_heavy_case_has_more_candidates_than_nms_pre():
 def test_images_of_a_batch_are_independent():
     model = "yolov6s-attentive_a6"
     raw, meta, expected = _golden_case(model, "case0")
-    flipped_meta = dict(meta, ori_shape=(640, 480), pad_param=(0.0, 0.0, 80.0, 80.0))
+    flipped_meta = replace(meta, ori_shape=(640, 480), pad_param=(0.0, 0.0, 80.0, 80.0))
     batch = tuple([torch.cat([t, t.flip(-1)]) for t in level] for level in raw)
     first, second = _run(model, batch, [meta, flipped_meta])
     (alone,) = _run(model, tuple([t.flip(-1) for t in level] for level in raw), [flipped_meta])
@@ -202,11 +203,11 @@ def test_min_bbox_size_drops_empty_boxes_after_rescale():
     cls[0][0, 1, 0, :] = 5.0  # class 1 at both cells
     dist = torch.ones(1, 4, 1, 2)
     dist[0, 0, 0, 1] = dist[0, 2, 0, 1] = 0.0  # second cell: zero width
-    meta = {"ori_shape": (50, 50), "scale_factor": (1.0, 1.0)}
-    cfg = {"multi_label": True, "nms_pre": 10, "score_thr": 0.1, "iou_threshold": 0.5, "max_per_img": 10}
-    common = dict(decode={"coder": "distance", "prior_offset": 0.0}, strides=[8], class_names=("a", "b"))
-    (dropped,) = postprocess((cls, [dist]), [meta], test_cfg={**cfg, "min_bbox_size": 0}, **common)
-    (kept,) = postprocess((cls, [dist]), [meta], test_cfg={**cfg, "min_bbox_size": None}, **common)
+    meta = ImageMeta(ori_shape=(50, 50), img_shape=(8, 16), scale_factor=(1.0, 1.0), batch_input_shape=(8, 16))
+    cfg = TestConfig(multi_label=True, nms_pre=10, score_thr=0.1, iou_threshold=0.5, max_per_img=10, min_bbox_size=0)
+    common = dict(coder=DistancePointCoder(DistanceCoder(0.0)), strides=[8], class_names=("a", "b"))
+    (dropped,) = postprocess((cls, [dist]), [meta], test_cfg=cfg, **common)
+    (kept,) = postprocess((cls, [dist]), [meta], test_cfg=replace(cfg, min_bbox_size=None), **common)
     assert dropped.boxes.tolist() == [[0.0, 0.0, 8.0, 8.0]]
     assert sorted(kept.boxes.tolist()) == [[0.0, 0.0, 8.0, 8.0], [8.0, 0.0, 8.0, 8.0]]
     assert kept.names == ["b", "b"]
@@ -215,8 +216,10 @@ def test_min_bbox_size_drops_empty_boxes_after_rescale():
 def test_boxes_are_clamped_to_the_original_image():
     cls = [torch.full((1, 1, 1, 1), 5.0)]
     dist = torch.full((1, 4, 1, 1), 100.0)  # 800 px in every direction
-    meta = {"ori_shape": (30, 40), "scale_factor": (2.0, 2.0), "pad_param": (4.0, 4.0, 0.0, 0.0)}
-    cfg = {"multi_label": True, "nms_pre": 10, "score_thr": 0.1, "iou_threshold": 0.5, "max_per_img": 10}
-    (d,) = postprocess((cls, [dist]), [meta], decode={"coder": "distance", "prior_offset": 0.5}, test_cfg=cfg,
+    meta = ImageMeta(ori_shape=(30, 40), img_shape=(16, 8), scale_factor=(2.0, 2.0), batch_input_shape=(16, 8),
+                     pad_param=(4.0, 4.0, 0.0, 0.0))
+    cfg = TestConfig(multi_label=True, nms_pre=10, score_thr=0.1, iou_threshold=0.5, max_per_img=10,
+                     min_bbox_size=None)
+    (d,) = postprocess((cls, [dist]), [meta], coder=DistancePointCoder(DistanceCoder(0.5)), test_cfg=cfg,
                        strides=[8], class_names=("only",))
     assert d.boxes.tolist() == [[0.0, 0.0, 40.0, 30.0]]

@@ -11,12 +11,11 @@ import torch
 from PIL import Image
 
 from helpers import DATA, DETECTORS, RECIPE_OF
-from razorzoo.detection.transforms import letterbox, load_image, preprocess, resize_pad
+from razorzoo.arch.recipes import RECIPES, Letterbox
+from razorzoo.detection.transforms import DetectionTransform, ImageMeta, letterbox, load_image, resize_pad
 from razorzoo.errors import ImageError, RazorzooError
-from razorzoo.models.detector import RECIPES
 
-LETTERBOX = RECIPES["yolov5_s"].preprocess
-RESIZE_PAD = RECIPES["rtmdet_tiny"].preprocess
+LETTERBOX = DetectionTransform(RECIPES["yolov5_s"].preprocess, RECIPES["yolov5_s"].normalize)
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -26,37 +25,39 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("model", DETECTORS)
 @pytest.mark.parametrize("name", ["image", "image_portrait"])
 def test_pipeline_image_and_metas_equal_upstream(model, name):
-    cfg = RECIPES[RECIPE_OF[model]].preprocess
-    batch, (meta,) = preprocess(DATA / model / f"{name}.png", cfg)
+    recipe = RECIPES[RECIPE_OF[model]]
+    cfg = recipe.preprocess
+    batch, (meta,) = DetectionTransform(cfg, recipe.normalize)(DATA / model / f"{name}.png")
     expected = cv2.imread(str(DATA / model / f"{name}.pipeline.png"), cv2.IMREAD_COLOR)  # BGR, after resize + pad
-    pipeline = letterbox if cfg["type"] == "letterbox" else resize_pad
-    image, _ = pipeline(load_image(DATA / model / f"{name}.png"), cfg["size"], cfg["pad_value"])
+    pipeline = letterbox if isinstance(cfg, Letterbox) else resize_pad
+    image, _ = pipeline(load_image(DATA / model / f"{name}.png"), cfg.size, cfg.pad_value)
     assert image.dtype == np.uint8 and np.array_equal(image, expected)
 
     upstream = json.loads((DATA / model / "goldens.json").read_text())["e2e"][name]["model_meta"]
-    assert meta["ori_shape"] == tuple(upstream["ori_shape"]["value"])
-    assert meta["img_shape"] == tuple(upstream["img_shape"]["value"][:2])
-    assert meta["scale_factor"] == tuple(upstream["scale_factor"]["value"])
-    assert meta["batch_input_shape"] == tuple(upstream["batch_input_shape"]["value"])
-    assert ("pad_param" in meta) == ("pad_param" in upstream)
-    if "pad_param" in meta:
-        assert meta["pad_param"] == tuple(upstream["pad_param"]["value"])
+    assert meta.ori_shape == tuple(upstream["ori_shape"]["value"])
+    assert meta.img_shape == tuple(upstream["img_shape"]["value"][:2])
+    assert meta.scale_factor == tuple(upstream["scale_factor"]["value"])
+    assert meta.batch_input_shape == tuple(upstream["batch_input_shape"]["value"])
+    assert (meta.pad_param is not None) == ("pad_param" in upstream)
+    if meta.pad_param is not None:
+        assert meta.pad_param == tuple(upstream["pad_param"]["value"])
 
     # data preprocessor: YOLO models see RGB / 255, RTMDet BGR with ImageNet-BGR mean/std
     pixels = torch.from_numpy(expected).permute(2, 0, 1).float()
-    if cfg["bgr_to_rgb"]:
+    if recipe.normalize.bgr_to_rgb:
         assert torch.equal(batch[0], pixels.flip(0) / 255)
     else:
         mean = torch.tensor([103.53, 116.28, 123.675]).view(3, 1, 1)
         std = torch.tensor([57.375, 57.12, 58.395]).view(3, 1, 1)
         assert torch.equal(batch[0], (pixels - mean) / std)
-    assert batch.shape == (1, 3, cfg["size"], cfg["size"]) and batch.dtype == torch.float32
+    assert batch.shape == (1, 3, cfg.size, cfg.size) and batch.dtype == torch.float32
 
 
 def test_letterbox_shrinks_with_area_interpolation():
     big = _image(960, 1280)
     image, meta = letterbox(big, 640, 114)
-    assert meta == {"img_shape": (640, 640), "scale_factor": (0.5, 0.5), "pad_param": (80.0, 80.0, 0.0, 0.0)}
+    assert meta == ImageMeta(ori_shape=(960, 1280), img_shape=(640, 640), scale_factor=(0.5, 0.5),
+                             batch_input_shape=(640, 640), pad_param=(80.0, 80.0, 0.0, 0.0))
     assert np.array_equal(image[80:560], cv2.resize(big, (640, 480), interpolation=cv2.INTER_AREA))
     assert (image[:80] == 114).all() and (image[560:] == 114).all()
 
@@ -64,29 +65,30 @@ def test_letterbox_shrinks_with_area_interpolation():
 def test_letterbox_truncates_sizes_and_centres_with_upstream_rounding():
     # 333 x 1000: ratio 0.64 -> height int(213.12) = 213; padding 427 -> top round(213 - 0.1) = 213, bottom 214
     image, meta = letterbox(_image(333, 1000), 640, 114)
-    assert meta["pad_param"] == (213.0, 214.0, 0.0, 0.0)
-    assert meta["scale_factor"] == (640 / 1000, 213 / 333)
+    assert meta.pad_param == (213.0, 214.0, 0.0, 0.0)
+    assert meta.scale_factor == (640 / 1000, 213 / 333)
     # 149 x 200: ratio 3.2 -> 476.8 truncated to 476 (mmcv.imrescale would round to 477)
     image, meta = letterbox(_image(149, 200), 640, 114)
-    assert meta["pad_param"] == (82.0, 82.0, 0.0, 0.0) and meta["scale_factor"] == (3.2, 476 / 149)
+    assert meta.pad_param == (82.0, 82.0, 0.0, 0.0) and meta.scale_factor == (3.2, 476 / 149)
     assert (image[:82] == 114).all() and (image[558:] == 114).all() and not (image[82] == 114).all()
     # 100 x 154: 154 * (640 / 154) = 639.99... truncates to 639, so even the long side gets 1 px (right) padding
     image, meta = letterbox(_image(100, 154), 640, 114)
-    assert meta["pad_param"] == (112.0, 113.0, 0.0, 1.0) and meta["scale_factor"] == (639 / 154, 415 / 100)
+    assert meta.pad_param == (112.0, 113.0, 0.0, 1.0) and meta.scale_factor == (639 / 154, 415 / 100)
     assert (image[:, 639] == 114).all() and not (image[112:527, 638] == 114).all()
 
 
 def test_letterbox_keeps_an_image_of_the_target_size():
     square = _image(640, 640)
     image, meta = letterbox(square, 640, 114)
-    assert np.array_equal(image, square) and meta["pad_param"] == (0.0, 0.0, 0.0, 0.0)
+    assert np.array_equal(image, square) and meta.pad_param == (0.0, 0.0, 0.0, 0.0)
 
 
 def test_resize_pad_rounds_sizes_and_pads_bottom_right():
     # 151 x 200 at 960: ratio 4.8 -> 724.8 rounded (+0.5) to 725; padding only below
     source = _image(151, 200)
     image, meta = resize_pad(source, 960, 114)
-    assert meta == {"img_shape": (960, 960), "scale_factor": (4.8, 725 / 151)}
+    assert meta == ImageMeta(ori_shape=(151, 200), img_shape=(960, 960), scale_factor=(4.8, 725 / 151),
+                             batch_input_shape=(960, 960))
     assert np.array_equal(image[:725], cv2.resize(source, (960, 725), interpolation=cv2.INTER_LINEAR))
     assert (image[725:] == 114).all()
     # shrinking is bilinear too (mmdet.Resize), unlike YOLOv5KeepRatioResize
@@ -104,7 +106,7 @@ def test_inputs_path_pil_and_bgr_array_agree(tmp_path):
     assert np.array_equal(load_image(str(path)), bgr)
     assert np.array_equal(load_image(unicode_path), bgr)
     assert np.array_equal(from_pil, bgr)
-    batch, metas = preprocess([path, Image.open(path), bgr], LETTERBOX)
+    batch, metas = LETTERBOX([path, Image.open(path), bgr])
     assert batch.shape[0] == 3 and torch.equal(batch[0], batch[1]) and torch.equal(batch[0], batch[2])
     assert len(metas) == 3
 
@@ -142,7 +144,7 @@ def test_ambiguous_arrays_are_refused_with_a_hint(array, message):
 def test_missing_and_undecodable_files_name_the_path(tmp_path):
     missing = tmp_path / "nope.jpg"
     with pytest.raises(ImageError, match="nope.jpg"):
-        preprocess(missing, LETTERBOX)
+        LETTERBOX(missing)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(ImageError, match="broken.png"):
@@ -150,9 +152,9 @@ def test_missing_and_undecodable_files_name_the_path(tmp_path):
     with pytest.raises(ImageError, match="tensor|Tensor"):
         load_image(torch.zeros(3, 4, 4))
     with pytest.raises(ImageError, match="no images"):
-        preprocess([], LETTERBOX)
+        LETTERBOX([])
     with pytest.raises(ImageError, match="1300x2 image is too elongated"):
-        preprocess(np.zeros((2, 1300, 3), dtype=np.uint8), LETTERBOX)
+        LETTERBOX(np.zeros((2, 1300, 3), dtype=np.uint8))
 
 
 def test_importing_preprocess_does_not_import_torch():

@@ -4,12 +4,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import razorzoo
+from custom_cards import card_text
+from razorzoo.arch.spec import CARD_TASKS, TASKS
 from razorzoo.errors import CardError, RazorzooError, UnknownModelError
 from razorzoo.zoo.registry import CARDS_DIR, FileRef, all_cards, get_card, list_models, pareto_front, parse_card
 
@@ -21,25 +22,7 @@ ENTRIES = {
 
 
 def _card_text(name: str, task: str = "classification", **extra: str) -> str:
-    lines = [f"  {key}: {value}" for key, value in extra.items()]
-    return textwrap.dedent(f"""\
-        ---
-        library_name: razorzoo
-        license: apache-2.0
-        razorzoo:
-          name: {name}
-          task: {task}
-          family: attentive
-          aliases: [my-alias-{name}]
-          subnet:
-            url: https://example.org/{name}.yaml
-            sha256: null
-            file: {name}.yaml
-          weights:
-            url: https://example.org/{name}.pth
-            sha256: {"ab" * 32}
-            layout: mmrazor_subnet
-        """) + "\n".join(lines) + "\n---\n\n# Custom\n\nMy own searched subnet.\n"
+    return card_text(name, task=task, aliases=f"[my-alias-{name}]", weights_sha256="ab" * 32, **extra)
 
 
 @pytest.fixture
@@ -66,6 +49,12 @@ def test_wildcards_are_case_insensitive_and_sorted_naturally():
     assert list_models("*LAT3?") == ["ofa_lat31", "rtmdet_tiny-ofa_lat31"]
     assert list_models("*a6*") == ["attentive_a6", "yolov6s-attentive_a6"]
     assert list_models("nothing*") == []
+
+
+def test_every_model_card_task_is_a_buildable_task():
+    """The loader passes a card's task straight to ArchSpec: only ``supernet`` cards (sliced, never built) differ."""
+    assert set(CARD_TASKS) - {"supernet"} <= set(TASKS)
+    assert {card.task for card in all_cards()} == set(CARD_TASKS)
 
 
 def test_task_filter():
@@ -162,7 +151,7 @@ def test_edited_cards_are_reread(custom_cards):
                                                "---\n\n# Custom"),
          r"razorzoo.flops.unit: 'GFLOP' is not one of MAC, KMAC, MMAC, GMAC"),
         (lambda t: t.replace("---\n\n# Custom", "  metrics: {mAP: 40}\n---\n\n# Custom"),
-         r"razorzoo.metrics.mAP: unknown metric"),
+         r"razorzoo.metrics: unknown metric 'mAP'"),
         (lambda t: t.replace("aliases: [my-alias-my_a6]", "aliases: [AttentiveNAS-A6]"),
          r"'AttentiveNAS-A6' is already the name or an alias of 'attentive_a6'"),
         (lambda t: t.replace("razorzoo:\n  name", "razorzoo:\n  name: [\n  nom"),
@@ -200,7 +189,14 @@ def test_pareto_front():
 
 def test_import_does_not_load_torch_or_hub():
     code = ("import sys, razorzoo; razorzoo.list_models(); razorzoo.get_card('attentive_a6'); "
-            "bad = [m for m in ('torch', 'huggingface_hub') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+            "bad = [m for m in ('torch', 'numpy', 'huggingface_hub') if m in sys.modules]; print(bad); "
+            "sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).parent)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_front_matter_dates_stay_text():
+    # card metadata is shown and re-serialized as written; a datetime.date would not survive JSON or the Hub
+    text = (CARDS_DIR / "ofa_lat31.md").read_text().replace("library_name:", "last_checked: 2023-02-11\nlibrary_name:", 1)
+    assert parse_card(text, source="t").front_matter["last_checked"] == "2023-02-11"

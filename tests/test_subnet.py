@@ -1,4 +1,4 @@
-"""Subnet YAML parsing and validation (razorzoo.arch.subnet), against the upstream YAML forms of UPSTREAM.md §1.4/§2."""
+"""Subnet YAML parsing and validation (razorzoo.arch.subnet), against the upstream YAML forms of docs/upstream.md §1.4/docs/upstream.md §2."""
 import json
 import subprocess
 import sys
@@ -44,7 +44,7 @@ def test_attentive_a6_values_match_the_upstream_table():
     subnet = load_subnet(DATA / "attentive_a6" / "subnet.yaml")
     assert isinstance(subnet, MobileNetSubnet)
     assert (subnet.first_channels, subnet.last_channels, subnet.input_shape) == (16, 1984, (288, 288))
-    # (k, d, e, C) per stage, UPSTREAM.md §2.2
+    # (k, d, e, C) per stage, docs/upstream.md §2.2
     table = [(3, 1, 1, 24), (3, 3, 4, 32), (3, 3, 6, 40), (3, 4, 5, 72), (3, 4, 4, 128), (5, 6, 6, 216), (3, 1, 6, 224)]
     for stage, (k, d, e, c) in zip(subnet.stages, table):
         assert (stage.depth, stage.out_channels) == (d, c)
@@ -62,7 +62,7 @@ def test_ofa_lat31_per_block_values():
 def test_prefix_forms_and_bare_values_are_equivalent():
     reference = load_subnet(DATA / "spos_0.33M" / "subnet.yaml")
     raw = yaml.safe_load((DATA / "spos_0.33M" / "subnet.yaml").read_text())
-    rooted = {"architecture." + k: v for k, v in raw.items()}  # the detector's _subnet_cfg_v3 form (§1.4)
+    rooted = {"architecture." + k: v for k, v in raw.items()}  # the detector's _subnet_cfg_v3 form (docs/upstream.md §1.4)
     bare = {k: v["chosen"] for k, v in raw.items()}
     assert load_subnet(rooted) == reference
     assert load_subnet(bare) == reference
@@ -123,13 +123,13 @@ def test_ofa_expand_ratio_se_must_give_the_expand_ratio_se_width():
         ("ATTENTIVE_SUBNET_A6.yaml", lambda d: d.update({"backbone.layers.8.depth": {"chosen": 1}}),
          r"unknown key\(s\) for the attentive search space: 'backbone\.layers\.8\.depth'"),
         ("ATTENTIVE_SUBNET_A6.yaml", lambda d: d.update({"input_shape": {"chosen": [288]}}),
-         r"'input_shape' = \[288\] must be two positive integers"),
+         r"'input_shape' = a list of 1 item must be two integers \[height, width\], each from 32 to 4096"),
         ("OFA_SUBNET_NOTE8_LAT31.yaml", lambda d: d.pop("backbone.layers.3.3.kernel_size"),
          r"missing key 'backbone\.layers\.3\.3\.kernel_size' \(allowed values: 3, 5, 7\)"),
         ("OFA_SUBNET_NOTE8_LAT31.yaml", lambda d: d.update({"backbone.last_channels": {"chosen": 1984}}),
          r"'backbone\.last_channels' = 1984 .*allowed: 1024, 1280"),
         ("OFA_SUBNET_NOTE8_LAT31.yaml", lambda d: d.update({"backbone.layers.2.1.expand_ratio": {"chosen": True}}),
-         r"'backbone\.layers\.2\.1\.expand_ratio' = True is outside"),
+         r"'backbone\.layers\.2\.1\.expand_ratio' = True \(a bool\) is outside.*allowed: 3, 4, 5, 6"),
         ("OFA_SUBNET_NOTE8_LAT31.yaml", lambda d: d.update({"neck.depth": {"chosen": 1}}),
          r"unexpected key 'neck\.depth'"),
     ],

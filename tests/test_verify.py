@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 
 from checkpoints import SUPERNET, supernet_state_dict, write_checkpoint
 from helpers import CLASSIFIERS, DATA
 from fixture_rule import rule_state_dict
-from razorzoo.builder import resolve_spec
+from razorzoo.builder import build_model, resolve_spec
 from razorzoo.errors import PairMismatchError
-from razorzoo.weights.verify import verify_pair
+from razorzoo.weights.extract import extract_subnet
+from razorzoo.weights.verify import detect_recipe, verify_pair
 
 
 def spec_with(model: str, task: str = "classification", detector: str | None = None, **changes):
@@ -122,3 +124,31 @@ def test_subnet_checkpoint_of_another_subnet_is_not_a_supernet():
 def test_supernet_of_another_search_space_is_a_mismatch():
     report = verify_pair(spec_with("ofa_lat31"), supernet_state_dict("attentive_a6"))
     assert not report.ok and "AttentiveNAS" in report.problems[0]
+
+
+def test_ok_report_carries_the_aligned_state_dict_in_model_order():
+    state_dict = dict(reversed(rule_state_dict("attentive_a6").items()))  # file order need not be model order
+    spec = spec_with("attentive_a6")
+    report = verify_pair(spec, state_dict)
+    expected = rule_state_dict("attentive_a6")
+    model_order = list(build_model(spec).state_dict())
+    assert report.ok and list(report.state_dict) == model_order == list(expected)
+    assert all(torch.equal(report.state_dict[k], v) for k, v in expected.items())
+    backbone = verify_pair(spec_with("rtmdet_tiny-ofa_lat31", "backbone"), rule_state_dict("rtmdet_tiny-ofa_lat31"))
+    assert list(backbone.state_dict) == list(build_model(spec_with("rtmdet_tiny-ofa_lat31", "backbone")).state_dict())
+    assert not verify_pair(spec_with("attentive_a6", backbone__layers__6__depth=5), expected).state_dict
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_supernet_report_holds_the_extracted_subnet(model):
+    supernet = supernet_state_dict(model)
+    report = verify_pair(spec_with(model), supernet)
+    extracted = extract_subnet(supernet, DATA / model / "subnet.yaml")
+    assert report.is_supernet and list(report.state_dict) == list(extracted)
+    assert all(torch.equal(report.state_dict[k], v) for k, v in extracted.items())
+
+
+@pytest.mark.parametrize("model,recipe", [("rtmdet_tiny-ofa_lat31", "rtmdet_tiny"), ("yolov5s-spos_0.33M", "yolov5_s"),
+                                          ("yolov6s-attentive_a6", "yolov6_l_d12"), ("ofa_lat31", None)])
+def test_detect_recipe_reads_the_head_signature(model, recipe):
+    assert detect_recipe(rule_state_dict(model)) == recipe

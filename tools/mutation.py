@@ -23,15 +23,15 @@ TARGETS = {  # name -> (modules to mutate, tests that guard them, mutant-name pa
                    ["tests/test_checkpoint.py", "tests/test_unpickler_gadgets.py"],
                    ["*find_class*", "*_latin1_encode*", "*_refuse_placeholders*", "*x__walk*", "*_tensors_only*",
                     "*x_read_checkpoint*"]),
-    "nms": (["razorzoo/detection/postprocess.py"],
+    "nms": (["razorzoo/detection/nms.py"],
             ["tests/test_postprocess.py", "tests/test_detection_promises.py"],
             ["*x_nms__*", "*x_batched_nms*", "*x__iou*"]),
-    "postprocess": (["razorzoo/detection/postprocess.py"],
+    "postprocess": (["razorzoo/detection/postprocess.py", "razorzoo/detection/coders.py"],
                     ["tests/test_postprocess.py", "tests/test_detection_promises.py"], ["*"]),
     "fetch": (["razorzoo/storage/fetch.py"], ["tests/test_fetch.py", "tests/test_fetch_promises.py"], ["*"]),
     "extract": (["razorzoo/weights/extract.py", "razorzoo/weights/verify.py"],
                 ["tests/test_extract.py", "tests/test_verify.py"], ["*"]),
-    "hub": (["razorzoo/hub.py"], ["tests/test_hub.py"], ["*"]),
+    "hub": (["razorzoo/storage/hub.py", "razorzoo/publish.py"], ["tests/test_hub.py"], ["*"]),
 }
 COPY = ("razorzoo", "tests", "cards", "conversion", "setup.cfg", "setup.py", "pyproject.toml", "README.md")
 

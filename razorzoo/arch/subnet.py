@@ -1,6 +1,6 @@
 """Subnet YAMLs: parse MMRazor fix-subnet files and validate them against the three upstream search spaces.
 
-A subnet is the set of choices a NAS search made inside a supernet (UPSTREAM.md §2). MMRazor writes it as a flat
+A subnet is the set of choices a NAS search made inside a supernet (docs/upstream.md §2). MMRazor writes it as a flat
 YAML mapping ``<mutable alias or module path>: {chosen: <value>}``; this module turns every form seen upstream into a
 small frozen dataclass that the model builders read, and writes it back in one canonical form.
 
@@ -16,6 +16,7 @@ from typing import Any, Mapping, Union
 
 import yaml
 
+from razorzoo.bounded import load_yaml, read_text, safe_repr
 from razorzoo.errors import SubnetError
 
 __all__ = [
@@ -34,16 +35,17 @@ __all__ = [
 ]
 
 FAMILIES = ("spos", "attentive", "ofa")
+INPUT_SIDES = (32, 4096)  # bounds of each side of a classifier's ``input_shape``; upstream uses 192-288
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Search spaces (the supernet settings of the three upstream configs, §1.1-§1.3 / §2)
+# Search spaces (the supernet settings of the three upstream configs, docs/upstream.md §1.1-§1.3 / docs/upstream.md §2)
 # ---------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class SposSpace:
-    """SearchableShuffleNetV2 supernet (§2.1): four stages of one-shot op choices, then a fixed 1x1 conv."""
+    """SearchableShuffleNetV2 supernet (docs/upstream.md §2.1): four stages of one-shot op choices, then a fixed 1x1 conv."""
 
     stem_channels: int = 16
     stage_channels: tuple[int, ...] = (64, 160, 320, 640)
@@ -68,7 +70,7 @@ class StageSpace:
 
 @dataclass(frozen=True)
 class MobileNetSpace:
-    """AttentiveMobileNetV3 supernet (§2.2), in AttentiveNAS (per-stage choices) or OFA (per-block) mode."""
+    """AttentiveMobileNetV3 supernet (docs/upstream.md §2.2), in AttentiveNAS (per-stage choices) or OFA (per-block) mode."""
 
     family: str
     first_channels: tuple[int, ...]
@@ -78,7 +80,7 @@ class MobileNetSpace:
     last_act: str
     fine_grained: bool  # OFA: kernel size / expand ratio chosen per block
     attentive_shortcut: bool  # AttentiveNAS: avg-pool + 1x1 conv shortcut on every block
-    last_expand_ratio: int = 6  # ``last_mutable_expand_value`` has a single choice and no YAML key (§2.2)
+    last_expand_ratio: int = 6  # ``last_mutable_expand_value`` has a single choice and no YAML key (docs/upstream.md §2.2)
 
 
 def _values(lo: int, hi: int, step: int = 1) -> tuple[int, ...]:
@@ -95,7 +97,7 @@ def _stages(depths, channels, kernels, expands, strides, ses, acts) -> tuple[Sta
 
 SEARCH_SPACES: dict[str, Union[SposSpace, MobileNetSpace]] = {
     "spos": SposSpace(),
-    # mmrazor configs/_base_/nas_backbones/attentive_mobilenetv3_supernet.py (§1.2): Swish everywhere
+    # mmrazor configs/_base_/nas_backbones/attentive_mobilenetv3_supernet.py (docs/upstream.md §1.2): Swish everywhere
     "attentive": MobileNetSpace(
         family="attentive",
         first_channels=_values(16, 24, 8),
@@ -115,7 +117,7 @@ SEARCH_SPACES: dict[str, Union[SposSpace, MobileNetSpace]] = {
         fine_grained=False,
         attentive_shortcut=True,
     ),
-    # mmrazor configs/_base_/nas_backbones/ofa_mobilenetv3_supernet.py (§1.3)
+    # mmrazor configs/_base_/nas_backbones/ofa_mobilenetv3_supernet.py (docs/upstream.md §1.3)
     "ofa": MobileNetSpace(
         family="ofa",
         first_channels=_values(16, 16, 8),
@@ -138,14 +140,14 @@ SEARCH_SPACES: dict[str, Union[SposSpace, MobileNetSpace]] = {
 
 
 def _make_divisible(value: float, divisor: int = 8, min_ratio: float = 0.9) -> int:
-    # mmcls/mmrazor ``make_divisible``: nearest multiple of ``divisor``, at least 90% of ``value`` (§7.7); the models
+    # mmcls/mmrazor ``make_divisible``: nearest multiple of ``divisor``, at least 90% of ``value`` (docs/upstream.md §7.7); the models
     # take SE widths from se_channels below, so this is the only copy
     new_value = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return new_value + divisor if new_value < min_ratio * value else new_value
 
 
 def se_channels(in_channels: int, expand_ratio_se: int) -> int:
-    """SE squeeze width of a block: ``make_divisible((Cin * e_se) // 4, 8)`` (§2.2; MMRazor's derived mutable)."""
+    """SE squeeze width of a block: ``make_divisible((Cin * e_se) // 4, 8)`` (docs/upstream.md §2.2; MMRazor's derived mutable)."""
     return _make_divisible((in_channels * expand_ratio_se) // 4, 8)
 
 
@@ -170,7 +172,7 @@ class SposSubnet:
 
 @dataclass(frozen=True)
 class Block:
-    """Choices of one supernet block. ``expand_ratio_se`` only sizes the SE squeeze conv (OFA, §2.2)."""
+    """Choices of one supernet block. ``expand_ratio_se`` only sizes the SE squeeze conv (OFA, docs/upstream.md §2.2)."""
 
     kernel_size: int
     expand_ratio: int
@@ -258,7 +260,8 @@ def load_subnet(source: str | os.PathLike | Mapping[str, Any], *, family: str | 
     if family is None:
         family = _infer_family(values, where)
     elif family not in FAMILIES:
-        raise SubnetError(f"{where}: unknown subnet family {family!r}; expected one of {FAMILIES}")
+        raise SubnetError(f"{where}: unknown subnet family {safe_repr(family)}; "
+                          f"expected one of {', '.join(FAMILIES)}")
     if family == "spos":
         return _parse_spos(values, where)
     return _parse_mobilenet(values, family, where)
@@ -271,19 +274,13 @@ def _read(source: str | os.PathLike | Mapping[str, Any]) -> tuple[Mapping[str, A
         text, where = source, "subnet YAML text"
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        where = f"subnet file {str(path)!r}"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SubnetError(f"{where} does not exist; pass a path to a subnet YAML, YAML text or a mapping") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SubnetError(f"{where} cannot be read as text: {exc}") from None
+        where = f"subnet file {safe_repr(str(path), 300)}"
+        if not path.exists():
+            raise SubnetError(f"{where} does not exist; pass a path to a subnet YAML, YAML text or a mapping")
+        text = read_text(path, what=where, error=SubnetError)
     else:
         raise SubnetError(f"a subnet must be a path, YAML text or a mapping, not {type(source).__name__}")
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        raise SubnetError(f"{where} is not valid YAML: {exc}") from None
+    data = load_yaml(text, what=where, error=SubnetError)  # JSON is YAML too
     if not isinstance(data, Mapping):
         raise SubnetError(
             f"{where} must be a mapping of '<key>: {{chosen: <value>}}' entries, got {type(data).__name__}"
@@ -292,28 +289,28 @@ def _read(source: str | os.PathLike | Mapping[str, Any]) -> tuple[Mapping[str, A
 
 
 def _normalize(data: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Strip the ``architecture.`` / ``backbone.`` roots and unwrap ``{chosen: x}`` (§1.4, §3).
+    """Strip the ``architecture.`` / ``backbone.`` roots and unwrap ``{chosen: x}`` (docs/upstream.md §1.4, §3).
 
-    Prefixes are removed only as whole prefixes (upstream's ``str.lstrip(prefix)`` strips a character set, §7.21).
+    Prefixes are removed only as whole prefixes (upstream's ``str.lstrip(prefix)`` strips a character set, docs/upstream.md §7.21).
     """
     values: dict[str, Any] = {}
     for raw_key, raw_value in data.items():
         if not isinstance(raw_key, str):
-            raise SubnetError(f"{where}: key {raw_key!r} is not a string")
+            raise SubnetError(f"{where}: key {safe_repr(raw_key)} is not a string")
         key = raw_key.removeprefix("architecture.")
         if key != "input_shape":
             if not key.startswith("backbone."):
-                raise SubnetError(f"{where}: unexpected key {raw_key!r}; subnet keys start with 'backbone.' or "
-                                  "'architecture.backbone.' (or are 'input_shape')")
+                raise SubnetError(f"{where}: unexpected key {safe_repr(raw_key)}; subnet keys start with "
+                                  "'backbone.' or 'architecture.backbone.' (or are 'input_shape')")
             key = key.removeprefix("backbone.")
         if isinstance(raw_value, Mapping):
             if set(raw_value) - {"chosen", "meta"} or "chosen" not in raw_value:
-                raise SubnetError(
-                    f"{where}: {raw_key!r} must be a bare value or {{chosen: <value>}}, got {raw_value!r}"
-                )
+                raise SubnetError(f"{where}: {safe_repr(raw_key)} must be a bare value or {{chosen: <value>}}, "
+                                  f"got {safe_repr(raw_value)}")
             raw_value = raw_value["chosen"]
         if key in values:
-            raise SubnetError(f"{where}: {raw_key!r} is given twice (with and without the 'architecture.' root)")
+            raise SubnetError(f"{where}: {safe_repr(raw_key)} is given twice (with and without the "
+                              "'architecture.' root)")
         values[key] = raw_value
     return values
 
@@ -340,13 +337,15 @@ class _Reader:
         self.where = where
 
     def take(self, key: str, allowed: tuple) -> Any:
+        """The value of ``key``, which must be one of ``allowed`` and of the same type (``16.0``, ``True`` and
+        ``"16"`` are not the channel count 16: they would fail later, inside torch)."""
         if key not in self.values:
             raise SubnetError(f"{self.where}: missing key {_display(key)!r} (allowed values: {_fmt(allowed)})")
         value = self.values.pop(key)
-        if isinstance(value, bool) or value not in allowed:
-            raise SubnetError(
-                f"{self.where}: {_display(key)!r} = {value!r} is outside the search space; allowed: {_fmt(allowed)}"
-            )
+        if type(value) is not type(allowed[0]) or value not in allowed:
+            kind = "" if type(value) is type(allowed[0]) else f" (a {type(value).__name__})"
+            raise SubnetError(f"{self.where}: {_display(key)!r} = {safe_repr(value)}{kind} is outside the search "
+                              f"space; allowed: {_fmt(allowed)}")
         return value
 
     def take_optional(self, key: str, allowed: tuple, default: Any) -> Any:
@@ -354,8 +353,10 @@ class _Reader:
 
     def finish(self, family: str) -> None:
         if self.values:
-            keys = ", ".join(repr(_display(key)) for key in sorted(self.values))
-            raise SubnetError(f"{self.where}: unknown key(s) for the {family} search space: {keys}")
+            unknown = sorted(self.values)
+            keys = ", ".join(safe_repr(_display(key)) for key in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise SubnetError(f"{self.where}: unknown key(s) for the {family} search space: {keys}{more}")
 
 
 def _display(key: str) -> str:
@@ -397,7 +398,7 @@ def _parse_mobilenet(values: Mapping[str, Any], family: str, where: str) -> Mobi
         else:
             kernel_size = reader.take(prefix + "kernel_size", stage_space.kernel_sizes)
             expand_ratio = reader.take(prefix + "expand_ratio", stage_space.expand_ratios)
-            # YAMLs of Jan-Feb 2023 carry a per-stage expand_ratio_se (§1.4); current MMRazor ignores it, which is
+            # YAMLs of Jan-Feb 2023 carry a per-stage expand_ratio_se (docs/upstream.md §1.4); current MMRazor ignores it, which is
             # only right when it equals expand_ratio.
             expand_ratio_se = reader.take_optional(prefix + "expand_ratio_se", stage_space.expand_ratios, expand_ratio)
             if expand_ratio_se != expand_ratio:
@@ -420,8 +421,8 @@ def _read_ofa_block(reader: _Reader, prefix: str, space: StageSpace, *, in_chann
     expand_ratio = reader.take(prefix + "expand_ratio", space.expand_ratios)
     # Older OFA YAMLs (before mmrazor e0fabc34, 2023-02-28) have no expand_ratio_se: it then equals expand_ratio.
     expand_ratio_se = reader.take_optional(prefix + "expand_ratio_se", space.expand_ratios, expand_ratio)
-    # expand_ratio_se only sizes the SE squeeze conv (§2.2). The OFA weights come from the official OFA code, whose
-    # SE width follows expand_ratio (§7.7), so a built block must get the same width from both; upstream YAMLs
+    # expand_ratio_se only sizes the SE squeeze conv (docs/upstream.md §2.2). The OFA weights come from the official OFA code, whose
+    # SE width follows expand_ratio (docs/upstream.md §7.7), so a built block must get the same width from both; upstream YAMLs
     # differ only where it does not change the width (note8_lat22 layer3.0: 3 vs 4 -> 24 both) or beyond depth.
     if built and space.with_se and se_channels(in_channels, expand_ratio_se) != se_channels(in_channels, expand_ratio):
         raise SubnetError(
@@ -433,12 +434,14 @@ def _read_ofa_block(reader: _Reader, prefix: str, space: StageSpace, *, in_chann
 
 
 def _input_shape(value: Any, where: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
+    """``[height, width]`` (or one side for both), each an integer in :data:`INPUT_SIDES`: the classifier resizes
+    every input to it, so an unbounded side is an unbounded allocation."""
+    if type(value) is int:
         value = [value, value]
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    lo, hi = INPUT_SIDES
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+        type(v) is int and lo <= v <= hi for v in value
     ):
-        raise SubnetError(f"{where}: 'input_shape' = {value!r} must be two positive integers [height, width]")
+        raise SubnetError(f"{where}: 'input_shape' = {safe_repr(value)} "
+                          f"must be two integers [height, width], each from {lo} to {hi}")
     return (value[0], value[1])

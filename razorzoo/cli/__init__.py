@@ -12,7 +12,8 @@ import importlib
 import os
 import sys
 
-from razorzoo import __version__
+from razorzoo.version import __version__
+from razorzoo.bounded import terminal_safe
 from razorzoo.errors import RazorzooError
 
 # modules that contribute subcommands, in help order
@@ -21,7 +22,9 @@ COMMAND_MODULES = (
     "razorzoo.cli.pipeline",  # download, cache
     "razorzoo.cli.convert",  # verify, convert
     "razorzoo.cli.predict",  # predict
+    "razorzoo.cli.val",  # val
     "razorzoo.cli.hub",  # push
+    "razorzoo.cli.specialize",  # specialize
 )
 
 
@@ -34,14 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"razorzoo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # command group not built yet
-        module.add_parsers(subparsers)
+        importlib.import_module(name).add_parsers(subparsers)
     return parser
+
+
+def print_error(exc: BaseException) -> None:
+    """``razorzoo: error: <exc>`` on stderr: one line, and nothing a card, a server, a path or a file name put in the
+    message may drive the terminal."""
+    print(f"razorzoo: error: {' '.join(terminal_safe(str(exc)).split())}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except (CLIError, RazorzooError) as exc:
-        print(f"razorzoo: error: {exc}", file=sys.stderr)
+        # one line, and nothing a card, a server or a file name put in the message may drive the terminal
+        print_error(exc)
         return 2
     except KeyboardInterrupt:
         print("razorzoo: interrupted", file=sys.stderr)

@@ -11,9 +11,10 @@ import operator
 import os
 import re
 import sys
-import textwrap
 from typing import Any, Callable
 
+from razorzoo.arch.spec import CARD_TASKS
+from razorzoo.bounded import check_number, safe_repr, terminal_safe
 from razorzoo.cli import CLIError
 
 # column -> (header, format); the keys are those of Card.summary()
@@ -42,8 +43,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                     "multiply-accumulates at the input size shown, metrics in percent).",
     )
     p.add_argument("pattern", nargs="?", default="*", help="name or alias pattern, fnmatch wildcards (default: *)")
-    p.add_argument("--task", choices=("classification", "detection", "supernet"))
-    p.add_argument("--sort", metavar="KEY", choices=tuple(COLUMNS), help="sort by a column (ascending)")
+    p.add_argument("--task", metavar="TASK", help=f"only models of one task: {', '.join(CARD_TASKS)}")
+    p.add_argument("--sort", metavar="KEY", help=f"sort by a column (ascending): {columns}")
     p.add_argument("--reverse", action="store_true", help="sort descending")
     p.add_argument("--where", metavar="EXPR", action="append", default=[],
                    help="keep rows where EXPR holds, e.g. 'box_ap>40' or 'flops<=1' (repeat to combine)")
@@ -77,12 +78,14 @@ def _list(args: argparse.Namespace) -> int:
         return _list_hub(args.hub or None, as_json=args.json)
     from razorzoo.zoo.registry import get_card, list_models, pareto_front
 
+    if args.sort is not None and args.sort not in COLUMNS:
+        raise CLIError(f"--sort {safe_repr(args.sort)}: unknown column; columns: {', '.join(COLUMNS)}")
+    filters = [_where(expr) for expr in args.where]  # all checked before any card is read
+    axes = _pareto_axes(args.pareto) if args.pareto is not None else None
     rows = [get_card(name).summary() for name in list_models(args.pattern, task=args.task)]
-    for expr in args.where:
-        rows = [row for row in rows if _where(expr)(row)]
-    if args.pareto:
-        x, y = _pareto_axes(args.pareto)
-        rows = pareto_front(rows, x, y)
+    rows = [row for row in rows if all(keep(row) for keep in filters)]
+    if axes is not None:
+        rows = pareto_front(rows, *axes)
     if args.sort:
         present = [r for r in rows if r[args.sort] is not None]
         missing = [r for r in rows if r[args.sort] is None]  # rows without the value go last either way
@@ -98,22 +101,22 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _where(expr: str) -> Callable[[dict[str, Any]], bool]:
-    match = _WHERE.match(expr)
+    """The row filter of one ``--where COLUMN OP VALUE``; numeric values must be finite (``nan`` compares false
+    with everything, so ``params>nan`` would silently match nothing)."""
+    match = _WHERE.match(expr) if len(expr) <= 200 else None
     if match is None:
-        raise CLIError(f"cannot parse --where {expr!r}; write COLUMN OP VALUE, e.g. 'box_ap>40' "
+        raise CLIError(f"cannot parse --where {safe_repr(expr)}; write COLUMN OP VALUE, e.g. 'box_ap>40' "
                        f"(OP: {', '.join(_OPS)})")
     column, op, value = match.groups()
     if column not in COLUMNS:
-        raise CLIError(f"--where {expr!r}: unknown column {column!r}; columns: {', '.join(COLUMNS)}")
+        raise CLIError(f"--where {safe_repr(expr)}: unknown column {safe_repr(column)}; "
+                       f"columns: {', '.join(COLUMNS)}")
     if column in NUMERIC:
-        try:
-            target: Any = float(value)
-        except ValueError:
-            raise CLIError(f"--where {expr!r}: {column} is numeric, {value!r} is not a number") from None
+        target: Any = check_number(value, f"--where {safe_repr(expr)}: the value for {column}")
     elif op in ("=", "==", "!="):
         target = value.strip("'\"")
     else:
-        raise CLIError(f"--where {expr!r}: {column} is text; only =, == and != apply")
+        raise CLIError(f"--where {safe_repr(expr)}: {column} is text; only =, == and != apply")
     compare = _OPS[op]
     return lambda row: row[column] is not None and compare(row[column], target)
 
@@ -121,7 +124,7 @@ def _where(expr: str) -> Callable[[dict[str, Any]], bool]:
 def _pareto_axes(spec: str) -> tuple[str, str]:
     axes = [a.strip() for a in spec.split(",")]
     if len(axes) != 2 or any(a not in NUMERIC for a in axes):
-        raise CLIError(f"--pareto {spec!r}: give two numeric columns X,Y (minimize X, maximize Y) from "
+        raise CLIError(f"--pareto {safe_repr(spec)}: give two numeric columns X,Y (minimize X, maximize Y) from "
                        f"{', '.join(NUMERIC)}, e.g. 'flops,box_ap'")
     return axes[0], axes[1]
 
@@ -132,13 +135,14 @@ def _visible_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """An aligned plain-text table; numbers right-aligned, missing values as '-'."""
+    """An aligned plain-text table; numbers right-aligned, missing values as '-', control characters removed."""
     def cell(row: dict[str, Any], column: str) -> str:
         value = row.get(column)
         if value is None:
             return "-"
         fmt = COLUMNS[column][1] if column in COLUMNS else str
-        return fmt(value) if not isinstance(value, (list, dict)) else json.dumps(value)
+        text = fmt(value) if not isinstance(value, (list, dict)) else json.dumps(value)
+        return " ".join(terminal_safe(text).split())  # cells come from cards and Hub listings: no escapes, one line
 
     headers = [COLUMNS[c][0] if c in COLUMNS else c for c in columns]
     body = [[cell(row, c) for c in columns] for row in rows]
@@ -152,13 +156,13 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def _list_hub(author: str | None, *, as_json: bool) -> int:
-    from razorzoo import hub
+    from razorzoo.storage.hub import list_hub_models
 
-    models = hub.list_hub_models(author)
+    models = list_hub_models(author)
     if as_json:
         print(json.dumps(models, indent=2, default=str))
     elif not models:
-        print(f"no razorzoo models on the Hub{f' for {author!r}' if author else ''}", file=sys.stderr)
+        print(f"no razorzoo models on the Hub{f' for {safe_repr(author)}' if author else ''}", file=sys.stderr)
         return 1
     else:
         columns = [c for c in ("id", "task", "family", "base", "downloads", "likes", "last_modified")
@@ -170,7 +174,7 @@ def _list_hub(author: str | None, *, as_json: bool) -> int:
 # -- show --------------------------------------------------------------------------------------------------------
 def _show(args: argparse.Namespace) -> int:
     if args.name.startswith("hf-hub:"):
-        from razorzoo.hub import load_hub_card
+        from razorzoo.storage.hub import load_hub_card
 
         card = load_hub_card(args.name)
     else:
@@ -178,136 +182,12 @@ def _show(args: argparse.Namespace) -> int:
 
         card = get_card(args.name)
     if args.raw and card.path is not None:
-        print(card.path.read_text(encoding="utf-8"), end="")
+        print(terminal_safe(card.path.read_text(encoding="utf-8")), end="")
         return 0
-    style = _Style(sys.stdout.isatty() and "NO_COLOR" not in os.environ)
-    print(render_card(card, style))
+    from razorzoo.zoo.render import Style, render_card
+
+    print(render_card(card, Style(sys.stdout.isatty() and "NO_COLOR" not in os.environ)))
     return 0
-
-
-class _Style:
-    """ANSI styling when printing to a terminal, plain text otherwise (pipes, tests, NO_COLOR)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def _wrap(self, code: str, text: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.enabled else text
-
-    def bold(self, text: str) -> str:
-        return self._wrap("1", text)
-
-    def dim(self, text: str) -> str:
-        return self._wrap("2", text)
-
-    def accent(self, text: str) -> str:
-        return self._wrap("36", text)
-
-
-def key_facts(card) -> list[tuple[str, str]]:
-    """(label, value) pairs for the header of ``razorzoo show`` and the gallery's card pages."""
-    meta = card.meta
-    facts = [("task", card.task + (f" (recipe {card.recipe})" if card.recipe else "")), ("family", card.family)]
-    if card.aliases:
-        facts.append(("aliases", ", ".join(card.aliases)))
-    for key in ("algorithm", "search_space"):
-        if meta.get(key):
-            facts.append((key.replace("_", " "), str(meta[key])))
-    if card.num_params:
-        facts.append(("params", f"{card.num_params / 1e6:.3f} M ({card.num_params:,})"))
-    if card.flops:
-        shape = "x".join(map(str, card.flops_input))
-        facts.append(("FLOPs", f"{card.flops / 1e9:.3f} G multiply-accumulates at {shape}"))
-    if meta.get("input_size"):
-        resolution = meta.get("resolution")
-        resized = f" (resized inside the model to {resolution})" if resolution and resolution != meta["input_size"] else ""
-        facts.append(("input", f"{meta['input_size']}{resized}"))
-    for metric, label in (("top1", "top-1"), ("top5", "top-5"), ("box_ap", "box AP")):
-        if metric in card.metrics:
-            source = (meta.get("provenance") or {}).get("metrics_source")
-            facts.append((label, f"{card.metrics[metric]}" + (f"  ({source})" if source else "")))
-    if card.front_matter.get("license"):
-        facts.append(("license", str(card.front_matter["license"])))
-    for label, ref in (("subnet", card.subnet), ("weights", card.weights)):
-        if ref is not None:
-            details = [f"sha256 {ref.sha256}" if ref.sha256 else "no published hash"]
-            if ref.layout:
-                details.append(f"layout {ref.layout}")
-            if ref.extract_from:
-                details.append(f"sliced from {ref.extract_from}")
-            facts.append((label, f"{ref.url or ref.file}  ({', '.join(details)})"))
-    return facts
-
-
-def render_card(card, style: _Style | None = None) -> str:
-    """A card as terminal text: title, key facts, then the prose with Markdown lightly rendered."""
-    style = style or _Style(False)
-    title = f"{card.name}  ·  {card.task}  ·  {card.family}"
-    facts = key_facts(card)
-    width = max(len(label) for label, _ in facts)
-    lines = [style.bold(title), "=" * len(title), ""]
-    for label, value in facts:
-        lines.append(f"  {style.accent(label.ljust(width))}  {value}")
-    lines.append("")
-    lines.extend(render_markdown(card.body, style))
-    return "\n".join(lines).rstrip() + "\n"
-
-
-_INLINE = [
-    (re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)"), lambda m, s: f"{m.group(1)} <{m.group(2)}>"),
-    (re.compile(r"\*\*([^*]+)\*\*"), lambda m, s: s.bold(m.group(1))),
-    (re.compile(r"`([^`]+)`"), lambda m, s: s.accent(m.group(1))),
-]
-
-
-def _inline(text: str, style: _Style) -> str:
-    for pattern, repl in _INLINE:
-        text = pattern.sub(lambda m: repl(m, style), text)
-    return text
-
-
-def render_markdown(markdown: str, style: _Style, width: int = 100) -> list[str]:
-    """Headings in bold, paragraphs and list items re-wrapped, code blocks indented, tables kept as written."""
-    lines: list[str] = []
-    in_code = False
-    paragraph: list[str] = []
-
-    def flush() -> None:
-        if paragraph:
-            text = " ".join(paragraph)
-            bullet = re.match(r"^([-*]|\d+\.) ", text)
-            indent = " " * len(bullet.group(0)) if bullet else ""
-            lines.extend(_inline(l, style) for l in textwrap.wrap(text, width, subsequent_indent=indent))
-            paragraph.clear()
-
-    for raw in markdown.splitlines():
-        if raw.startswith("```"):
-            flush()
-            in_code = not in_code
-            continue
-        if in_code:
-            lines.append("    " + style.dim(raw))
-        elif raw.startswith("#"):
-            flush()
-            heading = raw.lstrip("#").strip()
-            lines.extend(["", style.bold(heading.upper() if raw.startswith("# ") else heading)])
-        elif not raw.strip():
-            flush()
-            lines.append("")
-        elif raw.startswith("|"):
-            flush()
-            lines.append(raw)
-        elif re.match(r"^\s*([-*]|\d+\.) ", raw):
-            flush()
-            paragraph.append(raw.strip())
-        else:
-            paragraph.append(raw.strip())
-    flush()
-    out: list[str] = []
-    for line in lines:  # collapse runs of blank lines
-        if line or (out and out[-1]):
-            out.append(line)
-    return out
 
 
 # -- search ------------------------------------------------------------------------------------------------------
@@ -324,7 +204,7 @@ def _search(args: argparse.Namespace) -> int:
             hits.append({"name": card.name, "task": card.task, "matched in": ", ".join(where),
                          "context": _snippet(card.body, words[0]) or card.description[:60]})
     if not hits:
-        print(f"no model matches {' '.join(args.text)!r}", file=sys.stderr)
+        print(f"no model matches {safe_repr(' '.join(args.text))}", file=sys.stderr)
         return 1
     print(format_table(hits, ["name", "task", "matched in", "context"]))
     return 0

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from razorzoo.cli import CLIError
-
-TASKS = ("classification", "backbone", "detection")
+from razorzoo.arch.spec import TASKS
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +56,24 @@ def _spec(subnet: str, args: argparse.Namespace, default_task: str | None = None
     return resolve_spec(subnet, task, detector=args.detector)
 
 
+def _file_pair(args: argparse.Namespace, weights: Path, *, ema: bool = False):
+    """``--subnet`` + a checkpoint file -> (spec, checkpoint). Without ``--task``/``--detector``, a checkpoint that
+    holds a detector head is checked as that detector, and the choice is printed (stderr: stdout stays the result)."""
+    from razorzoo.weights.checkpoint import read_checkpoint
+    from razorzoo.weights.verify import detect_recipe
+
+    if not weights.is_file():
+        raise CLIError(f"checkpoint {weights} does not exist")
+    checkpoint = read_checkpoint(weights, ema=ema)
+    if args.task is None and args.detector is None:
+        recipe = detect_recipe(checkpoint)
+        if recipe is not None:
+            print(f"the checkpoint holds a {recipe} detector head: checking it as that detector "
+                  "(--detector or --task to choose otherwise)", file=sys.stderr)
+            args = argparse.Namespace(**{**vars(args), "detector": recipe})
+    return _spec(args.subnet, args), checkpoint
+
+
 def _verify(args: argparse.Namespace) -> int:
     from razorzoo.weights.verify import verify_pair
 
@@ -65,7 +82,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.name:
         spec, weights = _registry_pair(args)
     elif args.subnet and args.weights:
-        spec, weights = _spec(args.subnet, args), Path(args.weights)
+        spec, weights = _file_pair(args, Path(args.weights))
     else:
         raise CLIError("verify needs a registry NAME, or both --subnet YAML and --weights CHECKPOINT")
     report = verify_pair(spec, weights)
@@ -87,17 +104,17 @@ def _registry_pair(args: argparse.Namespace):
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from razorzoo.weights.convert import convert_checkpoint
     from razorzoo.storage.fetch import sha256_of_file
+    from razorzoo.weights.convert import check_output, convert_checkpoint
 
-    spec = _spec(args.subnet, args)
-    subnet_path = Path(args.subnet)
     weights = Path(args.weights)
-    if not weights.is_file():
-        raise CLIError(f"checkpoint {weights} does not exist")
+    check_output(args.output, weights)
+    spec, checkpoint = _file_pair(args, weights, ema=args.keep_ema)
+    subnet_path = Path(args.subnet)
     output = convert_checkpoint(
-        weights, spec, args.output, name=args.name, source_url=args.source_url, source_sha256=sha256_of_file(weights),
-        keep_ema=args.keep_ema, subnet_yaml=subnet_path.read_text() if subnet_path.is_file() else None,
+        checkpoint, spec, args.output, name=args.name, source_url=args.source_url,
+        source_sha256=sha256_of_file(weights), keep_ema=args.keep_ema,
+        subnet_yaml=subnet_path.read_text() if subnet_path.is_file() else None,
     )
     print(f"wrote {output} ({spec.task}, {spec.subnet.family} subnet"
           f"{', recipe ' + spec.recipe if spec.recipe else ''})")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 
-
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     push = subparsers.add_parser(
         "push",
@@ -28,7 +27,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from razorzoo.hub import push_to_hub
+    from razorzoo.publish import push_to_hub
 
     url = push_to_hub(args.repo, subnet=args.subnet, weights=args.weights, base=args.base, token=args.token,
                       private=args.private, revision=args.revision, metrics=args.metric,

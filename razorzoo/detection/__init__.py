@@ -1,4 +1,5 @@
-"""The image -> boxes pipeline of the detectors: preprocessing (§6.1), decoding and NMS (§6.4), results.
+"""The image -> boxes pipeline: ``transforms`` (loading, test pipelines, :class:`ImageMeta`), ``coders`` (priors and
+box decoding), ``nms``, ``postprocess`` (filter, NMS, rescale) and ``results`` (:class:`Detections`).
 
-``razorzoo.detection.transforms`` and ``razorzoo.detection.postprocess`` import torch; import them directly.
+Only ``transforms`` is torch-free at import time; import the modules directly (docs/upstream.md §6).
 """

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from razorzoo.errors import RazorzooError
-
 if TYPE_CHECKING:
     from torch import nn
 
     from razorzoo.arch.subnet import Subnet
 
-__all__ = ["build_backbone_from_subnet", "default_out_indices", "check_out_indices"]
+__all__ = ["build_backbone_from_subnet", "default_out_indices"]
 
 
 def default_out_indices(subnet: "Subnet") -> tuple[int, ...]:
@@ -18,16 +16,6 @@ def default_out_indices(subnet: "Subnet") -> tuple[int, ...]:
     if subnet.family == "spos":
         return (4,)
     return (len(subnet.stages),)
-
-
-def check_out_indices(out_indices: Sequence[int], n_outputs: int) -> tuple[int, ...]:
-    """Validate upstream out indices: increasing, each in ``0 .. n_outputs - 1``."""
-    indices = tuple(int(i) for i in out_indices)
-    if not indices or any(i not in range(n_outputs) for i in indices) or list(indices) != sorted(set(indices)):
-        raise RazorzooError(
-            f"out_indices {tuple(out_indices)!r} must be increasing stage indices in 0..{n_outputs - 1}"
-        )
-    return indices
 
 
 def build_backbone_from_subnet(subnet: "Subnet", out_indices: Sequence[int] | None = None) -> "nn.Module":

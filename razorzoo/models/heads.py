@@ -1,4 +1,4 @@
-"""Dense head modules of the three MMYOLO razor detectors (UPSTREAM.md §6.3).
+"""Dense head modules of the three MMYOLO razor detectors (docs/upstream.md §6.3).
 
 Only the ``head_module`` part of MMYOLO's heads has weights; prior generation, box decoding and NMS live in
 ``razorzoo.detection.postprocess``. Each module maps the neck's per-level features to MMYOLO's raw ``mode='tensor'``

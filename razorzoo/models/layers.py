@@ -2,7 +2,7 @@
 
 State-dict names follow mmcv's ``ConvModule`` (``conv``, ``bn``, ``activate``) so that our modules load upstream
 checkpoints with ``strict=True``. Each upstream rounding helper exists exactly once here, named for what it does
-(UPSTREAM.md §7.11), instead of the several same-named ``make_divisible`` variants upstream has; mmcls' nearest-
+(docs/upstream.md §7.11), instead of the several same-named ``make_divisible`` variants upstream has; mmcls' nearest-
 multiple variant, used only for SE widths, lives in ``razorzoo.arch.subnet`` (which must not import torch).
 """
 from __future__ import annotations
@@ -14,8 +14,11 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from razorzoo.errors import RazorzooError
+
 __all__ = [
     "BN",
+    "check_out_indices",
     "ConvModule",
     "DepthwiseSeparableConvModule",
     "forward_stages",
@@ -132,7 +135,7 @@ class DepthwiseSeparableConvModule(nn.Module):
 def forward_stages(x: torch.Tensor, stages: Iterable[nn.Module], out_indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
     """Run ``stages`` in order and return the outputs at ``out_indices`` (in stage order, as upstream backbones do).
 
-    Stops after the last index needed: later stages (e.g. the vestigial last convs, UPSTREAM.md §7.3) change no output.
+    Stops after the last index needed: later stages (e.g. the vestigial last convs, docs/upstream.md §7.3) change no output.
     """
     outs = []
     last = max(out_indices)
@@ -153,3 +156,13 @@ def make_divisible_ceil(channels: float, widen_factor: float, divisor: int = 8) 
 def make_round(num_blocks: float, deepen_factor: float) -> int:
     """mmyolo ``make_round``: ``max(round(n * deepen), 1)`` (CSPNeXtPAFPN uses plain ``round`` instead)."""
     return max(round(num_blocks * deepen_factor), 1) if num_blocks > 1 else num_blocks
+
+
+def check_out_indices(out_indices: Sequence[int], n_outputs: int) -> tuple[int, ...]:
+    """Validate upstream out indices: increasing, each in ``0 .. n_outputs - 1``."""
+    indices = tuple(int(i) for i in out_indices)
+    if not indices or any(i not in range(n_outputs) for i in indices) or list(indices) != sorted(set(indices)):
+        raise RazorzooError(
+            f"out_indices {tuple(out_indices)!r} must be increasing stage indices in 0..{n_outputs - 1}"
+        )
+    return indices

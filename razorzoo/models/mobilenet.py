@@ -1,4 +1,4 @@
-"""``AttentiveMobileNetV3`` for a fixed AttentiveNAS (BigNAS) or OFA subnet (UPSTREAM.md §2.2).
+"""``AttentiveMobileNetV3`` for a fixed AttentiveNAS (BigNAS) or OFA subnet (docs/upstream.md §2.2).
 
 One class serves both search spaces, as upstream: the space decides activations, SE stages, strides and the residual
 rule. Structural choices upstream makes on the *supernet* (max sizes) are decided the same way here, so every subnet
@@ -13,15 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from razorzoo.models.backbones import check_out_indices
-from razorzoo.models.layers import ConvModule, forward_stages
+from razorzoo.models.layers import ConvModule, check_out_indices, forward_stages
 from razorzoo.arch.subnet import MobileNetSpace, MobileNetSubnet, se_channels
 
 __all__ = ["AttentiveMobileNetV3", "MBBlock", "SELayer", "ShortcutLayer", "ChannelMask"]
 
 
 class SELayer(nn.Module):
-    """mmcls ``SELayer``: global pool -> 1x1 conv (bias) + ReLU -> 1x1 conv (bias) + HSigmoid -> scale (§7.7)."""
+    """mmcls ``SELayer``: global pool -> 1x1 conv (bias) + ReLU -> 1x1 conv (bias) + HSigmoid -> scale (docs/upstream.md §7.7)."""
 
     def __init__(self, channels: int, squeeze_channels: int) -> None:
         super().__init__()
@@ -34,7 +33,7 @@ class SELayer(nn.Module):
 
 
 class ShortcutLayer(nn.Module):
-    """AttentiveNAS shortcut: 2x2 avg-pool when strided, then a 1x1 conv only if the widths differ (§7.9).
+    """AttentiveNAS shortcut: 2x2 avg-pool when strided, then a 1x1 conv only if the widths differ (docs/upstream.md §7.9).
 
     The conv exists (and is in every checkpoint) even when the widths match and it is skipped.
     """
@@ -46,7 +45,7 @@ class ShortcutLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
-            # upstream pads by the parity of the *width* only, on both axes (§7.20)
+            # upstream pads by the parity of the *width* only, on both axes (docs/upstream.md §7.20)
             x = F.avg_pool2d(x, self.stride, padding=x.size(-1) & 1)
         if self.conv.in_channels != self.conv.out_channels:
             x = self.conv(x)
@@ -97,7 +96,7 @@ class MBBlock(nn.Module):
 class ChannelMask(nn.Module):
     """Holds the float32 ``mask`` buffer of a fixed ``OneShotMutableChannel`` (supernet length, first N ones).
 
-    Unused by the forward pass, but present in every exported checkpoint, so strict loading needs it (§7.3).
+    Unused by the forward pass, but present in every exported checkpoint, so strict loading needs it (docs/upstream.md §7.3).
     """
 
     def __init__(self, num_channels: int, chosen: int) -> None:
@@ -133,7 +132,7 @@ class AttentiveMobileNetV3(nn.Module):
                 if space.attentive_shortcut:
                     residual = "attentive"
                 elif block_stride == 1 and in_max == out_max:
-                    # OFA: decided on the supernet's max widths, never on the subnet's (§7.9)
+                    # OFA: decided on the supernet's max widths, never on the subnet's (docs/upstream.md §7.9)
                     residual = "identity"
                 else:
                     residual = None
@@ -145,7 +144,7 @@ class AttentiveMobileNetV3(nn.Module):
                     stride=block_stride,
                     act=stage_space.act,
                     se_channels=se_channels(in_channels, block.expand_ratio_se) if stage_space.with_se else None,
-                    # the supernet block has no expand conv when the stage's only expand ratio is 1 (§2.2)
+                    # the supernet block has no expand conv when the stage's only expand ratio is 1 (docs/upstream.md §2.2)
                     with_expand_conv=max(stage_space.expand_ratios) != 1,
                     residual=residual,
                 ))
@@ -171,6 +170,6 @@ class AttentiveMobileNetV3(nn.Module):
         self.strides = tuple(strides[i] for i in self.out_indices)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # upstream iterates a plain (unregistered) list [layer1, ..., layerN, last_conv] (§7.2)
+        # upstream iterates a plain (unregistered) list [layer1, ..., layerN, last_conv] (docs/upstream.md §7.2)
         stages = [module for name, module in self.named_children() if name.startswith("layer")] + [self.last_conv]
         return forward_stages(self.first_conv(x), stages, self.out_indices)

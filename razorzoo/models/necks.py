@@ -1,8 +1,8 @@
-"""PAFPN necks of the three MMYOLO razor detectors (UPSTREAM.md §6.2).
+"""PAFPN necks of the three MMYOLO razor detectors (docs/upstream.md §6.2).
 
 All three share MMYOLO's ``BaseYOLONeck`` data flow (:class:`PAFPN`); they differ only in the blocks they are made
 of. Input channels are whatever the backbone produces (``backbone.out_channels``), so a custom subnet of the same
-search space gets a matching neck. Channel rounding follows each upstream class (§7.11): YOLOv5 rounds up to a
+search space gets a matching neck. Channel rounding follows each upstream class (docs/upstream.md §7.11): YOLOv5 rounds up to a
 multiple of 8, YOLOv6 and CSPNeXt truncate ``int(c * widen)``.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from razorzoo.models.layers import BN, ConvModule, DepthwiseSeparableConvModule,
 
 __all__ = ["PAFPN", "YOLOv5PAFPN", "YOLOv6CSPRepPAFPN", "CSPNeXtPAFPN", "CSPLayer", "BepC3StageBlock"]
 
-# YOLOv5/YOLOv6 necks use BN(momentum=0.03, eps=1e-3); CSPNeXtPAFPN keeps mmcv's default BN (§7.5).
+# YOLOv5/YOLOv6 necks use BN(momentum=0.03, eps=1e-3); CSPNeXtPAFPN keeps mmcv's default BN (docs/upstream.md §7.5).
 YOLO_BN = BN(eps=1e-3, momentum=0.03)
 
 
@@ -104,7 +104,7 @@ class BottleRep(nn.Module):
 class RepStageBlock(nn.Module):
     """mmyolo ``RepStageBlock`` of ``BottleRep``s: ``conv1`` then ``block`` (absent if it would be empty).
 
-    Upstream halves the requested count for BottleRep stages (§7.11: 14 -> 7 = ``conv1`` + 6 in ``block``).
+    Upstream halves the requested count for BottleRep stages (docs/upstream.md §7.11: 14 -> 7 = ``conv1`` + 6 in ``block``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, norm: BN) -> None:
@@ -182,7 +182,7 @@ def _check_levels(in_channels: Sequence[int]) -> tuple[int, ...]:
 
 
 class YOLOv5PAFPN(PAFPN):
-    """MMYOLO ``YOLOv5PAFPN`` (SPOS detector, §1.1): CSPLayers of DarknetBottlenecks, nearest upsampling, SiLU."""
+    """MMYOLO ``YOLOv5PAFPN`` (SPOS detector, docs/upstream.md §1.1): CSPLayers of DarknetBottlenecks, nearest upsampling, SiLU."""
 
     def __init__(
         self,
@@ -194,7 +194,7 @@ class YOLOv5PAFPN(PAFPN):
     ) -> None:
         super().__init__()
         in_channels = _check_levels(in_channels)
-        # upstream rounds every width with mmyolo's ceil-to-8 make_divisible (§7.11), including the doubled inputs
+        # upstream rounds every width with mmyolo's ceil-to-8 make_divisible (docs/upstream.md §7.11), including the doubled inputs
         width = lambda c: make_divisible_ceil(c, widen_factor)  # noqa: E731
         n = make_round(num_csp_blocks, deepen_factor)
         norm = YOLO_BN
@@ -218,7 +218,7 @@ class YOLOv5PAFPN(PAFPN):
 
 
 class YOLOv6CSPRepPAFPN(PAFPN):
-    """MMYOLO ``YOLOv6CSPRepPAFPN`` (AttentiveNAS A6 detector, §1.2).
+    """MMYOLO ``YOLOv6CSPRepPAFPN`` (AttentiveNAS A6 detector, docs/upstream.md §1.2).
 
     BepC3 stages of BottleRep/ConvWrapper blocks (SiLU), ReLU reduce/top-down/downsample convs, ConvTranspose2d
     upsampling. ``out_channels`` defaults to the input channels, as in the razor config.
@@ -261,7 +261,7 @@ class YOLOv6CSPRepPAFPN(PAFPN):
 
 
 class CSPNeXtPAFPN(PAFPN):
-    """MMYOLO ``CSPNeXtPAFPN`` (OFA RTMDet detector, §1.3): CSPNeXt blocks, nearest upsampling, mmcv-default BN,
+    """MMYOLO ``CSPNeXtPAFPN`` (OFA RTMDet detector, docs/upstream.md §1.3): CSPNeXt blocks, nearest upsampling, mmcv-default BN,
     and 3x3 ``out_layers`` that bring every level to ``out_channels``."""
 
     def __init__(
@@ -277,7 +277,7 @@ class CSPNeXtPAFPN(PAFPN):
         super().__init__()
         channels = tuple(int(c * widen_factor) for c in _check_levels(in_channels))
         out_channels = int(out_channels * widen_factor)
-        # plain Python round (banker's rounding), not make_round: round(3 * 0.167) = 1 (§7.11)
+        # plain Python round (banker's rounding), not make_round: round(3 * 0.167) = 1 (docs/upstream.md §7.11)
         n = round(num_csp_blocks * deepen_factor)
         norm = BN()
 

@@ -1,7 +1,7 @@
-"""SPOS ``SearchableShuffleNetV2`` with its one-shot choices fixed (UPSTREAM.md §2.1).
+"""SPOS ``SearchableShuffleNetV2`` with its one-shot choices fixed (docs/upstream.md §2.1).
 
 State-dict names equal MMRazor's exported subnet: a fixed ``OneShotMutableOP`` keeps its ``_candidates`` dict with
-only the chosen op in it, so keys read ``layers.{s}.{b}._candidates.{op}.…`` (§7.4).
+only the chosen op in it, so keys read ``layers.{s}.{b}._candidates.{op}.…`` (docs/upstream.md §7.4).
 """
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from razorzoo.models.backbones import check_out_indices
-from razorzoo.models.layers import ConvModule, DepthwiseSeparableConvModule, forward_stages
+from razorzoo.models.layers import ConvModule, DepthwiseSeparableConvModule, check_out_indices, forward_stages
 from razorzoo.arch.subnet import SEARCH_SPACES, SposSpace, SposSubnet
 
 __all__ = ["SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "channel_shuffle"]
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave the channel groups: ``[a0, b0, a1, b1, …]`` for two groups (§7.6)."""
+    """Interleave the channel groups: ``[a0, b0, a1, b1, …]`` for two groups (docs/upstream.md §7.6)."""
     b, c, h, w = x.shape
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
 
@@ -54,7 +53,7 @@ class ShuffleBlock(_ShuffleUnit):
         self._make_branch1(in_channels, half, kernel_size)
         self.branch2 = nn.Sequential(
             ConvModule(in_channels if stride > 1 else half, half, 1),
-            ConvModule(half, half, kernel_size, stride, groups=half, act=None),  # no activation (§7.8)
+            ConvModule(half, half, kernel_size, stride, groups=half, act=None),  # no activation (docs/upstream.md §7.8)
             ConvModule(half, half, 1),
         )
 
@@ -96,8 +95,8 @@ class _ChosenOp(nn.Module):
 class SearchableShuffleNetV2(nn.Module):
     """SPOS ShuffleNetV2 backbone for a fixed subnet.
 
-    ``conv1`` (stride 2, **no max-pool**, §7.5) then ``layers.0..3`` (stride 2 each) and ``layers.4`` (1x1 conv to
-    1024 channels; only the classifier uses it, but it is in every checkpoint, §7.3). Out index ``i`` is
+    ``conv1`` (stride 2, **no max-pool**, docs/upstream.md §7.5) then ``layers.0..3`` (stride 2 each) and ``layers.4`` (1x1 conv to
+    1024 channels; only the classifier uses it, but it is in every checkpoint, docs/upstream.md §7.3). Out index ``i`` is
     ``layers.i``; calling the backbone returns the tuple of outputs at ``out_indices``.
     """
 

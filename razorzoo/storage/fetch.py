@@ -1,7 +1,7 @@
 """Downloads into the razorzoo cache: one locked, resumable, hash-checked path for every file.
 
-Upstream (mmengine ``load_from_http``) writes downloads in place and never checks the hash in the file name (§4,
-§7.17). Here every download goes through :func:`fetch`, which
+Upstream (mmengine ``load_from_http``) writes downloads in place and never checks the hash in the file name (docs/upstream.md §4,
+docs/upstream.md §7.17). Here every download goes through :func:`fetch`, which
 
 * keys the cache by the card URL (before ``RAZORZOO_MIRROR`` is applied, so switching mirrors reuses the cache),
 * holds a file lock per URL, so N processes asking for the same file download it once,
@@ -9,16 +9,12 @@ Upstream (mmengine ``load_from_http``) writes downloads in place and never check
 * resumes an ``.incomplete`` left by an interrupted run (Ctrl-C, dropped connection, truncated body) with HTTP
   ``Range`` (+ ``If-Range`` on the ETag), retries transient failures (5xx, 408/429, resets, timeouts) with
   exponential backoff, and fails at once with a clear message on 4xx,
-* checks the sha256: 64 hex = the full hash, 8 hex = OpenMMLab's file-name prefix (§4), ``None`` = unknown: then it
-  warns once and pins the hash of what it downloaded, so a later, different file is refused.
+* checks the sha256: 64 hex = the full hash, 8 hex = OpenMMLab's file-name prefix (docs/upstream.md §4), ``None`` = unknown: then it
+  pins the hash of what it downloaded (one notice line on stderr), so a later, different file is refused,
+* fails at once, without retrying, on a malformed ``RAZORZOO_MIRROR``/``RAZORZOO_HTTP_TIMEOUT``, a URL scheme it
+  cannot fetch, or a host name that does not resolve.
 
-Cache layout (``root`` = ``cache_dir=`` or :func:`razorzoo.constants.cache_dir`)::
-
-    <root>/downloads/<sha256(url)[:16]>/<file name>               the verified file
-    <root>/downloads/<sha256(url)[:16]>/meta.json                 url, sha256 (full), size, etag, source, pinned
-    <root>/downloads/<sha256(url)[:16]>/<file name>.incomplete    a partial download, resumed on the next call
-    <root>/downloads/<sha256(url)[:16]>/.lock                     held while downloading
-    <root>/models/...                                             converted models (:mod:`razorzoo.loading`)
+The cache layout (``downloads/<sha256(url)[:16]>/...``) and the records are :class:`razorzoo.storage.cache.Cache`'s.
 
 All HTTP goes through ``huggingface_hub``'s shared client (``huggingface_hub.utils.get_session()``): one HTTP stack
 for the Hub and for download.openmmlab.com, with its proxy and certificate settings.
@@ -26,49 +22,35 @@ for the Hub and for download.openmmlab.com, with its proxy and certificate setti
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import shutil
-import tempfile
+import socket
+import sys
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from razorzoo import constants
-from razorzoo.errors import FetchError, IntegrityError, OfflineError
+from razorzoo.bounded import safe_repr
+from razorzoo.errors import FetchError, IntegrityError, OfflineError, RazorzooError
+from razorzoo.files import read_json, write_json_atomic
+from razorzoo.storage.cache import (
+    META_FILE, PARTIAL_META, PARTIAL_SUFFIX, Cache, CacheError, CachedFile, hash_matches, sha256_of_file,
+)
 
-__all__ = ["fetch", "cached", "cached_file", "cached_files", "remove_download", "mirrored", "sha256_of_file",
-           "hash_matches", "write_json_atomic", "CachedFile", "DOWNLOADS_DIR"]
+__all__ = ["fetch", "download_to", "cached", "mirrored", "sha256_of_file", "hash_matches", "CachedFile"]
 
-DOWNLOADS_DIR = "downloads"
-META_FILE = "meta.json"
-PARTIAL_SUFFIX = ".incomplete"
-_PARTIAL_META = "incomplete.json"  # the ETag the partial bytes came with, for If-Range on resume
 _CHUNK = 1 << 20
 _RETRIES = 5  # consecutive attempts without progress before giving up
 _BACKOFF_S = 0.25  # first wait between attempts; doubles each time
 _BACKOFF_MAX_S = 8.0
 _FATAL_STATUS = {400, 401, 403, 404, 405, 410, 451}
 _HASH = re.compile(r"^(?:[0-9a-f]{8}|[0-9a-f]{64})$")
-_warned_unpinned: set[str] = set()
-
-
-@dataclass(frozen=True)
-class CachedFile:
-    """A verified download in the cache, as recorded in its ``meta.json``."""
-
-    url: str
-    path: Path
-    sha256: str  # full 64-hex hash of the file's bytes
-    size: int
-    pinned: bool  # True when no trusted hash was known: ``sha256`` is what was downloaded first
-    source: str = ""  # the URL actually downloaded (after RAZORZOO_MIRROR)
-    etag: str | None = None
+_ETAG = re.compile(r'^(?:W/)?"?[\w.:+/=-]{1,200}"?$')  # what may go back to the server in If-Range
+_UNSAFE_NAME_CHARS = re.compile(r"[^\w.@+=-]")  # anything else in a URL's file name becomes "_"
+_noticed_unpinned: set[str] = set()
 
 
 class _Transient(Exception):
@@ -84,33 +66,10 @@ def mirrored(url: str) -> str:
     return url
 
 
-def hash_matches(expected: str | None, actual: str) -> bool:
-    """Whether the full hash ``actual`` satisfies ``expected`` (64 hex: equal; 8 hex: prefix, §4; ``None``: any)."""
-    if expected is None:
-        return True
-    return actual == expected if len(expected) == 64 else actual.startswith(expected)
-
-
-def sha256_of_file(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _root(cache_dir: str | os.PathLike | None) -> Path:
-    return Path(cache_dir).expanduser() if cache_dir is not None else constants.cache_dir()
-
-
-def _entry_dir(root: Path, url: str) -> Path:
-    return root / DOWNLOADS_DIR / hashlib.sha256(url.encode()).hexdigest()[:16]
-
-
 def _file_name(url: str) -> str:
-    """The last URL path segment, percent-decoded (``lat%4031ms`` -> ``lat@31ms``), safe as a file name."""
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]).replace(os.sep, "_").lstrip(".")
+    """The last URL path segment, percent-decoded (``lat%4031ms`` -> ``lat@31ms``), safe as a file name: no
+    separators, control characters or leading dots, at most 200 characters."""
+    name = _UNSAFE_NAME_CHARS.sub("_", unquote(urlsplit(url).path.rsplit("/", 1)[-1])).lstrip(".")[-200:]
     return name or "download"
 
 
@@ -118,49 +77,16 @@ def _check_hash_format(sha256: str | None, url: str) -> str | None:
     if sha256 is None:
         return None
     sha256 = sha256.lower()
-    if not _HASH.match(sha256):
-        raise FetchError(f"expected sha256 for {url} is {sha256!r}: use 64 hex digits, the 8-hex prefix of the "
-                         f"OpenMMLab file name, or None when no hash is known")
+    if not _HASH.fullmatch(sha256):
+        raise FetchError(f"expected sha256 for {url} is {safe_repr(sha256)}: use 64 hex digits, the 8-hex prefix "
+                         f"of the OpenMMLab file name, or None when no hash is known")
     return sha256
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` atomically (temp file in the same directory, then rename)."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _entry(entry: Path) -> CachedFile | None:
-    meta = _read_json(entry / META_FILE)
-    if not meta:
-        return None
-    return CachedFile(url=meta["url"], path=entry / meta["file"], sha256=meta["sha256"], size=meta["size"],
-                      pinned=meta.get("pinned", False), source=meta.get("source", ""), etag=meta.get("etag"))
-
-
-def cached_file(url: str, *, cache_dir: str | os.PathLike | None = None) -> CachedFile | None:
-    """The cache record of ``url`` (whether or not its file is still there), without any network access."""
-    record = _entry(_entry_dir(_root(cache_dir), url))
-    return record if record is not None and record.url == url else None
 
 
 def cached(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path | None:
     """The cached file of ``url`` if it is complete and satisfies ``sha256``, else ``None``. No network, no
     hashing: the hash was checked when the file entered the cache (``razorzoo cache verify`` re-checks)."""
-    record = cached_file(url, cache_dir=cache_dir)
+    record = Cache(cache_dir).record(url)
     if record is None or not hash_matches(_check_hash_format(sha256, url), record.sha256):
         return None
     try:
@@ -168,22 +94,6 @@ def cached(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLike 
     except OSError:
         return None
     return record.path if complete else None
-
-
-def cached_files(cache_dir: str | os.PathLike | None = None) -> list[CachedFile]:
-    """Every download recorded in the cache, sorted by file name."""
-    downloads = _root(cache_dir) / DOWNLOADS_DIR
-    records = (_entry(entry) for entry in downloads.iterdir()) if downloads.is_dir() else ()
-    return sorted((r for r in records if r is not None), key=lambda r: (r.path.name, r.url))
-
-
-def remove_download(url: str, *, cache_dir: str | os.PathLike | None = None) -> bool:
-    """Delete ``url``'s cache entry (file, record, partial download); ``True`` if there was one."""
-    entry = _entry_dir(_root(cache_dir), url)
-    if not entry.exists():
-        return False
-    shutil.rmtree(entry)
-    return True
 
 
 def fetch(
@@ -198,7 +108,8 @@ def fetch(
 
     Args:
         url: the file's canonical URL (a card URL; ``RAZORZOO_MIRROR`` is applied when downloading).
-        sha256: 64 hex (full hash), 8 hex (OpenMMLab file-name prefix) or ``None`` (unknown: warn once, pin).
+        sha256: 64 hex (full hash), 8 hex (OpenMMLab file-name prefix) or ``None`` (unknown: pin the hash of the
+            first download and say so once on stderr).
         cache_dir: cache root (default :func:`razorzoo.constants.cache_dir`).
         offline: use only the cache (default: ``RAZORZOO_OFFLINE`` / ``HF_HUB_OFFLINE``).
         progress: show a tqdm bar (default: on unless ``RAZORZOO_PROGRESS=0``/``HF_HUB_DISABLE_PROGRESS_BARS``).
@@ -207,83 +118,102 @@ def fetch(
         OfflineError: offline and not cached. IntegrityError: the downloaded bytes do not match the expected (or
         pinned) hash; nothing is kept. FetchError: the server refused (4xx) or kept failing after retries.
     """
-    from filelock import FileLock
-
     sha256 = _check_hash_format(sha256, url)
-    root = _root(cache_dir)
-    hit = cached(url, sha256=sha256, cache_dir=root)
+    cache = Cache(cache_dir)
+    hit = cached(url, sha256=sha256, cache_dir=cache.root)
     if hit is not None:
         return hit
-    entry = _entry_dir(root, url)
+    entry = cache.entry_dir(url)
     if offline if offline is not None else constants.offline():
         raise OfflineError(
             f"offline mode is on and {url} is not in the cache (expected under {entry}); run once with network "
             f"access (unset RAZORZOO_OFFLINE / HF_HUB_OFFLINE, or set RAZORZOO_MIRROR to a reachable mirror)")
-    entry.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(entry / ".lock")):
-        hit = cached(url, sha256=sha256, cache_dir=root)  # another process may have finished meanwhile
+    # a malformed RAZORZOO_MIRROR, RAZORZOO_HTTP_TIMEOUT or RAZORZOO_PROGRESS fails here, before anything is written
+    source = mirrored(url)
+    constants.http_timeout()
+    progress = constants.progress_bars() if progress is None else progress
+    with cache.lock(entry):
+        hit = cached(url, sha256=sha256, cache_dir=cache.root)  # another process may have finished meanwhile
         if hit is not None:
             return hit
-        previous = cached_file(url, cache_dir=root)
+        previous = cache.record(url)
         pin = previous.sha256 if sha256 is None and previous is not None and previous.pinned else None
-        return _download(url, entry, expected=sha256 or pin, pinned=sha256 is None, progress=progress)
+        name = _file_name(url)
+        what = "the hash pinned when it was first downloaded" if sha256 is None else "the expected sha256"
+        digest, size, etag = download_to(source, entry / name, expected=sha256 or pin, what=what, progress=progress)
+        _write_json(entry / META_FILE, {
+            "url": url, "file": name, "sha256": digest, "size": size, "etag": etag, "source": source,
+            "pinned": sha256 is None, "time": time.time()})
+    if sha256 is None and pin is None and url not in _noticed_unpinned:
+        _noticed_unpinned.add(url)
+        print(f"razorzoo: notice: {url} has no published sha256; pinned the hash of this download ({digest}) in the "
+              f"cache, a different file will be refused later", file=sys.stderr)
+    return entry / name
 
 
-def _download(url: str, entry: Path, *, expected: str | None, pinned: bool, progress: bool | None) -> Path:
-    source = mirrored(url)
-    name = _file_name(url)
-    partial = entry / (name + PARTIAL_SUFFIX)
+def _write_json(path: Path, data: Any) -> None:
+    try:
+        write_json_atomic(path, data)
+    except OSError as exc:
+        raise CacheError(f"cannot write {path}: {exc.strerror or type(exc).__name__}") from None
+
+
+def download_to(source: str, path: Path, *, expected: str | None = None, what: str = "the expected sha256",
+                headers: Mapping[str, str] | None = None, progress: bool | None = None) -> tuple[str, int, str | None]:
+    """Download ``source`` to ``path``: streamed into ``<path>.incomplete`` (resumed if one is there), retried on
+    transient failures, hash-checked against ``expected``, then renamed into place. Return (sha256, size, ETag).
+
+    ``headers`` are sent with every request (a Hub token). The parent directory must exist.
+    """
+    show = constants.progress_bars() if progress is None else progress  # a malformed RAZORZOO_PROGRESS: nothing written
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    partial_meta = path.with_name(path.name + PARTIAL_META)
     failures = 0
     while True:
         size_before = partial.stat().st_size if partial.exists() else 0
         try:
-            digest, size, etag = _stream(source, partial, entry / _PARTIAL_META, name, progress)
+            digest, size, etag = _stream(source, partial, partial_meta, path.name, dict(headers or {}), show)
             break
         except _Transient as exc:
             made_progress = partial.exists() and partial.stat().st_size > size_before
             failures = 0 if made_progress else failures + 1
             if failures >= _RETRIES:
-                raise FetchError(f"downloading {source} failed {failures} times in a row ({exc}); the partial "
-                                 f"download is kept in {entry} and resumes on the next try") from exc
+                kept = (f"the partial download is kept in {partial.parent} and resumes on the next try"
+                        if partial.exists() and partial.stat().st_size else "nothing was downloaded")
+                raise FetchError(f"downloading {source} failed {failures} times in a row ({exc}); {kept}") from exc
             time.sleep(min(_BACKOFF_S * 2 ** failures, _BACKOFF_MAX_S))
     if not hash_matches(expected, digest):
         partial.unlink(missing_ok=True)
-        (entry / _PARTIAL_META).unlink(missing_ok=True)
-        what = "the hash pinned when it was first downloaded" if pinned else "the expected sha256"
+        partial_meta.unlink(missing_ok=True)
         raise IntegrityError(f"{source} does not match {what}: expected {expected}, got {digest}; nothing was kept "
                              f"in the cache. The file changed or was corrupted in transit: retry, or check the mirror")
-    os.replace(partial, entry / name)
-    (entry / _PARTIAL_META).unlink(missing_ok=True)
-    write_json_atomic(entry / META_FILE, {"url": url, "file": name, "sha256": digest, "size": size, "etag": etag,
-                                    "source": source, "pinned": pinned, "time": time.time()})
-    if pinned and expected is None and url not in _warned_unpinned:
-        _warned_unpinned.add(url)
-        warnings.warn(f"{url} has no published sha256; razorzoo pinned the hash of this download ({digest}) in the "
-                      f"cache and will refuse a different file later", stacklevel=3)
-    return entry / name
+    os.replace(partial, path)
+    partial_meta.unlink(missing_ok=True)
+    return digest, size, etag
 
 
-def _stream(source: str, partial: Path, partial_meta: Path, name: str, progress: bool | None
-            ) -> tuple[str, int, str | None]:
+def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: dict[str, str],
+            show: bool) -> tuple[str, int, str | None]:
     """Download ``source`` into ``partial`` (resuming it when possible); return (sha256, size, etag)."""
     import httpx2
     from huggingface_hub.utils import get_session
     from tqdm.auto import tqdm
 
+    timeout = constants.http_timeout()  # a malformed RAZORZOO_HTTP_TIMEOUT fails before any request
     offset = partial.stat().st_size if partial.exists() else 0
-    headers = {"Accept-Encoding": "identity"}
+    headers["Accept-Encoding"] = "identity"
     if offset:
         headers["Range"] = f"bytes={offset}-"
-        etag = (_read_json(partial_meta) or {}).get("etag")
+        etag = _recorded_etag(partial_meta)
         if etag:
             headers["If-Range"] = etag  # a changed file answers 200 with the whole new body
     try:
         with get_session().stream("GET", source, headers=headers, follow_redirects=True,
-                                  timeout=httpx2.Timeout(constants.http_timeout())) as response:
+                                  timeout=httpx2.Timeout(timeout)) as response:
             status = response.status_code
             if status in _FATAL_STATUS:
                 raise FetchError(f"{source}: HTTP {status} {response.reason_phrase}; the file is not available "
-                                 f"there (check the URL in the card, or RAZORZOO_MIRROR={constants.mirror()!r})")
+                                 f"there (check the URL in the card, or RAZORZOO_MIRROR)")
             if status >= 500 or status in (408, 429):
                 raise _Transient(f"HTTP {status}")
             if status == 416:  # the partial file is not a prefix of this file: start over
@@ -302,11 +232,10 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, progress:
                     for block in iter(lambda: f.read(_CHUNK), b""):
                         digest.update(block)
             length = response.headers.get("Content-Length")
-            total = offset + int(length) if length is not None else None
+            total = offset + int(length) if length is not None and length.isdigit() else None
             etag = response.headers.get("ETag")
-            write_json_atomic(partial_meta, {"source": source, "etag": etag})
+            _write_json(partial_meta, {"file": name, "source": source, "etag": etag})
             received = 0
-            show = constants.progress_bars() if progress is None else progress
             with open(partial, "ab" if offset else "wb") as f, tqdm(
                     total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
                     disable=not show, leave=False) as bar, ThreadPoolExecutor(1) as worker:
@@ -325,12 +254,38 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, progress:
                     pending.result()
                 f.flush()
                 os.fsync(f.fileno())
+    except (httpx2.UnsupportedProtocol, httpx2.InvalidURL, httpx2.LocalProtocolError) as exc:
+        raise FetchError(f"cannot download {safe_repr(source, 120)}: {exc}") from None
     except httpx2.TransportError as exc:  # resets, timeouts, "peer closed connection" (a truncated body)
+        if _unknown_host(exc):
+            host = urlsplit(source).hostname
+            raise FetchError(f"cannot download {safe_repr(source, 120)}: the host {safe_repr(host)} does not exist "
+                             f"(check RAZORZOO_MIRROR / HF_ENDPOINT)") from None
         raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        if isinstance(exc, RazorzooError):  # FetchError and CacheError are OSErrors too
+            raise
+        raise CacheError(f"cannot write {partial}: {exc.strerror or type(exc).__name__}") from None
     size = offset + received
     if total is not None and size != total:
         raise _Transient(f"truncated body: got {size} of {total} bytes")
     return digest.hexdigest(), size, etag
+
+
+def _recorded_etag(partial_meta: Path) -> str | None:
+    meta = read_json(partial_meta)
+    etag = meta.get("etag") if isinstance(meta, dict) else None
+    return etag if isinstance(etag, str) and _ETAG.fullmatch(etag) else None
+
+
+def _unknown_host(exc: BaseException) -> bool:
+    """Whether a connection failed because the host name does not resolve (no point retrying)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror) and seen.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _range_start(content_range: str | None) -> int | None:

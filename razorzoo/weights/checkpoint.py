@@ -1,4 +1,4 @@
-"""Read OpenMMLab checkpoints without mmengine and without running their pickles (§4, §7.15, §7.16).
+"""Read OpenMMLab checkpoints without mmengine and without running their pickles (docs/upstream.md §4, §7.15, §7.16).
 
 A Runner checkpoint pickles far more than weights: ``meta`` (config text, dataset classes), ``message_hub`` (mmengine
 ``HistoryBuffer`` objects holding numpy arrays), optimizer and scheduler state. ``torch.load(weights_only=True)``
@@ -133,7 +133,7 @@ class Checkpoint:
     """The inference weights of a checkpoint and what razorzoo learned reading it.
 
     ``state_dict`` holds ``checkpoint["state_dict"]``, which for EMA-trained detectors already holds the EMA weights
-    (§4, §7.15), with the ``architecture.`` / ``module.`` prefixes stripped (``normalization`` says which).
+    (docs/upstream.md §4, §7.15), with the ``architecture.`` / ``module.`` prefixes stripped (``normalization`` says which).
     ``meta`` keeps only plain data from the file's ``meta`` (``classes``, ``config`` text, epoch…).
     ``ema_state_dict`` (the raw training weights, despite its name) is read only when asked for.
     """
@@ -253,7 +253,7 @@ def _tensors_only(state_dict: Any, part: str) -> "OrderedDict[str, torch.Tensor]
 def _normalize(state_dict: "OrderedDict[str, torch.Tensor]") -> tuple["OrderedDict[str, torch.Tensor]", tuple[str, ...]]:
     """Strip the prefixes upstream loaders strip: ``module.`` (DataParallel, EMA copies) and ``architecture.``.
 
-    MMRazor classifier files root every model key at the algorithm's ``architecture`` child (§3); the upstream
+    MMRazor classifier files root every model key at the algorithm's ``architecture`` child (docs/upstream.md §3); the upstream
     ``Pretrained(prefix="architecture.")`` keeps only those keys, so other keys are dropped here too, and said so.
     """
     notes: list[str] = []

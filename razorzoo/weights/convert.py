@@ -10,16 +10,17 @@ the bytes are the format's (8-byte header length, JSON header, raw little-endian
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from razorzoo import __version__
-from razorzoo.errors import CheckpointError, PairMismatchError
+from razorzoo.version import __version__
+from razorzoo.files import atomic_write
 from razorzoo.arch.spec import ArchSpec
+from razorzoo.bounded import InputError, load_json, safe_repr
+from razorzoo.errors import CheckpointError, OutputError, PairMismatchError, RazorzooError
+from razorzoo.weights.keys import ModelKeys, model_keys, model_view
 
 if TYPE_CHECKING:
     import torch
@@ -27,11 +28,11 @@ if TYPE_CHECKING:
 
     from razorzoo.weights.checkpoint import Checkpoint
 
-__all__ = ["convert_checkpoint", "read_converted", "load_converted", "load_weights", "METADATA_KEYS"]
+__all__ = ["convert_checkpoint", "read_converted", "read_spec", "load_weights", "METADATA_KEYS"]
 
 METADATA_KEYS = ("format", "razorzoo_version", "razorzoo_arch", "razorzoo_name", "razorzoo_subnet_yaml",
                  "razorzoo_tied", "source_url", "source_sha256")
-EMA_PREFIX = "ema_state_dict."  # raw training weights, stored only with keep_ema=True (§4: upstream's name)
+EMA_PREFIX = "ema_state_dict."  # raw training weights, stored only with keep_ema=True (docs/upstream.md §4: upstream's name)
 
 _DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
            "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
@@ -50,7 +51,8 @@ def convert_checkpoint(
 ) -> Path:
     """Verify ``checkpoint`` against ``spec`` and write ``output`` (a razorzoo ``.safetensors`` file) atomically.
 
-    A supernet checkpoint is sliced to the spec's subnet first (§2.3). The output bytes depend only on the inputs.
+    Writes exactly the aligned state dict :func:`~razorzoo.weights.verify.verify_pair` returns (a supernet checkpoint
+    is sliced to the spec's subnet there, once). The output bytes depend only on the inputs.
 
     Args:
         checkpoint: a checkpoint path or a :class:`~razorzoo.weights.checkpoint.Checkpoint`.
@@ -62,16 +64,19 @@ def convert_checkpoint(
 
     Raises:
         PairMismatchError: the checkpoint does not hold the weights of ``spec`` (the message says how, in YAML terms).
+        OutputError: ``output`` is a directory or the checkpoint file itself (checked before reading anything), or
+            cannot be written (nothing is left behind).
     """
     from razorzoo.weights.checkpoint import Checkpoint, read_checkpoint
-    from razorzoo.weights.verify import model_keys, model_view, verify_pair
+    from razorzoo.weights.verify import verify_pair
 
+    check_output(output, checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint)
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = read_checkpoint(checkpoint, ema=keep_ema)
     report = verify_pair(spec, checkpoint.state_dict)
     report.raise_for_problems()
     keys = model_keys(spec)
-    tensors = _model_tensors(spec, checkpoint.state_dict, report.is_supernet, keys)
+    tensors = _stored_tensors(report.state_dict, keys)
     if keep_ema:
         if checkpoint.ema_state_dict is None:
             raise CheckpointError("keep_ema=True, but the checkpoint has no ema_state_dict (read it with ema=True)")
@@ -90,20 +95,31 @@ def convert_checkpoint(
     return write_safetensors(tensors, metadata, output)
 
 
-def _model_tensors(spec: ArchSpec, state_dict: Mapping[str, "torch.Tensor"], is_supernet: bool, keys: Any
-                   ) -> "OrderedDict[str, torch.Tensor]":
-    """The weights under model keys in model order; each tied group once, under its first name, holding the value
-    of its last alias: loading copies aliases in state-dict order, so upstream's effective weight is the last."""
-    from razorzoo.weights.verify import model_view
+def check_output(output: str | Path, source: str | Path | None) -> None:
+    """Refuse an ``output`` that cannot become the converted file, or that is the ``source`` checkpoint (replacing
+    the user's only copy), before the minutes of reading and verifying."""
+    output = Path(output)
+    where = safe_repr(str(output))
+    if output.is_dir():
+        raise OutputError(f"the output {where} is a directory; give a file name, e.g. model.safetensors")
+    if output.exists() and not output.is_file():  # renaming over it would replace a device or a pipe
+        raise OutputError(f"the output {where} exists and is not a regular file; give a file name, e.g. "
+                            "model.safetensors")
+    try:
+        same = source is not None and output.exists() and output.samefile(source)
+    except OSError:
+        same = False
+    if same:
+        raise OutputError(f"the output {where} is the checkpoint being converted; give another file name, e.g. "
+                            "model.safetensors")
 
-    if is_supernet:
-        from razorzoo.weights.extract import extract_subnet
 
-        state_dict = extract_subnet(state_dict, spec.subnet)
-    view = model_view(spec, state_dict)
+def _stored_tensors(aligned: Mapping[str, "torch.Tensor"], keys: ModelKeys) -> "OrderedDict[str, torch.Tensor]":
+    """The verified weights as stored: each tied group once, under its first name, holding the value of its last
+    alias (loading copies aliases in state-dict order, so upstream's effective weight is the last)."""
     aliases = {group[0]: group[-1] for group in keys.tied}
     dropped = {name for group in keys.tied for name in group[1:]}
-    return OrderedDict((k, _as_dtype(view[aliases.get(k, k)], keys.dtypes[k])) for k in keys.shapes
+    return OrderedDict((k, _as_dtype(aligned[aliases.get(k, k)], keys.dtypes[k])) for k in keys.shapes
                        if k not in dropped)
 
 
@@ -123,20 +139,15 @@ def write_safetensors(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[s
         offset += size
     encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output) as f:
             f.write(struct.pack("<Q", len(encoded)))
             f.write(encoded)
             for tensor in tensors.values():
                 f.write(_raw_bytes(tensor))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, output)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:  # a full disk, a read-only directory, a file where a directory belongs
+        raise OutputError(f"cannot write {safe_repr(str(output))}: {exc.strerror or type(exc).__name__}") from None
     return output
 
 
@@ -155,25 +166,52 @@ def read_converted(path: str | Path) -> tuple[ArchSpec, "OrderedDict[str, torch.
     Raises:
         CheckpointError: the file is not a safetensors file, or not one razorzoo wrote.
     """
+    path = Path(path)
+    metadata, state_dict = _read(path, tensors=True)
+    spec = _spec(metadata, path)
+    for group in _metadata_json(metadata, "razorzoo_tied", path):
+        for alias in group[1:]:
+            state_dict[alias] = state_dict[group[0]]
+    return spec, state_dict, metadata
+
+
+def read_spec(path: str | Path) -> ArchSpec:
+    """The architecture a razorzoo ``.safetensors`` file records, from its metadata alone (no tensor is read)."""
+    path = Path(path)
+    return _spec(_read(path, tensors=False)[0], path)
+
+
+def _read(path: Path, *, tensors: bool) -> tuple[dict[str, str], "OrderedDict[str, torch.Tensor]"]:
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
             _check_metadata(metadata, path)
-            state_dict = OrderedDict((k, f.get_tensor(k)) for k in f.keys() if not k.startswith(EMA_PREFIX))
+            keys = [k for k in f.keys() if not k.startswith(EMA_PREFIX)] if tensors else []
+            return metadata, OrderedDict((k, f.get_tensor(k)) for k in keys)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+
+def _spec(metadata: Mapping[str, str], path: Path) -> ArchSpec:
+    data = _metadata_json(metadata, "razorzoo_arch", path)
     try:
-        spec = ArchSpec.from_dict(json.loads(metadata["razorzoo_arch"]))
-        tied = json.loads(metadata["razorzoo_tied"])
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: the razorzoo metadata is corrupt ({exc}); convert the checkpoint again") from exc
-    for group in tied:
-        for alias in group[1:]:
-            state_dict[alias] = state_dict[group[0]]
-    return spec, state_dict, metadata
+        return ArchSpec.from_dict(data)
+    except (RazorzooError, TypeError, AttributeError) as exc:
+        raise _corrupt(path, exc) from None
+
+
+def _metadata_json(metadata: Mapping[str, str], key: str, path: Path) -> Any:
+    try:
+        return load_json(metadata[key], what=f"the {key} metadata")
+    except InputError as exc:
+        raise _corrupt(path, exc) from None
+
+
+def _corrupt(path: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{path}: the razorzoo metadata is corrupt ({safe_repr(str(exc), 200)}); convert the "
+                           "checkpoint again")
 
 
 def _check_metadata(metadata: Mapping[str, str], path: Path) -> None:
@@ -185,19 +223,13 @@ def _check_metadata(metadata: Mapping[str, str], path: Path) -> None:
         )
 
 
-def load_converted(path: str | Path, device: str = "cpu") -> "nn.Module":
-    """Build the model a razorzoo ``.safetensors`` file describes, load it strictly, re-tie shared weights, eval."""
-    spec, state_dict, _ = read_converted(path)
-    return load_weights(spec, state_dict, source=path, device=device)
-
-
 def load_weights(spec: ArchSpec, state_dict: Mapping[str, "torch.Tensor"], *, source: object, device: str = "cpu"
                  ) -> "nn.Module":
     """Build ``spec``'s model and load ``state_dict`` strictly, re-tie shared weights, eval.
 
     ``source`` names where the weights came from, for the error message.
     """
-    from razorzoo.builder import build_model
+    from razorzoo.models.factory import build_model
 
     model = build_model(spec)
     try:

@@ -1,9 +1,10 @@
-"""Supernet -> subnet weights, exactly as MMRazor's ``load_fix_subnet`` + ``to_static_op`` export (UPSTREAM.md §2.3).
+"""Supernet -> subnet weights, exactly as MMRazor's ``load_fix_subnet`` + ``to_static_op`` export (docs/upstream.md §2.3).
 
 Every subnet tensor is the supernet tensor cut to the subnet's shape: channels are always the *first* N
 (``mask[:N] = 1``), blocks the first ``depth``. Only depthwise kernels need more than slicing: AttentiveNAS (BigNAS)
 crops the kernel's centre, OFA maps it through the learned ``trans_matrix_{src}to{tar}`` of each kernel step.
-The target shapes come from our own model for the subnet, so extraction and model can never disagree.
+The target shapes come from :func:`razorzoo.weights.keys.model_keys`, so extraction, verification and the model can
+never disagree.
 """
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from typing import TYPE_CHECKING, Mapping
 import torch
 import torch.nn.functional as F
 
-from razorzoo.errors import CheckpointError
+from razorzoo.arch.spec import ArchSpec
 from razorzoo.arch.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSpace, SposSubnet, Stage, load_subnet
+from razorzoo.errors import CheckpointError
+from razorzoo.weights.keys import model_keys
 
 if TYPE_CHECKING:
+    from collections import OrderedDict
+
     from razorzoo.arch.subnet import Subnet
 
-__all__ = ["extract_subnet", "max_subnet", "ofa_transform_kernel", "crop_kernel"]
+__all__ = ["extract_subnet", "supernet_state_dict_shapes", "max_subnet", "ofa_transform_kernel", "crop_kernel"]
 
 _BLOCK_KEY = re.compile(r"backbone\.layer(\d+)\.\d+\.depthwise_conv\.conv\.weight")
+_SPOS_BLOCK = re.compile(r"(backbone\.layers\.\d+\.\d+)\._candidates\.")
 _MASKS = {
     "backbone.first_mutable_channels.mask": "first_channels",
     "backbone.last_mutable_channels.mask": "last_channels",
@@ -52,14 +58,14 @@ def extract_subnet(supernet_state_dict: Mapping[str, torch.Tensor], subnet: "Sub
     return out
 
 
-def _extract_tensor(supernet: Mapping[str, torch.Tensor], key: str, shape: torch.Size,
+def _extract_tensor(supernet: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...],
                     subnet: "Subnet") -> torch.Tensor:
-    if key in _MASKS:  # recomputed: converted supernet checkpoints usually lack these buffers (§3)
+    if key in _MASKS:  # recomputed: converted supernet checkpoints usually lack these buffers (docs/upstream.md §3)
         mask = torch.zeros(shape)
         mask[: getattr(subnet, _MASKS[key])] = 1.0
         return mask
     if key.endswith("num_batches_tracked") and subnet.family != "spos":
-        return torch.zeros((), dtype=torch.int64)  # the static BN made by to_static_op starts at 0 (§2.3)
+        return torch.zeros((), dtype=torch.int64)  # the static BN made by to_static_op starts at 0 (docs/upstream.md §2.3)
     if key not in supernet:
         raise CheckpointError(f"the supernet state dict has no {key!r}, which the {subnet.family} subnet needs")
     weight = supernet[key]
@@ -127,10 +133,43 @@ def max_subnet(family: str) -> "Subnet":
     return MobileNetSubnet(family, max(space.first_channels), max(space.last_channels), stages)
 
 
-def _model_shapes(subnet: "Subnet") -> dict[str, torch.Size]:
-    """State-dict shapes of the subnet's classifier, built on the meta device (no memory, no init)."""
-    from razorzoo.models.classifier import build_classifier_from_subnet
+def supernet_state_dict_shapes(family: str) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the family's classification supernet checkpoint (without ``architecture.``).
 
-    with torch.device("meta"):
-        model = build_classifier_from_subnet(subnet)
-    return {key: value.shape for key, value in model.state_dict().items()}
+    AttentiveNAS/OFA: the max subnet plus, for OFA, the ``trans_matrix_*`` of every searched depthwise conv.
+    SPOS: every candidate op of every block. Used to recognise supernet checkpoints.
+    """
+    if family == "spos":
+        return _spos_supernet_shapes()
+    space = SEARCH_SPACES[family]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key, shape in _model_shapes(max_subnet(family)).items():
+        shapes[key] = tuple(shape)
+        match = _BLOCK_KEY.fullmatch(key)
+        if family == "ofa" and match:
+            kernel_sizes = sorted(space.stages[int(match.group(1)) - 1].kernel_sizes)
+            for src, tar in zip(kernel_sizes[:0:-1], kernel_sizes[-2::-1]):
+                shapes[f"{key.removesuffix('weight')}trans_matrix_{src}to{tar}"] = (tar * tar, tar * tar)
+    return shapes
+
+
+def _spos_supernet_shapes() -> dict[str, tuple[int, ...]]:
+    space = SEARCH_SPACES["spos"]
+    per_op = [_model_shapes(SposSubnet(tuple((op,) * n for n in space.stage_blocks))) for op in space.ops]
+    shapes: dict[str, tuple[int, ...]] = {}
+    done = set()
+    for key, shape in per_op[0].items():
+        match = _SPOS_BLOCK.match(key)
+        if match is None:
+            shapes[key] = tuple(shape)
+        elif match.group(1) not in done:
+            done.add(match.group(1))
+            prefix = match.group(1) + "."
+            for op_shapes in per_op:  # candidates in upstream order, block by block
+                shapes.update((k, tuple(s)) for k, s in op_shapes.items() if k.startswith(prefix))
+    return shapes
+
+
+def _model_shapes(subnet: "Subnet") -> "OrderedDict[str, tuple[int, ...]]":
+    """State-dict shapes of the subnet's classifier, in model order (the same keys verification expects)."""
+    return model_keys(ArchSpec("classification", subnet)).shapes

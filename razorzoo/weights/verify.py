@@ -1,31 +1,33 @@
 """Check that a subnet YAML and a checkpoint describe the same architecture, and say how they differ in YAML terms.
 
 Upstream loads pretrained weights with ``strict=False``: a wrong YAML/weights pair silently leaves tensors at their
-init values (§7.13). :func:`verify_pair` compares the checkpoint with the keys, shapes and dtypes of the model the spec
+init values (docs/upstream.md §7.13). :func:`verify_pair` compares the checkpoint with the keys, shapes and dtypes of the model the spec
 builds (on the meta device: no memory, no init), then reads the architecture back from the weights' shapes (op
-names, kernel sizes, expand ratios, depths, widths; §2) to explain the differences as YAML choices. It also
-recognises supernet checkpoints, which conversion slices with :func:`razorzoo.weights.extract.extract_subnet` (§2.3).
+names, kernel sizes, expand ratios, depths, widths; docs/upstream.md §2) to explain the differences as YAML choices. It also
+recognises supernet checkpoints and slices them with :func:`razorzoo.weights.extract.extract_subnet` (docs/upstream.md §2.3). A report
+that is ``ok`` carries the aligned state dict (model keys, model order, sliced if it was a supernet): what conversion
+writes, so nothing is sliced or re-keyed twice.
 """
 from __future__ import annotations
 
-import functools
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from razorzoo.errors import PairMismatchError
 from razorzoo.arch.spec import ArchSpec
+from razorzoo.errors import PairMismatchError
+from razorzoo.weights.keys import model_keys, model_view
 
 if TYPE_CHECKING:
     import torch
 
     from razorzoo.weights.checkpoint import Checkpoint
 
-__all__ = ["PairReport", "ModelKeys", "model_keys", "model_view", "verify_pair"]
+__all__ = ["PairReport", "verify_pair", "detect_recipe"]
 
-# a head module name seen only in one upstream detector head (§6.3) -> the recipe whose head it is
+# a head module name seen only in one upstream detector head (docs/upstream.md §6.3) -> the recipe whose head it is
 _HEAD_SIGNATURES = {"rtm_cls": "rtmdet_tiny", "convs_pred": "yolov5_s", "stems": "yolov6_l_d12"}
 _MAX_LISTED = 5
 _FAMILY_NAMES = {"spos": "SPOS ShuffleNetV2", "attentive": "AttentiveNAS MobileNetV3", "ofa": "OFA MobileNetV3"}
@@ -33,7 +35,11 @@ _FAMILY_NAMES = {"spos": "SPOS ShuffleNetV2", "attentive": "AttentiveNAS MobileN
 
 @dataclass
 class PairReport:
-    """Result of :func:`verify_pair`. ``problems`` are sentences in YAML terms first, then raw key differences."""
+    """Result of :func:`verify_pair`. ``problems`` are sentences in YAML terms first, then raw key differences.
+
+    ``state_dict`` (only when ``ok``): the checkpoint's tensors under the model's keys, in model order, sliced out of
+    the supernet when ``is_supernet``; tied aliases each keep their own entry.
+    """
 
     problems: list[str] = field(default_factory=list)
     is_supernet: bool = False
@@ -41,6 +47,7 @@ class PairReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # key, YAML, weights
     notes: list[str] = field(default_factory=list)
+    state_dict: "OrderedDict[str, torch.Tensor] | None" = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -59,47 +66,12 @@ class PairReport:
             raise PairMismatchError(str(self))
 
 
-@dataclass(frozen=True)
-class ModelKeys:
-    """What a spec's model expects: state-dict keys in model order, their shapes/dtypes, and tied alias groups."""
-
-    shapes: "OrderedDict[str, tuple[int, ...]]"
-    dtypes: dict[str, "torch.dtype"]
-    tied: tuple[tuple[str, ...], ...]  # names sharing one tensor, in model order (RTMDet shared head convs)
-
-
-@functools.lru_cache(maxsize=16)
-def model_keys(spec: ArchSpec) -> ModelKeys:
-    """Build the spec's model on the meta device and record its state dict (cached: specs are immutable)."""
-    import torch
-
-    from razorzoo.builder import build_model
-
-    with torch.device("meta"):
-        state = build_model(spec).state_dict(keep_vars=True)
-    groups: dict[int, list[str]] = {}
-    for key, tensor in state.items():
-        groups.setdefault(id(tensor), []).append(key)
-    return ModelKeys(
-        shapes=OrderedDict((k, tuple(v.shape)) for k, v in state.items()),
-        dtypes={k: v.dtype for k, v in state.items()},
-        tied=tuple(tuple(g) for g in groups.values() if len(g) > 1),
-    )
-
-
-def model_view(spec: ArchSpec, state_dict: Mapping[str, Any]) -> "OrderedDict[str, Any]":
-    """The checkpoint entries under the model's key names: a backbone takes ``backbone.*`` of a classifier or
-    detector checkpoint (§3: upstream's ``Pretrained(prefix=...)``); other tasks use the keys as they are."""
-    if spec.task == "backbone" and any(k.startswith("backbone.") for k in state_dict):
-        return OrderedDict((k[len("backbone."):], v) for k, v in state_dict.items() if k.startswith("backbone."))
-    return OrderedDict(state_dict)
-
-
 def verify_pair(spec: ArchSpec, checkpoint: "str | Path | Checkpoint | Mapping[str, torch.Tensor]") -> PairReport:
     """Compare ``checkpoint`` (a path, a :class:`~razorzoo.weights.checkpoint.Checkpoint` or a state dict) with ``spec``.
 
     Returns a :class:`PairReport`; a supernet checkpoint of the spec's search space is ``ok`` with
-    ``is_supernet=True`` when the subnet extracted from it matches.
+    ``is_supernet=True`` when the subnet extracted from it matches. An ``ok`` report holds the aligned
+    ``state_dict``.
     """
     state_dict = _state_dict(checkpoint)
     report = PairReport()
@@ -128,7 +100,21 @@ def verify_pair(spec: ArchSpec, checkpoint: "str | Path | Checkpoint | Mapping[s
     dropped = len(state_dict) - len(view)
     if dropped:
         report.notes.append(f"the backbone uses {len(view)} of the checkpoint's {len(state_dict)} entries")
+    if report.ok:
+        report.state_dict = OrderedDict((k, view[k]) for k in expected.shapes)
     return report
+
+
+def detect_recipe(checkpoint: "str | Path | Checkpoint | Mapping[str, torch.Tensor]") -> str | None:
+    """The detector recipe whose head the checkpoint holds (from head module names), or ``None`` for no detector."""
+    state_dict = _state_dict(checkpoint)
+    found = _head_recipes(state_dict)
+    return found.pop() if len(found) == 1 else None
+
+
+def _head_recipes(state_dict: Mapping[str, Any]) -> set[str]:
+    return {recipe for name, recipe in _HEAD_SIGNATURES.items()
+            if any(k.startswith(f"bbox_head.head_module.{name}.") for k in state_dict)}
 
 
 def _state_dict(checkpoint: Any) -> Mapping[str, Any]:
@@ -154,8 +140,7 @@ def _task_problem(spec: ArchSpec, state_dict: Mapping[str, Any]) -> str | None:
         return (f"the checkpoint's backbone is {_FAMILY_NAMES[family]}, but the YAML is a subnet of "
                 f"{_FAMILY_NAMES[spec.subnet.family]}: pair the weights with a YAML of their search space")
     if spec.task == "detection":
-        found = {recipe for name, recipe in _HEAD_SIGNATURES.items()
-                 if any(k.startswith(f"bbox_head.head_module.{name}.") for k in state_dict)}
+        found = _head_recipes(state_dict)
         if found and spec.recipe not in found:
             return (f"the checkpoint holds a {', '.join(sorted(found))} detector head, but the spec uses the "
                     f"{spec.recipe} recipe: pass the detector the weights were trained with (--detector)")
@@ -163,7 +148,7 @@ def _task_problem(spec: ArchSpec, state_dict: Mapping[str, Any]) -> str | None:
 
 
 def _family(state_dict: Mapping[str, Any]) -> str | None:
-    """Search space of a checkpoint's backbone from its module names (§2.1, §2.2): SPOS keeps ``_candidates``;
+    """Search space of a checkpoint's backbone from its module names (docs/upstream.md §2.1, §2.2): SPOS keeps ``_candidates``;
     only AttentiveNAS blocks have ``shortcut`` convs."""
     if any("._candidates." in k for k in state_dict):
         return "spos"
@@ -172,7 +157,7 @@ def _family(state_dict: Mapping[str, Any]) -> str | None:
     return None
 
 
-# --- supernets (§2.3, §3) ------------------------------------------------------------------------------------------
+# --- supernets (docs/upstream.md §2.3, §3) ------------------------------------------------------------------------------------------
 
 def _is_supernet(spec: ArchSpec, state_dict: Mapping[str, Any]) -> bool:
     """SPOS: several candidate ops in one block. OFA: kernel transformation matrices. AttentiveNAS: every searched
@@ -200,7 +185,7 @@ def _is_supernet(spec: ArchSpec, state_dict: Mapping[str, Any]) -> bool:
     return not chosen_max
 
 
-# --- reading the architecture back from the weights (§2.1, §2.2) ---------------------------------------------------
+# --- reading the architecture back from the weights (docs/upstream.md §2.1, §2.2) ---------------------------------------------------
 
 _SPOS_BLOCK = re.compile(r"(?:^|\.)layers\.(\d+)\.(\d+)\._candidates\.(\w+?)\.")
 _MB_BLOCK = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)\.")

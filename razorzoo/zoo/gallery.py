@@ -2,24 +2,27 @@
 
 One self-contained ``index.html`` (sortable/filterable table, accuracy-vs-cost Pareto plots as inline SVG) plus one
 page per card. No server, no CDN, no network at view time: CSS and JS are inlined from ``gallery_assets/``, plots are
-drawn here in Python, and card prose goes through a small Markdown renderer that escapes all HTML first.
+drawn here in Python, and card prose goes through :func:`razorzoo.zoo.render.markdown_to_html`, which escapes all
+HTML first.
 """
 from __future__ import annotations
 
 import html
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from razorzoo import __version__
+from razorzoo.version import __version__
+from razorzoo.files import write_bytes_atomic
+from razorzoo.zoo.facts import key_facts
 from razorzoo.zoo.registry import Card, all_cards, pareto_front
+from razorzoo.zoo.render import inline_html, markdown_to_html
 
-__all__ = ["build_gallery", "render_markdown", "scatter_svg", "REFERENCES"]
+__all__ = ["build_gallery", "scatter_svg", "REFERENCES"]
 
 _ASSETS = Path(__file__).parent / "gallery_assets"
 FAMILY_COLORS = {"spos": "#1f77b4", "attentive": "#d62728", "ofa": "#2ca02c"}
@@ -57,11 +60,8 @@ def build_gallery(out_dir: str | os.PathLike) -> Path:
 
 
 def _write(path: Path, text: str) -> Path:
-    """Write via a temporary file and an atomic rename, so a reader never sees half a page."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write atomically, so a reader (or a web server) never sees half a page."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _page(title: str, body: str) -> str:
@@ -218,9 +218,7 @@ def scatter_svg(rows: list[dict[str, Any]], x: str, y: str, title: str,
 
 # -- card pages --------------------------------------------------------------------------------------------------
 def _card_page(card: Card) -> str:
-    from razorzoo.cli.browse import key_facts
-
-    facts = "".join(f"<tr><th>{html.escape(label)}</th><td>{_inline(value)}</td></tr>"
+    facts = "".join(f"<tr><th>{html.escape(label)}</th><td>{inline_html(value)}</td></tr>"
                     for label, value in key_facts(card))
     front = yaml.safe_dump(card.front_matter, sort_keys=False, allow_unicode=True, width=120)
     body = f"""<header><p><a href="../index.html">← all models</a></p>
@@ -228,85 +226,8 @@ def _card_page(card: Card) -> str:
 <main class="card">
 <table class="facts">{facts}</table>
 <article>
-{render_markdown(card.body)}
+{markdown_to_html(card.body)}
 </article>
 <details><summary>Card front matter (YAML)</summary><pre><code>{html.escape(front)}</code></pre></details>
 </main>"""
     return _page(f"{card.name} · razorzoo", body)
-
-
-_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s\"]+)\)")
-_BARE_URL = re.compile(r"(?<![\"=>])\b(https://[^\s<)\"]+)")
-
-
-def _inline(text: str) -> str:
-    """Escape, then apply code spans, links (http/https only), bold and italics."""
-    out, last = [], 0
-    for match in re.finditer(r"`([^`]+)`", text):  # code spans are escaped verbatim, no further markup
-        out.append(_inline_markup(text[last:match.start()]))
-        out.append(f"<code>{html.escape(match.group(1))}</code>")
-        last = match.end()
-    out.append(_inline_markup(text[last:]))
-    return "".join(out)
-
-
-def _inline_markup(text: str) -> str:
-    text = html.escape(text, quote=True)
-    text = _LINK.sub(lambda m: f"<a href=\"{m.group(2)}\">{m.group(1)}</a>", text)
-    text = _BARE_URL.sub(lambda m: f"<a href=\"{m.group(1)}\">{m.group(1)}</a>", text)
-    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<em>\1</em>", text)
-
-
-def render_markdown(markdown: str) -> str:
-    """The subset of Markdown the cards use (headings, paragraphs, lists, fenced code, pipe tables, inline code,
-    links, emphasis) as HTML. Raw HTML in the input is escaped, never passed through."""
-    blocks: list[str] = []
-    lines = markdown.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("```"):
-            language = line[3:].strip()
-            code = []
-            i += 1
-            while i < len(lines) and not lines[i].startswith("```"):
-                code.append(lines[i])
-                i += 1
-            cls = f" class=\"language-{html.escape(language)}\"" if language else ""
-            blocks.append(f"<pre><code{cls}>{html.escape(chr(10).join(code))}</code></pre>")
-            i += 1
-        elif re.match(r"^#{1,6} ", line):
-            level = min(len(line) - len(line.lstrip("#")) + 1, 6)  # the page's <h1> is the model name
-            blocks.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
-            i += 1
-        elif line.startswith("|"):
-            table = []
-            while i < len(lines) and lines[i].startswith("|"):
-                table.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
-                i += 1
-            rows = [r for r in table if not all(re.fullmatch(r":?-{3,}:?", c) for c in r)]
-            head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
-            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-            blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif re.match(r"^\s*([-*]|\d+\.) ", line):
-            ordered = bool(re.match(r"^\s*\d+\. ", line))
-            items: list[str] = []
-            while i < len(lines) and lines[i].strip():
-                if re.match(r"^\s*([-*]|\d+\.) ", lines[i]):
-                    items.append(re.sub(r"^\s*([-*]|\d+\.) ", "", lines[i]))
-                else:
-                    items[-1] += " " + lines[i].strip()
-                i += 1
-            tag = "ol" if ordered else "ul"
-            blocks.append(f"<{tag}>" + "".join(f"<li>{_inline(item)}</li>" for item in items) + f"</{tag}>")
-        elif not line.strip():
-            i += 1
-        else:
-            paragraph = []
-            while i < len(lines) and lines[i].strip() and not re.match(r"^(#{1,6} |```|\||\s*([-*]|\d+\.) )",
-                                                                       lines[i]):
-                paragraph.append(lines[i].strip())
-                i += 1
-            blocks.append(f"<p>{_inline(' '.join(paragraph))}</p>")
-    return "\n".join(blocks)

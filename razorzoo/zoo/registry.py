@@ -12,32 +12,37 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from razorzoo.arch.recipes import RECIPE_IDS as RECIPES, ClassifierPreprocess
+from razorzoo.arch.spec import CARD_TASKS as TASKS
+from razorzoo.arch.subnet import FAMILIES
+from razorzoo.bounded import MAX_YAML_BYTES, load_yaml, read_text, safe_repr
+from razorzoo.constants import extra_cards_dir
+from razorzoo.errors import CardError, RazorzooError, UnknownModelError
+from razorzoo.files import UnsafePathError, safe_join
 
-from razorzoo.errors import CardError, UnknownModelError
+MAX_CARD_CHARS = 2 * MAX_YAML_BYTES  # front matter plus prose; the zoo's cards are under 10 KB
 
-__all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "pareto_front", "CARDS_DIR", "TASKS",
-           "FAMILIES", "FLOP_UNITS", "METRICS"]
+__all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "pareto_front", "CARDS_DIR",
+           "TASKS", "FAMILIES", "FLOP_UNITS", "METRICS"]
 
 # In a checkout this is a symlink to the top-level cards/ (where maintainers edit them); wheels and sdists carry a copy.
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
-TASKS = ("classification", "detection", "supernet")
-FAMILIES = ("spos", "attentive", "ofa")
-RECIPES = ("yolov5_s", "yolov6_l_d12", "rtmdet_tiny")  # razorzoo.models.detector.RECIPES, kept torch-free here
-# FLOPs are multiply-accumulates (mmengine convention, §8: upstream "FLOPs" columns are MACs).
+# FLOPs are multiply-accumulates (mmengine convention, docs/upstream.md §8: upstream "FLOPs" columns are MACs).
 FLOP_UNITS = {"MAC": 1, "KMAC": 10**3, "MMAC": 10**6, "GMAC": 10**9}
 METRICS = ("top1", "top5", "box_ap")  # ImageNet top-1/top-5 accuracy (%), COCO val2017 box AP (%)
 
 _HASH = re.compile(r"^(?:[0-9a-f]{8}|[0-9a-f]{64})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# upstream config names hold '@'; no blanks, no controls, no bidi/invisible formatting (they make a name read as another)
+_ALIAS = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{1,200}")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)(.*)\Z", re.S)
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader makes `razorzoo list` 5x faster
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class FileRef:
     """A downloadable file: ``url`` plus ``sha256`` (64 hex, the 8-hex OpenMMLab file-name prefix, or ``None``).
 
     ``file`` is a copy shipped with the card (relative to ``cards/``); ``layout`` names the checkpoint layout;
-    ``extract_from`` names the supernet card whose weights this entry is sliced from (§2.3).
+    ``extract_from`` names the supernet card whose weights this entry is sliced from (docs/upstream.md §2.3).
     """
 
     url: str | None
@@ -80,7 +85,13 @@ class Card:
         """The subnet YAML shipped with the card (``None`` when the card ships none)."""
         if self.subnet is None or self.subnet.file is None or self.path is None:
             return None
-        return self.path.parent / self.subnet.file
+        return _subnet_file(self.path, self.subnet.file, str(self.path))
+
+    @property
+    def preprocessing(self) -> ClassifierPreprocess | None:
+        """A classification card's test pipeline (its ``preprocessing:`` block), typed; ``None`` for other cards."""
+        block = self.meta.get("preprocessing")
+        return ClassifierPreprocess.from_dict(block) if self.task == "classification" and block else None
 
     @property
     def num_params(self) -> int | None:
@@ -134,16 +145,16 @@ def parse_card(card: str | os.PathLike, *, source: str | None = None) -> Card:
     repo). Raises :class:`CardError` naming the card, the key and the problem."""
     if isinstance(card, str) and "\n" in card:
         text, path, where = card, None, source or "<card text>"
+        if len(text) > MAX_CARD_CHARS:
+            raise CardError(f"{where}: a card of {len(text)} characters is longer than the {MAX_CARD_CHARS} allowed")
     else:
         path = Path(card)
-        text, where = path.read_text(encoding="utf-8"), source or str(path)
+        where = source or str(path)
+        text = read_text(path, what=where, error=CardError, limit=MAX_CARD_CHARS)
     match = _FRONT_MATTER.match(text)
     if match is None:
         raise CardError(f"{where}: a card starts with YAML front matter between '---' lines")
-    try:
-        front = yaml.load(match.group(1), Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise CardError(f"{where}: the front matter is not valid YAML: {exc}") from None
+    front = load_yaml(match.group(1), what=f"{where}: the front matter", error=CardError)
     return _validate(front, match.group(2), path, where)
 
 
@@ -159,28 +170,37 @@ def _validate(front: Any, body: str, path: Path | None, where: str) -> Card:
             raise fail(f"razorzoo.{key}", "required key is missing")
     name = meta["name"]
     if not isinstance(name, str) or not _NAME.match(name):
-        raise fail("razorzoo.name", f"{name!r} is not a valid name (letters, digits, '_', '.', '-')")
+        raise fail("razorzoo.name", f"{safe_repr(name)} is not a valid name (letters, digits, '_', '.', '-')")
     if meta["task"] not in TASKS:
-        raise fail("razorzoo.task", f"{meta['task']!r} is not one of {', '.join(TASKS)}")
+        raise fail("razorzoo.task", f"{safe_repr(meta['task'])} is not one of {', '.join(TASKS)}")
     if meta["family"] not in FAMILIES:
-        raise fail("razorzoo.family", f"{meta['family']!r} is not one of {', '.join(FAMILIES)}")
+        raise fail("razorzoo.family", f"{safe_repr(meta['family'])} is not one of {', '.join(FAMILIES)}")
     recipe = meta.get("recipe")
     if (meta["task"] == "detection") != (recipe is not None):
         raise fail("razorzoo.recipe", "detection cards need a detector recipe, and only they take one")
     if recipe is not None and recipe not in RECIPES:
-        raise fail("razorzoo.recipe", f"{recipe!r} is not one of {', '.join(RECIPES)}")
+        raise fail("razorzoo.recipe", f"{safe_repr(recipe)} is not one of {', '.join(RECIPES)}")
     aliases = meta.get("aliases") or []
-    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
-        raise fail("razorzoo.aliases", "must be a list of non-empty strings")
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and _ALIAS.fullmatch(a) for a in aliases):
+        raise fail("razorzoo.aliases", "must be a list of names (up to 200 characters, no blanks, control or "
+                                       "invisible characters)")
+    tags = front.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise fail("tags", "must be a list of strings")
     if "subnet" not in meta:
         raise fail("razorzoo.subnet", "required key is missing (null for a supernet)")
     if meta["subnet"] is None and meta["task"] != "supernet":
         raise fail("razorzoo.subnet", "only supernet cards may have no subnet")
     subnet = None if meta["subnet"] is None else _file_ref(meta["subnet"], "razorzoo.subnet", fail)
     weights = _file_ref(meta["weights"], "razorzoo.weights", fail)
-    if path is not None and subnet is not None and subnet.file is not None and not (path.parent / subnet.file).is_file():
-        raise fail("razorzoo.subnet.file", f"{subnet.file!r} does not exist next to the card")
+    if path is not None and subnet is not None and subnet.file is not None:
+        _subnet_file(path, subnet.file, where)
     _validate_numbers(meta, fail)
+    if meta["task"] == "classification" and meta.get("preprocessing") is not None:
+        try:
+            ClassifierPreprocess.from_dict(meta["preprocessing"])
+        except RazorzooError as exc:
+            raise fail("razorzoo.preprocessing", str(exc)) from None
     return Card(
         name=name,
         task=meta["task"],
@@ -195,63 +215,87 @@ def _validate(front: Any, body: str, path: Path | None, where: str) -> Card:
     )
 
 
+def _subnet_file(card_path: Path, file: str, where: str) -> Path:
+    """The card's ``subnet.file`` under the card's directory; ``../``, absolute paths and symlinks that lead out
+    are refused (a card from ``RAZORZOO_CARDS`` or the Hub must not make razorzoo read ``/etc/passwd``).
+
+    A card in huggingface_hub's cache (``models--org--name/snapshots/<commit>/README.md``) names files that are
+    symlinks into the repo's ``blobs/``: there the repo folder is the root they must resolve under.
+    """
+    root = card_path.parent
+    if root.parent.name == "snapshots" and (root.parent.parent / "blobs").is_dir():
+        root = root.parent.parent
+    try:
+        path = safe_join(root, *card_path.parent.relative_to(root).parts, file, what="razorzoo.subnet.file")
+    except UnsafePathError as exc:
+        raise CardError(f"{where}: {exc}") from None
+    if not path.is_file():
+        raise CardError(f"{where}: razorzoo.subnet.file: {safe_repr(file)} does not exist next to the card")
+    return path
+
+
 def _file_ref(value: Any, key: str, fail) -> FileRef:
     if not isinstance(value, dict):
         raise fail(key, "must be a mapping with 'url' and 'sha256'")
-    unknown = set(value) - {"url", "sha256", "file", "layout", "extract_from"}
+    unknown = [k for k in value if k not in ("url", "sha256", "file", "layout", "extract_from")]
     if unknown:
-        raise fail(key, f"unknown keys {sorted(unknown)}")
+        raise fail(key, f"unknown keys {', '.join(safe_repr(k) for k in unknown[:5])}")
+    for name in ("file", "layout", "extract_from"):
+        if value.get(name) is not None and not isinstance(value[name], str):
+            raise fail(f"{key}.{name}", f"{safe_repr(value[name])} is not a string")
     url = value.get("url")
     if value.get("file") is not None and url is None:
         pass  # a file shipped with the card (e.g. in its Hub repo) needs no URL
     elif not isinstance(url, str) or not url.startswith("https://"):
-        raise fail(f"{key}.url", f"{url!r} is not an https URL")
+        raise fail(f"{key}.url", f"{safe_repr(url)} is not an https URL")
     if "sha256" not in value:
         raise fail(f"{key}.sha256", "required key is missing (null when no hash is known)")
     sha256 = value["sha256"]
     if sha256 is not None and not (isinstance(sha256, str) and _HASH.match(sha256)):
-        raise fail(f"{key}.sha256", f"{sha256!r} is neither 64 nor 8 lowercase hex digits nor null")
+        raise fail(f"{key}.sha256", f"{safe_repr(sha256)} is neither 64 nor 8 lowercase hex digits nor null")
     return FileRef(url, sha256, value.get("file"), value.get("layout"), value.get("extract_from"))
+
+
+def _finite(value: Any) -> bool:
+    """A real number (not a bool, not a string), neither NaN nor infinite: ``.nan`` would poison sorting,
+    ``--where`` and the Pareto front without a word."""
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 def _validate_numbers(meta: dict[str, Any], fail) -> None:
     num_params = meta.get("num_params")
-    if num_params is not None and (not isinstance(num_params, int) or num_params <= 0):
-        raise fail("razorzoo.num_params", f"{num_params!r} is not a positive integer (exact parameter count)")
+    if num_params is not None and (type(num_params) is not int or num_params <= 0):
+        raise fail("razorzoo.num_params",
+                   f"{safe_repr(num_params)} is not a positive integer (exact parameter count)")
     flops = meta.get("flops")
     if flops is not None:
         if not isinstance(flops, dict) or set(flops) != {"value", "unit", "input"}:
             raise fail("razorzoo.flops", "must be a mapping {value, unit, input}")
         if flops["unit"] not in FLOP_UNITS:
-            raise fail("razorzoo.flops.unit", f"{flops['unit']!r} is not one of {', '.join(FLOP_UNITS)}")
-        if not isinstance(flops["value"], (int, float)) or flops["value"] <= 0:
-            raise fail("razorzoo.flops.value", f"{flops['value']!r} is not a positive number")
+            raise fail("razorzoo.flops.unit", f"{safe_repr(flops['unit'])} is not one of {', '.join(FLOP_UNITS)}")
+        if not _finite(flops["value"]) or flops["value"] <= 0:
+            raise fail("razorzoo.flops.value", f"{safe_repr(flops['value'])} is not a positive finite number")
         shape = flops["input"]
-        if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(s, int) and s > 0 for s in shape)):
-            raise fail("razorzoo.flops.input", f"{shape!r} is not an input shape [N, C, H, W]")
+        if not (isinstance(shape, list) and len(shape) == 4 and all(type(s) is int and 0 < s <= 8192 for s in shape)):
+            raise fail("razorzoo.flops.input", f"{safe_repr(shape)} is not an input shape [N, C, H, W]")
     metrics = meta.get("metrics") or {}
     if not isinstance(metrics, dict):
         raise fail("razorzoo.metrics", "must be a mapping of metric name to percent")
     for metric, value in metrics.items():
         if metric not in METRICS:
-            raise fail(f"razorzoo.metrics.{metric}", f"unknown metric; expected one of {', '.join(METRICS)}")
-        if not isinstance(value, (int, float)) or not 0 < value <= 100:
-            raise fail(f"razorzoo.metrics.{metric}", f"{value!r} is not a percentage")
+            raise fail("razorzoo.metrics", f"unknown metric {safe_repr(metric)}; expected one of {', '.join(METRICS)}")
+        if not _finite(value) or not 0 < value <= 100:
+            raise fail(f"razorzoo.metrics.{metric}", f"{safe_repr(value)} is not a percentage")
 
 
 def _card_dirs() -> tuple[Path, ...]:
-    try:
-        from razorzoo.constants import extra_cards_dir
-    except ImportError:  # constants.py not written yet: read the variable directly
-        extra = os.environ.get("RAZORZOO_CARDS") or None
-    else:
-        extra = extra_cards_dir()
     dirs = [CARDS_DIR]
+    extra = extra_cards_dir()
     if extra:
-        extra = Path(extra).expanduser()
-        if not extra.is_dir():
-            raise CardError(f"RAZORZOO_CARDS={str(extra)!r} is not a directory of card files (*.md)")
-        dirs.append(extra)
+        extra_dir = Path(extra).expanduser()
+        if not extra_dir.is_dir():
+            raise CardError(f"RAZORZOO_CARDS={safe_repr(str(extra_dir), 300)} is not a directory of card files (*.md)")
+        dirs.append(extra_dir)
     return tuple(dirs)
 
 
@@ -271,7 +315,8 @@ def _load(files: tuple[tuple[str, int], ...]) -> tuple[dict[str, Card], dict[str
         for key in (card.name, *card.aliases):
             other = index.get(key.lower())
             if other is not None and other != card.name:
-                raise CardError(f"{card.path}: {key!r} is already the name or an alias of {other!r} "
+                raise CardError(f"{card.path}: {safe_repr(key)} is already the name or an alias of "
+                                f"{safe_repr(other)} "
                                 f"({cards[other].path}); names and aliases must be unique")
             index[key.lower()] = card.name
     return cards, index
@@ -291,7 +336,7 @@ def list_models(pattern: str = "*", *, task: str | None = None) -> list[str]:
     """Registered model names matching ``pattern`` (fnmatch wildcards, case-insensitive; aliases match too and
     resolve to their canonical name), optionally only those of one ``task``."""
     if task is not None and task not in TASKS:
-        raise CardError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        raise CardError(f"unknown task {safe_repr(task)}; expected one of {', '.join(TASKS)}")
     cards, index = _registry()
     pattern = pattern.lower()
     names = {name for key, name in index.items() if fnmatch.fnmatchcase(key, pattern)}
@@ -305,8 +350,8 @@ def get_card(name: str) -> Card:
     if canonical is None:
         close = difflib.get_close_matches(name.lower(), list(index), n=3, cutoff=0.5)
         suggestions = dict.fromkeys(index[c] for c in close)  # several aliases may name one model
-        hint = f"; did you mean {', '.join(map(repr, suggestions))}?" if close else ""
-        raise UnknownModelError(f"unknown model {name!r}{hint} (razorzoo list shows all {len(cards)} models)")
+        hint = f"; did you mean {', '.join(map(safe_repr, suggestions))}?" if close else ""
+        raise UnknownModelError(f"unknown model {safe_repr(name)}{hint} (razorzoo list shows all {len(cards)} models)")
     return cards[canonical]
 
 

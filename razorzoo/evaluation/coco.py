@@ -1,0 +1,225 @@
+"""COCO box AP of a detector under MMYOLO's test protocol, scored by pycocotools.
+
+The protocol (docs/upstream.md §6.1, §7.23): the recipe's test pipeline on each image, with ``BatchShapePolicy``
+canvases for the letterbox (YOLOv5/YOLOv6) recipes and none for RTMDet; the recipe's ``test_cfg`` (score threshold
+0.001, ...); boxes rescaled to the original image, written as ``[x, y, w, h]`` with the annotation file's category
+ids; scored by ``pycocotools.COCOeval`` restricted to the evaluated images and the model's categories.
+
+``pycocotools`` is the evaluator mmdet's ``CocoMetric`` itself runs, so the numbers are comparable with upstream logs
+without a second implementation to trust. Its ``summarize()`` computes AP50/AP75/AP_small/medium/large at
+``maxDets[2]``; the standard ``maxDets = [1, 10, 100]`` gives all six at 100 detections per image. MMYOLO's configs
+set ``proposal_nums=(100, 1, 10)``, so their logs show those five at 10 detections: ``mmyolo_maxdets=True``
+reproduces that.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from razorzoo.bounded import safe_repr
+from razorzoo.errors import DatasetError, RazorzooError
+from razorzoo.files import write_json_atomic
+
+__all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "CocoResult", "read_coco",
+           "category_ids", "coco_stats", "evaluate_coco"]
+
+STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")  # COCOeval.stats[0:6]
+STANDARD_MAXDETS = (1, 10, 100)
+MMYOLO_MAXDETS = (100, 1, 10)  # mmdet CocoMetric(proposal_nums=(100, 1, 10)) in the three detector configs
+_LISTED_MISSING = 5  # missing images named in the error; the rest are counted
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    """One ``images`` entry of the annotation file and where its file is."""
+
+    id: int
+    file_name: str
+    width: int
+    height: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class CocoResult:
+    """What :func:`evaluate_coco` measured. ``stats`` holds :data:`STAT_NAMES` as fractions (0.38, not 38.0)."""
+
+    stats: dict[str, float]
+    num_images: int
+    num_detections: int
+    seconds_per_image: float
+    maxdets: tuple[int, int, int]
+    skipped: tuple[str, ...] = field(default=(), repr=False)  # file names of missing images left out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.stats, "images": self.num_images, "detections": self.num_detections,
+                "seconds_per_image": self.seconds_per_image, "maxdets": list(self.maxdets),
+                "skipped_images": len(self.skipped)}
+
+
+def _fail(ann_file: Path, problem: str) -> DatasetError:
+    return DatasetError(f"{str(ann_file)!r} is not a COCO detection annotation file: {problem} "
+                        "(expected instances_*.json with 'images', 'annotations' and 'categories')")
+
+
+def _read_json(ann_file: Path) -> dict[str, Any]:
+    if not ann_file.is_file():
+        raise DatasetError(f"annotation file not found: {str(ann_file)!r} (pass the path of instances_val2017.json)")
+    try:
+        data = json.loads(ann_file.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _fail(ann_file, f"not valid JSON ({safe_repr(str(exc))})") from None
+    if not isinstance(data, dict):
+        raise _fail(ann_file, f"the top level is {safe_repr(data)}, not an object")
+    required = {"images": ("id", "file_name", "width", "height"), "categories": ("id", "name"),
+                "annotations": ("id", "image_id", "category_id", "bbox", "area", "iscrowd")}
+    for key, fields in required.items():
+        entries = data.get(key)
+        if not isinstance(entries, list):
+            raise _fail(ann_file, f"{key!r} is {'missing' if entries is None else safe_repr(entries)}, not a list")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or any(f not in entry for f in fields):
+                raise _fail(ann_file, f"{key}[{i}] lacks one of {list(fields)}")
+    return data
+
+
+def read_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, limit: int | None = None,
+              skip_missing: bool = False) -> tuple[dict[str, Any], list[CocoImage], tuple[str, ...]]:
+    """The annotation file's data, the images to evaluate (file order, first ``limit``) and the missing ones skipped.
+
+    Images missing from ``images_dir`` are an error that lists them, unless ``skip_missing``.
+    """
+    ann_file, images_dir = Path(ann_file), Path(images_dir)
+    data = _read_json(ann_file)
+    if not images_dir.is_dir():
+        raise DatasetError(f"image folder not found: {str(images_dir)!r} (pass the folder holding val2017/*.jpg)")
+    entries = data["images"][:limit] if limit is not None else data["images"]
+    if not entries:
+        raise DatasetError(f"{str(ann_file)!r} lists no images")
+    images, missing = [], []
+    for entry in entries:
+        image = CocoImage(int(entry["id"]), str(entry["file_name"]), int(entry["width"]), int(entry["height"]),
+                          images_dir / str(entry["file_name"]))
+        (images if image.path.is_file() else missing).append(image)
+    if missing and not skip_missing:
+        names = ", ".join(safe_repr(m.file_name) for m in missing[:_LISTED_MISSING])
+        more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
+        raise DatasetError(f"{len(missing)} of {len(entries)} images are missing from {str(images_dir)!r}: "
+                           f"{names}{more}; pass --skip-missing (skip_missing=True) to evaluate the others")
+    if not images:
+        raise DatasetError(f"none of the {len(entries)} images is in {str(images_dir)!r}")
+    return data, images, tuple(m.file_name for m in missing)
+
+
+def category_ids(class_names: Sequence[str], data: dict[str, Any]) -> list[int]:
+    """The annotation file's category id of each class name (``-1`` where the file has no such category)."""
+    by_name = {c["name"]: int(c["id"]) for c in data["categories"]}
+    ids = [by_name.get(name, -1) for name in class_names]
+    if all(i < 0 for i in ids):
+        raise DatasetError("no category of the annotation file has the name of a class of this model "
+                           f"(file: {safe_repr([c['name'] for c in data['categories']])})")
+    return ids
+
+
+def _pycocotools() -> tuple[type, type]:
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise RazorzooError("COCO evaluation needs pycocotools: pip install 'razorzoo[coco]'") from None
+    return COCO, COCOeval
+
+
+def coco_stats(data: dict[str, Any], results: list[dict[str, Any]], *, image_ids: Sequence[int] | None = None,
+               category_ids: Sequence[int] | None = None, maxdets: Sequence[int] = STANDARD_MAXDETS
+               ) -> dict[str, float]:
+    """``COCOeval(..., "bbox")`` of ``results`` (COCO results-file entries) against ``data``: :data:`STAT_NAMES`.
+
+    ``image_ids``/``category_ids`` restrict the evaluation (default: all in ``data``); ``maxdets`` is
+    ``COCOeval.params.maxDets`` (:data:`MMYOLO_MAXDETS` for MMYOLO's logged AP50...AP_large).
+    """
+    COCO, COCOeval = _pycocotools()
+    if not results:  # loadRes refuses an empty list; nothing detected scores 0
+        return {name: 0.0 for name in STAT_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        gt = COCO()
+        gt.dataset = data
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = list(image_ids)
+        if category_ids is not None:
+            evaluator.params.catIds = [i for i in category_ids if i >= 0]
+        evaluator.params.maxDets = list(maxdets)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats[:6])}
+
+
+def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, batch: int = 1,
+                  workers: int = 0, limit: int | None = None, skip_missing: bool = False,
+                  save_json: str | os.PathLike | None = None, mmyolo_maxdets: bool = False,
+                  progress: bool | None = None) -> CocoResult:
+    """Box AP of ``model`` (a detector from ``load_detector``, any backend) on a COCO-format dataset.
+
+    Args:
+        ann_file: ``instances_val2017.json`` or any COCO detection annotation file.
+        images_dir: folder holding the ``file_name`` of each image.
+        batch: images per forward pass; only canvases of the same size are batched, so results do not depend on it.
+        workers: threads decoding and resizing images ahead of the model.
+        limit: evaluate the first ``limit`` images of the file. skip_missing: leave out images not on disk.
+        save_json: write the COCO results list there (also, valid, with what was done if interrupted).
+        mmyolo_maxdets: ``maxDets = (100, 1, 10)`` as MMYOLO's logs; default the standard ``(1, 10, 100)``.
+    """
+    from tqdm.auto import tqdm
+
+    from razorzoo.arch.recipes import Letterbox
+    from razorzoo.detection.transforms import load_image
+    from razorzoo.evaluation.batch_shapes import batch_shape
+    from razorzoo.evaluation.engine import (batches, check_batching, detect, detection_transform, prefetch, prepare,
+                                            show_progress)
+
+    check_batching(batch, workers, limit)
+    _pycocotools()  # before hours of inference, not after
+    data, images, skipped = read_coco(ann_file, images_dir, limit=limit, skip_missing=skip_missing)
+    ids = category_ids(model.recipe.class_names, data)
+    transform = detection_transform(model)
+    resize = transform.resize
+    shapes = {image.id: batch_shape(image.width, image.height, img_size=resize.size)
+              for image in images} if isinstance(resize, Letterbox) else {}
+    # images of one canvas size next to each other (first-seen order), so batches never mix sizes
+    first_seen: dict[Any, int] = {}
+    for i, image in enumerate(images):
+        first_seen.setdefault(shapes.get(image.id), i)
+    order = sorted(images, key=lambda image: first_seen[shapes.get(image.id)])
+
+    def load(image: CocoImage):
+        array = load_image(image.path)
+        if array.shape[:2] != (image.height, image.width):
+            raise DatasetError(f"{str(image.path)!r} is {array.shape[1]}x{array.shape[0]} pixels but the "
+                               f"annotation file says {image.width}x{image.height}")
+        return (image, *prepare(array, transform, shapes.get(image.id)))
+
+    results: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    try:
+        with tqdm(total=len(order), unit="img", desc="val", disable=not show_progress(progress)) as bar:
+            for group in batches(prefetch(load, order, workers), batch):
+                found = detect(model, transform, [c for _, c, _ in group], [m for _, _, m in group])
+                for (image, _, _), detections in zip(group, found):
+                    results.extend(r for r in detections.to_coco(image.id, ids) if r["category_id"] >= 0)
+                bar.update(len(group))
+    finally:
+        if save_json is not None:  # what was done so far, even on Ctrl-C
+            write_json_atomic(save_json, results)
+    elapsed = time.perf_counter() - start
+    maxdets = MMYOLO_MAXDETS if mmyolo_maxdets else STANDARD_MAXDETS
+    stats = coco_stats(data, results, image_ids=[image.id for image in images], category_ids=ids, maxdets=maxdets)
+    return CocoResult(stats, len(images), len(results), elapsed / len(images), maxdets, skipped)

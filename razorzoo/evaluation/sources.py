@@ -1,0 +1,159 @@
+"""Where images come from: folders, globs, list files and videos, streamed through a detector in batches.
+
+:func:`predict_stream` is the streaming form of ``Detector.predict``: it decodes and resizes ahead of the model on a
+thread pool, batches equal-size canvases, and yields ``(item, detections)`` as each batch finishes, so memory stays
+flat on a folder of 100,000 images or an hour of video and an interruption keeps everything already yielded.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from razorzoo.bounded import safe_repr
+from razorzoo.errors import DatasetError
+
+if TYPE_CHECKING:
+    from razorzoo.detection.transforms import ImageMeta
+
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_images", "check_missing", "read_video", "iter_source",
+           "predict_stream"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+_LISTED_MISSING = 5
+
+
+class Frame(NamedTuple):
+    """One decoded video frame (``image`` is ``H x W x 3`` uint8 BGR, as ``predict`` takes it)."""
+
+    video: str
+    index: int
+    image: np.ndarray
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """The image files (by suffix) of ``folder``, and of its subfolders with ``recursive``, sorted by path; may be
+    empty (callers say what they expected there)."""
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(path for path in found if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+
+
+def check_missing(paths: Sequence[Path], where: Any, *, skip_missing: bool) -> set[Path]:
+    """The ``paths`` that are files; a missing one is an error naming the first few, unless ``skip_missing``."""
+    present = {path for path in paths if path.is_file()}
+    missing = [path for path in paths if path not in present]
+    if missing and not skip_missing:
+        names = ", ".join(safe_repr(str(path)) for path in missing[:_LISTED_MISSING])
+        more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
+        raise DatasetError(f"{len(missing)} of {len(paths)} images listed in {str(where)!r} are missing: "
+                           f"{names}{more}; pass --skip-missing (skip_missing=True) to use the others")
+    return present
+
+
+def read_video(path: str | os.PathLike) -> Iterator[Frame]:
+    """The frames of a video file, decoded by OpenCV; an unreadable file fails before the first frame."""
+    import cv2
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise DatasetError(f"video file not found: {path!r}")
+    capture = cv2.VideoCapture(path)
+    ok, frame = capture.read() if capture.isOpened() else (False, None)
+    if not ok:
+        capture.release()
+        raise DatasetError(f"cannot read video {path!r}: OpenCV decodes no frame from it (corrupt file, or a codec "
+                           "this OpenCV build lacks; convert it with ffmpeg -i IN -c:v libx264 OUT.mp4)")
+    return _frames(capture, path, frame)
+
+
+def _frames(capture: Any, path: str, first: np.ndarray) -> Iterator[Frame]:
+    try:
+        index, frame, ok = 0, first, True
+        while ok:
+            yield Frame(path, index, frame)
+            index += 1
+            ok, frame = capture.read()
+    finally:
+        capture.release()
+
+
+def _folder(path: Path) -> list[str]:
+    files = [str(p) for p in list_images(path)]
+    if not files:
+        raise DatasetError(f"no images in folder {str(path)!r} (looked for {', '.join(IMAGE_SUFFIXES)} files)")
+    return files
+
+
+def _list_file(path: Path, skip_missing: bool) -> list[str]:
+    """Paths listed one per line; relative ones are relative to the list file's folder."""
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    paths = [Path(os.path.normpath(path.parent / line)) for line in lines if line and not line.startswith("#")]
+    if not paths:
+        raise DatasetError(f"the list file {str(path)!r} names no images")
+    present = check_missing(paths, path, skip_missing=skip_missing)
+    return [str(p) for p in paths if p in present]
+
+
+def iter_source(source: Any, *, skip_missing: bool = False) -> tuple[Iterable[Any], int | None]:
+    """The items of ``source`` and how many there are (``None`` for a video).
+
+    ``source`` is a folder (its image files, sorted, not recursive), a glob pattern (``"data/**/*.jpg"``), a ``.txt``
+    file of paths, a video file (:class:`Frame` items), a single image, or a list/tuple of images (paths, PIL images
+    or BGR arrays) used as is. Problems (an empty folder, a glob matching nothing, an unreadable video, listed files
+    that are missing) are :class:`~razorzoo.errors.DatasetError`\\ s raised here, before any model runs.
+    """
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise DatasetError("no images given")
+        return source, len(source)
+    if not isinstance(source, (str, os.PathLike)):
+        return [source], 1
+    path = Path(source)
+    if path.is_dir():
+        items = _folder(path)
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
+        return read_video(path), None
+    elif path.suffix.lower() == ".txt" and path.is_file():
+        items = _list_file(path, skip_missing)
+    elif glob.has_magic(str(source)) and not path.exists():
+        items = sorted(p for p in glob.glob(str(source), recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        if not items:
+            raise DatasetError(f"the pattern {safe_repr(str(source))} matches no image files")
+    else:
+        items = [str(source)]
+    return items, len(items)
+
+
+def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2, score_thr: float | None = None,
+                   iou_thr: float | None = None, max_det: int | None = None, skip_missing: bool = False,
+                   progress: bool | None = None) -> Iterator[tuple[Any, Any]]:
+    """``(item, detections)`` for every image of ``source`` (see :func:`iter_source`), in order, batch by batch.
+
+    ``item`` is the image path for files, a :class:`Frame` for video frames, the object itself for in-memory
+    images. Each detection set equals ``model.predict(image, ...)`` of that image (up to float summation order):
+    the inference canvas and the recipe's ``test_cfg`` (``score_thr``... override it). ``workers`` threads decode
+    and resize ahead of the model; ``model`` is any detector with ``recipe``, a call on a batch and ``postprocess``.
+    """
+    from tqdm.auto import tqdm
+
+    from razorzoo.evaluation.engine import (batches, check_batching, detect, detection_transform, prefetch, prepare,
+                                            show_progress)
+
+    check_batching(batch, workers)
+    items, total = iter_source(source, skip_missing=skip_missing)
+    transform = detection_transform(model)
+
+    def load(item: Any) -> tuple[Any, np.ndarray, "ImageMeta"]:
+        return (item, *prepare(item.image if isinstance(item, Frame) else item, transform))
+
+    with tqdm(total=total, unit="img", desc="predict", disable=not show_progress(progress)) as bar:
+        for group in batches(prefetch(load, items, workers), batch):
+            found = detect(model, transform, [canvas for _, canvas, _ in group], [meta for _, _, meta in group],
+                           score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+            bar.update(len(group))
+            yield from zip((item for item, _, _ in group), found)

@@ -1,0 +1,169 @@
+"""Streaming prediction: folders, globs, list files and videos, in Python and in ``razorzoo predict``.
+
+Budget ~40 s: RTMDet-tiny (the smallest detector; its resize-and-pad recipe complements the letterbox one that
+tests/test_val_coco.py covers) on a 3-frame clip and two photos.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import razorzoo
+from fixture_rule import rule_state_dict
+from razorzoo.bounded import InputError
+from razorzoo.cli import main
+from razorzoo.detection.results import Detections
+from razorzoo.errors import DatasetError
+from razorzoo.evaluation.sources import Frame, iter_source, predict_stream
+from val_data import converted_model, generated_image, interrupt_cli, unmatched, write_images
+
+MODEL = "rtmdet_tiny-ofa_lat31"
+
+
+@pytest.fixture(scope="module")
+def detector():
+    model = razorzoo.build_detector(MODEL)
+    model.load_state_dict(rule_state_dict(MODEL), strict=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    return converted_model(MODEL, tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    arrays = write_images(folder)
+    for name in ("astronaut.png", "portrait.png"):  # two images are enough for the folder tests
+        (folder / name).unlink()
+    return folder, {name: arrays[name] for name in ("chelsea.png", "rocket.jpg")}
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """A 3-frame MJPEG clip written with OpenCV, and the frames as OpenCV decodes them (JPEG is lossy)."""
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (320, 240))
+    for seed in range(3):
+        writer.write(generated_image(320, 240, seed=seed))
+    writer.release()
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 3
+    return path, frames
+
+
+def test_video_frames_equal_per_image_predict(detector, video):
+    path, frames = video
+    streamed = list(predict_stream(detector, path, batch=2, workers=1, progress=False))
+    assert [item.index for item, _ in streamed] == [0, 1, 2]
+    for (item, found), frame in zip(streamed, frames):
+        assert isinstance(item, Frame) and item.video == str(path) and np.array_equal(item.image, frame)
+        expected = detector.predict(frame)
+        assert len(found) == len(expected) > 0 and unmatched(found, expected) == 0
+
+
+class DetectorAPI:
+    """Only what razorzoo.evaluation may use of a detector (``recipe``, a call, ``postprocess``), not an
+    ``nn.Module``: how an exported model on another runtime looks to it."""
+
+    def __init__(self, detector):
+        self.recipe, self._detector = detector.recipe, detector
+
+    def __call__(self, batch):
+        return self._detector(batch)
+
+    def postprocess(self, raw, metas, **thresholds):
+        return self._detector.postprocess(raw, metas, **thresholds)
+
+
+def test_any_object_with_the_detector_api_streams_like_predict(detector, photos):
+    folder, arrays = photos
+    ((item, found),) = predict_stream(DetectorAPI(detector), [arrays["rocket.jpg"]], workers=0, max_det=50,
+                                      progress=False)
+    expected = detector.predict(arrays["rocket.jpg"], max_det=50)
+    assert item is arrays["rocket.jpg"] and len(found) == len(expected) == 50 and unmatched(found, expected) == 0
+
+
+def test_folder_glob_and_list_file_name_the_same_images(photos, tmp_path):
+    folder, _ = photos
+    expected = [str(folder / "chelsea.png"), str(folder / "rocket.jpg")]
+    assert list(iter_source(folder)[0]) == expected
+    assert list(iter_source(str(folder / "*.*"))[0]) == expected
+    (folder / "notes.md").write_text("not an image")  # ignored by folders and globs
+    assert list(iter_source(folder)[0]) == expected
+    listing = tmp_path / "images.txt"
+    listing.write_text(f"# a comment\n{folder / 'chelsea.png'}\n\n{os.path.relpath(folder / 'rocket.jpg', tmp_path)}\n")
+    assert list(iter_source(listing)[0]) == expected
+    listing.write_text(f"{folder / 'chelsea.png'}\n{folder / 'gone.png'}\n")
+    with pytest.raises(DatasetError, match=r"1 of 2 images listed .* missing: '.*gone.png'.*--skip-missing"):
+        iter_source(listing)
+    assert list(iter_source(listing, skip_missing=True)[0]) == [str(folder / "chelsea.png")]
+
+
+def test_cli_predict_folder_saves_json_csv_and_drawings(detector, converted, photos, tmp_path, capsys):
+    folder, arrays = photos
+    out = tmp_path / "out"
+    assert main(["predict", str(converted), str(folder), "--batch", "2", "--save-json", str(out / "d.json"),
+                 "--save-csv", str(out / "d.csv"), "--save-dir", str(out / "drawn")]) == 0
+    summary = capsys.readouterr().out.splitlines()
+    saved = json.loads((out / "d.json").read_text())
+    rows = list(csv.DictReader((out / "d.csv").open()))
+    assert summary[0].startswith(f"2 images, {len(saved)} detections")
+    assert len(rows) == len(saved)
+    assert sorted(p.name for p in (out / "drawn").iterdir()) == ["chelsea.png", "rocket.png"]
+    for name, array in arrays.items():
+        mine = [r for r in saved if r["image"] == str(folder / name)]
+        boxes = np.array([r["bbox"] for r in mine], dtype=np.float32)
+        boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
+        found = Detections(torch.from_numpy(boxes), torch.tensor([r["score"] for r in mine]),
+                           torch.tensor([detector.class_names.index(r["category"]) for r in mine]),
+                           detector.class_names)
+        expected = detector.predict(array)
+        assert len(found) == len(expected) > 0 and unmatched(found, expected) == 0
+
+
+def _error(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("razorzoo: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_bad_sources_are_one_line_errors(detector, converted, tmp_path, capsys):
+    with pytest.raises(InputError, match="batch must be >= 1, not 0"):
+        next(predict_stream(detector, [np.zeros((8, 8, 3), np.uint8)], batch=0))
+    (tmp_path / "empty").mkdir()
+    assert "no images in folder" in _error(capsys, "predict", str(converted), str(tmp_path / "empty"))
+    (tmp_path / "broken.mp4").write_bytes(b"this is not a video" * 100)
+    err = _error(capsys, "predict", str(converted), str(tmp_path / "broken.mp4"))
+    assert "cannot read video" in err and "broken.mp4" in err
+    assert "video file not found" in _error(capsys, "predict", str(converted), str(tmp_path / "gone.avi"))
+    assert "matches no image files" in _error(capsys, "predict", str(converted), str(tmp_path / "nothing" / "*.jpg"))
+    assert "--batch" in _error(capsys, "predict", str(converted), str(tmp_path / "empty"), "--batch", "0")
+
+
+def test_ctrl_c_leaves_a_valid_partial_json(converted, photos, tmp_path):
+    folder, arrays = photos
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), arrays["chelsea.png"])
+    saved = tmp_path / "partial.json"
+    code, err = interrupt_cli(["predict", str(converted), str(tmp_path), "--batch", "1", "--workers", "0",
+                               "--save-json", str(saved)], b"2/6")
+    assert code == 130 and b"razorzoo: interrupted" in err
+    done = {r["image"] for r in json.loads(saved.read_text())}
+    assert 2 <= len(done) < 6 and done <= {str(tmp_path / f"img{i}.png") for i in range(6)}

@@ -1,0 +1,255 @@
+"""``razorzoo val`` on COCO: MMYOLO's batch shapes, the saved predictions, and AP as pycocotools computes it.
+
+The dataset is built here (tests/val_data.py); its ground truth is the top detections of the fixture-weight model
+plus one box it does not find, so AP lands strictly between 0 and 1 and a wrong score or box would move it.
+Budget: ~40 s (each full pass over the 4 images is ~5 s of YOLOv5 on one thread).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+import razorzoo
+from fixture_rule import rule_state_dict
+from razorzoo.cli import main
+from razorzoo.detection.transforms import ImageMeta
+from razorzoo.evaluation.batch_shapes import batch_shape, letterbox_to_batch_shape
+from razorzoo.evaluation.coco import coco_stats, evaluate_coco, read_coco
+from val_data import GENERATED, PHOTOS, SHAPES, coco_file, converted_model, interrupt_cli, write_images
+
+MODEL = "yolov5s-spos_0.33M"  # a letterbox recipe: the one with batch shapes
+STATS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+
+
+@pytest.fixture(scope="module")
+def detector():
+    model = razorzoo.build_detector(MODEL)
+    model.load_state_dict(rule_state_dict(MODEL), strict=True)
+    return model
+
+
+def hand_predict(detector, image: np.ndarray, canvas: tuple[int, int]):
+    """YOLOv5KeepRatioResize(640) + LetterResize onto ``canvas`` written out from the upstream description, then
+    ``Detector.forward`` / ``postprocess``: what ``Detector.predict`` would give on that batch shape."""
+    h, w = image.shape[:2]
+    r = 640 / max(h, w)
+    nw, nh = int(w * r), int(h * r)
+    if r != 1:
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
+    pad_h, pad_w = canvas[0] - nh, canvas[1] - nw
+    top, left = int(round(pad_h // 2 - 0.1)), int(round(pad_w // 2 - 0.1))
+    image = cv2.copyMakeBorder(image, top, pad_h - top, left, pad_w - left, cv2.BORDER_CONSTANT, value=(114,) * 3)
+    batch = torch.from_numpy(image[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    meta = ImageMeta(ori_shape=(h, w), img_shape=canvas, scale_factor=(nw / w, nh / h), batch_input_shape=canvas,
+                     pad_param=(top, pad_h - top, left, pad_w - left))
+    with torch.no_grad():
+        return detector.postprocess(detector(batch), [meta])[0]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, detector):
+    """Images, the hand-computed predictions, and an annotation file whose GT is 3 of them plus a missed box."""
+    root = tmp_path_factory.mktemp("coco")
+    arrays = write_images(root / "images")
+    expected, boxes = {}, {}
+    for name, array in arrays.items():
+        expected[name] = hand_predict(detector, array, SHAPES[name])
+        top = expected[name][:3]
+        xywh = [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in top.boxes.tolist()]
+        boxes[name] = [*zip(top.names, xywh), ("person", [1.0, 2.0, 30.0, 40.0])]
+    data = coco_file(root / "instances.json", boxes)
+    return root, data, expected
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    return converted_model(MODEL, tmp_path_factory.mktemp("model"))
+
+
+def _by_image(results: list[dict]) -> dict[int, list[dict]]:
+    grouped: dict[int, list[dict]] = {}
+    for r in results:
+        grouped.setdefault(r["image_id"], []).append(r)
+    return grouped
+
+
+def _clear_of_cutoff(expected: list[dict], found: list[dict]) -> list[dict]:
+    """The expected results scoring clearly above the lowest score kept: which of several near-equal scores make
+    the max_per_img cut depends on float summation order, the rest of the set does not."""
+    lowest = min(r["score"] for r in found)
+    return [e for e in expected if e["score"] > lowest + 1e-4]
+
+
+def _unmatched(found: list[dict], expected: list[dict], box_tol: float = 1e-2, score_tol: float = 1e-4) -> int:
+    """Expected COCO results without a one-to-one partner in ``found`` (same category, close score and box)."""
+    used = [False] * len(found)
+    missing = 0
+    for e in expected:
+        for i, f in enumerate(found):
+            if (not used[i] and f["category_id"] == e["category_id"] and abs(f["score"] - e["score"]) <= score_tol
+                    and max(abs(a - b) for a, b in zip(f["bbox"], e["bbox"])) <= box_tol):
+                used[i] = True
+                break
+        else:
+            missing += 1
+    return missing
+
+
+def _pycocotools(ann_file, results_file, max_dets=(1, 10, 100)) -> list[float]:
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann_file))
+        ev = COCOeval(gt, gt.loadRes(str(results_file)), "bbox")
+        ev.params.maxDets = list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(v) for v in ev.stats[:6]]
+
+
+@pytest.mark.parametrize(("width", "height", "canvas"), [
+    (640, 480, (512, 672)),  # 480/640*20 + .5 = 15.5 -> 16 * 32
+    (480, 640, (672, 512)),  # portrait: the transpose
+    (640, 320, (352, 672)),  # 10.5 -> 11: the half-stride pad rounds up even on an exact multiple
+    (300, 500, (672, 416)),
+    (512, 512, (672, 672)),  # square: 20.5 -> 21
+    (1000, 999, (672, 672)),  # 999/1000*20 + .5 = 20.48 -> 21
+])
+def test_batch_shapes_equal_hand_derived_values(width, height, canvas):
+    assert batch_shape(width, height) == canvas
+    image = np.zeros((height, width, 3), np.uint8)
+    padded, meta = letterbox_to_batch_shape(image, 640, 114, canvas)
+    assert padded.shape[:2] == canvas
+    r = 640 / max(width, height)
+    pad_h, pad_w = canvas[0] - int(height * r), canvas[1] - int(width * r)
+    assert meta.pad_param == (pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2)
+    assert meta.ori_shape == (height, width) and meta.img_shape == meta.batch_input_shape == canvas
+    assert meta.scale_factor == (int(width * r) / width, int(height * r) / height)
+
+
+@pytest.fixture(scope="module")
+def val_run(dataset, detector, tmp_path_factory):
+    """``evaluate_coco`` with batch 1 and no threads, and its saved predictions grouped by image id."""
+    root, _, _ = dataset
+    saved = tmp_path_factory.mktemp("val") / "preds.json"
+    result = evaluate_coco(detector, root / "instances.json", root / "images", save_json=saved, progress=False)
+    return result, _by_image(json.loads(saved.read_text()))
+
+
+def test_val_predictions_equal_predict_with_each_images_batch_shape(dataset, detector, val_run):
+    root, data, expected = dataset
+    result, results = val_run
+    ids = {image["file_name"]: image["id"] for image in data["images"]}
+    assert result.num_images == len(PHOTOS) + len(GENERATED) == len(results)
+    for name, detections in expected.items():
+        found, wanted = results[ids[name]], detections.to_coco(ids[name])
+        assert len(found) == len(wanted) > 0
+        assert _unmatched(found, _clear_of_cutoff(wanted, found), box_tol=1e-4, score_tol=1e-6) == 0
+    # the plain 640 x 640 canvas of predict() is a different protocol: its boxes differ
+    plain = detector.predict(str(root / "images" / "chelsea.png"))
+    assert _unmatched(results[ids["chelsea.png"]], plain.to_coco(ids["chelsea.png"])) > 0
+    # GT = 3 found boxes + 1 missed per image: AP is neither 0 nor 1
+    assert 0.2 < result.stats["AP"] < 1
+
+
+def test_cli_ap_equals_pycocotools_on_the_saved_predictions(dataset, converted, tmp_path, capsys):
+    root, _, _ = dataset
+    saved = tmp_path / "preds.json"
+    argv = ["val", str(converted), "--coco-ann", str(root / "instances.json"), "--images", str(root / "images"),
+            "--save-json", str(saved), "--json", "--batch", "2", "--workers", "2"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [printed[k] for k in STATS] == pytest.approx(_pycocotools(root / "instances.json", saved), abs=1e-12)
+    assert printed["images"] == 4 and printed["maxdets"] == [1, 10, 100]
+    # MMYOLO's proposal_nums=(100, 1, 10): AP at 100, the other five at 10 detections per image
+    mmyolo = _pycocotools(root / "instances.json", saved, max_dets=(100, 1, 10))
+    stats = coco_stats(json.loads((root / "instances.json").read_text()), json.loads(saved.read_text()),
+                       maxdets=(100, 1, 10))
+    assert [stats[k] for k in STATS] == pytest.approx(mmyolo, abs=1e-12)
+
+
+def test_ground_truth_as_predictions_scores_ap_one(dataset):
+    _, data, _ = dataset
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in data["annotations"]]
+    stats = coco_stats(data, perfect)
+    assert stats["AP"] == stats["AP50"] == stats["AP75"] == 1.0
+    assert {stats[k] for k in ("AP_small", "AP_medium", "AP_large")} <= {1.0, -1.0}  # -1: no GT of that size
+
+
+def test_results_do_not_depend_on_batch_or_workers(dataset, detector, val_run, tmp_path):
+    root, _, _ = dataset
+    one, first = val_run
+    saved = tmp_path / "preds.json"
+    # the two landscape photos share a canvas, so batch 3 really runs a batch of 2
+    many = evaluate_coco(detector, root / "instances.json", root / "images", batch=3, workers=2, save_json=saved,
+                         progress=False)
+    second = _by_image(json.loads(saved.read_text()))
+    assert one.stats == pytest.approx(many.stats, abs=1e-6)
+    assert first.keys() == second.keys()
+    for image_id, found in second.items():
+        assert _unmatched(found, _clear_of_cutoff(first[image_id], found)) == 0
+
+
+def _cli_error(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("razorzoo: error: ") and err.count("\n") == 1
+    return err
+
+
+def test_bad_inputs_are_one_line_errors(dataset, converted, tmp_path, capsys):
+    root, data, _ = dataset
+    images = str(root / "images")
+    err = _cli_error(capsys, "val", str(converted), "--coco-ann", str(tmp_path / "nope.json"), "--images", images)
+    assert "annotation file not found" in err and "nope.json" in err
+    (tmp_path / "list.json").write_text("[1, 2]")
+    err = _cli_error(capsys, "val", str(converted), "--coco-ann", str(tmp_path / "list.json"), "--images", images)
+    assert "not a COCO detection annotation file" in err
+    (tmp_path / "classes.json").write_text(json.dumps({"images": [], "categories": [{"id": 1}]}))
+    err = _cli_error(capsys, "val", str(converted), "--coco-ann", str(tmp_path / "classes.json"), "--images", images)
+    assert "not a COCO detection annotation file" in err
+    (tmp_path / "garbage.json").write_bytes(b"\x00\xff not json")
+    assert "not valid JSON" in _cli_error(capsys, "val", str(converted), "--coco-ann", str(tmp_path / "garbage.json"),
+                                          "--images", images)
+    # images missing from the folder: listed, not skipped
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "chelsea.png").write_bytes((root / "images" / "chelsea.png").read_bytes())
+    err = _cli_error(capsys, "val", str(converted), "--coco-ann", str(root / "instances.json"),
+                     "--images", str(partial))
+    assert "3 of 4 images are missing" in err and "'rocket.jpg'" in err and "--skip-missing" in err
+    _, kept, skipped = read_coco(root / "instances.json", partial, skip_missing=True)
+    assert [image.file_name for image in kept] == ["chelsea.png"] and len(skipped) == 3
+    assert "--coco-ann" in _cli_error(capsys, "val", str(converted), "--images", images)
+    assert "--batch" in _cli_error(capsys, "val", str(converted), "--coco-ann", "a.json", "--images", images,
+                                   "--batch", "0")
+
+
+def test_ctrl_c_leaves_a_valid_partial_json(dataset, converted, tmp_path):
+    root, data, _ = dataset
+    saved = tmp_path / "preds.json"
+    code, err = interrupt_cli(["val", str(converted), "--coco-ann", str(root / "instances.json"), "--images",
+                               str(root / "images"), "--save-json", str(saved), "--workers", "0"], b"2/4")
+    assert code == 130 and b"razorzoo: interrupted" in err
+    done = json.loads(saved.read_text())
+    image_ids = {r["image_id"] for r in done}
+    assert 2 <= len(image_ids) < len(data["images"])
+    assert all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in done)
+
+
+def test_val_parser_and_import_razorzoo_do_not_import_torch():
+    code = ("import sys, razorzoo; from razorzoo.cli import build_parser; "
+            "build_parser().parse_args(['val', 'm', '--imagenet', 'd']); "
+            "build_parser().parse_args(['predict', 'm', 'dir/', '--save-json', 'x.json']); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -1,0 +1,125 @@
+"""``razorzoo val --imagenet``: top-1/top-5 against a hand computation from the logits (budget ~10 s)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import razorzoo
+from checkpoints import write_checkpoint
+from fixture_rule import rule_state_dict
+from razorzoo.cli import main
+from razorzoo.errors import DatasetError
+from razorzoo.evaluation.imagenet import evaluate_imagenet, read_imagenet
+from val_data import write_images
+
+MODEL = "spos_0.33M"  # its config resizes with OpenCV (mmcv's default backend)
+# ResizeEdge(256, edge="short") then CenterCrop(224), worked out by hand: (resized w, h), crop (top, left)
+HAND = {
+    "chelsea.png": ((384, 256), (16, 80)),  # 451x300: int(256 * 451 / 300) = 384; (384 - 224) / 2 = 80
+    "rocket.jpg": ((383, 256), (16, 80)),  # 640x427: int(383.7) = 383; round(79.5) = 80 (half to even)
+    "astronaut.png": ((256, 256), (16, 16)),
+    "portrait.png": ((256, 426), (101, 16)),  # 300x500: int(426.7) = 426; (426 - 224) / 2 = 101
+}
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    model = razorzoo.build_classifier(MODEL)
+    model.load_state_dict(rule_state_dict(MODEL), strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return write_images(tmp_path_factory.mktemp("photos"))
+
+
+def _hand_logits(classifier, image: np.ndarray, name: str) -> torch.Tensor:
+    (w, h), (top, left) = HAND[name]
+    crop = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)[top: top + 224, left: left + 224]
+    rgb = torch.from_numpy(crop[..., ::-1].copy()).permute(2, 0, 1).float()
+    mean, std = torch.tensor([123.675, 116.28, 103.53]), torch.tensor([58.395, 57.12, 57.375])
+    x = (rgb - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+    with torch.no_grad():
+        return classifier(x[None])[0]
+
+
+@pytest.fixture(scope="module")
+def labelled(classifier, photos):
+    """Labels chosen from each image's hand-computed logits: a top-1 hit, a top-5-only hit (rank 3), a miss (the
+    lowest logit), another top-1 hit -> top-1 2/4, top-5 3/4."""
+    ranks = {"chelsea.png": 0, "rocket.jpg": 2, "astronaut.png": 999, "portrait.png": 0}
+    return {name: int(_hand_logits(classifier, photos[name], name).argsort(descending=True)[rank])
+            for name, rank in ranks.items()}
+
+
+def test_folder_and_list_forms_equal_the_hand_computation(classifier, photos, labelled, tmp_path):
+    root = tmp_path / "val"
+    for label in range(1000):  # ImageFolder: label = index of the sorted class folder names
+        (root / f"n{label:05d}").mkdir(parents=True)
+    lines = []
+    for name, label in labelled.items():
+        cv2.imwrite(str(root / f"n{label:05d}" / f"{name}.png"), photos[name])
+        lines.append(f"n{label:05d}/{name}.png {label}")
+    (tmp_path / "val.txt").write_text("\n".join(lines) + "\n")
+    folder = evaluate_imagenet(classifier, root, batch=3, workers=2, progress=False)
+    listed = evaluate_imagenet(classifier, root, ann_file=tmp_path / "val.txt", progress=False)
+    for result in (folder, listed):
+        assert (result.top1, result.top5, result.num_images) == (0.5, 0.75, 4)
+
+
+def test_folders_named_by_class_index_need_only_their_classes(classifier, photos, labelled, tmp_path):
+    root = tmp_path / "val"
+    for i, (name, label) in enumerate(labelled.items()):  # '812', '812_rocket': a bare index or index + name
+        folder = root / (f"{label}_{name.split('.')[0]}" if i % 2 else str(label))
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{name}.png"), photos[name])
+    samples, _ = read_imagenet(root)
+    assert sorted((path.name, label) for path, label in samples) == sorted(
+        (f"{name}.png", label) for name, label in labelled.items())
+    result = evaluate_imagenet(classifier, root, progress=False)
+    assert (result.top1, result.top5, result.num_images) == (0.5, 0.75, 4)
+
+
+def test_other_folder_names_need_all_1000_classes(tmp_path):
+    for name in ("281_tabby", "cats", "dogs"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(DatasetError, match=r"'cats' is not named by a class index, and there are 3 class folders, "
+                                           r"not 1000; each class folder must be named by its ImageNet class index"):
+        read_imagenet(tmp_path)
+    (tmp_path / "1000").mkdir()  # past the last class: not an index either
+    with pytest.raises(DatasetError, match="'1000' is not named by a class index"):
+        read_imagenet(tmp_path)
+
+
+def test_cli_val_imagenet(classifier, photos, labelled, tmp_path, capsys):
+    root = tmp_path / "val"
+    root.mkdir()
+    for name, label in labelled.items():
+        cv2.imwrite(str(root / f"{name}.png"), photos[name])
+    (tmp_path / "val.txt").write_text("".join(f"{name}.png {label}\n" for name, label in labelled.items()))
+    checkpoint = write_checkpoint(MODEL, "mmrazor-subnet", tmp_path / "model.pth")
+    converted = tmp_path / "model.safetensors"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["convert", str(checkpoint), "--subnet", MODEL, "-o", str(converted)]) == 0
+    assert main(["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "val.txt"),
+                 "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["top1"], printed["top5"], printed["images"]) == (0.5, 0.75, 4)
+    assert main(["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "val.txt")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in table[:3]] == [["metric", "razorzoo", "published"], ["top1", "50.00"],
+                                                    ["top5", "75.00"]]
+    assert table[3].startswith("4 images, ")
+    (tmp_path / "bad.txt").write_text("just-a-path\n")
+    assert main(["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "bad.txt")]) == 2
+    assert "line 1" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["val", str(converted), "--imagenet", str(tmp_path / "empty")]) == 2
+    assert "no images found" in capsys.readouterr().err
