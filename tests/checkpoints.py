@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from fixture_rule import DATA, rule_state_dict, rule_tensor
+from fixture_rule import DATA, rule_state_dict
 
-LAYOUTS = ("runner", "mmdet-publish", "mmrazor-publish", "mmrazor-subnet", "state-dict")
+LAYOUTS = ("runner", "mmdet-publish", "mmrazor-publish", "mmyolo-publish", "mmrazor-subnet", "state-dict")
 SUPERNET = "supernet"  # an MMRazor classification supernet of the model's search space
 
 
@@ -116,6 +116,10 @@ def _write(model: str, layout: str, path: Path, sd: OrderedDict) -> Path:
         if layout == "mmrazor-publish" and has_ema(model):
             ck["ema_state_dict"] = _ema_state_dict(model)
         legacy = True
+    elif layout == "mmyolo-publish":  # mmyolo tools/misc/publish_model.py keeps meta and param_schedulers
+        extras = _extras(model)
+        ck = {"meta": extras["meta"], "state_dict": sd, "param_schedulers": extras["param_schedulers"]}
+        legacy = True
     elif layout == "mmrazor-subnet":
         ck = {"state_dict": OrderedDict(("architecture." + k, v) for k, v in sd.items()), "meta": {}}
     elif layout == "state-dict":
@@ -131,14 +135,12 @@ def _write(model: str, layout: str, path: Path, sd: OrderedDict) -> Path:
 
 
 def supernet_state_dict(model: str) -> "OrderedDict[str, torch.Tensor]":
-    """The classification supernet of ``model``'s search space (every SPOS candidate; AttentiveNAS/OFA at max size
-    plus OFA's kernel transformation matrices), filled by the fixture rule."""
-    from razorzoo.weights.extract import supernet_state_dict_shapes
+    """The classification supernet of ``model``'s search space (MMRazor's keys and shapes for AttentiveNAS/OFA,
+    every candidate for SPOS), filled by the fixture rule: the supernet MMRazor sliced in tests/data/slicing."""
+    from helpers.slicing import supernet_state_dict as family_supernet
     from razorzoo.arch.subnet import load_subnet
 
-    family = load_subnet(DATA / model / "subnet.yaml").family
-    return OrderedDict((k, rule_tensor(k, shape, "torch.int64" if k.endswith("num_batches_tracked") else "float32"))
-                       for k, shape in supernet_state_dict_shapes(family).items())
+    return family_supernet(load_subnet(DATA / model / "subnet.yaml").family)
 
 
 class _Payload:

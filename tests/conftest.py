@@ -1,11 +1,6 @@
 import os
-from pathlib import Path
 
 import pytest
-
-DATA = Path(__file__).parent / "data"
-CLASSIFIERS = ("spos_0.33M", "attentive_a6", "ofa_lat31")
-DETECTORS = ("yolov5s-spos_0.33M", "yolov6s-attentive_a6", "rtmdet_tiny-ofa_lat31")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,17 +14,25 @@ def _isolated_environment(tmp_path_factory):
     os.environ.pop("RAZORZOO_CARDS", None)
     os.environ.pop("RAZORZOO_MIRROR", None)
     os.environ.setdefault("RAZORZOO_PROGRESS", "0")
+    # no xet uploads: the test Hub speaks the legacy LFS protocol (huggingface_hub reads this flag at import time)
+    os.environ["HF_HUB_DISABLE_XET"] = "1"
+    import huggingface_hub.constants
+
+    saved_xet = huggingface_hub.constants.HF_HUB_DISABLE_XET
+    huggingface_hub.constants.HF_HUB_DISABLE_XET = True
     yield
+    huggingface_hub.constants.HF_HUB_DISABLE_XET = saved_xet
     os.environ.clear()
     os.environ.update(saved)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Goldens were recorded with 1 thread; 1 vs 2 threads differ by ~1e-6."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _restore_environment():
+    """Each test starts from the same environment, whatever order tests run in: a test that sets a variable
+    directly (e.g. a script's ``main()`` run in-process, as conversion/convert_zoo.py sets ``RAZORZOO_CARDS``)
+    does not leak it into the next test."""
+    saved = dict(os.environ)
     yield
-    torch.set_num_threads(n)
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -10,11 +10,9 @@ import math
 import re
 import zlib
 from collections import OrderedDict
-from pathlib import Path
-
 import torch
 
-DATA = Path(__file__).parent / "data"
+from helpers.models import DATA
 _REG_BIAS = re.compile(r"bbox_head\.head_module\.(rtm_reg|reg_preds)\.\d+\.bias$")
 
 

@@ -7,7 +7,12 @@ every request. Faults are queued per path and consumed one per request:
 * ``"truncate"``: announce the full ``Content-Length``, send half the body, close the connection cleanly;
 * ``"drop"``: send a third of the body, then reset the connection (TCP RST);
 * ``"flip"``: serve the file with one byte flipped;
-* ``"slow"``: stream in 64 KiB pieces with ``slow_delay`` seconds between them (for races and Ctrl-C tests).
+* ``"slow"``: stream in 64 KiB pieces with ``slow_delay`` seconds between them (for races and Ctrl-C tests);
+* ``"403"``: answer HTTP 403 (a refusal: must not be retried);
+* ``"stall"``: wait ``stall_delay`` seconds before answering (longer than a short client timeout).
+
+``add_fault(..., then=callback)`` runs ``callback()`` once that faulty response is sent (e.g. to change the file
+between a truncated download and its resumption).
 
 :func:`build_mirror` lays out a local copy of download.openmmlab.com for some registry cards: fixture-rule checkpoints
 (``tests/checkpoints.py``) in the card's upstream layout at the card's URL paths, the shipped subnet YAMLs at theirs,
@@ -28,9 +33,10 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
-FAULTS = ("500", "truncate", "drop", "flip", "slow")
+FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall")
 REPO = Path(__file__).resolve().parent.parent
 # card weights layout -> tests/checkpoints.py layout that writes it (docs/upstream.md §3, §4)
 CARD_LAYOUTS = {"mmyolo_detector": "mmdet-publish", "mmrazor_subnet": "mmrazor-subnet", "mmrazor_supernet": "supernet"}
@@ -46,17 +52,28 @@ class Request:
     if_range: str | None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up early (timeouts, Ctrl-C, a resumed download) are normal here: no traceback on stderr,
+    where tests check what razorzoo itself prints."""
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class FileServer:
     """``with FileServer(root) as server: server.url``; ``server.add_fault(path, kind, times)``,
     ``server.requests`` (every :class:`Request`), ``server.gets(path)``."""
 
-    def __init__(self, root: str | Path, *, slow_delay: float = 0.05) -> None:
+    def __init__(self, root: str | Path, *, slow_delay: float = 0.05, stall_delay: float = 1.0) -> None:
         self.root = Path(root)
         self.slow_delay = slow_delay
+        self.stall_delay = stall_delay
+        self._then: dict[str, Callable[[], None]] = {}
         self.requests: list[Request] = []
         self._faults: dict[str, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = _QuietServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -69,12 +86,15 @@ class FileServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def add_fault(self, path: str, kind: str, times: int = 1) -> None:
-        """Queue ``kind`` for the next ``times`` requests of ``path`` (URL path, e.g. ``/mmrazor/v1/x.pth``)."""
+    def add_fault(self, path: str, kind: str, times: int = 1, then: Callable[[], None] | None = None) -> None:
+        """Queue ``kind`` for the next ``times`` requests of ``path`` (URL path, e.g. ``/mmrazor/v1/x.pth``); run
+        ``then()`` after the first of them is answered."""
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; expected one of {FAULTS}")
         with self._lock:
             self._faults[unquote(path)].extend([kind] * times)
+            if then is not None:
+                self._then[unquote(path)] = then
 
     def gets(self, path: str) -> list[Request]:
         """The GET requests of ``path`` so far."""
@@ -112,8 +132,17 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             if server.root.resolve() not in file.parents or not file.is_file():
                 return self._reply(404, b"not found\n")
             fault = server._next_fault(path) if body else None
-            if fault == "500":
-                return self._reply(500, b"internal error (injected)\n")
+            try:
+                self._answer(path, file, fault, body=body)
+            finally:
+                if fault is not None and path in server._then:
+                    server._then.pop(path)()
+
+        def _answer(self, path: str, file: Path, fault: str | None, *, body: bool) -> None:
+            if fault in ("500", "403"):
+                return self._reply(int(fault), b"injected\n")
+            if fault == "stall":
+                time.sleep(server.stall_delay)
             data = file.read_bytes()
             etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
             if fault == "flip":

@@ -2,9 +2,13 @@
 without the internet (the protocol the real client speaks is summarised in docs/testing.md).
 
 Storage is in memory and git-less: repo id -> commits (40-hex ids), each a full ``{path: bytes}`` map, and branches
-(name -> head commit id; ``main`` always exists). A revision is a branch name or a commit id. Every file is
-"regular" (inlined as base64 in the commit), so neither LFS nor xet is involved. Tokens map to users; a user may
-write to its own namespace and to its organizations'.
+(name -> head commit id; ``main`` always exists). A revision is a branch name or a commit id. Like the real Hub,
+``*.safetensors`` files go through the legacy LFS upload path (preupload answers "lfs"; the client then calls the
+LFS batch API and PUTs the object; the commit names it by sha256) and are served with their sha256 as ETag; other
+files are "regular" (inlined as base64 in the commit). Clients must run with ``HF_HUB_DISABLE_XET=1`` (no xet).
+Tokens map to users; a user may write to its own namespace and to its organizations'.
+``hub.on_request`` (a callable taking the method and path) runs after each request is answered: a test can push
+a commit between two downloads with it.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -25,6 +30,7 @@ USERS = {
     "hf_bob": ("bob", ()),
 }
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+LFS_SUFFIXES = (".safetensors",)  # what .gitattributes of a new repo sends to LFS
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -74,6 +80,8 @@ class HubServer:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path), to check what the client asked for
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> bytes, uploaded through the LFS batch API
+        self.on_request: Callable[[str, str], None] | None = None
         self.file_headers: dict[str, str] = {}  # replace headers of every file answer: a hostile Hub in tests
         self._lock = threading.Lock()
         self._commit_counter = 0
@@ -199,10 +207,32 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
     @route("POST", rf"/api/models/{repo}/preupload/(?P<rev>[^/]+)")
     def preupload(req, user, repo, rev):
         files = hub.commit_at(hub.writable_repo(repo, user), rev).files
-        answer = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                   "oid": git_blob_sha1(files[f["path"]]) if f["path"] in files else None}
-                  for f in req.json_body()["files"]]
+        answer = []
+        for f in req.json_body()["files"]:
+            lfs = f["path"].endswith(LFS_SUFFIXES)
+            stored = files.get(f["path"])
+            oid = None if stored is None else hashlib.sha256(stored).hexdigest() if lfs else git_blob_sha1(stored)
+            answer.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                           "oid": oid})
         return 200, {"files": answer}
+
+    @route("POST", rf"/{repo}\.git/info/lfs/objects/batch")
+    def lfs_batch(req, user, repo):
+        hub.writable_repo(repo, user)
+        objects = []
+        for obj in req.json_body()["objects"]:
+            answer = {"oid": obj["oid"], "size": obj["size"]}
+            if obj["oid"] not in hub.lfs_objects:  # no "actions": the object is already there
+                answer["actions"] = {"upload": {"href": f"{hub.url}/lfs-upload/{obj['oid']}"}}
+            objects.append(answer)
+        return 200, {"transfer": "basic", "objects": objects}
+
+    @route("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})")
+    def lfs_upload(req, user, oid):
+        if hashlib.sha256(req.body()).hexdigest() != oid:
+            raise HubError(400, "uploaded bytes do not match their sha256")
+        hub.lfs_objects[oid] = req.body()
+        return 200, {}
 
     @route("POST", rf"/api/models/{repo}/branch/(?P<branch>[^/]+)")
     def create_branch(req, user, repo, branch):
@@ -226,9 +256,13 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 summary = value["summary"]
             elif item["key"] == "file":
                 files[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] == "lfsFile":
+                if value["oid"] not in hub.lfs_objects:
+                    raise HubError(400, f"LFS object {value['oid']} of {value['path']} was never uploaded")
+                files[value["path"]] = hub.lfs_objects[value["oid"]]
             elif item["key"] == "deletedFile":
                 files.pop(value["path"], None)
-            else:  # lfsFile never happens: preupload answers "regular" for everything
+            else:
                 raise HubError(400, f"unsupported commit operation {item['key']!r}")
         new = hub.new_commit(target, rev, files, summary, user)
         return 200, {"commitUrl": f"{hub.url}/{repo}/commit/{new.oid}", "commitOid": new.oid,
@@ -248,7 +282,9 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
     def tree(req, user, repo, rev, path):
         files = hub.commit_at(hub.get_repo(repo, user), rev).files
         prefix = f"{path.rstrip('/')}/" if path else ""
-        return 200, [{"type": "file", "path": p, "size": len(d), "oid": git_blob_sha1(d)}
+        return 200, [{"type": "file", "path": p, "size": len(d), "oid": git_blob_sha1(d),
+                      **({"lfs": {"oid": hashlib.sha256(d).hexdigest(), "size": len(d)}}
+                         if p.endswith(LFS_SUFFIXES) else {})}
                      for p, d in sorted(files.items()) if p.startswith(prefix)]
 
     @route("GET", rf"/api/models/{repo}/refs")
@@ -284,8 +320,11 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         if match:
             start, end = int(match[1]), int(match[2] or len(data) - 1)
             status, body = 206, data[start:end + 1]
-        return status, body, {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_sha1(data)}"',
-                              "Accept-Ranges": "bytes", **hub.file_headers}
+        headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_sha1(data)}"', "Accept-Ranges": "bytes"}
+        if path.endswith(LFS_SUFFIXES):  # the Hub names LFS files by their sha256
+            headers["ETag"] = headers["X-Linked-Etag"] = f'"{hashlib.sha256(data).hexdigest()}"'
+            headers["X-Linked-Size"] = str(len(data))
+        return status, body, {**headers, **hub.file_headers}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -341,7 +380,10 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+            self.wfile.flush()
+            if hub.on_request is not None:
+                hub.on_request(self.command, path)
 
-        do_GET = do_POST = do_HEAD = dispatch
+        do_GET = do_POST = do_HEAD = do_PUT = dispatch
 
     return Handler

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from fixture_rule import DATA, rule_state_dict
 from razorzoo.errors import RazorzooError
-from razorzoo.weights.extract import supernet_state_dict_shapes
+from helpers.slicing import supernet_manifest
 from razorzoo.models.backbones import build_backbone_from_subnet
 from razorzoo.arch.subnet import SEARCH_SPACES, Block, MobileNetSubnet, SposSubnet, Stage, load_subnet
 
@@ -156,7 +156,7 @@ def _random_subnet(family: str, rng: random.Random):
 @pytest.mark.parametrize("family", ["spos", "attentive", "ofa"])
 def test_random_subnets_build_fit_the_supernet_and_round_trip(family):
     rng = random.Random(2024)
-    supernet = supernet_state_dict_shapes(family)
+    supernet = {key: shape for key, shape, _ in supernet_manifest(family)}
     for _ in range(3):
         subnet = _random_subnet(family, rng)
         assert load_subnet(subnet.to_yaml()) == subnet

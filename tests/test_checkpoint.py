@@ -12,14 +12,14 @@ from safetensors.torch import save_file
 
 from checkpoints import LAYOUTS, HistoryBuffer, _mmengine_stub, has_ema, malicious_payload, raw_state_dict, \
     write_checkpoint, write_pickle
-from conftest import DATA
+from helpers import DATA
 from fixture_rule import rule_state_dict
 from razorzoo.weights.checkpoint import Placeholder, read_checkpoint
 from razorzoo.errors import CheckpointError, UnsafeCheckpointError
 
 MODELS = ("spos_0.33M", "rtmdet_tiny-ofa_lat31")  # a classifier, and the EMA detector with tied head convs
 EXPECTED_LAYOUT = {"runner": "runner", "mmdet-publish": "mmdet-publish", "mmrazor-subnet": "mmrazor-subnet",
-                   "state-dict": "state-dict"}
+                   "mmyolo-publish": "mmyolo-publish", "state-dict": "state-dict"}
 
 
 def assert_same(state_dict, reference):
@@ -34,11 +34,12 @@ def test_every_layout_reads_to_the_same_state_dict(tmp_path, model, layout):
     path = write_checkpoint(model, layout, tmp_path / "epoch_1.pth")
     checkpoint = read_checkpoint(path)
     assert_same(checkpoint.state_dict, rule_state_dict(model))
+    assert checkpoint.path == path
     # mmrazor's publish tool writes the same file as mmdet's when there is no ema_state_dict to keep
     expected = "mmrazor-publish" if has_ema(model) else "mmdet-publish"
     assert checkpoint.layout == EXPECTED_LAYOUT.get(layout, expected)
     assert checkpoint.ema_state_dict is None
-    if layout in ("runner", "mmdet-publish", "mmrazor-publish"):
+    if layout in ("runner", "mmdet-publish", "mmrazor-publish", "mmyolo-publish"):
         assert len(checkpoint.meta["classes"]) in (80, 1000)
         assert checkpoint.meta["config"].startswith("_")  # the config's pretty text
         assert checkpoint.meta["mmengine_version"] == "0.10.7"
@@ -170,8 +171,38 @@ def test_payload_as_the_whole_file_is_refused(tmp_path):
 def test_non_tensor_in_state_dict_and_garbage_files_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match=r"state_dict\['a'\] is a str, not a tensor"):
         read_checkpoint(write_pickle({"state_dict": {"a": "text"}}, tmp_path / "s.pth"))
+    with pytest.raises(CheckpointError, match=r"state_dict is a list, not a mapping of tensors"):
+        read_checkpoint(write_pickle({"state_dict": [1], "meta": {}, "message_hub": {}}, tmp_path / "l.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         read_checkpoint(tmp_path / "junk.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
         read_checkpoint(tmp_path / "missing.pth")
+
+
+def test_ema_state_dict_is_checked_only_when_it_is_read(tmp_path):
+    marker = tmp_path / "pwned"
+    ck = {"meta": {}, "state_dict": rule_state_dict("spos_0.33M"), "message_hub": {},
+          "ema_state_dict": OrderedDict([("backbone.w", malicious_payload(marker))])}
+    path = write_pickle(ck, tmp_path / "ema.pth")
+    assert_same(read_checkpoint(path).state_dict, rule_state_dict("spos_0.33M"))  # ema=False: never looked at
+    with pytest.raises(UnsafeCheckpointError, match=r"^ema_state_dict\['backbone\.w'\] references"):
+        read_checkpoint(path, ema=True)
+    ck["ema_state_dict"] = OrderedDict([("backbone.w", "text")])
+    with pytest.raises(CheckpointError, match=r"^ema_state_dict\['backbone\.w'\] is a str, not a tensor"):
+        read_checkpoint(write_pickle(ck, tmp_path / "ema_text.pth"), ema=True)
+    assert not marker.exists()
+
+
+def test_whole_file_payload_is_named_as_the_checkpoint(tmp_path):
+    with pytest.raises(UnsafeCheckpointError, match="^the checkpoint references"):
+        read_checkpoint(write_pickle(malicious_payload(tmp_path / "pwned"), tmp_path / "evil.pth"))
+
+
+def test_runner_file_of_an_mmrazor_algorithm_reads_as_a_subnet(tmp_path):
+    """A Runner checkpoint whose model is an MMRazor algorithm: ``architecture.`` keys, like the published subnets."""
+    sd = OrderedDict(("architecture." + k, v) for k, v in rule_state_dict("spos_0.33M").items())
+    checkpoint = read_checkpoint(write_pickle({"meta": {}, "state_dict": sd, "message_hub": {}, "optimizer": {}},
+                                              tmp_path / "epoch_1.pth"))
+    assert checkpoint.layout == "mmrazor-subnet"
+    assert_same(checkpoint.state_dict, rule_state_dict("spos_0.33M"))

@@ -14,7 +14,7 @@ import razorzoo
 import razorzoo.builder
 import razorzoo.zoo.registry
 from checkpoints import write_checkpoint
-from conftest import CLASSIFIERS, DATA
+from helpers import CLASSIFIER_PARAMS, CLASSIFIERS, DATA
 from fixture_rule import manifest, rule_state_dict
 from razorzoo.arch.recipes import ClassifierPreprocess
 from razorzoo.arch.spec import ArchSpec
@@ -24,8 +24,6 @@ from razorzoo.models.classifier import imagenet_classes
 from razorzoo.errors import CardError, CheckpointError
 from razorzoo.weights.convert import convert_checkpoint, read_converted, read_spec
 from razorzoo.zoo.registry import parse_card
-
-NUM_PARAMS = {"spos_0.33M": 3_353_592, "attentive_a6": 15_896_752, "ofa_lat31": 4_595_536}
 
 
 def _classifier(name: str) -> torch.nn.Module:
@@ -50,7 +48,7 @@ def test_state_dict_equals_the_upstream_manifest(name):
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_parameter_count(name):
-    assert sum(p.numel() for p in _classifier(name).parameters()) == NUM_PARAMS[name]
+    assert sum(p.numel() for p in _classifier(name).parameters()) == CLASSIFIER_PARAMS[name]
 
 
 def test_goldens(loaded):
@@ -113,7 +111,7 @@ def test_public_names_build_the_registry_models():
 
     for name in CLASSIFIERS:
         model = razorzoo.build_classifier(name)
-        assert sum(p.numel() for p in model.parameters()) == NUM_PARAMS[name]
+        assert sum(p.numel() for p in model.parameters()) == CLASSIFIER_PARAMS[name]
         model.load_state_dict(rule_state_dict(name), strict=True)
     backbone = razorzoo.build_backbone("yolov6s-attentive_a6")  # the detector's out_indices
     assert (backbone.out_indices, backbone.out_channels) == ((2, 4, 6), (40, 128, 224))

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -183,16 +182,3 @@ def test_browsing_never_imports_torch():
             "sys.exit(f'imported {bad}' if bad else 0)")
     result = _fresh("-c", code)
     assert result.returncode == 0, result.stderr
-
-
-def test_list_is_fast():
-    _fresh("-m", "razorzoo", "list")  # warm the OS file cache
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        result = _fresh("-m", "razorzoo", "list")
-        best = min(best, time.perf_counter() - start)
-        assert result.returncode == 0 and "attentive_a6" in result.stdout
-    # target 0.3 s on an idle machine; the bound leaves room for a loaded CI box, the number is printed
-    print(f"razorzoo list: {best:.3f} s")
-    assert best < 1.0

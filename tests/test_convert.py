@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 import razorzoo
 from checkpoints import SUPERNET, raw_state_dict, write_checkpoint
-from conftest import DATA
+from helpers import DATA, flat_outputs
 from fixture_rule import effective_state_dict, manifest, rule_state_dict, rule_tensor
 from razorzoo import __version__
 from razorzoo.builder import build_model, resolve_spec
@@ -51,15 +51,7 @@ def reference_model(spec, model: str):
 def outputs(net, x):
     """Every output tensor (nested tuples/lists of them for detectors), flattened into one."""
     with torch.no_grad():
-        out = net(x)
-    flat, todo = [], [out]
-    while todo:
-        item = todo.pop(0)
-        if isinstance(item, torch.Tensor):
-            flat.append(item.flatten())
-        else:
-            todo.extend(item)
-    return torch.cat(flat)
+        return flat_outputs(net(x))
 
 
 @pytest.mark.parametrize("model,task,layout", [
@@ -259,3 +251,18 @@ def test_cli_verify_mismatch_exits_1_with_the_yaml_terms(tmp_path, capsys):
 def test_cli_module_does_not_import_torch():
     code = "import sys, razorzoo.cli.convert; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_cli_keep_ema_flag(tmp_path):
+    from razorzoo.cli import main as cli_main
+
+    checkpoint = write_checkpoint(RTMDET, "runner", tmp_path / "c.pth")
+    key = "ema_state_dict.neck.out_layers.0.conv.weight"
+    for flags, kept in (([], False), (["--keep-ema"], True)):
+        out = tmp_path / f"m{len(flags)}.safetensors"
+        assert cli_main(["convert", str(checkpoint), "--subnet", RTMDET, "--detector", RTMDET, "-o", str(out),
+                         *flags]) == 0
+        with safe_open(str(out), framework="pt") as f:
+            assert (key in f.keys()) == kept
+            if kept:
+                assert torch.equal(f.get_tensor(key), raw_state_dict(RTMDET)["neck.out_layers.0.conv.weight"])

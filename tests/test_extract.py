@@ -2,31 +2,66 @@
 import pytest
 import torch
 
-from fixture_rule import DATA, manifest, rule_tensor
+from fixture_rule import DATA, manifest
+from helpers import max_abs
+from helpers.slicing import SLICED, mmrazor_slice, slice_mismatches, supernet_manifest, supernet_state_dict
 from razorzoo.errors import CheckpointError
+from razorzoo.models.classifier import build_classifier_from_subnet
 from razorzoo.weights.extract import extract_subnet, max_subnet, ofa_transform_kernel, supernet_state_dict_shapes
 from razorzoo.arch.subnet import load_subnet
 
 SUBNETS = DATA.parent.parent / "cards" / "subnets"
+FAMILY = {"spos_0.33M": "spos", "attentive_a6": "attentive", "ofa_lat31": "ofa"}
 
 
 def _supernet(family: str, prefix: str = "architecture.") -> dict:
-    """A supernet state dict filled by the fixture rule; OFA transformation matrices are random, not identity."""
-    sd = {}
-    for key, shape in supernet_state_dict_shapes(family).items():
-        dtype = "torch.int64" if key.endswith("num_batches_tracked") else "torch.float32"
-        sd[prefix + key] = rule_tensor(key, shape, dtype)
-    return sd
+    """A supernet state dict (MMRazor's keys and shapes) filled by the fixture rule; OFA transformation matrices
+    are random, not identity."""
+    return dict(supernet_state_dict(family, prefix))
 
 
-def test_supernet_key_counts():
+@pytest.mark.parametrize("name", SLICED)
+def test_slicing_equals_mmrazor(name):
+    """The same supernet sliced by MMRazor (``sub_model(..., init_weight_from_supernet=True)``) and by us: same keys,
+    shapes and values, and the classifier built from our slice gives MMRazor's logits."""
+    expected = mmrazor_slice(name)
+    subnet = load_subnet(SUBNETS / expected["subnet_yaml"])
+    sub = extract_subnet(_supernet(expected["family"]), subnet)
+    assert slice_mismatches(sub, name) == []
+    model = build_classifier_from_subnet(subnet).eval()
+    model.load_state_dict(sub, strict=True)
+    with torch.no_grad():
+        logits = model(expected["input"])
+    # measured max difference ~1e-6 on logits of magnitude ~0.5; x100
+    assert max_abs(logits, torch.tensor(expected["logits"])) <= 1e-4
+
+
+@pytest.mark.parametrize("family", ["attentive", "ofa"])
+def test_max_subnet_is_the_mmrazor_supernet(family):
+    """Our largest subnet has exactly the keys and shapes of MMRazor's supernet, minus OFA's kernel matrices."""
+    model = build_classifier_from_subnet(max_subnet(family))
+    ours = [(k, tuple(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
+    assert ours == [entry for entry in supernet_manifest(family) if "trans_matrix" not in entry[0]]
+
+
+@pytest.mark.parametrize("family", ["attentive", "ofa"])
+def test_supernet_state_dict_shapes_are_the_mmrazor_supernet(family):
+    """The keys and shapes search/specialize.py recognises a supernet checkpoint by: exactly MMRazor's, in its order,
+    OFA's kernel transformation matrices included."""
+    expected = [(key, shape) for key, shape, _ in supernet_manifest(family)]
+    assert list(supernet_state_dict_shapes(family).items()) == expected
     # docs/upstream.md §2.3: supernet backbones have 802 (AttentiveNAS) / 475 (OFA) keys; + head.fc.weight/bias
-    assert len(supernet_state_dict_shapes("attentive")) == 802 + 2
-    assert len(supernet_state_dict_shapes("ofa")) == 475 + 2
+    assert len(expected) == {"attentive": 802, "ofa": 475}[family] + 2
+
+
+def test_supernet_state_dict_shapes_known_entries():
+    """Hand-known shapes: SPOS candidates (no MMRazor dump of that supernet) and OFA matrices (k*k squared)."""
     spos = supernet_state_dict_shapes("spos")
     assert spos["backbone.layers.0.0._candidates.shuffle_xception.branch2.0.depthwise_conv.conv.weight"] == (
         16, 1, 3, 3)
     assert spos["backbone.layers.0.0._candidates.shuffle_7x7.branch1.0.conv.weight"] == (16, 1, 7, 7)
+    assert {key.split(".")[5] for key in spos if "._candidates." in key} == {
+        "shuffle_3x3", "shuffle_5x5", "shuffle_7x7", "shuffle_xception"}
     ofa = supernet_state_dict_shapes("ofa")
     assert ofa["backbone.layer2.0.depthwise_conv.conv.trans_matrix_7to5"] == (25, 25)
     assert ofa["backbone.layer2.0.depthwise_conv.conv.trans_matrix_5to3"] == (9, 9)
@@ -47,10 +82,9 @@ def test_max_subnet_round_trip_is_identity(family):
     assert set(supernet) - set(sub) == {k for k in supernet if "trans_matrix" in k}
 
 
-@pytest.mark.parametrize("name, family", [("spos_0.33M", "spos"), ("attentive_a6", "attentive"),
-                                          ("ofa_lat31", "ofa")])
-def test_extracted_keys_shapes_and_order_equal_the_manifest(name, family):
-    sub = extract_subnet(_supernet(family), load_subnet(DATA / name / "subnet.yaml"))
+@pytest.mark.parametrize("name", FAMILY)
+def test_extracted_keys_shapes_and_order_equal_the_manifest(name):
+    sub = extract_subnet(_supernet(FAMILY[name]), load_subnet(DATA / name / "subnet.yaml"))
     expected = [tuple(entry) for entry in manifest(name)["state_dict"]]
     assert [(k, list(v.shape), str(v.dtype)) for k, v in sub.items()] == expected
 
@@ -73,6 +107,16 @@ def test_attentive_a6_hand_derived_slices():
     assert torch.equal(sub["head.fc.weight"], W["head.fc.weight"][:, :1984])
     assert "backbone.layer4.4.linear_conv.conv.weight" not in sub  # depth 4
     assert sub["backbone.first_mutable_channels.mask"].tolist() == [1.0] * 16 + [0.0] * 8
+
+
+def test_head_takes_the_first_columns_of_a_narrower_last_layer():
+    """MMRazor's sliced subnets all keep AttentiveNAS's widest last layer; A0 (1792 of 1984 channels) shows that
+    the head keeps the first input columns (mutable channels keep ``mask[:N]``), like every other tensor."""
+    supernet = _supernet("attentive", prefix="")
+    sub = extract_subnet(supernet, load_subnet(SUBNETS / "ATTENTIVE_SUBNET_A0.yaml"))
+    assert torch.equal(sub["head.fc.weight"], supernet["head.fc.weight"][:, :1792])
+    key = "backbone.last_conv.feature_mix_layer.conv.weight"
+    assert len(sub[key]) == 1792 and torch.equal(sub[key], supernet[key][:1792, : sub[key].shape[1]])
 
 
 def _direct_ofa_kernel(w: torch.Tensor, k: int, m75: torch.Tensor, m53: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import razorzoo
-from conftest import DETECTORS
+from helpers import DETECTORS
 from fixture_rule import manifest
 from razorzoo.models.flops import count_flops
 

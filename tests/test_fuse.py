@@ -5,15 +5,8 @@ import pytest
 import torch
 
 import razorzoo
-from conftest import DETECTORS
-from fixture_rule import rule_state_dict
+from helpers import DETECTORS, loaded_detector
 from razorzoo.errors import RazorzooError
-
-
-def _loaded(model: str):
-    detector = razorzoo.build_detector(model)
-    detector.load_state_dict(rule_state_dict(model), strict=True)
-    return detector
 
 
 def _count_bn(module: torch.nn.Module) -> int:
@@ -22,7 +15,7 @@ def _count_bn(module: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize("model", DETECTORS)
 def test_fused_outputs_match_unfused(model):
-    detector = _loaded(model)
+    detector = loaded_detector(model)
     x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = detector(x)
@@ -38,7 +31,7 @@ def test_fused_outputs_match_unfused(model):
 
 
 def test_fuse_is_idempotent_and_refuses_training_mode():
-    detector = _loaded("rtmdet_tiny-ofa_lat31")
+    detector = loaded_detector("rtmdet_tiny-ofa_lat31")
     detector.fuse()
     state = {k: v.clone() for k, v in detector.state_dict().items()}
     detector.fuse()
@@ -52,7 +45,7 @@ def test_fuse_is_idempotent_and_refuses_training_mode():
 
 def test_fuse_unties_rtmdet_shared_convs_per_level():
     """Each level folds its own BN into the shared conv, so the fused convs differ (and tie_weights leaves them)."""
-    detector = _loaded("rtmdet_tiny-ofa_lat31").fuse()
+    detector = loaded_detector("rtmdet_tiny-ofa_lat31").fuse()
     head = detector.bbox_head.head_module
     weights = [head.cls_convs[level][0].conv.weight for level in range(3)]
     assert weights[0] is not weights[1] and not torch.equal(weights[0], weights[1])
@@ -62,7 +55,7 @@ def test_fuse_unties_rtmdet_shared_convs_per_level():
 
 def test_fuse_keeps_conv_wrapper_bias():
     """YOLOv6 ConvWrapper has a conv bias *and* BN: the fold must include the original bias."""
-    detector = _loaded("yolov6s-attentive_a6")
+    detector = loaded_detector("yolov6s-attentive_a6")
     wrapper = detector.neck.bottom_up_layers[0].block.conv1.conv1.block
     conv, bn = wrapper.conv, wrapper.bn
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)

@@ -12,6 +12,7 @@ import torch
 import razorzoo
 from checkpoints import write_checkpoint
 from fixture_rule import rule_tensor
+from helpers import flat_outputs
 from hub_server import HubServer
 from razorzoo.cli import main as cli_main
 from razorzoo.errors import HubError, OfflineError, SubnetError
@@ -38,12 +39,6 @@ DETECTOR_BASE = "yolov6s-attentive_a6"
 def rule_weights(model: torch.nn.Module, salt: str = "") -> "OrderedDict[str, torch.Tensor]":
     """The fixture rule on the model's own key set (``salt`` gives a second, different set of weights)."""
     return OrderedDict((k, rule_tensor(salt + k, v.shape, str(v.dtype))) for k, v in model.state_dict().items())
-
-
-def flat_outputs(output) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output.flatten()
-    return torch.cat([flat_outputs(o) for o in output])
 
 
 def assert_same_outputs(got: torch.Tensor, expected: torch.Tensor) -> None:
@@ -108,10 +103,9 @@ def test_push_writes_one_commit_with_the_four_files(hub, pushed_classifier):
     url, _ = pushed_classifier
     assert url == f"{hub.url}/alice/attentive-custom"
     repo = hub.repos["alice/attentive-custom"]
-    # the repo's initial commit, then one commit with everything on main (tests run in random order: a test may
-    # have pushed to another branch of this repo since)
-    assert repo.commits[0].summary == "initial commit" and repo.commits[1].oid == repo.branches["main"]
-    pushed = repo.commits[1]
+    # the repo's initial commit, then one commit with everything (other tests may add commits on other branches)
+    initial, pushed = repo.commits[:2]
+    assert initial.summary == "initial commit" and repo.branches["main"] == pushed.oid
     assert sorted(pushed.files) == [".gitattributes", "README.md", "config.json", "model.safetensors", "subnet.yaml"]
     config = json.loads(pushed.files["config.json"])
     assert config["task"] == "classification" and config["family"] == "attentive" and config["base"] == "attentive_a6"
@@ -393,3 +387,52 @@ def test_cli_lists_and_shows_hub_models(hub, pushed_classifier, capsys, fresh_ca
     assert cli_main(["show", "hf-hub:alice/attentive-custom"]) == 0
     shown = capsys.readouterr().out
     assert "attentive-custom" in shown and "77.7" in shown and "flops<=400M" in shown
+
+
+def test_model_safetensors_is_uploaded_through_lfs(hub, pushed_classifier):
+    """As on the real Hub: the weights go through the LFS batch API and a PUT, the commit names them by sha256."""
+    assert ("POST", "/alice/attentive-custom.git/info/lfs/objects/batch") in hub.requests
+    weights = hub.repos["alice/attentive-custom"].commits[-1].files["model.safetensors"]
+    assert ("PUT", f"/lfs-upload/{hashlib.sha256(weights).hexdigest()}") in hub.requests
+    assert not any(m == "PUT" and "config" in p for m, p in hub.requests)  # small files stay regular
+
+
+def _two_commits(hub, repo_id: str, classifier_files, tmp_path, **second_push) -> tuple[str, str]:
+    """Push the fixture weights, then other weights of the same subnet; return both commit ids."""
+    subnet, first_path, _ = classifier_files
+    push_to_hub(repo_id, subnet=subnet, weights=first_path, base="attentive_a6", metrics={"top1": 77.7})
+    first = hub.repos[repo_id].branches["main"]
+    second = rule_weights(razorzoo.build_classifier(CUSTOM_SUBNET), salt="moved/")
+    path = write_checkpoint("attentive_a6", "mmrazor-subnet", tmp_path / "moved.pth", second)
+    push_to_hub(repo_id, subnet=subnet, weights=path, base="attentive_a6", **second_push)
+    return first, hub.repos[repo_id].branches["main"]
+
+
+def test_weights_come_from_the_commit_config_json_was_read_at(hub, classifier_files, tmp_path, fresh_cache):
+    """A push lands between the download of config.json and that of model.safetensors: the weights still come
+    from the commit config.json came from."""
+    first, second = _two_commits(hub, "alice/moving", classifier_files, tmp_path)
+    repo = hub.repos["alice/moving"]
+    repo.branches["main"] = first
+
+    def push_after_config(method: str, path: str) -> None:
+        if path.endswith("/config.json"):
+            repo.branches["main"] = second
+
+    hub.on_request = push_after_config
+    try:
+        weights = download_hub_model("hf-hub:alice/moving")
+    finally:
+        hub.on_request = None
+    assert repo.branches["main"] == second  # the push did happen in between
+    assert weights.read_bytes() == repo.resolve(first).files["model.safetensors"]
+    assert weights.read_bytes() != repo.resolve(second).files["model.safetensors"]
+
+
+def test_load_hub_card_and_show_honour_the_revision(hub, classifier_files, tmp_path, fresh_cache, capsys):
+    first, _ = _two_commits(hub, "alice/card-moves", classifier_files, tmp_path, metrics={"top1": 70.0})
+    assert load_hub_card(f"hf-hub:alice/card-moves@{first}").metrics == {"top1": 77.7}
+    assert load_hub_card("hf-hub:alice/card-moves").metrics == {"top1": 70.0}
+    assert cli_main(["show", f"hf-hub:alice/card-moves@{first}"]) == 0
+    out = capsys.readouterr().out
+    assert "77.7" in out and "70.0" not in out

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import razorzoo
 from checkpoints import write_checkpoint
-from conftest import DATA
+from helpers import DATA
 from http_server import FileServer, build_mirror
 from razorzoo.cli import main as cli
 from razorzoo.errors import OfflineError, PairMismatchError, RazorzooError, UnknownModelError
@@ -134,6 +134,7 @@ def test_pth_needs_a_subnet_and_a_mismatched_one_is_refused(tmp_path):
 def test_published_yaml_that_disagrees_with_the_shipped_one_is_refused(zoo, mirror, tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "conversion"))
     from convert_zoo import set_card_hashes
+    from urllib.parse import unquote
 
     server, cache = zoo
     www, cards = mirror
@@ -241,11 +242,8 @@ def test_cli_verify_by_registry_name_downloads_and_checks_the_pair(zoo, capsys):
 
 def test_attentive_a1_to_a5_are_sliced_from_the_supernet_checkpoint(tmp_path, monkeypatch):
     """A3 has no published weights: its card points at the AttentiveNAS supernet, which is fetched, recognised as a
-    supernet by the pair check, sliced to A3 (razorzoo.weights.extract, tested against MMRazor's rules in test_extract.py)
-    and loaded strictly."""
-    from checkpoints import supernet_state_dict
-
-    from razorzoo.weights.extract import extract_subnet
+    supernet by the pair check, sliced to A3 and loaded strictly: the weights MMRazor's own slicing gives."""
+    from helpers.slicing import slice_mismatches
 
     www, cards = build_mirror(["attentive_a3", "attentive_supernet"], tmp_path / "mirror")
     with FileServer(www) as server:
@@ -254,13 +252,59 @@ def test_attentive_a1_to_a5_are_sliced_from_the_supernet_checkpoint(tmp_path, mo
         monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "cache"))
         model = razorzoo.load_classifier("attentive_a3")
     a3 = razorzoo.get_card("attentive_a3")
-    expected = extract_subnet(supernet_state_dict("attentive_a6"), a3.subnet_path)
-    loaded = model.state_dict()
-    assert list(loaded) == list(expected)
-    assert all(torch.equal(loaded[k], expected[k]) for k in expected if not k.endswith("num_batches_tracked"))
+    assert slice_mismatches(model.state_dict(), "attentive_a3") == []
     assert sum(p.numel() for p in model.parameters()) == a3.num_params
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("variable", ["RAZORZOO_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_environment_variables_apply_to_registry_names(zoo, monkeypatch, variable):
+    server, _ = zoo
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(OfflineError):
+        razorzoo.load_detector(DETECTOR)
+    assert server.requests == []
+
+
+def test_cli_cache_rm_all_empties_the_cache(zoo, capsys):
+    _, cache = zoo
+    assert cli(["download", DETECTOR]) == 0 and cli(["download", CLASSIFIER]) == 0
+    capsys.readouterr()
+    assert cli(["cache", "rm", "--all"]) == 0
+    assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix in (".pth", ".safetensors", ".yaml")]
+    assert cli(["cache", "ls"]) in (0, 1)
+    listing = capsys.readouterr().out
+    assert DETECTOR not in listing and CLASSIFIER not in listing
+
+
+def test_a_card_whose_weights_hash_changed_is_converted_again_and_the_stale_file_dropped(mirror, tmp_path,
+                                                                                         monkeypatch):
+    """The card moves on to other weights (new file, new sha256): the next load converts the new file and removes
+    the conversion of the old one, instead of serving it or keeping both."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "conversion"))
+    from checkpoints import raw_state_dict
+    from convert_zoo import set_card_hashes
+    from urllib.parse import unquote
+
+    from razorzoo.storage.fetch import sha256_of_file
+
+    www, cards = (shutil.copytree(p, tmp_path / p.name) for p in mirror)
+    monkeypatch.setenv("RAZORZOO_CARDS", str(cards))
+    monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "cache"))
+    with FileServer(www) as server:
+        monkeypatch.setenv("RAZORZOO_MIRROR", server.url)
+        first = razorzoo.loading.download(CLASSIFIER)
+        card = razorzoo.get_card(CLASSIFIER)
+        assert card.path.is_relative_to(cards)  # the copy is edited, not the shipped card
+        served = www / unquote(_url_path(CLASSIFIER, "weights")).lstrip("/")
+        write_checkpoint(CLASSIFIER, "mmrazor-subnet", served, raw_state_dict(CLASSIFIER))
+        set_card_hashes(card.path, {"weights": sha256_of_file(served), "subnet": card.subnet.sha256})
+        second = razorzoo.loading.download(CLASSIFIER)
+    assert second != first and second.is_file() and not first.exists()
+    assert list((tmp_path / "cache" / "models").rglob("model.safetensors")) == [second]
+    loaded = load_file(second)
+    assert torch.equal(loaded["head.fc.bias"], raw_state_dict(CLASSIFIER)["head.fc.bias"])
 
 
 @pytest.mark.parametrize("loader", ["load_detector", "load_classifier", "load_backbone"])

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from fixture_rule import DATA, manifest, rule_state_dict
+from helpers import max_abs
 from razorzoo.models.heads import RTMDetSepBNHeadModule, YOLOv5HeadModule, YOLOv6HeadModule
 from razorzoo.models.necks import CSPNeXtPAFPN, YOLOv5PAFPN, YOLOv6CSPRepPAFPN
 
@@ -38,11 +39,6 @@ def _entries(module: torch.nn.Module) -> list[tuple[str, tuple[int, ...], str]]:
     return [(k, tuple(v.shape), str(v.dtype)) for k, v in module.state_dict().items()]
 
 
-def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return (a - b).abs().max().item()
-
-
 @pytest.mark.parametrize("model", PARTS)
 def test_neck_matches_upstream_on_golden_backbone_features(model):
     goldens = _goldens(model)
@@ -54,7 +50,7 @@ def test_neck_matches_upstream_on_golden_backbone_features(model):
         outs = neck(feats)
     assert len(outs) == 3
     for i, out in enumerate(outs):
-        assert _max_abs(out, goldens[f"neck.{i}"]) <= 1e-4, f"neck.{i}"
+        assert max_abs(out, goldens[f"neck.{i}"]) <= 1e-4, f"neck.{i}"
     assert neck.out_channels == tuple(goldens[f"neck.{i}"].shape[1] for i in range(3))
 
 
@@ -73,7 +69,7 @@ def test_head_module_matches_upstream_on_golden_neck_features(model):
     for name, per_level in zip(names, outs):
         assert len(per_level) == 3
         for i, out in enumerate(per_level):
-            assert _max_abs(out, goldens[f"head.{name}.{i}"]) <= 1e-4, f"head.{name}.{i}"
+            assert max_abs(out, goldens[f"head.{name}.{i}"]) <= 1e-4, f"head.{name}.{i}"
 
 
 def test_neck_channels_follow_the_backbone():

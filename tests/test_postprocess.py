@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import DATA, DETECTORS
+from helpers import DATA, DETECTORS, MAX_PER_IMG, RECIPE_OF, assert_same_detections
 from razorzoo.arch.recipes import RECIPES, DistanceCoder, TestConfig
 from razorzoo.detection.coders import DistancePointCoder, anchor_priors, build_coder, decode_distance, decode_yolov5, \
     point_priors
@@ -17,8 +17,6 @@ from razorzoo.detection.postprocess import postprocess, with_overrides
 from razorzoo.detection.transforms import ImageMeta
 from razorzoo.errors import RazorzooError
 
-RECIPE_OF = {"yolov5s-spos_0.33M": "yolov5_s", "yolov6s-attentive_a6": "yolov6_l_d12",
-             "rtmdet_tiny-ofa_lat31": "rtmdet_tiny"}
 CASES = [(model, case) for model in DETECTORS for case in ("case0", "case1")]
 
 
@@ -42,6 +40,10 @@ def _golden_case(model: str, case: str):
     return raw, meta, expected
 
 
+def _triplet(expected: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return expected["bboxes"], expected["scores"], expected["labels"]
+
+
 def _run(model: str, raw, metas, **overrides):
     recipe = RECIPES[RECIPE_OF[model]]
     test_cfg = with_overrides(recipe.test_cfg, **overrides)
@@ -53,10 +55,8 @@ def _run(model: str, raw, metas, **overrides):
 def test_predict_by_feat_goldens(model, case):
     raw, meta, expected = _golden_case(model, case)
     (detections,) = _run(model, raw, [meta])
-    assert len(detections) == len(expected["scores"]) > 0
-    assert torch.equal(detections.labels, expected["labels"])
-    assert (detections.boxes - expected["bboxes"]).abs().max().item() <= 1e-3
-    assert (detections.scores - expected["scores"]).abs().max().item() <= 1e-3
+    assert len(expected["scores"]) > 0
+    assert_same_detections(detections, _triplet(expected), MAX_PER_IMG[model])
     assert detections.boxes.dtype == torch.float32 and detections.labels.dtype == torch.int64
 
 
@@ -73,7 +73,7 @@ def test_images_of_a_batch_are_independent():
     batch = tuple([torch.cat([t, t.flip(-1)]) for t in level] for level in raw)
     first, second = _run(model, batch, [meta, flipped_meta])
     (alone,) = _run(model, tuple([t.flip(-1) for t in level] for level in raw), [flipped_meta])
-    assert torch.equal(first.labels, expected["labels"]) and torch.equal(first.boxes, expected["bboxes"])
+    assert_same_detections(first, _triplet(expected))
     assert len(second) > 0 and torch.equal(second.boxes, alone.boxes) and torch.equal(second.labels, alone.labels)
     assert not torch.equal(second.boxes[:5], first.boxes[:5])
 
@@ -84,7 +84,7 @@ def test_user_overrides_of_score_iou_and_max_det():
     (strict,) = _run(model, raw, [meta], score_thr=0.9)
     assert 0 < len(strict) < len(expected["scores"]) and bool((strict.scores > 0.9).all())
     (few,) = _run(model, raw, [meta], max_det=7)
-    assert torch.equal(few.boxes, expected["bboxes"][:7])
+    assert_same_detections(few, tuple(t[:7] for t in _triplet(expected)), 7)
     (loose,) = _run(model, raw, [meta], iou_thr=0.95)
     (tight,) = _run(model, raw, [meta], iou_thr=0.1)
     assert len(tight) < len(expected["scores"]) < len(loose)

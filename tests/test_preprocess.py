@@ -10,13 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA, DETECTORS
+from helpers import DATA, DETECTORS, RECIPE_OF
 from razorzoo.arch.recipes import RECIPES, Letterbox
 from razorzoo.detection.transforms import DetectionTransform, ImageMeta, letterbox, load_image, resize_pad
 from razorzoo.errors import ImageError, RazorzooError
 
-RECIPE_OF = {"yolov5s-spos_0.33M": "yolov5_s", "yolov6s-attentive_a6": "yolov6_l_d12",
-             "rtmdet_tiny-ofa_lat31": "rtmdet_tiny"}
 LETTERBOX = DetectionTransform(RECIPES["yolov5_s"].preprocess, RECIPES["yolov5_s"].normalize)
 
 

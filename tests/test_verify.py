@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from checkpoints import SUPERNET, supernet_state_dict, write_checkpoint
-from conftest import CLASSIFIERS, DATA
+from helpers import CLASSIFIERS, DATA
 from fixture_rule import rule_state_dict
 from razorzoo.builder import build_model, resolve_spec
 from razorzoo.errors import PairMismatchError

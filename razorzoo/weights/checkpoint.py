@@ -22,7 +22,7 @@ import torch
 
 from razorzoo.errors import CheckpointError, UnsafeCheckpointError
 
-__all__ = ["Checkpoint", "read_checkpoint", "LAYOUTS"]
+__all__ = ["Checkpoint", "read_checkpoint", "LAYOUTS", "ALLOWED_GLOBALS"]
 
 LAYOUTS = (
     "runner",  # mmengine CheckpointHook: meta, state_dict, message_hub, optimizer, param_schedulers[, ema_state_dict]
@@ -33,15 +33,6 @@ LAYOUTS = (
     "state-dict",  # a bare state dict, or {"state_dict": ...} with nothing else recognisable
     "safetensors",  # a .safetensors file
 )
-
-# The only callables a pickle may reach: pure functions that rebuild tensors from the file's own storages. Storage
-# types (``torch.FloatStorage`` …) never get here: torch's unpickler wrapper resolves them before ``find_class``.
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-}
 
 # parts of an OpenMMLab checkpoint razorzoo reads; unknown globals anywhere else are harmless placeholders
 _NEEDED = ("state_dict", "ema_state_dict")
@@ -54,7 +45,18 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
-_ALLOWED[("_codecs", "encode")] = _latin1_encode
+# The reviewed allow-list: the only callables a pickle may reach, pure functions that rebuild tensors and containers
+# from the file's own data. Storage types (``torch.FloatStorage`` ...) never get here: torch's unpickler wrapper
+# resolves them before ``find_class``. tests/test_unpickler_gadgets.py lists this set exactly and throws gadget
+# pickles at it: widen it only with a review and a gadget test for what the new global can be made to do.
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("_codecs", "encode"): _latin1_encode,
+}
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(_ALLOWED)
 
 
 class Placeholder:

@@ -1,0 +1,77 @@
+"""Mutation testing of the modules that carry razorzoo's promises, with mutmut (not part of the default CI run).
+
+Usage: python tools/mutation.py TARGET [TARGET ...]   (targets: see TARGETS; ``all`` for every one)
+
+Each target names the module(s) to mutate, the test files that guard them, and which of their functions to mutate
+(``checkpoint`` and ``nms`` focus on the allow-list and NMS functions, to finish in minutes on two cores). The run happens in a temporary copy
+of the working tree (mutmut writes ``mutants/`` and its config next to the code), so the checkout stays clean.
+mutmut runs, for every mutant, only the tests that reach the mutated function; a mutant that no test kills is
+listed at the end (``mutmut results`` / ``mutmut show NAME`` in the printed directory explain each one).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {  # name -> (modules to mutate, tests that guard them, mutant-name patterns: the functions to mutate)
+    "checkpoint": (["razorzoo/weights/checkpoint.py"],
+                   ["tests/test_checkpoint.py", "tests/test_unpickler_gadgets.py"],
+                   ["*find_class*", "*_latin1_encode*", "*_refuse_placeholders*", "*x__walk*", "*_tensors_only*",
+                    "*x_read_checkpoint*"]),
+    "nms": (["razorzoo/detection/nms.py"],
+            ["tests/test_postprocess.py", "tests/test_detection_promises.py"],
+            ["*x_nms__*", "*x_batched_nms*", "*x__iou*"]),
+    "postprocess": (["razorzoo/detection/postprocess.py", "razorzoo/detection/coders.py"],
+                    ["tests/test_postprocess.py", "tests/test_detection_promises.py"], ["*"]),
+    "fetch": (["razorzoo/storage/fetch.py"], ["tests/test_fetch.py", "tests/test_fetch_promises.py"], ["*"]),
+    "extract": (["razorzoo/weights/extract.py", "razorzoo/weights/verify.py"],
+                ["tests/test_extract.py", "tests/test_verify.py"], ["*"]),
+    "hub": (["razorzoo/storage/hub.py", "razorzoo/publish.py"], ["tests/test_hub.py"], ["*"]),
+}
+COPY = ("razorzoo", "tests", "cards", "conversion", "setup.cfg", "setup.py", "pyproject.toml", "README.md")
+
+
+def _config(modules: list[str], tests: list[str]) -> str:
+    lines = ["[mutmut]", "source_paths =", "    razorzoo", "only_mutate ="]
+    lines += [f"    {m}" for m in modules]
+    lines += ["pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests]
+    # mutmut copies only the .py files of the package: the package data goes in as also_copy
+    data = ["cards", "conversion", "razorzoo/zoo/cards", "razorzoo/zoo/gallery_assets"]
+    lines += ["pytest_add_cli_args =", "    -p", "    no:randomly", "    -x", "also_copy ="] + [f"    {d}" for d in data]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def run(target: str) -> int:
+    modules, tests, functions = TARGETS[target]
+    work = Path(tempfile.mkdtemp(prefix=f"razorzoo-mutation-{target}-"))
+    for name in COPY:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, work / name)
+    setup = work / "setup.cfg"
+    setup.write_text(setup.read_text() + "\n" + _config(modules, tests))
+    # one thread: mutmut forks a warmed-up pytest per mutant, and a forked OpenMP pool deadlocks
+    env = {**os.environ, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    mutmut = [sys.executable, "-m", "mutmut"]
+    print(f"== {target}: mutating {', '.join(modules)} against {', '.join(tests)} in {work}", flush=True)
+    code = subprocess.call([*mutmut, "run", *functions], cwd=work, env=env)
+    subprocess.call([*mutmut, "results"], cwd=work, env=env)
+    return code
+
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or ["--help"]
+    if names == ["all"]:
+        names = list(TARGETS)
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        sys.exit(f"usage: python tools/mutation.py TARGET ... (one of {', '.join(TARGETS)} or all)")
+    sys.exit(max(run(name) for name in names))
