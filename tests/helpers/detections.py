@@ -62,6 +62,14 @@ def unmatched_detections(found: Any, expected: Any, max_det: int | None = None, 
     return problems
 
 
+def has_partner(found: Any, box: torch.Tensor, score: torch.Tensor, label: torch.Tensor, *,
+                score_tol: float = SCORE_TOL, box_tol: float = BOX_TOL) -> bool:
+    """Whether ``found`` holds a detection with ``label``, a score within ``score_tol`` and a box within ``box_tol``."""
+    f_boxes, f_scores, f_labels = _triplet(found)
+    return bool(((f_labels == label) & ((f_scores - score).abs() <= score_tol)
+                 & ((f_boxes - box).abs().amax(1) <= box_tol)).any())
+
+
 def assert_same_detections(found: Any, expected: Any, max_det: int | None = None, *, score_tol: float = SCORE_TOL,
                            box_tol: float = BOX_TOL, what: str = "") -> None:
     """Assert that ``found`` equals ``expected`` as a set of detections (see the module docstring).
