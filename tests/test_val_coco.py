@@ -21,6 +21,7 @@ from pycocotools.cocoeval import COCOeval
 
 import razorzoo
 from fixture_rule import rule_state_dict
+from helpers import MAX_PER_IMG, assert_same_detections, unmatched_detections
 from razorzoo.cli import main
 from razorzoo.detection.transforms import ImageMeta
 from razorzoo.evaluation.batch_shapes import batch_shape, letterbox_to_batch_shape
@@ -83,28 +84,6 @@ def _by_image(results: list[dict]) -> dict[int, list[dict]]:
     return grouped
 
 
-def _clear_of_cutoff(expected: list[dict], found: list[dict]) -> list[dict]:
-    """The expected results scoring clearly above the lowest score kept: which of several near-equal scores make
-    the max_per_img cut depends on float summation order, the rest of the set does not."""
-    lowest = min(r["score"] for r in found)
-    return [e for e in expected if e["score"] > lowest + 1e-4]
-
-
-def _unmatched(found: list[dict], expected: list[dict], box_tol: float = 1e-2, score_tol: float = 1e-4) -> int:
-    """Expected COCO results without a one-to-one partner in ``found`` (same category, close score and box)."""
-    used = [False] * len(found)
-    missing = 0
-    for e in expected:
-        for i, f in enumerate(found):
-            if (not used[i] and f["category_id"] == e["category_id"] and abs(f["score"] - e["score"]) <= score_tol
-                    and max(abs(a - b) for a, b in zip(f["bbox"], e["bbox"])) <= box_tol):
-                used[i] = True
-                break
-        else:
-            missing += 1
-    return missing
-
-
 def _pycocotools(ann_file, results_file, max_dets=(1, 10, 100)) -> list[float]:
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(ann_file))
@@ -153,10 +132,11 @@ def test_val_predictions_equal_predict_with_each_images_batch_shape(dataset, det
     for name, detections in expected.items():
         found, wanted = results[ids[name]], detections.to_coco(ids[name])
         assert len(found) == len(wanted) > 0
-        assert _unmatched(found, _clear_of_cutoff(wanted, found), box_tol=1e-4, score_tol=1e-6) == 0
+        assert_same_detections(found, wanted, detector.test_cfg.max_per_img, score_tol=1e-6, box_tol=1e-4,
+                               what=name)
     # the plain 640 x 640 canvas of predict() is a different protocol: its boxes differ
     plain = detector.predict(str(root / "images" / "chelsea.png"))
-    assert _unmatched(results[ids["chelsea.png"]], plain.to_coco(ids["chelsea.png"])) > 0
+    assert unmatched_detections(results[ids["chelsea.png"]], plain.to_coco(ids["chelsea.png"]))
     # GT = 3 found boxes + 1 missed per image: AP is neither 0 nor 1
     assert 0.2 < result.stats["AP"] < 1
 
@@ -197,7 +177,7 @@ def test_results_do_not_depend_on_batch_or_workers(dataset, detector, val_run, t
     assert one.stats == pytest.approx(many.stats, abs=1e-6)
     assert first.keys() == second.keys()
     for image_id, found in second.items():
-        assert _unmatched(found, _clear_of_cutoff(first[image_id], found)) == 0
+        assert_same_detections(found, first[image_id], MAX_PER_IMG[MODEL], what=str(image_id))
 
 
 def _cli_error(capsys, *argv: str) -> str:
@@ -275,4 +255,4 @@ def test_val_on_onnxruntime_equals_predict_on_the_exported_graphs_square_canvas(
     for name, image_id in ids.items():
         found, wanted = results[image_id], detector.predict(str(root / "images" / name)).to_coco(image_id)
         assert len(found) == len(wanted) > 0
-        assert _unmatched(found, _clear_of_cutoff(wanted, found)) == 0, name
+        assert_same_detections(found, wanted, detector.test_cfg.max_per_img, what=name)

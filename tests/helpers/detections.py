@@ -21,7 +21,12 @@ BOX_TOL = 3e-3  # measured box noise ~3e-5 px, times 100
 
 
 def _triplet(detections: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(boxes, scores, labels)`` of a Detections, a ``razorzoo predict --json`` entry or such a tuple."""
+    """``(boxes, scores, labels)`` of a Detections, a ``razorzoo predict --json`` entry, a COCO results list
+    (``bbox`` xywh as the box, ``category_id`` as the label) or such a tuple."""
+    if isinstance(detections, list) and all(isinstance(r, dict) and "bbox" in r for r in detections):
+        return (torch.tensor([r["bbox"] for r in detections], dtype=torch.float32).view(-1, 4),
+                torch.tensor([r["score"] for r in detections], dtype=torch.float32),
+                torch.tensor([r["category_id"] for r in detections], dtype=torch.int64))
     if isinstance(detections, dict):
         return (torch.tensor(detections["boxes"], dtype=torch.float32).view(-1, 4),
                 torch.tensor(detections["scores"], dtype=torch.float32), torch.tensor(detections["labels"]))
