@@ -82,6 +82,22 @@ def test_max_subnet_round_trip_is_identity(family):
     assert set(supernet) - set(sub) == {k for k in supernet if "trans_matrix" in k}
 
 
+@pytest.mark.parametrize(("family", "subnet", "counter"), [
+    ("attentive", SUBNETS / "ATTENTIVE_SUBNET_A6.yaml", 0),
+    ("ofa", SUBNETS / "OFA_SUBNET_NOTE8_LAT31.yaml", 0),
+    ("spos", DATA / "spos_0.33M" / "subnet.yaml", 7),
+])
+def test_bn_counters_restart_only_where_a_dynamic_op_is_made_static(family, subnet, counter):
+    """AttentiveNAS/OFA slices turn dynamic BNs into new static ones whose ``num_batches_tracked`` starts at 0
+    (docs/upstream.md §2.3); SPOS keeps the chosen candidate whole, counter included. The supernet's counters are 7
+    here, so either rule broken shows."""
+    supernet = {key: torch.full_like(value, 7) if key.endswith("num_batches_tracked") else value
+                for key, value in _supernet(family).items()}
+    sub = extract_subnet(supernet, load_subnet(subnet))
+    counters = [value.item() for key, value in sub.items() if key.endswith("num_batches_tracked")]
+    assert counters and set(counters) == {counter}
+
+
 @pytest.mark.parametrize("name", FAMILY)
 def test_extracted_keys_shapes_and_order_equal_the_manifest(name):
     sub = extract_subnet(_supernet(FAMILY[name]), load_subnet(DATA / name / "subnet.yaml"))
