@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
     from razorzoo.models.detector import Detector
     from razorzoo.zoo.registry import Card
-    from razorzoo.arch.spec import ArchSpec
 
 __all__ = ["load_detector", "load_classifier", "load_backbone", "export", "download", "converted_file"]
 

@@ -134,7 +134,6 @@ def test_pth_needs_a_subnet_and_a_mismatched_one_is_refused(tmp_path):
 def test_published_yaml_that_disagrees_with_the_shipped_one_is_refused(zoo, mirror, tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "conversion"))
     from convert_zoo import set_card_hashes
-    from urllib.parse import unquote
 
     server, cache = zoo
     www, cards = mirror

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from razorzoo.deploy.parity import ParityReport
 
-__all__ = ["export", "Exported", "converted_file", "VARIANTS"]
+__all__ = ["export", "Exported", "VARIANTS"]
 
 VARIANTS = ("raw", "decoded", "nms")
 _DETECTION_GROUPS = ("cls_scores", "bbox_preds", "objectnesses")  # Detector.forward's tuple, in order

@@ -5,7 +5,6 @@ it refuses ONNX files razorzoo did not write, whose pre-processing and outputs a
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from typing import Any

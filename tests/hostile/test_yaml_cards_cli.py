@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import razorzoo
 from custom_cards import card_text
 from razorzoo.arch.subnet import load_subnet
 from razorzoo.cli import main
-from razorzoo.errors import CardError, RazorzooError, SubnetError, UnknownModelError
+from razorzoo.errors import CardError, SubnetError, UnknownModelError
 from razorzoo.zoo.registry import CARDS_DIR, get_card, list_models, parse_card
 
 SUBNETS = CARDS_DIR / "subnets"
