@@ -189,7 +189,9 @@ def test_ctrl_c_mid_download_leaves_a_resumable_state(served, cache):
     server, path, data, digest = served
     server.add_fault(path, "slow")  # ~48 pieces of 64 KiB, 20 ms apart
     url = server.url + path
-    script = ("import sys; from razorzoo.storage.fetch import fetch; "
+    # a parent that ignores SIGINT (a mutation runner, some CI shells) passes SIG_IGN on: restore Python's handler
+    script = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "from razorzoo.storage.fetch import fetch; "
               "fetch(sys.argv[1], sha256=sys.argv[2], cache_dir=sys.argv[3], progress=False)")
     child = subprocess.Popen([sys.executable, "-c", script, url, digest, str(cache)], stderr=subprocess.PIPE,
                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})

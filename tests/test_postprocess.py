@@ -13,7 +13,7 @@ from razorzoo.arch.recipes import RECIPES, DistanceCoder, TestConfig
 from razorzoo.detection.coders import DistancePointCoder, anchor_priors, build_coder, decode_distance, decode_yolov5, \
     point_priors
 from razorzoo.detection.nms import batched_nms, nms
-from razorzoo.detection.postprocess import postprocess, with_overrides
+from razorzoo.detection.postprocess import filter_scores_and_topk, postprocess, with_overrides
 from razorzoo.detection.transforms import ImageMeta
 from razorzoo.errors import RazorzooError
 
@@ -94,7 +94,7 @@ def test_user_overrides_of_score_iou_and_max_det():
 
 def test_yolov5_needs_objectness():
     raw, meta, _ = _golden_case("yolov5s-spos_0.33M", "case0")
-    with pytest.raises(RazorzooError, match="objectness"):
+    with pytest.raises(RazorzooError, match=r"^the yolov5 box coder needs objectness outputs: pass \(cls_scores, "):
         _run("yolov5s-spos_0.33M", raw[:2], [meta])
 
 
@@ -198,19 +198,20 @@ def test_batched_nms_per_class_path_equals_per_class_reference():
 
 
 def test_min_bbox_size_drops_empty_boxes_after_rescale():
-    """RTMDet (min_bbox_size=0) drops boxes with zero width; YOLO recipes (None) keep them."""
-    cls = [torch.full((1, 2, 1, 2), -9.0)]
-    cls[0][0, 1, 0, :] = 5.0  # class 1 at both cells
-    dist = torch.ones(1, 4, 1, 2)
+    """RTMDet (min_bbox_size=0) drops boxes with zero width or zero height; YOLO recipes (None) keep them."""
+    cls = [torch.full((1, 2, 1, 3), -9.0)]
+    cls[0][0, 1, 0, :] = 5.0  # class 1 at every cell
+    dist = torch.ones(1, 4, 1, 3)
     dist[0, 0, 0, 1] = dist[0, 2, 0, 1] = 0.0  # second cell: zero width
-    meta = ImageMeta(ori_shape=(50, 50), img_shape=(8, 16), scale_factor=(1.0, 1.0), batch_input_shape=(8, 16))
+    dist[0, 1, 0, 2] = dist[0, 3, 0, 2] = 0.0  # third cell: zero height
+    meta = ImageMeta(ori_shape=(50, 50), img_shape=(8, 24), scale_factor=(1.0, 1.0), batch_input_shape=(8, 24))
     cfg = TestConfig(multi_label=True, nms_pre=10, score_thr=0.1, iou_threshold=0.5, max_per_img=10, min_bbox_size=0)
     common = dict(coder=DistancePointCoder(DistanceCoder(0.0)), strides=[8], class_names=("a", "b"))
     (dropped,) = postprocess((cls, [dist]), [meta], test_cfg=cfg, **common)
     (kept,) = postprocess((cls, [dist]), [meta], test_cfg=replace(cfg, min_bbox_size=None), **common)
     assert dropped.boxes.tolist() == [[0.0, 0.0, 8.0, 8.0]]
-    assert sorted(kept.boxes.tolist()) == [[0.0, 0.0, 8.0, 8.0], [8.0, 0.0, 8.0, 8.0]]
-    assert kept.names == ["b", "b"]
+    assert sorted(kept.boxes.tolist()) == [[0.0, 0.0, 8.0, 8.0], [8.0, 0.0, 8.0, 8.0], [8.0, 0.0, 24.0, 0.0]]
+    assert kept.names == ["b", "b", "b"]
 
 
 def test_boxes_are_clamped_to_the_original_image():
@@ -223,3 +224,35 @@ def test_boxes_are_clamped_to_the_original_image():
     (d,) = postprocess((cls, [dist]), [meta], coder=DistancePointCoder(DistanceCoder(0.5)), test_cfg=cfg,
                        strides=[8], class_names=("only",))
     assert d.boxes.tolist() == [[0.0, 0.0, 40.0, 30.0]]
+
+
+def test_filter_scores_and_topk_is_strict_at_the_threshold_and_keeps_the_best_topk():
+    scores = torch.tensor([[0.9, 0.25], [0.25, 0.7], [0.3, 0.1]])
+    kept, labels, boxes = filter_scores_and_topk(scores, 0.25, 10)  # 0.25 itself is not above 0.25 (mmdet: '>')
+    assert kept.tolist() == pytest.approx([0.9, 0.7, 0.3]) and labels.tolist() == [0, 1, 0]
+    assert boxes.tolist() == [0, 1, 2]
+    kept, labels, boxes = filter_scores_and_topk(scores, 0.25, 2)
+    assert kept.tolist() == pytest.approx([0.9, 0.7]) and labels.tolist() == [0, 1] and boxes.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("multi_label,expected", [(True, [0, 1]), (False, [1])])
+def test_multi_label_keeps_every_class_above_the_threshold(multi_label, expected):
+    """One box, two confident classes: multi-label (all shipped recipes) reports both, single-label the best."""
+    cls = [torch.tensor([2.0, 3.0]).view(1, 2, 1, 1)]
+    dist = torch.ones(1, 4, 1, 1)
+    meta = ImageMeta(ori_shape=(16, 16), img_shape=(16, 16), scale_factor=(1.0, 1.0), batch_input_shape=(16, 16))
+    cfg = TestConfig(multi_label=multi_label, nms_pre=10, score_thr=0.1, iou_threshold=0.5, max_per_img=10,
+                     min_bbox_size=None)
+    (d,) = postprocess((cls, [dist]), [meta], coder=DistancePointCoder(DistanceCoder(0.5)), test_cfg=cfg,
+                       strides=[8], class_names=("a", "b"))
+    assert sorted(d.labels.tolist()) == expected
+    assert d.boxes.tolist() == [[0.0, 0.0, 12.0, 12.0]] * len(expected)
+
+
+def test_overrides_accept_their_boundaries():
+    base = RECIPES["rtmdet_tiny"].test_cfg
+    assert with_overrides(base) == base
+    cfg = with_overrides(base, score_thr=0, iou_thr=1, max_det=1)
+    assert (cfg.score_thr, cfg.iou_threshold, cfg.max_per_img) == (0, 1, 1)
+    cfg = with_overrides(base, score_thr=1, iou_thr=0)
+    assert (cfg.score_thr, cfg.iou_threshold, cfg.max_per_img) == (1, 0, base.max_per_img)

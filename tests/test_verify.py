@@ -158,3 +158,225 @@ def test_supernet_report_holds_the_extracted_subnet(model):
                                           ("yolov6s-attentive_a6", "yolov6_l_d12"), ("ofa_lat31", None)])
 def test_detect_recipe_reads_the_head_signature(model, recipe):
     assert detect_recipe(rule_state_dict(model)) == recipe
+
+
+# --- what the report says, word for word (a user reads it; conversion refuses with it) -------------------------------
+
+def test_report_text_for_a_match_a_supernet_and_a_mismatch():
+    assert str(verify_pair(spec_with("attentive_a6"), rule_state_dict("attentive_a6"))) == "OK: matching weights"
+    assert str(verify_pair(spec_with("ofa_lat31"), supernet_state_dict("ofa_lat31"))) == (
+        "OK: a supernet checkpoint; the subnet will be extracted\n"
+        "the checkpoint is a supernet: compared the subnet extracted from it")
+    weights = rule_state_dict("spos_0.33M")
+    report = verify_pair(spec_with("spos_0.33M", backbone__layers__0__1="shuffle_7x7"), weights)
+    held = [k for k in weights if k.startswith("backbone.layers.0.1._candidates.shuffle_3x3.")]
+    assert report.unexpected == held and all(
+        k.startswith("backbone.layers.0.1._candidates.shuffle_7x7.") for k in report.missing)
+    assert str(report) == (
+        "the subnet YAML and the checkpoint do not match:\n"
+        "  - backbone.layers.0.1 chose shuffle_7x7 but the checkpoint holds shuffle_3x3 weights\n"
+        f"key level: {len(report.missing)} missing, {len(held)} unexpected, 0 differently shaped tensors")
+
+
+@pytest.mark.parametrize("model", CLASSIFIERS)
+def test_notes_count_the_entries_a_backbone_leaves_out(model):
+    weights = rule_state_dict(model)
+    assert verify_pair(spec_with(model), weights).notes == []
+    used = sum(k.startswith("backbone.") for k in weights)
+    assert used < len(weights)
+    assert verify_pair(spec_with(model, "backbone"), weights).notes == [
+        f"the backbone uses {used} of the checkpoint's {len(weights)} entries"]
+
+
+def test_a_read_checkpoint_object_is_accepted(tmp_path):
+    from razorzoo.weights.checkpoint import read_checkpoint
+
+    checkpoint = read_checkpoint(write_checkpoint("ofa_lat31", "mmrazor-subnet", tmp_path / "subnet.pth"))
+    assert not isinstance(checkpoint, dict)
+    report = verify_pair(spec_with("ofa_lat31"), checkpoint)
+    assert report.ok and list(report.state_dict) == list(rule_state_dict("ofa_lat31"))
+
+
+_SPACE_NAMES = {"spos_0.33M": "SPOS ShuffleNetV2", "attentive_a6": "AttentiveNAS MobileNetV3",
+                "ofa_lat31": "OFA MobileNetV3"}
+
+
+@pytest.mark.parametrize("yaml_model", CLASSIFIERS)
+@pytest.mark.parametrize("weights_model", CLASSIFIERS)
+def test_every_pair_of_search_spaces_is_named(yaml_model, weights_model):
+    report = verify_pair(spec_with(yaml_model), rule_state_dict(weights_model))
+    if yaml_model == weights_model:
+        assert report.ok
+        return
+    assert report.problems == [
+        f"the checkpoint's backbone is {_SPACE_NAMES[weights_model]}, but the YAML is a subnet of "
+        f"{_SPACE_NAMES[yaml_model]}: pair the weights with a YAML of their search space"]
+
+
+@pytest.mark.parametrize("task", ["classification", "backbone"])
+def test_yaml_differences_are_named_for_a_backbone_too(task):
+    spos = verify_pair(spec_with("spos_0.33M", task, backbone__layers__2__5="shuffle_5x5"),
+                       rule_state_dict("spos_0.33M"))
+    assert spos.problems == ["backbone.layers.2.5 chose shuffle_5x5 but the checkpoint holds shuffle_xception weights"]
+    attentive = verify_pair(spec_with("attentive_a6", task, backbone__layers__6__kernel_size=3),
+                            rule_state_dict("attentive_a6"))
+    assert attentive.problems == ["backbone.layers.6.kernel_size 3 in YAML, 5 in weights"]
+
+
+# --- key-level listings ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dropped", [1, 5, 6])
+def test_missing_tensors_are_listed_up_to_five(dropped):
+    weights = rule_state_dict("spos_0.33M")  # the stem conv's six entries come first: no YAML choice explains them
+    gone = list(weights)[:dropped]
+    assert all(k.startswith("backbone.conv1.") for k in gone)
+    report = verify_pair(spec_with("spos_0.33M"), {k: v for k, v in weights.items() if k not in gone})
+    more = f" (+{dropped - 5} more)" if dropped > 5 else ""
+    assert report.problems == [f"{dropped} tensors the YAML needs are missing: {', '.join(gone[:5])}{more}"]
+
+
+def test_unexpected_tensors_are_listed():
+    weights = {**rule_state_dict("ofa_lat31"), "extra.weight": torch.zeros(1), "extra.bias": torch.zeros(1)}
+    assert verify_pair(spec_with("ofa_lat31"), weights).problems == [
+        "2 tensors in the checkpoint are not in the model: extra.weight, extra.bias"]
+
+
+def test_a_detector_checkpoint_without_its_head_lists_the_head_tensors():
+    weights = rule_state_dict("rtmdet_tiny-ofa_lat31")
+    head = [k for k in weights if k.startswith("bbox_head.")]
+    spec = spec_with("rtmdet_tiny-ofa_lat31", "detection", detector="rtmdet_tiny")
+    report = verify_pair(spec, {k: v for k, v in weights.items() if k not in head})
+    assert report.problems == [f"{len(head)} tensors the YAML needs are missing: {', '.join(head[:5])} "
+                               f"(+{len(head) - 5} more)"]
+
+
+def test_two_detector_heads_are_both_named():
+    yolov5_head = {k: v for k, v in rule_state_dict("yolov5s-spos_0.33M").items() if k.startswith("bbox_head.")}
+    weights = {**rule_state_dict("rtmdet_tiny-ofa_lat31"), **yolov5_head}
+    assert detect_recipe(weights) is None  # ambiguous: no recipe is guessed
+    spec = spec_with("rtmdet_tiny-ofa_lat31", "detection", detector="yolov6_l_d12")
+    assert verify_pair(spec, weights).problems[0].startswith(
+        "the checkpoint holds a rtmdet_tiny, yolov5_s detector head, but the spec uses the yolov6_l_d12 recipe")
+
+
+# --- a MobileNet checkpoint missing part of a block or a stage --------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["attentive_a6", "ofa_lat31"])
+@pytest.mark.parametrize("conv", ["depthwise_conv", "linear_conv", "expand_conv"])
+def test_a_block_missing_a_conv_is_reported_as_missing_not_as_a_yaml_choice(model, conv):
+    weights = rule_state_dict(model)
+    key = f"backbone.layer3.1.{conv}.conv.weight"
+    del weights[key]
+    assert verify_pair(spec_with(model), weights).problems == [f"1 tensors the YAML needs are missing: {key}"]
+
+
+def test_yaml_differences_after_a_missing_stage_are_still_named():
+    weights = {k: v for k, v in rule_state_dict("attentive_a6").items() if not k.startswith("backbone.layer2.")}
+    report = verify_pair(spec_with("attentive_a6", backbone__layers__6__kernel_size=3), weights)
+    assert report.problems == ["backbone.layers.6.kernel_size 3 in YAML, 5 in weights"]
+
+
+@pytest.mark.parametrize("kernels,yaml_kernel,said", [((5, 7), 5, "7"), ((5, 7), 3, "5/7"), ((7, 3), 5, "3/7")])
+def test_a_stage_whose_blocks_disagree_lists_every_kernel_found(kernels, yaml_kernel, said):
+    # AttentiveNAS chooses one kernel per stage; hand-edited weights may hold several
+    weights = rule_state_dict("attentive_a6")
+    for b, kernel in enumerate(kernels):
+        key = f"backbone.layer6.{b}.depthwise_conv.conv.weight"
+        weights[key] = torch.zeros(*weights[key].shape[:2], kernel, kernel)
+    report = verify_pair(spec_with("attentive_a6", backbone__layers__6__kernel_size=yaml_kernel), weights)
+    assert report.problems == [f"backbone.layers.6.kernel_size {yaml_kernel} in YAML, {said} in weights"]
+
+
+# --- telling a supernet from a subnet that is nearly the largest -------------------------------------------------------
+
+def _second_largest(choices) -> int:
+    return sorted(set(choices))[-2]
+
+
+def _near_max_subnets(family: str) -> dict:
+    """The largest subnet of ``family`` with one choice lowered, for every kind of choice, in the first stage that
+    offers it (an early stage: a check that only looks at the last stage must fail)."""
+    import dataclasses
+
+    from razorzoo.weights.extract import max_subnet
+
+    top = max_subnet(family)
+    space = top.space
+    variants = {name: dataclasses.replace(top, **{name: _second_largest(getattr(space, name))})
+                for name in ("first_channels", "last_channels") if len(set(getattr(space, name))) > 1}
+    for what, choices in (("depth", "depths"), ("out_channels", "out_channels"), ("kernel_size", "kernel_sizes"),
+                          ("expand_ratio", "expand_ratios")):
+        i = next(i for i, s in enumerate(space.stages) if len(set(getattr(s, choices))) > 1)
+        value = _second_largest(getattr(space.stages[i], choices))
+        stage = top.stages[i]
+        if what in ("depth", "out_channels"):
+            stage = dataclasses.replace(stage, **{what: value})
+        else:
+            changed = {what: value, **({"expand_ratio_se": value} if what == "expand_ratio" else {})}
+            first = dataclasses.replace(stage.blocks[0], **changed)
+            blocks = (first, *stage.blocks[1:]) if space.fine_grained else (first,) * len(stage.blocks)
+            stage = dataclasses.replace(stage, blocks=blocks)
+        variants[f"layers.{i + 1}.{what}"] = dataclasses.replace(top, stages=(*top.stages[:i], stage, *top.stages[i + 1:]))
+    return variants
+
+
+def _spec_of(subnet):
+    return resolve_spec(yaml.safe_load(subnet.to_yaml()), "classification")
+
+
+@pytest.mark.parametrize("model", ["attentive_a6", "ofa_lat31"])
+def test_a_supernet_paired_with_a_nearly_largest_yaml_is_a_supernet(model):
+    supernet = supernet_state_dict(model)
+    for what, subnet in _near_max_subnets(load_family(model)).items():
+        report = verify_pair(_spec_of(subnet), supernet)
+        assert report.ok and report.is_supernet, (what, str(report))
+
+
+@pytest.mark.parametrize("model", ["attentive_a6", "ofa_lat31"])
+def test_a_nearly_largest_subnet_checkpoint_is_not_a_supernet(model):
+    supernet = supernet_state_dict(model)
+    for what, subnet in _near_max_subnets(load_family(model)).items():
+        weights = extract_subnet(supernet, subnet)
+        report = verify_pair(_spec_of(subnet), weights)
+        assert report.ok and not report.is_supernet, (what, str(report))
+        # taken as it is: nothing re-sliced, no BN counter reset
+        assert all(torch.equal(report.state_dict[k], v) for k, v in weights.items()), what
+
+
+def test_the_largest_subnet_yaml_with_its_supernet():
+    from razorzoo.weights.extract import max_subnet
+
+    # AttentiveNAS: the supernet checkpoint *is* the largest subnet's, and is taken as it is
+    supernet = supernet_state_dict("attentive_a6")
+    report = verify_pair(_spec_of(max_subnet("attentive")), supernet)
+    assert report.ok and not report.is_supernet
+    assert all(torch.equal(report.state_dict[k], v) for k, v in supernet.items())
+    # OFA: the kernel transformation matrices still mark a supernet, whose subnet is extracted
+    report = verify_pair(_spec_of(max_subnet("ofa")), supernet_state_dict("ofa_lat31"))
+    assert report.ok and report.is_supernet
+
+
+def test_a_spos_supernet_with_two_candidates_per_block_is_a_supernet():
+    from razorzoo.arch.subnet import load_subnet
+
+    supernet = supernet_state_dict("spos_0.33M")
+    chosen = load_subnet(DATA / "spos_0.33M" / "subnet.yaml").choices
+    ops = sorted({k.split("._candidates.")[1].split(".")[0] for k in supernet if "._candidates." in k})
+    kept = {(s, b): {op, next(o for o in ops if o != op)} for s, row in enumerate(chosen) for b, op in enumerate(row)}
+
+    def keep(key: str) -> bool:
+        if "._candidates." not in key:
+            return True
+        s, b = (int(x) for x in key.split(".")[2:4])
+        return key.split("._candidates.")[1].split(".")[0] in kept[s, b]
+
+    report = verify_pair(spec_with("spos_0.33M"), {k: v for k, v in supernet.items() if keep(k)})
+    assert report.ok and report.is_supernet
+    expected = extract_subnet(supernet, DATA / "spos_0.33M" / "subnet.yaml")
+    assert all(torch.equal(report.state_dict[k], v) for k, v in expected.items())
+
+
+def load_family(model: str) -> str:
+    from razorzoo.arch.subnet import load_subnet
+
+    return load_subnet(DATA / model / "subnet.yaml").family

@@ -27,10 +27,12 @@ TARGETS = {  # name -> (modules to mutate, tests that guard them, mutant-name pa
             ["tests/test_postprocess.py", "tests/test_detection_promises.py"],
             ["*x_nms__*", "*x_batched_nms*", "*x__iou*"]),
     "postprocess": (["razorzoo/detection/postprocess.py", "razorzoo/detection/coders.py"],
-                    ["tests/test_postprocess.py", "tests/test_detection_promises.py"], ["*"]),
+                    ["tests/test_postprocess.py", "tests/test_detection_promises.py",
+                     "tests/hostile/test_images_and_args.py"], ["*"]),
     "fetch": (["razorzoo/storage/fetch.py"], ["tests/test_fetch.py", "tests/test_fetch_promises.py"], ["*"]),
     "extract": (["razorzoo/weights/extract.py", "razorzoo/weights/verify.py"],
                 ["tests/test_extract.py", "tests/test_verify.py"], ["*"]),
+    "verify": (["razorzoo/weights/verify.py"], ["tests/test_verify.py"], ["*"]),
     "hub": (["razorzoo/storage/hub.py", "razorzoo/publish.py"], ["tests/test_hub.py"], ["*"]),
 }
 COPY = ("razorzoo", "tests", "cards", "conversion", "setup.cfg", "setup.py", "pyproject.toml", "README.md")

@@ -53,7 +53,7 @@ def with_overrides(test_cfg: TestConfig, *, score_thr: float | None = None, iou_
         changes["iou_threshold"] = check_number(iou_thr, "iou_thr", minimum=0, maximum=1)
     if max_det is not None:
         changes["max_per_img"] = check_number(max_det, "max_det", minimum=1, integer=True)
-    return replace(test_cfg, **changes) if changes else test_cfg
+    return replace(test_cfg, **changes)
 
 
 def flatten_levels(maps: Sequence[torch.Tensor], width: int) -> torch.Tensor:

@@ -169,7 +169,7 @@ def _is_supernet(spec: ArchSpec, state_dict: Mapping[str, Any]) -> bool:
         return True
     found = _mobilenet_arch(state_dict)
     space = subnet.space
-    if not found or found.get("first") != max(space.first_channels) or found.get("last") != max(space.last_channels):
+    if found.get("first") != max(space.first_channels) or found.get("last") != max(space.last_channels):
         return False
     chosen_max = subnet.first_channels == max(space.first_channels) and subnet.last_channels == max(
         space.last_channels)
@@ -205,32 +205,36 @@ def _spos_ops(state_dict: Mapping[str, Any]) -> dict[tuple[int, int], set[str]]:
 
 
 def _mobilenet_arch(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"first", "last", "stages": {i: {"depth", "out", "blocks": [(kernel, expand), ...]}}}`` from shapes."""
+    """``{"first", "last", "stages": {i: {"depth", "out", "blocks": [(kernel, expand), ...]}}}`` from shapes.
+
+    A block counts towards its stage's depth as soon as any of its tensors is there; a block missing its depthwise
+    or linear conv reads as ``(None, None)`` (unknown), so a missing tensor is reported as missing, never as a
+    YAML choice. The expand ratio is the depthwise width over the block's input width: the expand conv's input, or
+    (no expand conv, docs/upstream.md §2.2) the previous block's output.
+    """
     p = _backbone_prefix(state_dict)
     arch: dict[str, Any] = {"stages": {}}
     if f"{p}first_conv.conv.weight" in state_dict:
         arch["first"] = state_dict[f"{p}first_conv.conv.weight"].shape[0]
     if f"{p}last_conv.feature_mix_layer.conv.weight" in state_dict:
         arch["last"] = state_dict[f"{p}last_conv.feature_mix_layer.conv.weight"].shape[0]
-    blocks: dict[tuple[int, int], str] = {}
-    for key in state_dict:
-        match = _MB_BLOCK.match(key[len(p):])
-        if match:
-            blocks.setdefault((int(match[1]), int(match[2])), f"{p}layer{match[1]}.{match[2]}.")
+    blocks = sorted({(int(m[1]), int(m[2]))
+                     for m in map(_MB_BLOCK.match, (k[len(p):] for k in state_dict if k.startswith(p))) if m})
     in_channels = arch.get("first")
-    for i in sorted({i for i, _ in blocks}):
-        stage: dict[str, Any] = {"depth": 0, "out": None, "blocks": []}
-        for b in sorted(b for j, b in blocks if j == i):
-            name = blocks[i, b]
-            dw, linear = state_dict.get(name + "depthwise_conv.conv.weight"), state_dict.get(name + "linear_conv.conv.weight")
-            if dw is None or linear is None:
-                continue
-            expand = state_dict.get(name + "expand_conv.conv.weight")
-            cin = expand.shape[1] if expand is not None else in_channels
-            mid = dw.shape[0]
-            stage["blocks"].append((dw.shape[-1], mid // cin if cin and mid % cin == 0 else None))
-            stage["out"], stage["depth"], in_channels = linear.shape[0], stage["depth"] + 1, linear.shape[0]
-        arch["stages"][i] = stage
+    for i, b in blocks:
+        stage = arch["stages"].setdefault(i, {"depth": 0, "out": None, "blocks": []})
+        stage["depth"] += 1
+        name = f"{p}layer{i}.{b}."
+        dw, linear = state_dict.get(name + "depthwise_conv.conv.weight"), state_dict.get(name + "linear_conv.conv.weight")
+        expand = state_dict.get(name + "expand_conv.conv.weight")
+        cin = expand.shape[1] if expand is not None else in_channels
+        in_channels = linear.shape[0] if linear is not None else None
+        if dw is None or linear is None:
+            stage["blocks"].append((None, None))
+            continue
+        mid = dw.shape[0]
+        stage["blocks"].append((dw.shape[-1], mid // cin if cin and mid % cin == 0 else None))
+        stage["out"] = linear.shape[0]
     return arch
 
 
@@ -247,7 +251,7 @@ def _spos_differences(subnet: Any, backbone: Mapping[str, Any]) -> list[str]:
     problems = []
     for s, ops in enumerate(subnet.choices):
         for b, chosen in enumerate(ops):
-            held = found.get((s, b), set())
+            held = found.get((s, b))
             if held and chosen not in held:
                 problems.append(f"backbone.layers.{s}.{b} chose {chosen} but the checkpoint holds "
                                 f"{' and '.join(sorted(held))} weights")

@@ -180,7 +180,8 @@ def test_predict_refuses_bad_numbers_in_one_line(capsys, option, value):
     assert len(last) < 200 and not CONTROL.search(last)
 
 
-@pytest.mark.parametrize("override,value", [("score_thr", float("nan")), ("score_thr", -1), ("iou_thr", 2.0),
+@pytest.mark.parametrize("override,value", [("score_thr", float("nan")), ("score_thr", -1), ("score_thr", 1.5),
+                                            ("iou_thr", -0.1), ("iou_thr", 2.0),
                                             ("iou_thr", float("inf")), ("max_det", 0), ("max_det", 1.5),
                                             ("max_det", True), ("score_thr", "0.5; rm -rf /")])
 def test_library_overrides_are_checked(override, value):
