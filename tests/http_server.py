@@ -9,7 +9,8 @@ every request. Faults are queued per path and consumed one per request:
 * ``"flip"``: serve the file with one byte flipped;
 * ``"slow"``: stream in 64 KiB pieces with ``slow_delay`` seconds between them (for races and Ctrl-C tests);
 * ``"403"``: answer HTTP 403 (a refusal: must not be retried);
-* ``"stall"``: wait ``stall_delay`` seconds before answering (longer than a short client timeout).
+* ``"stall"``: wait ``stall_delay`` seconds before answering (longer than a short client timeout);
+* ``"norange"``: answer 206 with the whole body and no ``Content-Range`` (a broken proxy's answer to ``Range``).
 
 ``add_fault(..., then=callback)`` runs ``callback()`` once that faulty response is sent (e.g. to change the file
 between a truncated download and its resumption).
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
-FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall")
+FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall", "norange")
 REPO = Path(__file__).resolve().parent.parent
 # card weights layout -> tests/checkpoints.py layout that writes it (docs/upstream.md §3, §4)
 CARD_LAYOUTS = {"mmyolo_detector": "mmdet-publish", "mmrazor_subnet": "mmrazor-subnet", "mmrazor_supernet": "supernet"}
@@ -147,11 +148,11 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
             etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
             if fault == "flip":
                 data = data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:]
-            start = self._range_start(len(data), etag)
+            start = 0 if fault == "norange" else self._range_start(len(data), etag)
             if start is None:
                 return self._reply(416, b"range not satisfiable\n", {"Content-Range": f"bytes */{len(data)}"})
             part = data[start:]
-            self.send_response(206 if start else 200)
+            self.send_response(206 if start or fault == "norange" else 200)
             self.send_header("Content-Length", str(len(part)))
             self.send_header("ETag", etag)
             self.send_header("Accept-Ranges", "bytes")

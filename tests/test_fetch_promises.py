@@ -4,6 +4,7 @@ resumed download (If-Range), and the environment variables that steer downloads 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from http_server import FileServer
 from razorzoo import constants
 from razorzoo.errors import FetchError, IntegrityError
 from razorzoo.storage import fetch as fetch_module
-from razorzoo.storage.fetch import cached, fetch
+from razorzoo.storage.cache import META_FILE, PARTIAL_META, Cache, CacheError
+from razorzoo.storage.fetch import cached, download_to, fetch
 
 PATH = "/mmrazor/v1/promise/model.pth"
 
@@ -105,3 +107,107 @@ def test_progress_bar_by_default_and_its_switches(www, tmp_path, monkeypatch, ca
         monkeypatch.setenv(key, value)
     fetch(url, sha256=digest, cache_dir=tmp_path / "cache")
     assert (Path(PATH).name in capsys.readouterr().err) == shown
+
+
+# --- retries: progress resets the count, a kept partial without progress does not --------------------------------
+
+def test_each_attempt_that_makes_progress_resets_the_retry_count(www, tmp_path):
+    server, url, data, digest = www
+    server.add_fault(PATH, "truncate", times=fetch_module._RETRIES + 3)  # every attempt delivers half of the rest
+    assert fetch(url, sha256=digest, cache_dir=tmp_path / "cache").read_bytes() == data
+    assert len(server.gets(PATH)) == fetch_module._RETRIES + 4
+
+
+def test_failures_after_progress_are_counted_from_zero(www, tmp_path):
+    server, url, data, digest = www
+    server.add_fault(PATH, "truncate")
+    server.add_fault(PATH, "500", times=fetch_module._RETRIES - 1)  # one short of giving up
+    assert fetch(url, sha256=digest, cache_dir=tmp_path / "cache").read_bytes() == data
+
+
+def test_a_kept_partial_that_stops_growing_gives_up_and_says_it_is_kept(www, tmp_path):
+    server, url, _, digest = www
+    server.add_fault(PATH, "truncate")
+    server.add_fault(PATH, "500", times=100)
+    cache = tmp_path / "cache"
+    with pytest.raises(FetchError) as info:
+        fetch(url, sha256=digest, cache_dir=cache)
+    entry = Cache(cache).entry_dir(url)
+    assert str(info.value) == (f"downloading {url} failed {fetch_module._RETRIES} times in a row (HTTP 500); the "
+                               f"partial download is kept in {entry} and resumes on the next try")
+    assert len(server.gets(PATH)) == 1 + fetch_module._RETRIES
+
+
+@pytest.mark.parametrize("meta,sent", [
+    ({"etag": "GOOD"}, True),
+    (["not", "a", "record"], False),
+    ({"etag": 123}, False),
+    ({"etag": '"abc"\r\nX-Injected: 1'}, False),
+    ({"etag": '"' + "a" * 300 + '"'}, False),
+])
+def test_resume_sends_only_a_well_formed_recorded_etag(www, tmp_path, meta, sent):
+    """The ``.incomplete.json`` beside a partial download is read back, never trusted: a malformed ETag is not sent."""
+    server, url, data, digest = www
+    server.add_fault(PATH, "truncate")
+    cache = tmp_path / "cache"
+    with pytest.raises(FetchError):  # leave a partial download and its record behind
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(fetch_module, "_RETRIES", 1)
+            server.add_fault(PATH, "500")
+            fetch(url, sha256=digest, cache_dir=cache)
+    [record] = Cache(cache).entry_dir(url).glob("*" + PARTIAL_META)
+    etag = json.loads(record.read_text())["etag"]
+    record.write_text(json.dumps({"etag": etag} if meta == {"etag": "GOOD"} else meta))
+    assert fetch(url, sha256=digest, cache_dir=cache).read_bytes() == data
+    resumed = server.gets(PATH)[-1]
+    assert resumed.range is not None and resumed.range != "bytes=0-"
+    assert resumed.if_range == (etag if sent else None)
+
+
+def test_a_206_without_content_range_restarts_from_zero(www, tmp_path):
+    server, url, data, digest = www
+    server.add_fault(PATH, "truncate")
+    server.add_fault(PATH, "norange")  # the resumed request gets the whole body labelled as a partial one
+    assert fetch(url, sha256=digest, cache_dir=tmp_path / "cache").read_bytes() == data
+    first, resumed, restarted = server.gets(PATH)
+    assert resumed.range is not None and restarted.range is None
+
+
+def test_a_cache_record_that_cannot_be_written_is_one_clear_error(www, tmp_path):
+    server, url, _, digest = www
+    cache = tmp_path / "cache"
+    entry = Cache(cache).entry_dir(url)
+    (entry / META_FILE).mkdir(parents=True)  # something else already holds the record's name
+    with pytest.raises(CacheError) as info:
+        fetch(url, sha256=digest, cache_dir=cache)
+    assert str(info.value) == f"cannot write {entry / META_FILE}: Is a directory"
+
+
+# --- download_to, which the Hub client calls directly -------------------------------------------------------------
+
+def test_download_to_names_the_expected_hash_and_reads_the_progress_switch(www, tmp_path, monkeypatch, capsys):
+    server, url, data, digest = www
+    with pytest.raises(IntegrityError) as info:
+        download_to(url, tmp_path / "a.pth", expected="0" * 64)
+    assert str(info.value).startswith(f"{url} does not match the expected sha256: expected {'0' * 64}, got {digest};")
+    assert not (tmp_path / "a.pth").exists()
+    monkeypatch.setenv("RAZORZOO_PROGRESS", "1")
+    assert download_to(url, tmp_path / "b.pth", expected=digest)[:2] == (digest, len(data))
+    assert "b.pth" in capsys.readouterr().err
+    monkeypatch.setenv("RAZORZOO_PROGRESS", "0")
+    download_to(url, tmp_path / "c.pth", expected=digest)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("url,name", [
+    ("https://h/a/lat%4031ms.pth", "lat@31ms.pth"),
+    ("https://h/a/b/XY.Z..pth", "XY.Z..pth"),
+    ("https://h/a/..hidden.pth", "hidden.pth"),
+    ("https://h/a/name.", "name."),
+    ("https://h/a/we%20ird%2F..%2Fname?.pth", "we_ird_.._name"),
+    ("https://h/a/", "download"),
+    ("https://h", "download"),
+    ("https://h/" + "n" * 300 + ".pth", "n" * 196 + ".pth"),
+])
+def test_cache_file_names_come_from_the_last_url_segment_made_safe(url, name):
+    assert fetch_module._file_name(url) == name

@@ -29,7 +29,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
 from razorzoo import constants
@@ -235,23 +235,10 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: 
             total = offset + int(length) if length is not None and length.isdigit() else None
             etag = response.headers.get("ETag")
             _write_json(partial_meta, {"file": name, "source": source, "etag": etag})
-            received = 0
             with open(partial, "ab" if offset else "wb") as f, tqdm(
                     total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-                    disable=not show, leave=False) as bar, ThreadPoolExecutor(1) as worker:
-                def consume(chunk: bytes) -> None:  # hashlib and file writes release the GIL
-                    f.write(chunk)
-                    digest.update(chunk)
-
-                pending = None
-                for chunk in response.iter_bytes(_CHUNK):  # receive the next chunk while the last is consumed
-                    if pending is not None:
-                        pending.result()
-                    pending = worker.submit(consume, chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-                if pending is not None:
-                    pending.result()
+                    disable=not show, leave=False) as bar:
+                received = _write_body(response.iter_bytes(), f, digest, bar)
                 f.flush()
                 os.fsync(f.fileno())
     except (httpx2.UnsupportedProtocol, httpx2.InvalidURL, httpx2.LocalProtocolError) as exc:
@@ -270,6 +257,43 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: 
     if total is not None and size != total:
         raise _Transient(f"truncated body: got {size} of {total} bytes")
     return digest.hexdigest(), size, etag
+
+
+def _write_body(pieces: Iterator[bytes], f: BinaryIO, digest: Any, bar: Any) -> int:
+    """Append the response's pieces to ``f`` and ``digest`` in 1 MiB batches, consumed by a worker thread while the
+    next batch arrives (hashlib and file writes release the GIL); return the number of bytes. The pieces come as
+    they arrive, and the batch in hand is written even when the connection drops, so every received byte is kept for
+    resuming and a connection that keeps failing still makes progress."""
+    batch = bytearray()
+    received = 0
+
+    def consume(data: bytes) -> None:
+        f.write(data)
+        digest.update(data)
+
+    with ThreadPoolExecutor(1) as worker:
+        pending = None
+
+        def hand_over() -> None:
+            nonlocal pending
+            if pending is not None:
+                pending.result()
+            pending = worker.submit(consume, bytes(batch))
+            batch.clear()
+
+        try:
+            for piece in pieces:
+                batch += piece
+                received += len(piece)
+                bar.update(len(piece))
+                if len(batch) >= _CHUNK:
+                    hand_over()
+        finally:
+            if batch:
+                hand_over()
+            if pending is not None:
+                pending.result()
+    return received
 
 
 def _recorded_etag(partial_meta: Path) -> str | None:
