@@ -380,3 +380,31 @@ def load_family(model: str) -> str:
     from razorzoo.arch.subnet import load_subnet
 
     return load_subnet(DATA / model / "subnet.yaml").family
+
+
+@pytest.mark.parametrize("model", ["attentive_a6", "ofa_lat31"])
+def test_a_nearly_largest_subnet_checkpoint_with_another_yaml_is_a_mismatch_not_a_supernet(model):
+    """Every searched dimension must be at its maximum for a supernet: one lowered choice anywhere makes the weights
+    a subnet's, which the shipped YAML does not match (slicing them would hide the mismatch)."""
+    supernet = supernet_state_dict(model)
+    for what, subnet in _near_max_subnets(load_family(model)).items():
+        report = verify_pair(spec_with(model), extract_subnet(supernet, subnet))
+        assert not report.is_supernet and not report.ok, what
+
+
+def test_a_stage_without_any_linear_conv_is_reported_as_missing_tensors():
+    weights = rule_state_dict("attentive_a6")
+    gone = [k for k in weights if k.startswith("backbone.layer7.") and ".linear_conv.conv.weight" in k]
+    assert gone
+    report = verify_pair(spec_with("attentive_a6"), {k: v for k, v in weights.items() if k not in gone})
+    assert report.problems == [f"{len(gone)} tensors the YAML needs are missing: {', '.join(gone)}"]
+
+
+def test_a_depthwise_width_that_is_no_multiple_of_the_input_is_not_read_as_an_expand_ratio():
+    weights = rule_state_dict("attentive_a6")
+    key = "backbone.layer3.1.depthwise_conv.conv.weight"
+    cin = weights["backbone.layer3.1.expand_conv.conv.weight"].shape[1]
+    shape = tuple(weights[key].shape)
+    weights[key] = torch.zeros(cin * 4 + 3, *shape[1:])  # 4.x times the input: no expand ratio gives it
+    assert verify_pair(spec_with("attentive_a6"), weights).problems == [
+        f"1 tensors have other shapes: {key} {list(shape)} in YAML, {[cin * 4 + 3, *shape[1:]]} in weights"]

@@ -3,7 +3,8 @@
 Usage: python tools/mutation.py TARGET [TARGET ...]   (targets: see TARGETS; ``all`` for every one)
 
 Each target names the module(s) to mutate, the test files that guard them, and which of their functions to mutate
-(``checkpoint`` and ``nms`` focus on the allow-list and NMS functions, to finish in minutes on two cores). The run happens in a temporary copy
+(``checkpoint``, ``nms`` and ``hub`` focus on the allow-list, NMS and revision-resolution functions, to finish in
+minutes to an hour on two cores). The run happens in a temporary copy
 of the working tree (mutmut writes ``mutants/`` and its config next to the code), so the checkout stays clean.
 mutmut runs, for every mutant, only the tests that reach the mutated function; a mutant that no test kills is
 listed at the end (``mutmut results`` / ``mutmut show NAME`` in the printed directory explain each one).
@@ -29,11 +30,15 @@ TARGETS = {  # name -> (modules to mutate, tests that guard them, mutant-name pa
     "postprocess": (["razorzoo/detection/postprocess.py", "razorzoo/detection/coders.py"],
                     ["tests/test_postprocess.py", "tests/test_detection_promises.py",
                      "tests/hostile/test_images_and_args.py"], ["*"]),
-    "fetch": (["razorzoo/storage/fetch.py"], ["tests/test_fetch.py", "tests/test_fetch_promises.py"], ["*"]),
+    "fetch": (["razorzoo/storage/fetch.py"],
+              ["tests/test_fetch.py", "tests/test_fetch_promises.py", "tests/hostile/test_storage_and_hub.py"], ["*"]),
     "extract": (["razorzoo/weights/extract.py", "razorzoo/weights/verify.py"],
                 ["tests/test_extract.py", "tests/test_verify.py"], ["*"]),
     "verify": (["razorzoo/weights/verify.py"], ["tests/test_verify.py"], ["*"]),
-    "hub": (["razorzoo/storage/hub.py", "razorzoo/publish.py"], ["tests/test_hub.py"], ["*"]),
+    "hub": (["razorzoo/storage/hub.py"], ["tests/test_hub.py", "tests/hostile/test_storage_and_hub.py"],
+            ["*x_check_revision*", "*x_parse_hub_ref*", "*x__head*", "*x__resolve*", "*x__git_blob_sha1*",
+             "*x__hub_file*", "*x__recorded*", "*x__record__*", "*x_fetch_hub_files*", "*x_download_hub_model*",
+             "*x_download_hub_onnx*", "*x_load_hub_card*"]),
 }
 COPY = ("razorzoo", "tests", "cards", "conversion", "setup.cfg", "setup.py", "pyproject.toml", "README.md")
 

@@ -239,11 +239,10 @@ def _mobilenet_arch(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _yaml_differences(spec: ArchSpec, view: Mapping[str, Any]) -> list[str]:
-    prefix = "" if spec.task == "backbone" else "backbone."
-    backbone = {k[len(prefix):]: v for k, v in view.items() if k.startswith(prefix)}
+    """The YAML choices the weights disagree with (both readers take backbone keys with or without ``backbone.``)."""
     if spec.subnet.family == "spos":
-        return _spos_differences(spec.subnet, backbone)
-    return _mobilenet_differences(spec.subnet, backbone)
+        return _spos_differences(spec.subnet, view)
+    return _mobilenet_differences(spec.subnet, view)
 
 
 def _spos_differences(subnet: Any, backbone: Mapping[str, Any]) -> list[str]:
