@@ -436,3 +436,28 @@ def test_load_hub_card_and_show_honour_the_revision(hub, classifier_files, tmp_p
     assert cli_main(["show", f"hf-hub:alice/card-moves@{first}"]) == 0
     out = capsys.readouterr().out
     assert "77.7" in out and "70.0" not in out
+
+
+def test_load_hub_card_takes_the_cache_and_offline_flag_it_is_given(hub, pushed_classifier, fresh_cache, tmp_path):
+    ref, elsewhere = "hf-hub:alice/attentive-custom", tmp_path / "elsewhere"
+    with pytest.raises(OfflineError, match="not in the Hub cache"):
+        load_hub_card(ref, cache_dir=elsewhere, offline=True)  # the argument wins over an online environment
+    card = load_hub_card(ref, cache_dir=elsewhere)
+    assert card.subnet_path.is_relative_to(elsewhere) and not fresh_cache.exists()
+    assert load_hub_card(ref, cache_dir=elsewhere, offline=True).metrics == card.metrics == {"top1": 77.7}
+
+
+def test_a_broken_hub_card_is_named_by_its_hub_reference(hub, fresh_cache):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from razorzoo.errors import CardError
+
+    api = HfApi(endpoint=hub.url, token="hf_alice")
+    api.create_repo("alice/broken-card")
+    api.create_commit("alice/broken-card", commit_message="a card without a razorzoo block", operations=[
+        CommitOperationAdd("README.md", b"---\nlicense: mit\n---\n# nothing here\n"),
+        CommitOperationAdd("subnet.yaml", CUSTOM_SUBNET.encode())])
+    with pytest.raises(CardError) as info:
+        load_hub_card("hf-hub:alice/broken-card")
+    assert str(info.value) == ("hf-hub:alice/broken-card: razorzoo: missing; the front matter needs a 'razorzoo:' "
+                               "mapping")

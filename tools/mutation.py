@@ -35,7 +35,8 @@ TARGETS = {  # name -> (modules to mutate, tests that guard them, mutant-name pa
     "extract": (["razorzoo/weights/extract.py", "razorzoo/weights/verify.py"],
                 ["tests/test_extract.py", "tests/test_verify.py"], ["*"]),
     "verify": (["razorzoo/weights/verify.py"], ["tests/test_verify.py"], ["*"]),
-    "hub": (["razorzoo/storage/hub.py"], ["tests/test_hub.py", "tests/hostile/test_storage_and_hub.py"],
+    "hub": (["razorzoo/storage/hub.py"],
+            ["tests/test_hub.py", "tests/test_deploy_hub.py", "tests/hostile/test_storage_and_hub.py"],
             ["*x_check_revision*", "*x_parse_hub_ref*", "*x__head*", "*x__resolve*", "*x__git_blob_sha1*",
              "*x__hub_file*", "*x__recorded*", "*x__record__*", "*x_fetch_hub_files*", "*x_download_hub_model*",
              "*x_download_hub_onnx*", "*x_load_hub_card*"]),
@@ -57,6 +58,7 @@ def _config(modules: list[str], tests: list[str]) -> str:
 def run(target: str) -> int:
     modules, tests, functions = TARGETS[target]
     work = Path(tempfile.mkdtemp(prefix=f"razorzoo-mutation-{target}-"))
+    work.chmod(0o755)  # readable like a checkout: a hostile-input test runs an operation as an unprivileged user
     for name in COPY:
         source = ROOT / name
         if source.is_dir():

@@ -71,7 +71,7 @@ def check_revision(revision: str, what: str = "revision") -> str:
     A name may use letters, digits, ``_ . + -`` and ``/`` between parts; ``..``, a leading ``/``, empty parts,
     control characters and more than 128 characters are refused (it names a directory and a URL segment).
     """
-    if (not isinstance(revision, str) or not 0 < len(revision) <= _MAX_REVISION or ".." in revision
+    if (not isinstance(revision, str) or len(revision) > _MAX_REVISION or ".." in revision
             or revision.endswith((".", "/", ".lock")) or not _BRANCH.fullmatch(revision)):
         raise HubError(f"invalid {what} {safe_repr(revision)}: use a 40-hex commit id or a branch/tag name "
                        f"(letters, digits, '_.+-', '/' between parts; at most {_MAX_REVISION} characters)")

@@ -328,14 +328,16 @@ def test_escape_sequences_in_the_cache_path_never_reach_the_terminal(tmp_path, s
 
 # -- Hub: revisions from the user, commit ids and ETags from the server ------------------------------------------
 @pytest.mark.parametrize("revision", ["..", "../../outside", "a/../..", "/etc", "%2e%2e", "..%2f..", "a\\..\\b",
-                                      "a\x00b", "a//b", "a/", "x" * 129, "main\n", "-rf", "a b", "refs/.."])
+                                      "a\x00b", "a//b", "a/", "x" * 129, "main\n", "-rf", "a b", "refs/..", "v1..2",
+                                      "name.", "name.lock", "feature/x.lock"])
 def test_unsafe_revisions_are_refused(revision):
     with pytest.raises(HubError, match="invalid revision") as info:
         parse_hub_ref(f"hf-hub:org/name@{revision}")
     assert "\n" not in str(info.value) and len(str(info.value)) < 300
 
 
-@pytest.mark.parametrize("revision", ["main", "v1.0", "feature/x-2", "a" * 40, "release+1"])
+@pytest.mark.parametrize("revision", ["main", "v1.0", "feature/x-2", "a" * 40, "release+1", "a", "x" * 128,
+                                      "v1.2.3", "lock.v1"])
 def test_plain_revisions_are_accepted(revision):
     assert parse_hub_ref(f"hf-hub:org/name@{revision}").revision == revision
 
