@@ -461,3 +461,43 @@ def test_a_broken_hub_card_is_named_by_its_hub_reference(hub, fresh_cache):
         load_hub_card("hf-hub:alice/broken-card")
     assert str(info.value) == ("hf-hub:alice/broken-card: razorzoo: missing; the front matter needs a 'razorzoo:' "
                                "mapping")
+
+
+def _metadata_only_safetensors(metadata: dict[str, str]) -> bytes:
+    from safetensors.torch import save
+
+    return save({"x": torch.zeros(1)}, metadata=metadata)
+
+
+@pytest.mark.parametrize("config,weights,problem", [
+    (b"not json", None, "config.json is not JSON; the repo was not written by razorzoo push"),
+    (b"[1]", None, "config.json holds a list of 1 item, not an object; the repo was not written by razorzoo "
+                        "push"),
+    (None, b"garbage", "model.safetensors or config.json is not a razorzoo file (ValueError: 'model.safetensors is "
+                       "not a safetensors file')"),
+    (None, {}, "model.safetensors or config.json is not a razorzoo file (KeyError: \"'razorzoo_arch'\")"),
+    (None, {"razorzoo_arch": "{"}, 'model.safetensors or config.json is not a razorzoo file (InputError: "the '
+                                   'razorzoo_arch metadata is not JSON ('),
+])
+def test_a_repo_razorzoo_did_not_write_is_named_with_its_commit(hub, pushed_classifier, fresh_cache, config, weights,
+                                                                problem):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    files = hub.repos["alice/attentive-custom"].commits[-1].files
+    if isinstance(weights, dict):
+        weights = _metadata_only_safetensors(weights)
+    repo = f"alice/foreign-{hashlib.sha256(repr((config, weights)).encode()).hexdigest()[:8]}"
+    api = HfApi(endpoint=hub.url, token="hf_alice")
+    api.create_repo(repo)
+    api.create_commit(repo, commit_message="not by razorzoo", operations=[
+        CommitOperationAdd("model.safetensors", weights or files["model.safetensors"]),
+        CommitOperationAdd("config.json", config or files["config.json"])])
+    commit = hub.repos[repo].branches["main"]
+    with pytest.raises(HubError) as info:
+        download_hub_model(f"hf-hub:{repo}")
+    assert str(info.value).startswith(f"hf-hub:{repo} at {commit}: {problem}"), str(info.value)
+
+
+def test_download_hub_model_takes_the_cache_it_is_given(hub, pushed_classifier, fresh_cache, tmp_path):
+    path = download_hub_model("hf-hub:alice/attentive-custom", cache_dir=tmp_path / "elsewhere")
+    assert path.is_relative_to(tmp_path / "elsewhere") and not fresh_cache.exists()
