@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,29 @@ def test_download_to_names_the_expected_hash_and_reads_the_progress_switch(www, 
 ])
 def test_cache_file_names_come_from_the_last_url_segment_made_safe(url, name):
     assert fetch_module._file_name(url) == name
+
+
+def test_a_cached_file_that_lost_bytes_is_no_hit_and_is_downloaded_again(www, tmp_path):
+    server, url, data, digest = www
+    cache = tmp_path / "cache"
+    path = fetch(url, sha256=digest, cache_dir=cache)
+    path.write_bytes(data[: len(data) // 2])  # a disk that filled up, a copy interrupted by the user
+    assert cached(url, sha256=digest, cache_dir=cache) is None
+    assert fetch(url, sha256=digest, cache_dir=cache).read_bytes() == data
+    assert len(server.gets(PATH)) == 2
+
+
+def test_processes_asking_for_the_same_file_download_it_once(www, tmp_path):
+    """The second process waits on the cache entry's lock and finds the file the first one finished."""
+    server, url, data, digest = www
+    server.add_fault(PATH, "slow", times=2)  # ~48 pieces 50 ms apart: the downloads would overlap
+    cache = tmp_path / "cache"
+    script = ("import sys; from razorzoo.storage.fetch import fetch; "
+              "print(fetch(sys.argv[1], sha256=sys.argv[2], cache_dir=sys.argv[3], progress=False))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "RAZORZOO_CACHE": str(tmp_path / "other")}
+    children = [subprocess.Popen([sys.executable, "-c", script, url, digest, str(cache)], stdout=subprocess.PIPE,
+                                 env=env) for _ in range(2)]
+    paths = {child.communicate(timeout=120)[0].decode().strip() for child in children}
+    assert [child.returncode for child in children] == [0, 0]
+    assert len(paths) == 1 and Path(paths.pop()).read_bytes() == data
+    assert len(server.gets(PATH)) == 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 import socket
 import sys
@@ -69,7 +70,7 @@ def mirrored(url: str) -> str:
 def _file_name(url: str) -> str:
     """The last URL path segment, percent-decoded (``lat%4031ms`` -> ``lat@31ms``), safe as a file name: no
     separators, control characters or leading dots, at most 200 characters."""
-    name = _UNSAFE_NAME_CHARS.sub("_", unquote(urlsplit(url).path.rsplit("/", 1)[-1])).lstrip(".")[-200:]
+    name = _UNSAFE_NAME_CHARS.sub("_", unquote(posixpath.basename(urlsplit(url).path))).lstrip(".")[-200:]
     return name or "download"
 
 
@@ -86,8 +87,9 @@ def _check_hash_format(sha256: str | None, url: str) -> str | None:
 def cached(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path | None:
     """The cached file of ``url`` if it is complete and satisfies ``sha256``, else ``None``. No network, no
     hashing: the hash was checked when the file entered the cache (``razorzoo cache verify`` re-checks)."""
+    sha256 = _check_hash_format(sha256, url)
     record = Cache(cache_dir).record(url)
-    if record is None or not hash_matches(_check_hash_format(sha256, url), record.sha256):
+    if record is None or not hash_matches(sha256, record.sha256):
         return None
     try:
         complete = record.path.stat().st_size == record.size
@@ -313,5 +315,5 @@ def _unknown_host(exc: BaseException) -> bool:
 
 
 def _range_start(content_range: str | None) -> int | None:
-    match = re.match(r"bytes (\d+)-", content_range or "")
+    match = re.match(r"bytes (\d+)-", content_range) if content_range else None
     return int(match.group(1)) if match else None
