@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +84,7 @@ class HubServer:
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> bytes, uploaded through the LFS batch API
         self.on_request: Callable[[str, str], None] | None = None
         self.file_headers: dict[str, str] = {}  # replace headers of every file answer: a hostile Hub in tests
+        self.download_delay_s = 0.0  # wait before each file download (GET): lets concurrent clients overlap
         self._lock = threading.Lock()
         self._commit_counter = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -315,6 +317,8 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         if path not in commit.files:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound")
         data = commit.files[path]
+        if req.command == "GET" and hub.download_delay_s:
+            time.sleep(hub.download_delay_s)
         status, body = 200, data
         match = re.match(r"bytes=(\d+)-(\d*)", req.headers.get("Range", ""))
         if match:

@@ -501,3 +501,74 @@ def test_a_repo_razorzoo_did_not_write_is_named_with_its_commit(hub, pushed_clas
 def test_download_hub_model_takes_the_cache_it_is_given(hub, pushed_classifier, fresh_cache, tmp_path):
     path = download_hub_model("hf-hub:alice/attentive-custom", cache_dir=tmp_path / "elsewhere")
     assert path.is_relative_to(tmp_path / "elsewhere") and not fresh_cache.exists()
+
+
+def test_processes_downloading_one_hub_model_fetch_each_file_once(hub, pushed_classifier, tmp_path):
+    """The second process waits on the snapshot's lock and finds the files the first one finished."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ref, cache = "hf-hub:alice/attentive-custom", tmp_path / "shared-cache"
+    script = "import sys; from razorzoo.storage.hub import download_hub_model; print(download_hub_model(sys.argv[1], cache_dir=sys.argv[2]))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    gets = lambda: [p for m, p in hub.requests if m == "GET" and "/resolve/" in p]  # noqa: E731
+    before = len(gets())
+    hub.download_delay_s = 0.5  # both processes are past resolving the commit before the first download ends
+    try:
+        children = [subprocess.Popen([sys.executable, "-c", script, ref, str(cache)], stdout=subprocess.PIPE, env=env)
+                    for _ in range(2)]
+        paths = {child.communicate(timeout=120)[0].decode().strip() for child in children}
+    finally:
+        hub.download_delay_s = 0.0
+    assert [child.returncode for child in children] == [0, 0] and len(paths) == 1
+    assert sorted(p.rsplit("/", 1)[1] for p in gets()[before:]) == ["config.json", "model.safetensors"]
+
+
+def test_a_cached_hub_file_that_lost_bytes_is_downloaded_again(hub, pushed_classifier, fresh_cache):
+    path = download_hub_model("hf-hub:alice/attentive-custom")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert download_hub_model("hf-hub:alice/attentive-custom").read_bytes() == data
+
+
+def test_offline_names_the_file_and_commit_that_are_not_cached(hub, pushed_classifier, fresh_cache):
+    load_hub_card("hf-hub:alice/attentive-custom")  # remembers main's commit, caches README.md and subnet.yaml only
+    commit = hub.repos["alice/attentive-custom"].branches["main"]
+    with pytest.raises(OfflineError) as info:
+        download_hub_model("hf-hub:alice/attentive-custom", offline=True)
+    assert str(info.value) == (f"hf-hub:alice/attentive-custom: config.json at {commit} is not in the Hub cache "
+                               f"({fresh_cache}) and offline mode is on; run once online (unset HF_HUB_OFFLINE / "
+                               f"RAZORZOO_OFFLINE) to cache it")
+
+
+def test_a_repo_without_weights_names_the_missing_file(hub, pushed_classifier, fresh_cache):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(endpoint=hub.url, token="hf_alice")
+    api.create_repo("alice/no-weights")
+    config = hub.repos["alice/attentive-custom"].commits[-1].files["config.json"]
+    api.create_commit("alice/no-weights", [CommitOperationAdd("config.json", config)], commit_message="config only")
+    with pytest.raises(HubError) as info:
+        download_hub_model("hf-hub:alice/no-weights")
+    assert str(info.value) == ("cannot download model.safetensors: hf-hub:alice/no-weights is not a razorzoo repo "
+                               "(a file is missing)")
+
+
+def test_a_hub_that_answers_another_commit_for_a_file_is_refused(hub, pushed_classifier, fresh_cache):
+    commit = hub.repos["alice/attentive-custom"].branches["main"]
+
+    def after(method: str, path: str) -> None:  # once config.json is read, the server starts lying about commits
+        if method == "GET" and path.endswith("/config.json"):
+            hub.file_headers["X-Repo-Commit"] = "d" * 40
+
+    hub.on_request = after
+    try:
+        with pytest.raises(HubError) as info:
+            download_hub_model("hf-hub:alice/attentive-custom")
+    finally:
+        hub.on_request = None
+        hub.file_headers.clear()
+    assert str(info.value) == (f"hf-hub:alice/attentive-custom: asked for model.safetensors at {commit}, the Hub "
+                               f"answered commit {'d' * 40}")

@@ -34,7 +34,7 @@ import razorzoo
 from http_server import FileServer
 from hub_server import HubServer, Repo
 from razorzoo.cli import main as cli
-from razorzoo.errors import FetchError, HubError, RazorzooError
+from razorzoo.errors import FetchError, HubError, IntegrityError, RazorzooError
 from razorzoo.storage.cache import Cache
 from razorzoo.storage.fetch import fetch
 from razorzoo.storage.hub import download_hub_model, load_hub_card, parse_hub_ref
@@ -411,11 +411,20 @@ def test_hostile_commit_or_etag_writes_nothing_outside_the_cache(hostile_hub, he
         p.name in ("config.json", "README.md") for p in _files(cache))
 
 
-def test_hub_file_that_differs_from_its_etag_is_not_kept(hostile_hub):
+@pytest.mark.parametrize("etag, error, message", [
+    ("b" * 40, HubError, "hf-hub:alice/repo: config.json at {commit} does not match the hash the Hub states for it "
+                         "(" + "b" * 40 + "); nothing was kept, retry"),  # a git blob id: regular files
+    ("b" * 64, IntegrityError, "{url} does not match the sha256 the Hub states for config.json: expected "
+                               + "b" * 64),  # a sha256: LFS files
+])
+def test_hub_file_that_differs_from_its_etag_is_not_kept(hostile_hub, etag, error, message):
     server, tmp_path = hostile_hub
-    server.file_headers["ETag"] = '"' + "b" * 40 + '"'  # a well-formed hash that is not the file's
-    with pytest.raises(HubError, match="does not match the hash"):
+    server.file_headers["ETag"] = f'"{etag}"'  # a well-formed hash that is not the file's
+    commit = server.repos["alice/repo"].branches["main"]
+    url = f"{server.url}/alice/repo/resolve/{commit}/config.json"
+    with pytest.raises(error) as info:
         download_hub_model("hf-hub:alice/repo")
+    assert str(info.value).startswith(message.format(commit=commit, url=url)), str(info.value)
     assert not [p for p in _files(tmp_path / "deep" / "cache") if p.name == "config.json"]
 
 
