@@ -572,3 +572,19 @@ def test_a_hub_that_answers_another_commit_for_a_file_is_refused(hub, pushed_cla
         hub.file_headers.clear()
     assert str(info.value) == (f"hf-hub:alice/attentive-custom: asked for model.safetensors at {commit}, the Hub "
                                f"answered commit {'d' * 40}")
+
+
+def test_offline_remembers_every_revision_resolved_online(hub, pushed_classifier, fresh_cache):
+    ref = "hf-hub:alice/attentive-custom"
+    first = download_hub_model(ref)  # the default branch, then the same commit by name: two remembered revisions
+    assert download_hub_model(f"{ref}@main") == first
+    assert download_hub_model(ref, offline=True) == download_hub_model(f"{ref}@main", offline=True) == first
+
+
+@pytest.mark.parametrize("ref, shown", [(None, "None"), (7, "7"), ("hf-hub:org/na/me", "'hf-hub:org/na/me'")])
+def test_a_malformed_hub_reference_is_quoted_in_the_error(ref, shown):
+    expected = "'hf-hub:org/name[@revision]'" if not isinstance(ref, str) else \
+        "'hf-hub:org/name' or 'hf-hub:org/name@revision'"
+    with pytest.raises(HubError) as info:
+        parse_hub_ref(ref)
+    assert str(info.value) == f"invalid Hub reference {shown}: expected {expected}"

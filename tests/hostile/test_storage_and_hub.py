@@ -342,7 +342,8 @@ def test_plain_revisions_are_accepted(revision):
     assert parse_hub_ref(f"hf-hub:org/name@{revision}").revision == revision
 
 
-@pytest.mark.parametrize("repo_id", ["../name", "org/..", "org/na/me", "/org/name", "org\\x/name", "org/name\x00"])
+@pytest.mark.parametrize("repo_id", ["../name", "org/..", "org/na/me", "/org/name", "org\\x/name", "org/name\x00",
+                                     "org/a..b", "o..rg/name"])
 def test_unsafe_repo_ids_are_refused(repo_id):
     with pytest.raises(HubError, match="invalid Hub reference"):
         parse_hub_ref(f"hf-hub:{repo_id}")
