@@ -10,7 +10,9 @@ every request. Faults are queued per path and consumed one per request:
 * ``"slow"``: stream in 64 KiB pieces with ``slow_delay`` seconds between them (for races and Ctrl-C tests);
 * ``"403"``: answer HTTP 403 (a refusal: must not be retried);
 * ``"stall"``: wait ``stall_delay`` seconds before answering (longer than a short client timeout);
-* ``"norange"``: answer 206 with the whole body and no ``Content-Range`` (a broken proxy's answer to ``Range``).
+* ``"norange"``: answer 206 with the whole body and no ``Content-Range`` (a broken proxy's answer to ``Range``);
+* ``"416"``: answer 416 (range not satisfiable), whatever was asked;
+* ``"redirect"``: answer 302 to the same path (the next request is served as usual), as a CDN-fronted mirror does.
 
 ``add_fault(..., then=callback)`` runs ``callback()`` once that faulty response is sent (e.g. to change the file
 between a truncated download and its resumption).
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
-FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall", "norange")
+FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall", "norange", "416", "redirect")
 REPO = Path(__file__).resolve().parent.parent
 # card weights layout -> tests/checkpoints.py layout that writes it (docs/upstream.md §3, §4)
 CARD_LAYOUTS = {"mmyolo_detector": "mmdet-publish", "mmrazor_subnet": "mmrazor-subnet", "mmrazor_supernet": "supernet"}
@@ -51,6 +53,7 @@ class Request:
     path: str  # percent-decoded
     range: str | None
     if_range: str | None
+    accept_encoding: str | None = None
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -128,7 +131,8 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self, *, body: bool) -> None:
             path = unquote(urlsplit(self.path).path)
-            server._log(Request(self.command, path, self.headers.get("Range"), self.headers.get("If-Range")))
+            server._log(Request(self.command, path, self.headers.get("Range"), self.headers.get("If-Range"),
+                                self.headers.get("Accept-Encoding")))
             file = (server.root / path.lstrip("/")).resolve()
             if server.root.resolve() not in file.parents or not file.is_file():
                 return self._reply(404, b"not found\n")
@@ -140,8 +144,10 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                     server._then.pop(path)()
 
         def _answer(self, path: str, file: Path, fault: str | None, *, body: bool) -> None:
-            if fault in ("500", "403"):
+            if fault in ("500", "403", "416"):
                 return self._reply(int(fault), b"injected\n")
+            if fault == "redirect":
+                return self._reply(302, b"moved\n", {"Location": path})
             if fault == "stall":
                 time.sleep(server.stall_delay)
             data = file.read_bytes()

@@ -104,8 +104,10 @@ def test_500_then_success_is_retried(served, cache):
 def test_persistent_500_gives_up_with_a_clear_error(served, cache):
     server, path, _, digest = served
     server.add_fault(path, "500", times=100)
-    with pytest.raises(FetchError, match="HTTP 500"):
+    with pytest.raises(FetchError) as info:
         fetch(server.url + path, sha256=digest, cache_dir=cache)
+    assert str(info.value) == (f"downloading {server.url + path} failed {fetch_module._RETRIES} times in a row "
+                               f"(HTTP 500); nothing was downloaded")
     assert len(server.gets(path)) == fetch_module._RETRIES
 
 

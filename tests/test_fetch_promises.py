@@ -239,3 +239,36 @@ def test_processes_asking_for_the_same_file_download_it_once(www, tmp_path):
     assert [child.returncode for child in children] == [0, 0]
     assert len(paths) == 1 and Path(paths.pop()).read_bytes() == data
     assert len(server.gets(PATH)) == 1
+
+
+def test_a_server_that_truncates_and_refuses_to_resume_is_given_up_on(www, tmp_path):
+    """Each attempt restarts from zero and reaches the same length: that is no progress, so the retries end."""
+    server, url, _, digest = www
+    for _ in range(20):
+        server.add_fault(PATH, "truncate")
+        server.add_fault(PATH, "416")
+    with pytest.raises(FetchError, match="times in a row"):
+        fetch(url, sha256=digest, cache_dir=tmp_path / "cache")
+    assert len(server.gets(PATH)) < 4 * fetch_module._RETRIES
+
+
+def test_retries_back_off_doubling_up_to_a_cap():
+    waits = [fetch_module._backoff_s(n) for n in range(1, 20)]
+    assert waits[:3] == [2 * fetch_module._BACKOFF_S, 4 * fetch_module._BACKOFF_S, 8 * fetch_module._BACKOFF_S]
+    assert max(waits) == waits[-1] == fetch_module._BACKOFF_MAX_S and waits == sorted(waits)
+
+
+def test_downloads_ask_for_the_bytes_as_stored_and_follow_redirects(www, tmp_path):
+    """No content coding (a gzip answer would break byte ranges and hashes); a mirror behind a CDN redirects."""
+    server, url, data, digest = www
+    server.add_fault(PATH, "redirect")
+    assert fetch(url, sha256=digest, cache_dir=tmp_path / "cache").read_bytes() == data
+    assert [r.accept_encoding for r in server.gets(PATH)] == ["identity", "identity"]
+
+
+def test_the_unpinned_notice_is_said_once_per_url_per_process(www, tmp_path, capsys):
+    server, url, _, _ = www
+    fetch_module._noticed_unpinned.discard(url)
+    fetch(url, cache_dir=tmp_path / "a")
+    fetch(url, cache_dir=tmp_path / "b")  # pinned again in another cache, said once
+    assert capsys.readouterr().err.count("razorzoo: notice:") == 1

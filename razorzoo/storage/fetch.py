@@ -170,20 +170,23 @@ def download_to(source: str, path: Path, *, expected: str | None = None, what: s
     show = constants.progress_bars() if progress is None else progress  # a malformed RAZORZOO_PROGRESS: nothing written
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     partial_meta = path.with_name(path.name + PARTIAL_META)
-    failures = 0
+    # progress is a partial file longer than it ever was in this call: a server that truncates every body and
+    # then refuses to resume (416, a restart from zero) cannot keep the loop going forever
+    failures, longest = 0, _size(partial)
     while True:
-        size_before = partial.stat().st_size if partial.exists() else 0
         try:
             digest, size, etag = _stream(source, partial, partial_meta, path.name, dict(headers or {}), show)
             break
         except _Transient as exc:
-            made_progress = partial.exists() and partial.stat().st_size > size_before
-            failures = 0 if made_progress else failures + 1
+            if _size(partial) > longest:
+                failures, longest = 0, _size(partial)
+            else:
+                failures += 1
             if failures >= _RETRIES:
                 kept = (f"the partial download is kept in {partial.parent} and resumes on the next try"
-                        if partial.exists() and partial.stat().st_size else "nothing was downloaded")
+                        if _size(partial) else "nothing was downloaded")
                 raise FetchError(f"downloading {source} failed {failures} times in a row ({exc}); {kept}") from exc
-            time.sleep(min(_BACKOFF_S * 2 ** failures, _BACKOFF_MAX_S))
+            time.sleep(_backoff_s(failures))
     if not hash_matches(expected, digest):
         partial.unlink(missing_ok=True)
         partial_meta.unlink(missing_ok=True)
@@ -192,6 +195,18 @@ def download_to(source: str, path: Path, *, expected: str | None = None, what: s
     os.replace(partial, path)
     partial_meta.unlink(missing_ok=True)
     return digest, size, etag
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _backoff_s(failures: int) -> float:
+    """Seconds to wait after ``failures`` attempts in a row without progress: doubling from ``_BACKOFF_S``, capped."""
+    return min(_BACKOFF_S * 2 ** failures, _BACKOFF_MAX_S)
 
 
 def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: dict[str, str],
