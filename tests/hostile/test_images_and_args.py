@@ -185,7 +185,7 @@ def test_predict_refuses_bad_numbers_in_one_line(capsys, option, value):
                                             ("iou_thr", float("inf")), ("max_det", 0), ("max_det", 1.5),
                                             ("max_det", True), ("score_thr", "0.5; rm -rf /")])
 def test_library_overrides_are_checked(override, value):
-    with pytest.raises(InputError, match=override):
+    with pytest.raises(InputError, match=f"^{override} must be "):  # named as the user spelled the argument
         with_overrides(RECIPES["rtmdet_tiny"].test_cfg, **{override: value})
 
 
