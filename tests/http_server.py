@@ -11,7 +11,7 @@ every request. Faults are queued per path and consumed one per request:
 * ``"403"``: answer HTTP 403 (a refusal: must not be retried);
 * ``"stall"``: wait ``stall_delay`` seconds before answering (longer than a short client timeout);
 * ``"norange"``: answer 206 with the whole body and no ``Content-Range`` (a broken proxy's answer to ``Range``);
-* ``"416"``: answer 416 (range not satisfiable), whatever was asked;
+* ``"416"``, ``"429"``, ``"408"``, ``"300"``: answer that status, whatever was asked;
 * ``"redirect"``: answer 302 to the same path (the next request is served as usual), as a CDN-fronted mirror does.
 
 ``add_fault(..., then=callback)`` runs ``callback()`` once that faulty response is sent (e.g. to change the file
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
-FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall", "norange", "416", "redirect")
+FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall", "norange", "416", "429", "408", "300", "redirect")
 REPO = Path(__file__).resolve().parent.parent
 # card weights layout -> tests/checkpoints.py layout that writes it (docs/upstream.md §3, §4)
 CARD_LAYOUTS = {"mmyolo_detector": "mmdet-publish", "mmrazor_subnet": "mmrazor-subnet", "mmrazor_supernet": "supernet"}
@@ -144,7 +144,7 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                     server._then.pop(path)()
 
         def _answer(self, path: str, file: Path, fault: str | None, *, body: bool) -> None:
-            if fault in ("500", "403", "416"):
+            if fault in ("500", "403", "416", "429", "408", "300"):
                 return self._reply(int(fault), b"injected\n")
             if fault == "redirect":
                 return self._reply(302, b"moved\n", {"Location": path})

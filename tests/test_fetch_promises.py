@@ -247,8 +247,10 @@ def test_a_server_that_truncates_and_refuses_to_resume_is_given_up_on(www, tmp_p
     for _ in range(20):
         server.add_fault(PATH, "truncate")
         server.add_fault(PATH, "416")
-    with pytest.raises(FetchError, match="times in a row"):
+    with pytest.raises(FetchError) as info:
         fetch(url, sha256=digest, cache_dir=tmp_path / "cache")
+    assert str(info.value) == (f"downloading {url} failed {fetch_module._RETRIES} times in a row (HTTP 416 on resume; "
+                               f"restarting); nothing was downloaded")
     assert len(server.gets(PATH)) < 4 * fetch_module._RETRIES
 
 
@@ -272,3 +274,31 @@ def test_the_unpinned_notice_is_said_once_per_url_per_process(www, tmp_path, cap
     fetch(url, cache_dir=tmp_path / "a")
     fetch(url, cache_dir=tmp_path / "b")  # pinned again in another cache, said once
     assert capsys.readouterr().err.count("razorzoo: notice:") == 1
+
+
+@pytest.mark.parametrize("status", ["429", "408"])
+def test_too_many_requests_and_request_timeout_are_retried(www, tmp_path, status):
+    server, url, data, digest = www
+    server.add_fault(PATH, status, times=2)
+    assert fetch(url, sha256=digest, cache_dir=tmp_path / "cache").read_bytes() == data
+    assert len(server.gets(PATH)) == 3
+
+
+def test_an_unexpected_status_fails_at_once(www, tmp_path):
+    server, url, _, digest = www
+    server.add_fault(PATH, "300", times=10)
+    with pytest.raises(FetchError) as info:
+        fetch(url, sha256=digest, cache_dir=tmp_path / "cache")
+    assert str(info.value) == f"{url}: unexpected HTTP 300 Multiple Choices"
+    assert len(server.gets(PATH)) == 1
+
+
+def test_a_failed_write_is_raised_not_lost(tmp_path):
+    """The body is written by a worker thread; an error in its last write must still reach the caller."""
+    import hashlib as _hashlib
+    from types import SimpleNamespace
+
+    target = tmp_path / "partial"
+    target.write_bytes(b"")
+    with open(target, "rb") as read_only, pytest.raises(OSError):
+        fetch_module._write_body(iter([b"x" * 10]), read_only, _hashlib.sha256(), SimpleNamespace(update=len))
