@@ -588,3 +588,24 @@ def test_a_malformed_hub_reference_is_quoted_in_the_error(ref, shown):
     with pytest.raises(HubError) as info:
         parse_hub_ref(ref)
     assert str(info.value) == f"invalid Hub reference {shown}: expected {expected}"
+
+
+def test_download_hub_onnx_takes_the_cache_and_offline_flag_it_is_given(hub, pushed_classifier, fresh_cache, tmp_path):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from razorzoo.storage.hub import download_hub_onnx
+
+    files = hub.repos["alice/attentive-custom"].commits[-1].files
+    api = HfApi(endpoint=hub.url, token="hf_alice")
+    api.create_repo("alice/with-onnx")
+    api.create_commit("alice/with-onnx", commit_message="with an exported model", operations=[
+        CommitOperationAdd(name, files[name]) for name in ("config.json", "model.safetensors")] + [
+        CommitOperationAdd("model.onnx", b"onnx bytes")])
+    ref, elsewhere = "hf-hub:alice/with-onnx", tmp_path / "elsewhere"
+    download_hub_model(ref, cache_dir=elsewhere)
+    before = len(hub.requests)
+    assert download_hub_onnx(ref, cache_dir=elsewhere, offline=True) is None  # never downloaded: none, offline
+    assert len(hub.requests) == before
+    path = download_hub_onnx(ref, cache_dir=elsewhere)
+    assert path.read_bytes() == b"onnx bytes" and path.is_relative_to(elsewhere) and not fresh_cache.exists()
+    assert download_hub_onnx(ref, cache_dir=elsewhere, offline=True) == path
