@@ -178,13 +178,14 @@ def download_to(source: str, path: Path, *, expected: str | None = None, what: s
             digest, size, etag = _stream(source, partial, partial_meta, path.name, dict(headers or {}), show)
             break
         except _Transient as exc:
-            if _size(partial) > longest:
-                failures, longest = 0, _size(partial)
+            size = _size(partial)
+            if size > longest:
+                failures, longest = 0, size
             else:
                 failures += 1
             if failures >= _RETRIES:
                 kept = (f"the partial download is kept in {partial.parent} and resumes on the next try"
-                        if _size(partial) else "nothing was downloaded")
+                        if size else "nothing was downloaded")
                 raise FetchError(f"downloading {source} failed {failures} times in a row ({exc}); {kept}") from exc
             time.sleep(_backoff_s(failures))
     if not hash_matches(expected, digest):
@@ -198,6 +199,7 @@ def download_to(source: str, path: Path, *, expected: str | None = None, what: s
 
 
 def _size(path: Path) -> int:
+    """The file's size, 0 when it does not exist."""
     try:
         return path.stat().st_size
     except FileNotFoundError:
@@ -217,7 +219,7 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: 
     from tqdm.auto import tqdm
 
     timeout = constants.http_timeout()  # a malformed RAZORZOO_HTTP_TIMEOUT fails before any request
-    offset = partial.stat().st_size if partial.exists() else 0
+    offset = _size(partial)
     headers["Accept-Encoding"] = "identity"
     if offset:
         headers["Range"] = f"bytes={offset}-"
