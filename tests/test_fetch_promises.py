@@ -150,13 +150,11 @@ def test_a_kept_partial_that_stops_growing_gives_up_and_says_it_is_kept(www, tmp
 def test_resume_sends_only_a_well_formed_recorded_etag(www, tmp_path, meta, sent):
     """The ``.incomplete.json`` beside a partial download is read back, never trusted: a malformed ETag is not sent."""
     server, url, data, digest = www
-    server.add_fault(PATH, "truncate")
+    server.add_fault(PATH, "truncate")  # leave a partial download and its record behind
+    server.add_fault(PATH, "500", times=fetch_module._RETRIES)
     cache = tmp_path / "cache"
-    with pytest.raises(FetchError):  # leave a partial download and its record behind
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(fetch_module, "_RETRIES", 1)
-            server.add_fault(PATH, "500")
-            fetch(url, sha256=digest, cache_dir=cache)
+    with pytest.raises(FetchError):
+        fetch(url, sha256=digest, cache_dir=cache)
     [record] = Cache(cache).entry_dir(url).glob("*" + PARTIAL_META)
     etag = json.loads(record.read_text())["etag"]
     record.write_text(json.dumps({"etag": etag} if meta == {"etag": "GOOD"} else meta))
@@ -295,10 +293,9 @@ def test_an_unexpected_status_fails_at_once(www, tmp_path):
 
 def test_a_failed_write_is_raised_not_lost(tmp_path):
     """The body is written by a worker thread; an error in its last write must still reach the caller."""
-    import hashlib as _hashlib
     from types import SimpleNamespace
 
     target = tmp_path / "partial"
     target.write_bytes(b"")
     with open(target, "rb") as read_only, pytest.raises(OSError):
-        fetch_module._write_body(iter([b"x" * 10]), read_only, _hashlib.sha256(), SimpleNamespace(update=len))
+        fetch_module._write_body(iter([b"x" * 10]), read_only, hashlib.sha256(), SimpleNamespace(update=len))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +62,23 @@ def local_outputs(build, weights, x) -> torch.Tensor:
     model.load_state_dict(weights, strict=True)
     with torch.no_grad():
         return flat_outputs(model.eval()(x))
+
+
+def commit_files(hub: HubServer, repo_id: str, files: dict, message: str) -> str:
+    """Create ``repo_id`` as alice with one commit of ``files`` (name -> bytes) through the real client, the way
+    someone other than ``razorzoo push`` would; returns the commit id."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(endpoint=hub.url, token="hf_alice")
+    api.create_repo(repo_id)
+    api.create_commit(repo_id, [CommitOperationAdd(name, data) for name, data in files.items()],
+                      commit_message=message)
+    return hub.repos[repo_id].branches["main"]
+
+
+def pushed_files(hub: HubServer) -> dict:
+    """The files ``razorzoo push`` wrote for the ``pushed_classifier`` fixture."""
+    return hub.repos["alice/attentive-custom"].commits[-1].files
 
 
 @pytest.fixture(scope="module")
@@ -335,16 +356,11 @@ def test_list_hub_models_filters_by_library_and_author(hub, pushed_classifier):
 
 def test_inconsistent_repo_is_detected(hub, pushed_classifier, fresh_cache):
     """config.json and the safetensors metadata must agree before anything is built."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    files = hub.repos["alice/attentive-custom"].commits[-1].files
+    files = pushed_files(hub)
     config = json.loads(files["config.json"])
     config["subnet"] = config["subnet"].replace("chosen: 1792", "chosen: 1984")
-    api = HfApi(endpoint=hub.url, token="hf_alice")
-    api.create_repo("alice/inconsistent")
-    api.create_commit("alice/inconsistent", [CommitOperationAdd("model.safetensors", files["model.safetensors"]),
-                                             CommitOperationAdd("config.json", json.dumps(config).encode())],
-                      commit_message="hand-edited")
+    commit_files(hub, "alice/inconsistent", {"model.safetensors": files["model.safetensors"],
+                                             "config.json": json.dumps(config).encode()}, "hand-edited")
     with pytest.raises(HubError, match="different architecture"):
         download_hub_model("hf-hub:alice/inconsistent")
 
@@ -392,7 +408,7 @@ def test_cli_lists_and_shows_hub_models(hub, pushed_classifier, capsys, fresh_ca
 def test_model_safetensors_is_uploaded_through_lfs(hub, pushed_classifier):
     """As on the real Hub: the weights go through the LFS batch API and a PUT, the commit names them by sha256."""
     assert ("POST", "/alice/attentive-custom.git/info/lfs/objects/batch") in hub.requests
-    weights = hub.repos["alice/attentive-custom"].commits[-1].files["model.safetensors"]
+    weights = pushed_files(hub)["model.safetensors"]
     assert ("PUT", f"/lfs-upload/{hashlib.sha256(weights).hexdigest()}") in hub.requests
     assert not any(m == "PUT" and "config" in p for m, p in hub.requests)  # small files stay regular
 
@@ -448,15 +464,10 @@ def test_load_hub_card_takes_the_cache_and_offline_flag_it_is_given(hub, pushed_
 
 
 def test_a_broken_hub_card_is_named_by_its_hub_reference(hub, fresh_cache):
-    from huggingface_hub import CommitOperationAdd, HfApi
-
     from razorzoo.errors import CardError
 
-    api = HfApi(endpoint=hub.url, token="hf_alice")
-    api.create_repo("alice/broken-card")
-    api.create_commit("alice/broken-card", commit_message="a card without a razorzoo block", operations=[
-        CommitOperationAdd("README.md", b"---\nlicense: mit\n---\n# nothing here\n"),
-        CommitOperationAdd("subnet.yaml", CUSTOM_SUBNET.encode())])
+    commit_files(hub, "alice/broken-card", {"README.md": b"---\nlicense: mit\n---\n# nothing here\n",
+                                            "subnet.yaml": CUSTOM_SUBNET.encode()}, "a card without a razorzoo block")
     with pytest.raises(CardError) as info:
         load_hub_card("hf-hub:alice/broken-card")
     assert str(info.value) == ("hf-hub:alice/broken-card: razorzoo: missing; the front matter needs a 'razorzoo:' "
@@ -481,18 +492,12 @@ def _metadata_only_safetensors(metadata: dict[str, str]) -> bytes:
 ])
 def test_a_repo_razorzoo_did_not_write_is_named_with_its_commit(hub, pushed_classifier, fresh_cache, config, weights,
                                                                 problem):
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    files = hub.repos["alice/attentive-custom"].commits[-1].files
+    files = pushed_files(hub)
     if isinstance(weights, dict):
         weights = _metadata_only_safetensors(weights)
     repo = f"alice/foreign-{hashlib.sha256(repr((config, weights)).encode()).hexdigest()[:8]}"
-    api = HfApi(endpoint=hub.url, token="hf_alice")
-    api.create_repo(repo)
-    api.create_commit(repo, commit_message="not by razorzoo", operations=[
-        CommitOperationAdd("model.safetensors", weights or files["model.safetensors"]),
-        CommitOperationAdd("config.json", config or files["config.json"])])
-    commit = hub.repos[repo].branches["main"]
+    commit = commit_files(hub, repo, {"model.safetensors": weights or files["model.safetensors"],
+                                      "config.json": config or files["config.json"]}, "not by razorzoo")
     with pytest.raises(HubError) as info:
         download_hub_model(f"hf-hub:{repo}")
     assert str(info.value).startswith(f"hf-hub:{repo} at {commit}: {problem}"), str(info.value)
@@ -505,11 +510,6 @@ def test_download_hub_model_takes_the_cache_it_is_given(hub, pushed_classifier, 
 
 def test_processes_downloading_one_hub_model_fetch_each_file_once(hub, pushed_classifier, tmp_path):
     """The second process waits on the snapshot's lock and finds the files the first one finished."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     ref, cache = "hf-hub:alice/attentive-custom", tmp_path / "shared-cache"
     script = "import sys; from razorzoo.storage.hub import download_hub_model; print(download_hub_model(sys.argv[1], cache_dir=sys.argv[2]))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
@@ -544,12 +544,7 @@ def test_offline_names_the_file_and_commit_that_are_not_cached(hub, pushed_class
 
 
 def test_a_repo_without_weights_names_the_missing_file(hub, pushed_classifier, fresh_cache):
-    from huggingface_hub import CommitOperationAdd, HfApi
-
-    api = HfApi(endpoint=hub.url, token="hf_alice")
-    api.create_repo("alice/no-weights")
-    config = hub.repos["alice/attentive-custom"].commits[-1].files["config.json"]
-    api.create_commit("alice/no-weights", [CommitOperationAdd("config.json", config)], commit_message="config only")
+    commit_files(hub, "alice/no-weights", {"config.json": pushed_files(hub)["config.json"]}, "config only")
     with pytest.raises(HubError) as info:
         download_hub_model("hf-hub:alice/no-weights")
     assert str(info.value) == ("cannot download model.safetensors: hf-hub:alice/no-weights is not a razorzoo repo "
@@ -591,16 +586,12 @@ def test_a_malformed_hub_reference_is_quoted_in_the_error(ref, shown):
 
 
 def test_download_hub_onnx_takes_the_cache_and_offline_flag_it_is_given(hub, pushed_classifier, fresh_cache, tmp_path):
-    from huggingface_hub import CommitOperationAdd, HfApi
-
     from razorzoo.storage.hub import download_hub_onnx
 
-    files = hub.repos["alice/attentive-custom"].commits[-1].files
-    api = HfApi(endpoint=hub.url, token="hf_alice")
-    api.create_repo("alice/with-onnx")
-    api.create_commit("alice/with-onnx", commit_message="with an exported model", operations=[
-        CommitOperationAdd(name, files[name]) for name in ("config.json", "model.safetensors")] + [
-        CommitOperationAdd("model.onnx", b"onnx bytes")])
+    files = pushed_files(hub)
+    commit_files(hub, "alice/with-onnx", {"config.json": files["config.json"],
+                                          "model.safetensors": files["model.safetensors"],
+                                          "model.onnx": b"onnx bytes"}, "with an exported model")
     ref, elsewhere = "hf-hub:alice/with-onnx", tmp_path / "elsewhere"
     download_hub_model(ref, cache_dir=elsewhere)
     before = len(hub.requests)

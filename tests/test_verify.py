@@ -327,7 +327,7 @@ def _spec_of(subnet):
 @pytest.mark.parametrize("model", ["attentive_a6", "ofa_lat31"])
 def test_a_supernet_paired_with_a_nearly_largest_yaml_is_a_supernet(model):
     supernet = supernet_state_dict(model)
-    for what, subnet in _near_max_subnets(load_family(model)).items():
+    for what, subnet in _near_max_subnets(spec_with(model).subnet.family).items():
         report = verify_pair(_spec_of(subnet), supernet)
         assert report.ok and report.is_supernet, (what, str(report))
 
@@ -335,7 +335,7 @@ def test_a_supernet_paired_with_a_nearly_largest_yaml_is_a_supernet(model):
 @pytest.mark.parametrize("model", ["attentive_a6", "ofa_lat31"])
 def test_a_nearly_largest_subnet_checkpoint_is_not_a_supernet(model):
     supernet = supernet_state_dict(model)
-    for what, subnet in _near_max_subnets(load_family(model)).items():
+    for what, subnet in _near_max_subnets(spec_with(model).subnet.family).items():
         weights = extract_subnet(supernet, subnet)
         report = verify_pair(_spec_of(subnet), weights)
         assert report.ok and not report.is_supernet, (what, str(report))
@@ -376,18 +376,12 @@ def test_a_spos_supernet_with_two_candidates_per_block_is_a_supernet():
     assert all(torch.equal(report.state_dict[k], v) for k, v in expected.items())
 
 
-def load_family(model: str) -> str:
-    from razorzoo.arch.subnet import load_subnet
-
-    return load_subnet(DATA / model / "subnet.yaml").family
-
-
 @pytest.mark.parametrize("model", ["attentive_a6", "ofa_lat31"])
 def test_a_nearly_largest_subnet_checkpoint_with_another_yaml_is_a_mismatch_not_a_supernet(model):
     """Every searched dimension must be at its maximum for a supernet: one lowered choice anywhere makes the weights
     a subnet's, which the shipped YAML does not match (slicing them would hide the mismatch)."""
     supernet = supernet_state_dict(model)
-    for what, subnet in _near_max_subnets(load_family(model)).items():
+    for what, subnet in _near_max_subnets(spec_with(model).subnet.family).items():
         report = verify_pair(spec_with(model), extract_subnet(supernet, subnet))
         assert not report.is_supernet and not report.ok, what
 
