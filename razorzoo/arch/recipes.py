@@ -1,7 +1,8 @@
-"""Typed test-time configuration: the detector recipes and the classifier pre-processing, as frozen data (torch-free).
+"""Typed detector recipes and classifier pre-processing, as frozen data (torch-free).
 
 A :class:`Recipe` is everything about an MMYOLO razor detector that is not the backbone: which backbone outputs feed
-the neck, the test pipeline, the box coder, the NMS settings and the class names (docs/upstream.md §1.1-§1.3, §6).
+the neck, the test pipeline, the box coder, the NMS settings, the class names (docs/upstream.md §1.1-§1.3, §6) and
+the head's training settings: loss weights and label assignment (``train_cfg``, docs/upstream.md §9).
 The recipe ids are defined here once; ``razorzoo.models.detector`` maps each id to its neck and head modules, and
 ``razorzoo.detection`` turns the pipeline and coder configs into runnable objects.
 
@@ -17,7 +18,8 @@ from razorzoo.bounded import safe_repr
 from razorzoo.errors import RazorzooError
 
 __all__ = ["COCO_CLASSES", "PYRAMID_OUT_INDICES", "Letterbox", "ResizePad", "Normalize", "YOLOv5Coder",
-           "DistanceCoder", "TestConfig", "Recipe", "RECIPES", "RECIPE_IDS", "ClassifierPreprocess",
+           "DistanceCoder", "TestConfig", "YOLOv5TrainConfig", "YOLOv6TrainConfig", "RTMDetTrainConfig",
+           "TrainConfig", "Recipe", "RECIPES", "RECIPE_IDS", "ClassifierPreprocess",
            "CLASSIFIER_PREPROCESS"]
 
 # mmdet CocoDataset.METAINFO["classes"]: label i of every head is COCO_CLASSES[i]
@@ -93,6 +95,58 @@ class TestConfig:
 
 
 @dataclass(frozen=True)
+class YOLOv5TrainConfig:
+    """``YOLOv5Head`` training (docs/upstream.md §9.5): anchor matching by width/height ratio, neighbouring cells,
+    CIoU box loss, IoU-aware objectness with per-level weights, sigmoid class loss.
+
+    ``cls_weight`` is the recipe's ``loss_cls_weight``: the config scales it to ``cls_weight * (num_classes / 80 * 3
+    / 3)``, so a head with fewer classes weighs its class loss less (the loss applies that formula).
+    """
+
+    cls_weight: float = 0.5
+    bbox_weight: float = 0.05
+    obj_weight: float = 1.0
+    prior_match_thr: float = 4.0
+    near_neighbor_thr: float = 0.5
+    obj_level_weights: tuple[float, ...] = (4.0, 1.0, 0.4)
+    ciou_eps: float = 1e-7
+
+
+@dataclass(frozen=True)
+class YOLOv6TrainConfig:
+    """``YOLOv6Head`` training (docs/upstream.md §9.6): ``BatchATSSAssigner(topk=atss_topk)`` before
+    ``initial_epoch``, then ``BatchTaskAlignedAssigner(tal_topk, tal_alpha, tal_beta)``; VarifocalLoss (sum, divided
+    by the assigned scores' sum) and GIoU ``IoULoss``."""
+
+    initial_epoch: int = 4
+    atss_topk: int = 9
+    tal_topk: int = 13
+    tal_alpha: float = 1.0
+    tal_beta: float = 6.0
+    tal_eps: float = 1e-7
+    vfl_alpha: float = 0.75
+    vfl_gamma: float = 2.0
+    cls_weight: float = 1.0
+    bbox_weight: float = 2.5
+
+
+@dataclass(frozen=True)
+class RTMDetTrainConfig:
+    """``RTMDetHead`` training (docs/upstream.md §9.7): ``BatchDynamicSoftLabelAssigner`` (``dsl_topk``,
+    ``dsl_iou_weight``, ``dsl_soft_center_radius``), QualityFocalLoss and GIoULoss averaged by the assigned IoUs."""
+
+    dsl_topk: int = 13
+    dsl_iou_weight: float = 3.0
+    dsl_soft_center_radius: float = 3.0
+    qfl_beta: float = 2.0
+    cls_weight: float = 1.0
+    bbox_weight: float = 2.0
+
+
+TrainConfig = Union[YOLOv5TrainConfig, YOLOv6TrainConfig, RTMDetTrainConfig]
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Neck/head choice (by ``id``) and test-time settings of one upstream detector config."""
 
@@ -102,6 +156,7 @@ class Recipe:
     normalize: Normalize
     coder: Union[YOLOv5Coder, DistanceCoder]
     test_cfg: TestConfig
+    train_cfg: TrainConfig | None = None  # None: no training settings (e.g. a recipe read from an older export)
     strides: tuple[int, ...] = (8, 16, 32)
     class_names: tuple[str, ...] = field(default=COCO_CLASSES, repr=False)
 
@@ -111,6 +166,8 @@ class Recipe:
         data = _plain(asdict(self))
         data["preprocess"]["type"] = type(self.preprocess).__name__
         data["coder"]["type"] = type(self.coder).__name__
+        if self.train_cfg is not None:
+            data["train_cfg"]["type"] = type(self.train_cfg).__name__
         return data
 
     @classmethod
@@ -119,7 +176,10 @@ class Recipe:
         if not isinstance(data, dict):
             raise RazorzooError(f"a recipe must be a mapping, got {safe_repr(data, 60)}")
         data = dict(data)
-        for key, kinds in (("preprocess", _PREPROCESS_TYPES), ("coder", _CODER_TYPES)):
+        typed_parts = [("preprocess", _PREPROCESS_TYPES), ("coder", _CODER_TYPES)]
+        if data.get("train_cfg") is not None:
+            typed_parts.append(("train_cfg", _TRAIN_TYPES))
+        for key, kinds in typed_parts:
             part = data.get(key)
             kind = kinds.get(part.get("type")) if isinstance(part, dict) else None
             if kind is None:
@@ -145,6 +205,7 @@ RECIPES: dict[str, Recipe] = {
             coder=YOLOv5Coder((((10, 13), (16, 30), (33, 23)), ((30, 61), (62, 45), (59, 119)),
                                ((116, 90), (156, 198), (373, 326)))),
             test_cfg=_YOLO_TEST_CFG,
+            train_cfg=YOLOv5TrainConfig(),
         ),
         Recipe(
             id="yolov6_l_d12",
@@ -153,6 +214,7 @@ RECIPES: dict[str, Recipe] = {
             normalize=_YOLO_NORMALIZE,
             coder=DistanceCoder(prior_offset=0.5),
             test_cfg=_YOLO_TEST_CFG,
+            train_cfg=YOLOv6TrainConfig(),
         ),
         Recipe(
             id="rtmdet_tiny",
@@ -163,12 +225,14 @@ RECIPES: dict[str, Recipe] = {
             coder=DistanceCoder(prior_offset=0.0),
             test_cfg=TestConfig(multi_label=True, nms_pre=1000, score_thr=0.05, iou_threshold=0.6, max_per_img=100,
                                 min_bbox_size=0),
+            train_cfg=RTMDetTrainConfig(),
         ),
     )
 }
 RECIPE_IDS = tuple(RECIPES)
 _PREPROCESS_TYPES = {cls.__name__: cls for cls in (Letterbox, ResizePad)}
 _CODER_TYPES = {cls.__name__: cls for cls in (YOLOv5Coder, DistanceCoder)}
+_TRAIN_TYPES = {cls.__name__: cls for cls in (YOLOv5TrainConfig, YOLOv6TrainConfig, RTMDetTrainConfig)}
 
 
 def _plain(value: Any) -> Any:

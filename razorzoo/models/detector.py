@@ -7,7 +7,7 @@ SPOS, ``yolov6_l_d12`` + AttentiveNAS, ``rtmdet_tiny`` + OFA) have published wei
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -16,7 +16,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from razorzoo.arch.recipes import PYRAMID_OUT_INDICES, RECIPES, Recipe, TestConfig
 from razorzoo.bounded import safe_repr
 from razorzoo.detection.coders import build_coder
+from razorzoo.detection.head_losses import head_loss
 from razorzoo.detection.postprocess import postprocess, with_overrides
+from razorzoo.detection.targets import pack_targets
 from razorzoo.detection.transforms import DetectionTransform
 from razorzoo.errors import RazorzooError
 from razorzoo.models.heads import RTMDetSepBNHeadModule, YOLOv5HeadModule, YOLOv6HeadModule
@@ -56,8 +58,8 @@ class Detector(nn.Module):
     Calling it on a normalized ``(N, 3, H, W)`` batch returns MMYOLO's ``mode='tensor'`` output: a tuple of
     per-level lists ``(cls_scores, bbox_preds)``, plus ``objectnesses`` for YOLOv5. :meth:`predict` goes from
     images to boxes with the detector's typed parts: ``transform`` (the test pipeline), ``coder`` (priors and box
-    decoding) and ``test_cfg`` (thresholds), all from its ``recipe``. Detectors are built in eval mode (razorzoo has
-    no training losses).
+    decoding) and ``test_cfg`` (thresholds), all from its ``recipe``; :meth:`loss` gives MMYOLO's training losses.
+    Detectors are built in eval mode.
     """
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head_module: nn.Module, recipe: Recipe) -> None:
@@ -69,6 +71,7 @@ class Detector(nn.Module):
         self.transform = DetectionTransform(recipe.preprocess, recipe.normalize)
         self.coder = build_coder(recipe.coder)
         self.test_cfg = recipe.test_cfg
+        self._fused = False
         self.eval()
 
     @property
@@ -77,6 +80,42 @@ class Detector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], ...]:
         return self.bbox_head(self.neck(self.backbone(x)))
+
+    @property
+    def num_classes(self) -> int:
+        return self.bbox_head.head_module.num_classes
+
+    def loss(self, batch: torch.Tensor, targets: Sequence[Mapping[str, Any]], *,
+             epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """MMYOLO's training loss terms for a batch (docs/upstream.md §9): their sum is the scalar to backpropagate.
+
+        ``batch`` is normalized, ``N x 3 x H x W`` with ``H`` and ``W`` multiples of the largest stride (what
+        :meth:`preprocess` or the training pipeline gives); ``targets`` holds one ``{"boxes": M x 4 xyxy in batch
+        pixels, "labels": M int64}`` per image (``M`` may be 0), torchvision's convention. Returns YOLOv5's
+        ``loss_cls``, ``loss_obj``, ``loss_bbox`` or YOLOv6's/RTMDet's ``loss_cls``, ``loss_bbox``, with upstream's
+        weights and normalisations. ``epoch`` (0-based, default 0) matters where upstream reads it: YOLOv6 assigns
+        with ATSS before ``train_cfg.initial_epoch`` and task-aligned after. The model must be in ``train()`` mode,
+        so that BatchNorm uses batch statistics as upstream does; malformed targets raise one
+        :class:`~razorzoo.detection.targets.TargetError` line.
+        """
+        if self._fused:
+            raise RazorzooError("this detector was fuse()d for inference (BatchNorm folded into convs); its loss "
+                                "would not be the recipe's: build or load the model again to train it")
+        if not self.training:
+            raise RazorzooError("Detector.loss() needs train mode (BatchNorm batch statistics, as upstream): call "
+                                "detector.train() first")
+        if self.recipe.train_cfg is None:
+            raise RazorzooError(f"recipe {self.recipe.id!r} has no training settings")
+        if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0):
+            raise RazorzooError(f"epoch must be a non-negative integer, not {safe_repr(epoch)}")
+        rows = pack_targets(targets, batch, self.num_classes)
+        stride = max(self.recipe.strides)
+        height, width = batch.shape[-2:]
+        if height % stride or width % stride:
+            raise RazorzooError(f"the batch is {width} x {height}; training needs sides that are multiples of "
+                                f"{stride} (the largest stride), as the train pipelines produce")
+        return head_loss(self.recipe.train_cfg, self(batch), rows, coder=self.coder, strides=self.recipe.strides,
+                         num_classes=self.num_classes, batch_hw=(height, width), epoch=epoch or 0)
 
     def tie_weights(self) -> None:
         """Re-share tied head weights (RTMDet) after a load that replaced tensors; a no-op for other heads."""
@@ -146,6 +185,7 @@ class Detector(nn.Module):
             if isinstance(module, ConvModule) and hasattr(module, "bn"):
                 module.conv = fuse_conv_bn_eval(module.conv, module.bn)
                 del module.bn
+        self._fused = True
         return self
 
 

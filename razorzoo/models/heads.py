@@ -56,6 +56,7 @@ class YOLOv6HeadModule(nn.Module):
         self, in_channels: Sequence[int], num_classes: int = 80, *, widen_factor: float = 1.0, norm: BN = BN(1e-3, 0.03)
     ) -> None:
         super().__init__()
+        self.num_classes = num_classes
         channels = [int(c * widen_factor) for c in in_channels]
         # registration order = upstream state-dict order (stems last)
         self.cls_convs = nn.ModuleList(ConvModule(c, c, 3, norm=norm, act="silu") for c in channels)
@@ -96,6 +97,7 @@ class RTMDetSepBNHeadModule(nn.Module):
         norm: BN = BN(),
     ) -> None:
         super().__init__()
+        self.num_classes = num_classes
         in_channels = int(in_channels * widen_factor)
         feat_channels = in_channels if feat_channels is None else int(feat_channels * widen_factor)
 

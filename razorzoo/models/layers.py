@@ -24,6 +24,7 @@ __all__ = [
     "forward_stages",
     "HSigmoid",
     "make_activation",
+    "Swish",
     "make_divisible_ceil",
     "make_round",
 ]
@@ -44,10 +45,19 @@ class HSigmoid(nn.Module):
         return ((x + 3) / 6).clamp(0, 1)
 
 
+class Swish(nn.Module):
+    """mmcv ``Swish``: ``x * sigmoid(x)`` as two ops. Equal to SiLU in exact arithmetic, but torch's fused SiLU
+    rounds differently; over a deep AttentiveNAS backbone that drifts outputs by ~1e-6 and, in training, gradients by
+    ~1e-3, so the upstream formula is kept (docs/upstream.md §9.8)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
 _ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
-    "silu": lambda: nn.SiLU(inplace=True),
-    "swish": lambda: nn.SiLU(inplace=True),  # mmcv Swish = x * sigmoid(x)
+    "silu": lambda: nn.SiLU(inplace=True),  # mmcv/mmyolo configs' SiLU is torch's nn.SiLU
+    "swish": Swish,
     "hswish": lambda: nn.Hardswish(inplace=True),  # mmcv maps HSwish to torch Hardswish for torch >= 1.7
     "hsigmoid": HSigmoid,
 }
@@ -132,13 +142,16 @@ class DepthwiseSeparableConvModule(nn.Module):
         return self.pointwise_conv(self.depthwise_conv(x))
 
 
-def forward_stages(x: torch.Tensor, stages: Iterable[nn.Module], out_indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
+def forward_stages(x: torch.Tensor, stages: Iterable[nn.Module], out_indices: Sequence[int], *,
+                   run_all: bool = False) -> tuple[torch.Tensor, ...]:
     """Run ``stages`` in order and return the outputs at ``out_indices`` (in stage order, as upstream backbones do).
 
-    Stops after the last index needed: later stages (e.g. the vestigial last convs, docs/upstream.md §7.3) change no output.
+    Stops after the last index needed unless ``run_all``: later stages (e.g. the vestigial last convs, docs/upstream.md
+    §7.3) change no output, but upstream runs them, and in training their BatchNorms update their running statistics
+    (docs/upstream.md §9.8), so backbones pass ``run_all=self.training``.
     """
     outs = []
-    last = max(out_indices)
+    last = -1 if run_all else max(out_indices)
     for i, stage in enumerate(stages):
         x = stage(x)
         if i in out_indices:

@@ -172,4 +172,4 @@ class AttentiveMobileNetV3(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # upstream iterates a plain (unregistered) list [layer1, ..., layerN, last_conv] (docs/upstream.md §7.2)
         stages = [module for name, module in self.named_children() if name.startswith("layer")] + [self.last_conv]
-        return forward_stages(self.first_conv(x), stages, self.out_indices)
+        return forward_stages(self.first_conv(x), stages, self.out_indices, run_all=self.training)

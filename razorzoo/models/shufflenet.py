@@ -120,5 +120,5 @@ class SearchableShuffleNetV2(nn.Module):
         self.strides = tuple(strides[i] for i in self.out_indices)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return forward_stages(self.conv1(x), self.layers, self.out_indices)
+        return forward_stages(self.conv1(x), self.layers, self.out_indices, run_all=self.training)
 
