@@ -9,11 +9,13 @@ import os
 from typing import TYPE_CHECKING
 
 from razorzoo.arch.recipes import RECIPES
-from razorzoo.arch.spec import ArchSpec
+from razorzoo.arch.spec import ArchSpec, requested_class_names
 from razorzoo.errors import RazorzooError
 from razorzoo.models.factory import build_model
 
 if TYPE_CHECKING:
+    from typing import Sequence
+
     from torch import nn
 
     from razorzoo.models.detector import Detector
@@ -34,11 +36,13 @@ def resolve_spec(
     *,
     detector: str | None = None,
     out_indices: tuple[int, ...] | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> ArchSpec:
     """Turn what a user passed (registry name or alias, YAML path/text/dict) into an :class:`ArchSpec`.
 
     ``detector`` names the neck/head recipe: a recipe id (``"yolov6_l_d12"``) or a detection entry of the registry
     (``"yolov6s-attentive_a6"``), whose recipe is used. It is required when building a detector from a bare YAML.
+    ``class_names`` (detectors only) replaces the recipe's COCO-80.
     """
     from razorzoo.arch.subnet import load_subnet
 
@@ -65,7 +69,7 @@ def resolve_spec(
                 "(e.g. 'yolov6s-attentive_a6') or a recipe id "
                 f"({', '.join(RECIPES)})"
             )
-        return ArchSpec("detection", subnet, recipe=recipe)
+        return ArchSpec("detection", subnet, recipe=recipe, class_names=class_names)
     if task == "backbone" and out_indices is None and recipe is not None:
         out_indices = RECIPES[recipe].out_indices
     return ArchSpec(task, subnet, out_indices=tuple(out_indices) if out_indices is not None else None,
@@ -97,6 +101,12 @@ def build_backbone(name_or_subnet_yaml: object, out_indices: tuple[int, ...] | N
     return build_model(resolve_spec(name_or_subnet_yaml, "backbone", out_indices=out_indices))
 
 
-def build_detector(name_or_subnet_yaml: object, *, detector: str | None = None) -> "Detector":
-    """Detector for a registry name, or for a subnet YAML plus ``detector=`` (recipe id or detection entry name)."""
-    return build_model(resolve_spec(name_or_subnet_yaml, "detection", detector=detector))
+def build_detector(name_or_subnet_yaml: object, *, detector: str | None = None, num_classes: int | None = None,
+                   class_names: Sequence[str] | None = None) -> "Detector":
+    """Detector for a registry name, or for a subnet YAML plus ``detector=`` (recipe id or detection entry name).
+
+    ``num_classes`` / ``class_names`` give it other classes than the recipe's COCO-80 (names default to
+    ``class_0 ..``); architecture only, like the rest of the model (zero-filled, no weights).
+    """
+    names = requested_class_names(num_classes, class_names)
+    return build_model(resolve_spec(name_or_subnet_yaml, "detection", detector=detector, class_names=names))

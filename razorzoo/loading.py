@@ -19,9 +19,10 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from razorzoo import constants
+from razorzoo.arch.spec import requested_class_names
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import OfflineError, PairMismatchError, RazorzooError, UnknownModelError
 from razorzoo.storage.cache import Cache
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from razorzoo.models.detector import Detector
     from razorzoo.zoo.registry import Card
 
-__all__ = ["load_detector", "load_classifier", "load_backbone", "export", "download", "converted_file"]
+__all__ = ["load_detector", "load_classifier", "load_backbone", "export", "download", "converted_file", "source_kind"]
 
 # a str with one of these suffixes (or a path separator) names a file; any other str is a registry name
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".onnx", ".xml")
@@ -42,7 +43,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".onnx", ".xm
 def load_detector(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "cpu",
                   cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                   subnet: Any = None, detector: str | None = None, backend: str | None = None,
-                  precision: str = "f32", threads: int | None = None) -> "Detector":
+                  precision: str = "f32", threads: int | None = None, num_classes: int | None = None,
+                  class_names: Sequence[str] | None = None) -> "Detector":
     """A COCO detector, ready for ``predict``.
 
     Args:
@@ -58,12 +60,20 @@ def load_detector(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "c
         backend: ``"onnxruntime"`` or ``"openvino"``: run an exported ``.onnx`` (a name is exported once into the
             cache) with the same ``predict``; ``precision`` (OpenVINO: ``"f32"``, ``"bf16"``, ``"fp16"``) and
             ``threads`` configure it (docs/deploy.md).
+        num_classes, class_names: fine-tune on other classes: the weights load as published, then the class-
+            dependent head layers are replaced and initialised as upstream does (``Detector.set_classes``);
+            backbone, neck and the rest of the head keep their trained weights (docs/train.md).
     """
+    names = requested_class_names(num_classes, class_names)
     if backend is not None:
+        if names is not None:
+            raise RazorzooError("num_classes/class_names re-initialise head layers for training; an exported model "
+                                "runs as exported: load it without backend= to fine-tune")
         return _load_exported(name_or_path_or_hub_id, "detection", backend=backend, precision=precision,
                               threads=threads, cache_dir=cache_dir, offline=offline)
-    return _load(name_or_path_or_hub_id, "detection", device=device, cache_dir=cache_dir, offline=offline,
-                 subnet=subnet, detector=detector)
+    detector_model = _load(name_or_path_or_hub_id, "detection", device=device, cache_dir=cache_dir, offline=offline,
+                           subnet=subnet, detector=detector)
+    return detector_model if names is None else detector_model.set_classes(names)
 
 
 def load_classifier(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "cpu",
@@ -91,7 +101,7 @@ def load_backbone(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "c
 
 def _load(source: str | os.PathLike, task: str, *, device: str, cache_dir, offline, subnet=None,
           detector: str | None = None, out_indices: tuple[int, ...] | None = None) -> Any:
-    kind, value = _source(source)
+    kind, value = source_kind(source)
     if kind == "hub":
         from razorzoo.storage.hub import download_hub_model
 
@@ -116,7 +126,7 @@ def _load(source: str | os.PathLike, task: str, *, device: str, cache_dir, offli
 def converted_file(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
                    offline: bool | None = None) -> Path:
     """The converted ``.safetensors`` file behind a registry name, an ``hf-hub:`` id or a path (as given)."""
-    kind, value = _source(source)
+    kind, value = source_kind(source)
     if kind == "hub":
         from razorzoo.storage.hub import download_hub_model
 
@@ -151,7 +161,7 @@ def _load_exported(source: str | os.PathLike, task: str, *, backend: str, precis
 
     if backend not in BACKENDS:
         raise RazorzooError(f"unknown backend {safe_repr(backend)}; expected one of {', '.join(BACKENDS)}")
-    kind, value = _source(source)
+    kind, value = source_kind(source)
     path = Path(value).expanduser() if kind == "file" and value.lower().endswith(".onnx") else None
     if kind == "hub":  # a repo pushed with --onnx carries its own export
         from razorzoo.storage.hub import download_hub_onnx
@@ -166,7 +176,7 @@ def _load_exported(source: str | os.PathLike, task: str, *, backend: str, precis
     return model
 
 
-def _source(source: Any) -> tuple[str, str]:
+def source_kind(source: Any) -> tuple[str, str]:
     """("hub" | "file" | "name", text): decided by the type and spelling of ``source``, never by the disk."""
     if isinstance(source, os.PathLike):
         return "file", os.fspath(source)

@@ -1,7 +1,8 @@
 """``ArchSpec``: everything needed to build a model's architecture, and nothing else.
 
 A spec is a subnet (the choices made in a search space) plus what the card adds: the task and, for detectors, the
-neck/head recipe; for classifiers, the test pipeline when the card gives one.
+neck/head recipe (and the class names when they are not the recipe's COCO-80, e.g. a detector fine-tuned on three
+classes); for classifiers, the test pipeline when the card gives one.
 It round-trips through a plain dict (``config.json`` on the Hub, safetensors metadata), so a
 converted file alone rebuilds its model.
 
@@ -17,10 +18,46 @@ from razorzoo.arch.recipes import ClassifierPreprocess
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import RazorzooError
 
-__all__ = ["TASKS", "CARD_TASKS", "ArchSpec"]
+__all__ = ["TASKS", "CARD_TASKS", "MAX_CLASSES", "ArchSpec", "check_class_names", "requested_class_names"]
 
 TASKS = ("classification", "backbone", "detection")
 CARD_TASKS = ("classification", "detection", "supernet")
+MAX_CLASSES = 10000  # bounds what a stranger's config.json or metadata can make a detector head allocate
+_MAX_CLASS_NAME = 200
+
+
+def check_class_names(names: Any) -> tuple[str, ...]:
+    """``names`` as a tuple after checking it: 1 to :data:`MAX_CLASSES` distinct, non-empty strings of at most 200
+    characters (they label detections and are matched against COCO category names)."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise RazorzooError(f"class names must be a list of strings, not {safe_repr(names, 60)}")
+    if not 1 <= len(names) <= MAX_CLASSES:
+        raise RazorzooError(f"a detector needs 1 to {MAX_CLASSES} classes, got {len(names)}")
+    for name in names:
+        if not isinstance(name, str) or not 0 < len(name) <= _MAX_CLASS_NAME:
+            raise RazorzooError(f"class name {safe_repr(name, 60)} must be a non-empty string of at most "
+                                f"{_MAX_CLASS_NAME} characters")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise RazorzooError(f"class name {safe_repr(name, 60)} appears more than once")
+        seen.add(name)
+    return tuple(names)
+
+
+def requested_class_names(num_classes: Any = None, class_names: Any = None) -> tuple[str, ...] | None:
+    """What a user's ``num_classes=`` / ``class_names=`` ask for: the names (``class_0 ..`` when only a count is
+    given), or None for the model's own classes. Both given must agree."""
+    if class_names is not None:
+        names = check_class_names(class_names)
+        if num_classes is not None and num_classes != len(names):
+            raise RazorzooError(f"num_classes={safe_repr(num_classes, 20)} but {len(names)} class names were given")
+        return names
+    if num_classes is None:
+        return None
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= MAX_CLASSES:
+        raise RazorzooError(f"num_classes must be an integer from 1 to {MAX_CLASSES}, not {safe_repr(num_classes, 20)}")
+    return tuple(f"class_{i}" for i in range(num_classes))
 
 
 @dataclass(frozen=True)
@@ -32,6 +69,7 @@ class ArchSpec:
     recipe: str | None = None  # detector recipe id, e.g. "yolov6_l_d12" (razorzoo.models.detector.RECIPES)
     out_indices: tuple[int, ...] | None = None  # backbone task only; None = upstream default
     preprocessing: ClassifierPreprocess | None = None  # classification only; None = the search space's default
+    class_names: tuple[str, ...] | None = None  # detection only; None = the recipe's (COCO-80)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -40,6 +78,10 @@ class ArchSpec:
             raise RazorzooError("a detection spec needs a detector recipe, and only detection specs take one")
         if self.preprocessing is not None and self.task != "classification":
             raise RazorzooError("only classification specs take a preprocessing pipeline")
+        if self.class_names is not None:
+            if self.task != "detection":
+                raise RazorzooError("only detection specs take class names")
+            object.__setattr__(self, "class_names", check_class_names(self.class_names))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form; the subnet is stored as its canonical YAML text."""
@@ -50,6 +92,8 @@ class ArchSpec:
             data["out_indices"] = list(self.out_indices)
         if self.preprocessing is not None:
             data["preprocessing"] = self.preprocessing.to_dict()
+        if self.class_names is not None:
+            data["class_names"] = list(self.class_names)
         return data
 
     @classmethod
@@ -77,7 +121,14 @@ class ArchSpec:
         preprocessing = data.get("preprocessing")
         if preprocessing is not None and not isinstance(preprocessing, dict):
             raise RazorzooError(f"architecture spec: 'preprocessing' must be a mapping, not {safe_repr(preprocessing)}")
+        class_names = data.get("class_names")
+        if class_names is not None:
+            try:
+                class_names = check_class_names(class_names)
+            except RazorzooError as exc:
+                raise RazorzooError(f"architecture spec: 'class_names': {exc}") from None
         subnet = load_subnet(data["subnet"], family=data.get("family"))
         return cls(task=data["task"], subnet=subnet, recipe=recipe,
                    out_indices=tuple(out_indices) if out_indices is not None else None,
-                   preprocessing=ClassifierPreprocess.from_dict(preprocessing) if preprocessing is not None else None)
+                   preprocessing=ClassifierPreprocess.from_dict(preprocessing) if preprocessing is not None else None,
+                   class_names=class_names)

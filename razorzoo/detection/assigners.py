@@ -1,6 +1,8 @@
-"""Label assignment for the point-based heads: which priors learn which ground-truth box, and with what soft score.
+"""Label assignment: which priors learn which ground-truth box, and with what soft score.
 
-Three batched assigners, each a transcription of the MMYOLO class (``mmyolo@8c4d9dc5:mmyolo/models/task_modules/
+YOLOv5's anchor matching (:func:`yolov5_match`, from ``YOLOv5Head.loss_by_feat``: anchors whose width and height
+ratios to the box are under ``prior_match_thr``, in the box's cell and the two neighbouring cells its centre is
+nearest to), and three batched assigners of the point-based heads, each a transcription of the MMYOLO class (``mmyolo@8c4d9dc5:mmyolo/models/task_modules/
 assigners/``, docs/upstream.md §9.4) that keeps its operation order, its ``eps`` values and its tie-breaks
 (``torch.topk``, ``argmax`` and ``sort`` pick among equal values exactly as upstream's calls do, because they are the
 same calls on the same shapes):
@@ -17,15 +19,82 @@ Inputs are padded per image: ``gt_labels`` ``(B, M, 1)``, ``gt_bboxes`` ``(B, M,
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from razorzoo.detection.iou import bbox_overlaps, yolov6_iou
 
-__all__ = ["atss_assign", "task_aligned_assign", "dynamic_soft_label_assign", "select_candidates_in_gts",
-           "select_highest_overlaps"]
+__all__ = ["yolov5_normalized_targets", "yolov5_match", "YOLOv5Positives", "atss_assign", "task_aligned_assign",
+           "dynamic_soft_label_assign", "select_candidates_in_gts", "select_highest_overlaps"]
+
+# YOLOv5: the cell itself and its left, up, right and bottom neighbours (mmyolo YOLOv5Head.special_init). A list, not
+# a module-level tensor: the module may first be imported under `with torch.device("meta")` (razorzoo.weights.keys).
+_GRID_OFFSETS = [[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]]
+
+
+class YOLOv5Positives(NamedTuple):
+    """YOLOv5's positives on one level, one entry per (box, anchor, cell): indices into the ``(B, A, H, W)`` maps,
+    the box's label, and its target ``(x, y, w, h)`` in cells (``x, y`` relative to the cell's corner, in -0.5..1.5)."""
+
+    image: torch.Tensor
+    prior: torch.Tensor
+    grid_y: torch.Tensor
+    grid_x: torch.Tensor
+    label: torch.Tensor
+    box: torch.Tensor
+
+
+def yolov5_normalized_targets(rows: torch.Tensor, batch_hw: Sequence[int], num_priors: int) -> torch.Tensor:
+    """``YOLOv5Head._convert_gt_to_norm_format``: ``(num_priors, num_boxes, 7)`` rows ``[image, label, cx, cy, w, h,
+    prior]``, the box normalized by the batch's height and width (``batch_input_shape``)."""
+    height, width = batch_hw
+    rows = rows.clone()
+    xy1, xy2 = rows[:, 2:].split((2, 2), dim=-1)
+    xywh = torch.cat([(xy2 + xy1) / 2, (xy2 - xy1)], dim=-1)
+    xywh[:, 1::2] /= height
+    xywh[:, 0::2] /= width
+    rows[:, 2:] = xywh
+    normed = rows.repeat(num_priors, 1, 1)
+    prior_inds = torch.arange(num_priors, device=rows.device).float().view(num_priors, 1)
+    return torch.cat((normed, prior_inds.repeat(1, normed.shape[1])[..., None]), 2)
+
+
+def yolov5_match(targets: torch.Tensor, featmap_hw: Sequence[int], base_sizes: torch.Tensor, *,
+                 prior_match_thr: float = 4.0, near_neighbor_thr: float = 0.5) -> YOLOv5Positives | None:
+    """The positives of one level (``base_sizes``: its anchors' ``(w, h)`` in cells), or None when no box matches.
+
+    ``targets`` are :func:`yolov5_normalized_targets`. A box matches an anchor when ``max(r, 1/r) <
+    prior_match_thr`` for both its width and height ratio ``r``; each match is positive in the box centre's cell and
+    in the left/up/right/bottom neighbour whose side the centre is within ``near_neighbor_thr`` of (not on the map's
+    outer cells).
+    """
+    if targets.shape[1] == 0:
+        return None
+    h, w = featmap_hw
+    scaled_factor = torch.ones(7, device=targets.device)
+    scaled_factor[2:6] = torch.tensor([w, h, w, h])
+    scaled = targets * scaled_factor
+    wh_ratio = scaled[..., 4:6] / base_sizes[:, None]
+    matched = scaled[torch.max(wh_ratio, 1 / wh_ratio).max(2)[0] < prior_match_thr]
+    if matched.shape[0] == 0:
+        return None
+    cxcy = matched[:, 2:4]
+    from_far_side = scaled_factor[[2, 3]] - cxcy
+    left, up = ((cxcy % 1 < near_neighbor_thr) & (cxcy > 1)).T
+    right, bottom = ((from_far_side % 1 < near_neighbor_thr) & (from_far_side > 1)).T
+    offset_inds = torch.stack((torch.ones_like(left), left, up, right, bottom))
+    matched = matched.repeat((5, 1, 1))[offset_inds]
+    grid_offsets = torch.tensor(_GRID_OFFSETS, device=targets.device).float()[:, None]
+    offsets = grid_offsets.repeat(1, offset_inds.shape[1], 1)[offset_inds]
+
+    img_class_inds, grid_xy, grid_wh, prior_inds = matched.chunk(4, 1)
+    prior_inds, (img_inds, class_inds) = prior_inds.long().view(-1), img_class_inds.long().T
+    grid_xy_long = (grid_xy - offsets * near_neighbor_thr).long()
+    grid_x_inds, grid_y_inds = grid_xy_long.T
+    return YOLOv5Positives(img_inds, prior_inds, grid_y_inds, grid_x_inds, class_inds,
+                           torch.cat((grid_xy - grid_xy_long, grid_wh), 1))
 
 
 def select_candidates_in_gts(points: torch.Tensor, gt_bboxes: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
@@ -126,7 +195,8 @@ def _atss_topk_candidates(distances: torch.Tensor, num_level_priors: Sequence[in
         k = min(topk, level_priors)
         _, idxs = level_distances.topk(k, dim=-1, largest=False)
         candidate_idxs.append(idxs + start)
-        idxs = torch.where(pad_flag, idxs, torch.zeros_like(idxs))
+        # upstream masks with all `topk` columns and fails on a level of fewer priors; the first k are the same mask
+        idxs = torch.where(pad_flag[..., :k], idxs, torch.zeros_like(idxs))
         is_in = F.one_hot(idxs, level_priors).sum(dim=-2)
         is_in = torch.where(is_in > 1, torch.zeros_like(is_in), is_in)
         is_in_candidate_list.append(is_in.to(distances.dtype))

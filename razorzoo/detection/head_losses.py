@@ -15,7 +15,8 @@ import torch
 import torch.distributed as dist
 
 from razorzoo.arch.recipes import RTMDetTrainConfig, TrainConfig, YOLOv5TrainConfig, YOLOv6TrainConfig
-from razorzoo.detection.assigners import atss_assign, dynamic_soft_label_assign, task_aligned_assign
+from razorzoo.detection.assigners import (atss_assign, dynamic_soft_label_assign, task_aligned_assign, yolov5_match,
+                                          yolov5_normalized_targets)
 from razorzoo.detection.coders import decode_distance, point_priors
 from razorzoo.detection.losses import bce_with_logits_loss, giou_loss, iou_loss, quality_focal_loss, varifocal_loss
 from razorzoo.detection.targets import pad_per_image
@@ -23,10 +24,6 @@ from razorzoo.detection.targets import pad_per_image
 __all__ = ["head_loss", "yolov5_loss", "yolov6_loss", "rtmdet_loss"]
 
 Outputs = Sequence[Sequence[torch.Tensor]]
-
-# YOLOv5: the cell itself and its left, up, right and bottom neighbours (mmyolo YOLOv5Head.special_init)
-_GRID_OFFSETS = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]]).float()
-
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -46,45 +43,23 @@ def yolov5_loss(outputs: Outputs, rows: torch.Tensor, *, config: YOLOv5TrainConf
     obj_weight = config.obj_weight * ((640 / 640) ** 2 * 3 / num_levels)
     base_sizes = torch.tensor(anchors, dtype=torch.float, device=device) \
         / torch.tensor(strides, dtype=torch.float, device=device)[:, None, None]
-    grid_offset = _GRID_OFFSETS.to(device)[:, None]
 
-    targets = _yolov5_normalized_targets(rows, batch_hw, num_priors)
+    targets = yolov5_normalized_targets(rows, batch_hw, num_priors)
     loss_cls = torch.zeros(1, device=device)
     loss_box = torch.zeros(1, device=device)
     loss_obj = torch.zeros(1, device=device)
-    scaled_factor = torch.ones(7, device=device)
     for i in range(num_levels):
         batch_size, _, h, w = bbox_preds[i].shape
         target_obj = torch.zeros_like(objectnesses[i])
         level_obj_weight = config.obj_level_weights[i]
-        if targets.shape[1] == 0:
-            matched = targets.new_zeros((0, 7))
-        else:
-            scaled_factor[2:6] = torch.tensor(bbox_preds[i].shape)[[3, 2, 3, 2]]
-            scaled = targets * scaled_factor
-            wh_ratio = scaled[..., 4:6] / base_sizes[i][:, None]
-            matched = scaled[torch.max(wh_ratio, 1 / wh_ratio).max(2)[0] < config.prior_match_thr]
-        if matched.shape[0] == 0:
+        positives = yolov5_match(targets, (h, w), base_sizes[i], prior_match_thr=config.prior_match_thr,
+                                 near_neighbor_thr=config.near_neighbor_thr)
+        if positives is None:
             loss_box += bbox_preds[i].sum() * 0
             loss_cls += cls_scores[i].sum() * 0
             loss_obj += obj_weight * bce_with_logits_loss(objectnesses[i], target_obj) * level_obj_weight
             continue
-
-        # positives: the target's cell plus the neighbours its centre is closest to
-        cxcy = matched[:, 2:4]
-        from_far_side = scaled_factor[[2, 3]] - cxcy
-        near = config.near_neighbor_thr
-        left, up = ((cxcy % 1 < near) & (cxcy > 1)).T
-        right, bottom = ((from_far_side % 1 < near) & (from_far_side > 1)).T
-        offset_inds = torch.stack((torch.ones_like(left), left, up, right, bottom))
-        matched = matched.repeat((5, 1, 1))[offset_inds]
-        offsets = grid_offset.repeat(1, offset_inds.shape[1], 1)[offset_inds]
-
-        img_class_inds, grid_xy, grid_wh, prior_inds = matched.chunk(4, 1)
-        prior_inds, (img_inds, class_inds) = prior_inds.long().view(-1), img_class_inds.long().T
-        grid_xy_long = (grid_xy - offsets * near).long()
-        grid_x_inds, grid_y_inds = grid_xy_long.T
-        box_targets = torch.cat((grid_xy - grid_xy_long, grid_wh), 1)
+        img_inds, prior_inds, grid_y_inds, grid_x_inds, class_inds, box_targets = positives
 
         box_pred = bbox_preds[i].reshape(batch_size, num_priors, -1, h, w)[img_inds, prior_inds, :, grid_y_inds,
                                                                            grid_x_inds]
@@ -101,7 +76,7 @@ def yolov5_loss(outputs: Outputs, rows: torch.Tensor, *, config: YOLOv5TrainConf
             cls_pred = cls_scores[i].reshape(batch_size, num_priors, -1, h, w)[img_inds, prior_inds, :, grid_y_inds,
                                                                                grid_x_inds]
             target_class = torch.full_like(cls_pred, 0.)
-            target_class[range(matched.shape[0]), class_inds] = 1.
+            target_class[range(len(class_inds)), class_inds] = 1.
             loss_cls += cls_weight * bce_with_logits_loss(cls_pred, target_class)
         else:
             loss_cls += cls_scores[i].sum() * 0
@@ -109,21 +84,6 @@ def yolov5_loss(outputs: Outputs, rows: torch.Tensor, *, config: YOLOv5TrainConf
     batch_size, world_size = bbox_preds[-1].shape[0], _world_size()
     return {"loss_cls": (loss_cls * batch_size * world_size)[0], "loss_obj": (loss_obj * batch_size * world_size)[0],
             "loss_bbox": (loss_box * batch_size * world_size)[0]}
-
-
-def _yolov5_normalized_targets(rows: torch.Tensor, batch_hw: Sequence[int], num_priors: int) -> torch.Tensor:
-    """``YOLOv5Head._convert_gt_to_norm_format``: ``(num_priors, num_boxes, 7)`` rows ``[image, label, cx, cy, w, h,
-    prior]``, the box normalized by the batch's height and width (``batch_input_shape``)."""
-    height, width = batch_hw
-    rows = rows.clone()
-    xy1, xy2 = rows[:, 2:].split((2, 2), dim=-1)
-    xywh = torch.cat([(xy2 + xy1) / 2, (xy2 - xy1)], dim=-1)
-    xywh[:, 1::2] /= height
-    xywh[:, 0::2] /= width
-    rows[:, 2:] = xywh
-    normed = rows.repeat(num_priors, 1, 1)
-    prior_inds = torch.arange(num_priors, device=rows.device).float().view(num_priors, 1)
-    return torch.cat((normed, prior_inds.repeat(1, normed.shape[1])[..., None]), 2)
 
 
 def yolov6_loss(outputs: Outputs, rows: torch.Tensor, *, config: YOLOv6TrainConfig, prior_offset: float,

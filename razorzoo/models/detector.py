@@ -7,6 +7,7 @@ SPOS, ``yolov6_l_d12`` + AttentiveNAS, ``rtmdet_tiny`` + OFA) have published wei
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from razorzoo.arch.recipes import PYRAMID_OUT_INDICES, RECIPES, Recipe, TestConfig
+from razorzoo.arch.spec import check_class_names
 from razorzoo.bounded import safe_repr
 from razorzoo.detection.coders import build_coder
 from razorzoo.detection.head_losses import head_loss
@@ -114,8 +116,27 @@ class Detector(nn.Module):
         if height % stride or width % stride:
             raise RazorzooError(f"the batch is {width} x {height}; training needs sides that are multiples of "
                                 f"{stride} (the largest stride), as the train pipelines produce")
-        return head_loss(self.recipe.train_cfg, self(batch), rows, coder=self.coder, strides=self.recipe.strides,
-                         num_classes=self.num_classes, batch_hw=(height, width), epoch=epoch or 0)
+        outputs = self(batch)
+        device_type = batch.device.type
+        if torch.is_autocast_enabled(device_type):  # mixed precision: the network in float16, the loss in float32
+            outputs = tuple([level.float() for level in part] for part in outputs)
+        with torch.autocast(device_type, enabled=False):
+            return head_loss(self.recipe.train_cfg, outputs, rows, coder=self.coder, strides=self.recipe.strides,
+                             num_classes=self.num_classes, batch_hw=(height, width), epoch=epoch or 0)
+
+    def set_classes(self, class_names: Sequence[str]) -> "Detector":
+        """Give the detector these classes, in place: with another class count the class-dependent head layers are
+        replaced and initialised as upstream initialises them (YOLOv5: all ``convs_pred``; YOLOv6: ``cls_preds``;
+        RTMDet: ``rtm_cls``), everything else keeps its weights; with the same count only the names change.
+        New layers use torch's global RNG (``torch.manual_seed`` makes them repeatable)."""
+        class_names = check_class_names(class_names)
+        if len(class_names) != self.num_classes:
+            head = self.bbox_head.head_module
+            device, mode = next(head.parameters()).device, head.training
+            head.reset_classes(len(class_names))
+            head.to(device).train(mode)
+        self.recipe = replace(self.recipe, class_names=class_names)
+        return self
 
     def tie_weights(self) -> None:
         """Re-share tied head weights (RTMDet) after a load that replaced tensors; a no-op for other heads."""
@@ -189,9 +210,9 @@ class Detector(nn.Module):
         return self
 
 
-def build_detector_from_subnet(subnet: "Subnet", recipe: str) -> Detector:
+def build_detector_from_subnet(subnet: "Subnet", recipe: str, class_names: Sequence[str] | None = None) -> Detector:
     """Detector for ``subnet`` with the neck/head/test settings of ``recipe`` (a key of
-    :data:`razorzoo.arch.recipes.RECIPES`).
+    :data:`razorzoo.arch.recipes.RECIPES`), predicting ``class_names`` (default: the recipe's COCO-80).
 
     The backbone feeds its stride 8/16/32 outputs (:data:`PYRAMID_OUT_INDICES` of the subnet's search space) to the
     neck, whose widths follow the backbone's ``out_channels``; any search space works with any recipe.
@@ -203,4 +224,9 @@ def build_detector_from_subnet(subnet: "Subnet", recipe: str) -> Detector:
     make_neck, make_head = NECKS_AND_HEADS[recipe]
     backbone = build_backbone_from_subnet(subnet, PYRAMID_OUT_INDICES[subnet.family])
     neck = make_neck(tuple(backbone.out_channels))
-    return Detector(backbone, neck, make_head(neck.out_channels), RECIPES[recipe])
+    head = make_head(neck.out_channels)
+    settings = RECIPES[recipe]
+    if class_names is not None:
+        settings = replace(settings, class_names=check_class_names(class_names))
+        head.reset_classes(len(settings.class_names))
+    return Detector(backbone, neck, head, settings)

@@ -3,9 +3,14 @@
 Only the ``head_module`` part of MMYOLO's heads has weights; prior generation, box decoding and NMS live in
 ``razorzoo.detection.postprocess``. Each module maps the neck's per-level features to MMYOLO's raw ``mode='tensor'``
 outputs: a tuple of per-level lists ``(cls_scores, bbox_preds[, objectnesses])``.
+
+``reset_classes(n)`` gives a head ``n`` classes: it replaces only the layers whose shape depends on the class count,
+initialised as the upstream head's ``init_weights`` does (docs/upstream.md §9.9), so a detector trained on COCO can be
+fine-tuned on other classes with everything else kept.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -13,9 +18,19 @@ from torch import nn
 
 from razorzoo.models.layers import BN, ConvModule, make_divisible_ceil
 
-__all__ = ["YOLOv5HeadModule", "YOLOv6HeadModule", "RTMDetSepBNHeadModule"]
+__all__ = ["YOLOv5HeadModule", "YOLOv6HeadModule", "RTMDetSepBNHeadModule", "PRIOR_PROB_BIAS"]
 
 Outputs = tuple[list[torch.Tensor], ...]
+
+# mmengine ``bias_init_with_prob(0.01)``: the class logits' bias when every class starts at probability 0.01
+PRIOR_PROB_BIAS = float(-math.log((1 - 0.01) / 0.01))
+
+
+def _fresh_conv(like: nn.Conv2d, out_channels: int) -> nn.Conv2d:
+    """A new ``Conv2d`` like ``like`` (in channels, kernel, bias) with ``out_channels`` outputs and torch's default
+    initialisation, on ``like``'s device and dtype."""
+    return nn.Conv2d(like.in_channels, out_channels, like.kernel_size, bias=like.bias is not None,
+                     device=like.weight.device, dtype=like.weight.dtype)
 
 
 class YOLOv5HeadModule(nn.Module):
@@ -26,15 +41,29 @@ class YOLOv5HeadModule(nn.Module):
     """
 
     def __init__(
-        self, in_channels: Sequence[int], num_classes: int = 80, *, num_base_priors: int = 3, widen_factor: float = 1.0
+        self, in_channels: Sequence[int], num_classes: int = 80, *, num_base_priors: int = 3, widen_factor: float = 1.0,
+        strides: Sequence[int] = (8, 16, 32),
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.num_base_priors = num_base_priors
+        self.strides = tuple(strides)
         num_attrib = 5 + num_classes
         self.convs_pred = nn.ModuleList(
             nn.Conv2d(make_divisible_ceil(c, widen_factor), num_base_priors * num_attrib, 1) for c in in_channels
         )
+
+    def reset_classes(self, num_classes: int) -> None:
+        """Every ``convs_pred`` predicts classes, so all are replaced: torch's default init, then upstream's bias
+        priors (objectness for ~8 objects per 640 image, classes at ``0.6 / (num_classes - 0.999999)``)."""
+        self.num_classes = num_classes
+        for i, (conv, stride) in enumerate(zip(self.convs_pred, self.strides)):
+            fresh = _fresh_conv(conv, self.num_base_priors * (5 + num_classes))
+            with torch.no_grad():
+                bias = fresh.bias.view(self.num_base_priors, -1)
+                bias[:, 4] += math.log(8 / (640 / stride) ** 2)
+                bias[:, 5:5 + num_classes] += math.log(0.6 / (num_classes - 0.999999))
+            self.convs_pred[i] = fresh
 
     def forward(self, feats: Sequence[torch.Tensor]) -> Outputs:
         cls_scores, bbox_preds, objectnesses = [], [], []
@@ -64,6 +93,16 @@ class YOLOv6HeadModule(nn.Module):
         self.cls_preds = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in channels)
         self.reg_preds = nn.ModuleList(nn.Conv2d(c, 4, 1) for c in channels)
         self.stems = nn.ModuleList(ConvModule(c, c, 1, norm=norm, act="silu") for c in channels)
+
+    def reset_classes(self, num_classes: int) -> None:
+        """New ``cls_preds`` as upstream initialises them: weights 0, bias ``bias_init_with_prob(0.01)``."""
+        self.num_classes = num_classes
+        for i, conv in enumerate(self.cls_preds):
+            fresh = _fresh_conv(conv, num_classes)
+            with torch.no_grad():
+                fresh.weight.fill_(0.0)
+                fresh.bias.fill_(PRIOR_PROB_BIAS)
+            self.cls_preds[i] = fresh
 
     def forward(self, feats: Sequence[torch.Tensor]) -> Outputs:
         cls_scores, bbox_preds = [], []
@@ -112,6 +151,16 @@ class RTMDetSepBNHeadModule(nn.Module):
         self.rtm_cls = nn.ModuleList(nn.Conv2d(feat_channels, num_classes, 1) for _ in range(num_levels))
         self.rtm_reg = nn.ModuleList(nn.Conv2d(feat_channels, 4, 1) for _ in range(num_levels))
         self.tie_weights()
+
+    def reset_classes(self, num_classes: int) -> None:
+        """New ``rtm_cls`` as upstream initialises them: ``normal_init(std=0.01, bias=bias_init_with_prob(0.01))``."""
+        self.num_classes = num_classes
+        for i, conv in enumerate(self.rtm_cls):
+            fresh = _fresh_conv(conv, num_classes)
+            with torch.no_grad():
+                nn.init.normal_(fresh.weight, 0.0, 0.01)
+                fresh.bias.fill_(PRIOR_PROB_BIAS)
+            self.rtm_cls[i] = fresh
 
     def tie_weights(self) -> None:
         """Share each tower position's ``conv`` across levels, keeping the last level's module (last alias wins).
