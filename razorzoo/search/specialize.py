@@ -321,25 +321,15 @@ def _write_output(out: Path, evaluator: _Evaluator, best: Genome, constraint: Co
 def _write_weights(path: Path, model: torch.nn.Module, subnet: Any, source: dict[str, str],
                    summary: dict[str, Any]) -> None:
     """The calibrated weights as a razorzoo ``.safetensors`` (``convert_checkpoint`` checks and lays them out),
-    with the calibration and search provenance added to its metadata."""
-    import tempfile
-
-    from safetensors import safe_open
-
+    with the calibration and search provenance in its metadata."""
     from razorzoo.arch.spec import ArchSpec
     from razorzoo.weights.checkpoint import Checkpoint
-    from razorzoo.weights.convert import convert_checkpoint, write_safetensors
+    from razorzoo.weights.convert import convert_checkpoint
 
-    spec = ArchSpec("classification", subnet)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".specialize-") as tmp:
-        converted = convert_checkpoint(Checkpoint(model.state_dict(), "state-dict"), spec, Path(tmp) / path.name,
-                                       source_url=source["url"], source_sha256=source["sha256"])
-        with safe_open(str(converted), framework="pt") as f:
-            metadata = dict(f.metadata())
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        metadata["razorzoo_calibration"] = json.dumps(summary["calibration"], sort_keys=True)
-        metadata["razorzoo_specialize"] = json.dumps(summary, sort_keys=True)
-        write_safetensors(tensors, metadata, path)
+    provenance = {"razorzoo_calibration": json.dumps(summary["calibration"], sort_keys=True),
+                  "razorzoo_specialize": json.dumps(summary, sort_keys=True)}
+    convert_checkpoint(Checkpoint(model.state_dict(), "state-dict"), ArchSpec("classification", subnet), path,
+                       source_url=source["url"], source_sha256=source["sha256"], metadata=provenance)
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], constraint: Constraint) -> None:

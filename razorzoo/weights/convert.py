@@ -48,6 +48,7 @@ def convert_checkpoint(
     source_sha256: str = "",
     keep_ema: bool = False,
     subnet_yaml: str | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Verify ``checkpoint`` against ``spec`` and write ``output`` (a razorzoo ``.safetensors`` file) atomically.
 
@@ -61,6 +62,7 @@ def convert_checkpoint(
         name: registry name of the model, if any; ``source_url``/``source_sha256``: where the weights came from.
         keep_ema: also store the checkpoint's ``ema_state_dict`` (raw training weights) under ``ema_state_dict.*``.
         subnet_yaml: the subnet YAML text as the user gave it (default: the spec's canonical YAML).
+        metadata: more ``razorzoo_*`` metadata entries to store (provenance, e.g. a training run or a search).
 
     Raises:
         PairMismatchError: the checkpoint does not hold the weights of ``spec`` (the message says how, in YAML terms).
@@ -82,7 +84,11 @@ def convert_checkpoint(
             raise CheckpointError("keep_ema=True, but the checkpoint has no ema_state_dict (read it with ema=True)")
         ema = model_view(spec, checkpoint.ema_state_dict)
         tensors.update((EMA_PREFIX + k, _as_dtype(ema[k], keys.dtypes[k])) for k in keys.shapes if k in ema)
+    extra = dict(metadata or {})
+    if any(not key.startswith("razorzoo_") or not isinstance(value, str) for key, value in extra.items()):
+        raise ValueError("extra metadata must map razorzoo_* names to strings")
     metadata = {
+        **extra,
         "format": "pt",
         "razorzoo_version": __version__,
         "razorzoo_arch": json.dumps(spec.to_dict(), sort_keys=True),
