@@ -25,21 +25,29 @@ __all__ = ["Mosaic", "YOLOv5RandomAffine", "YOLOv5MixUp", "YOLOXMixUp", "YOLOv5H
 
 
 @dataclass(frozen=True)
-class Mosaic:
+class _MixImage:
+    """MMYOLO ``BaseMixImageTransform``'s settings: skip unless ``U(0, 1) <= prob``; take the other images from the
+    dataset, or with ``use_cached`` from a cache of the last ``max_cached_images`` inputs (oldest out with
+    ``random_pop=False``, a random one otherwise; with 4 or fewer cached the input passes unchanged); run each other
+    image through ``pre_transform`` after loading it."""
+
+    prob: float = 1.0
+    use_cached: bool = False
+    max_cached_images: int = 20
+    random_pop: bool = True
+    pre_transform: tuple["Transform", ...] = ()
+
+
+@dataclass(frozen=True)
+class Mosaic(_MixImage):
     """MMYOLO ``Mosaic``: four images around a random centre on a ``2 * img_scale`` canvas (``img_scale`` is
-    ``(w, h)``). ``use_cached``: the other three come from a FIFO (``random_pop=False``) or randomly popped cache of
-    the last ``max_cached_images`` loaded images instead of the dataset; with 4 or fewer cached the image passes
-    unchanged."""
+    ``(w, h)``)."""
 
     img_scale: tuple[int, int] = (640, 640)
     center_ratio_range: tuple[float, float] = (0.5, 1.5)
     bbox_clip_border: bool = True
     pad_val: float = 114.0
-    prob: float = 1.0
-    use_cached: bool = False
     max_cached_images: int = 40
-    random_pop: bool = True
-    pre_transform: tuple["Transform", ...] = ()  # run on each other image after loading it
 
 
 @dataclass(frozen=True)
@@ -61,21 +69,16 @@ class YOLOv5RandomAffine:
 
 
 @dataclass(frozen=True)
-class YOLOv5MixUp:
+class YOLOv5MixUp(_MixImage):
     """MMYOLO ``YOLOv5MixUp``: blend with another image made by ``pre_transform`` (same size), ratio from
     ``Beta(alpha, beta)``; the boxes of both are kept."""
 
     alpha: float = 32.0
     beta: float = 32.0
-    prob: float = 1.0
-    use_cached: bool = False
-    max_cached_images: int = 20
-    random_pop: bool = True
-    pre_transform: tuple["Transform", ...] = ()
 
 
 @dataclass(frozen=True)
-class YOLOXMixUp:
+class YOLOXMixUp(_MixImage):
     """MMYOLO ``YOLOXMixUp``: another image resized into an ``img_scale`` (``(w, h)``) canvas, jittered by
     ``ratio_range``, maybe flipped, randomly cropped to this image's size, then averaged 50/50 with it."""
 
@@ -84,11 +87,6 @@ class YOLOXMixUp:
     flip_ratio: float = 0.5
     pad_val: Union[float, tuple[float, float, float]] = 114.0
     bbox_clip_border: bool = True
-    prob: float = 1.0
-    use_cached: bool = False
-    max_cached_images: int = 20
-    random_pop: bool = True
-    pre_transform: tuple["Transform", ...] = ()
 
 
 @dataclass(frozen=True)

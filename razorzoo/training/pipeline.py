@@ -34,7 +34,7 @@ sending them) to rebuild its caches: exact, at the cost of the augmentation of t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import cv2
@@ -65,11 +65,6 @@ class TrainBatch:
     image_ids: tuple[int, ...]
     source_ids: tuple[tuple[int, ...], ...]
     number: int
-
-    def pin_memory(self) -> "TrainBatch":
-        """Page-locked copies of the tensors (``DataLoader(pin_memory=True)`` calls this)."""
-        return replace(self, images=self.images.pin_memory(),
-                       targets=[{key: value.pin_memory() for key, value in t.items()} for t in self.targets])
 
 
 def epoch_order(num_samples: int, *, epoch: int, seed: int, rank: int = 0, world_size: int = 1
@@ -164,12 +159,11 @@ class TrainLoader:
         batch_size, workers: per process; default the recipe's (``pipeline.batch_size``, ``pipeline.workers``).
         seed: the run's seed (order and augmentation). rank, world_size: this process's shard.
         max_epochs: the run's length, which places the stage switch (default the recipe's).
-        pin_memory: page-locked batches, for fast copies to a GPU.
     """
 
     def __init__(self, dataset: CocoTrainingSet, pipeline: TrainPipeline, *, batch_size: int | None = None,
                  workers: int | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 max_epochs: int | None = None, pin_memory: bool = False) -> None:
+                 max_epochs: int | None = None) -> None:
         self.dataset, self.pipeline = dataset, pipeline
         self.batch_size = _count(pipeline.batch_size if batch_size is None else batch_size, "batch size", 1)
         self.workers = _count(pipeline.workers if workers is None else workers, "workers", 0, 256)
@@ -177,7 +171,6 @@ class TrainLoader:
         self.world_size = _count(world_size, "world size", 1)
         self.rank = _count(rank, "rank", 0, self.world_size - 1)
         self.max_epochs = _count(pipeline.max_epochs if max_epochs is None else max_epochs, "max epochs", 1)
-        self.pin_memory = pin_memory
 
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
@@ -200,7 +193,7 @@ class TrainLoader:
         chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         stream = _EpochStream(self.dataset, self.pipeline.transforms(epoch, self.max_epochs), chunks, self.seed,
                               epoch, skip)
-        loader = DataLoader(stream, batch_size=None, num_workers=self.workers, pin_memory=self.pin_memory,
+        loader = DataLoader(stream, batch_size=None, num_workers=self.workers,
                             worker_init_fn=_init_worker if self.workers else None)
         for item in loader:
             if isinstance(item, _Failure):
