@@ -1,7 +1,7 @@
 """Typed training data pipelines of the detector recipes, as frozen data (torch-free).
 
 For each recipe id of :data:`razorzoo.arch.recipes.RECIPES`, :data:`TRAIN_PIPELINES` holds what its MMYOLO config
-says about the training data (docs/upstream.md §9): the stage-1 transforms (``train_pipeline``), the stage-2
+says about the training data (docs/upstream.md §10): the stage-1 transforms (``train_pipeline``), the stage-2
 transforms that ``mmdet.PipelineSwitchHook`` switches to for the last epochs (``train_pipeline_stage2``) and the
 epoch it switches at, the dataset's ``filter_cfg``, and the dataloader's batch size per GPU and worker count.
 

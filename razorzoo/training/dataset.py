@@ -9,7 +9,7 @@ Images are decoded lazily, one :meth:`CocoTrainingSet.load` at a time, by :func:
 (its header checks and pixel cap); a file that cannot be decoded, or whose size is not the one the annotation file
 gives, fails with the image's id and path.
 
-Upstream's rules, reproduced (docs/upstream.md §9.1):
+Upstream's rules, reproduced (docs/upstream.md §10.1):
 
 * **Classes and labels.** The classes are the names of ``categories`` (all of them, or those named in ``classes``),
   and label ``i`` is the ``i``-th of them **in the order of the file's ``categories`` list** (what

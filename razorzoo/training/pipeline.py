@@ -3,7 +3,7 @@
 ``TrainLoader(dataset, TRAIN_PIPELINES[recipe], batch_size=, workers=, seed=, rank=, world_size=)`` gives, per
 epoch, :class:`TrainBatch` es: ``images`` (``N x 3 x H x W`` uint8 **BGR**; the trainer normalizes them with the
 recipe's ``Normalize`` on its device), ``targets`` (one ``{"boxes": M x 4 float32 xyxy in batch pixels, "labels": M
-int64}`` per image, ``M`` may be 0) and the images' ids. It follows upstream (docs/upstream.md §9.3):
+int64}`` per image, ``M`` may be 0) and the images' ids. It follows upstream (docs/upstream.md §10.3):
 
 * **Stage** (``mmdet.PipelineSwitchHook``): 0-based epoch ``e`` uses stage 2 when ``e >= switch_epoch``
   (:meth:`TrainLoader.stage`).

@@ -3,7 +3,7 @@
 :func:`build_pipeline` turns a tuple of :mod:`razorzoo.arch.train_pipelines` configs into a :class:`Pipeline`;
 ``pipeline(index, context)`` loads image ``index`` of ``context.source`` (``LoadImageFromFile`` +
 ``LoadAnnotations``) and runs each transform on the :class:`~razorzoo.training.dataset.Sample`. Each transform keeps
-upstream's parameters, order of operations, interpolation, pad values and box rules (docs/upstream.md §9.2): boxes
+upstream's parameters, order of operations, interpolation, pad values and box rules (docs/upstream.md §10.2): boxes
 are float32 and go through the same operations as mmdet's ``HorizontalBoxes`` (``rescale_``, ``translate_``,
 ``clip_``, ``flip_``, ``project_``, ``is_inside``), images through the same OpenCV calls as ``mmcv.imresize``,
 ``impad``, ``imflip``.
