@@ -107,17 +107,21 @@ def test_filters_follow_upstream(tmp_path):
     data["annotations"].append({"id": 92, "image_id": 53, "category_id": 3, "bbox": [5, 5, 0.99, 10], "area": 9.9})
     data["images"].append({"id": 54, "file_name": "3.png", "width": 100, "height": 40})  # only a green box
     data["annotations"].append({"id": 93, "image_id": 54, "category_id": 1, "bbox": [5, 5, 10, 10], "area": 100})
+    data["images"].append({"id": 55, "file_name": "3.png", "width": 100, "height": 40})  # only an ignored box
+    data["annotations"].append({"id": 94, "image_id": 55, "category_id": 1, "bbox": [5, 5, 10, 10], "area": 100,
+                                "ignore": 1})
     (root / "instances.json").write_text(json.dumps(data))
     ann, images = root / "instances.json", root / "images"
     ids = [r.img_id for r in CocoTrainingSet(ann, images, min_size=32).records]
-    assert ids == [1, 2, 3, 4, 51, 52, 53, 54]
+    assert ids == [1, 2, 3, 4, 51, 52, 53, 54, 55]
     ids = [r.img_id for r in CocoTrainingSet(ann, images, filter_empty_gt=True, min_size=32).records]
-    assert ids == [1, 2, 3, 4, 52, 53, 54]  # a crowd box keeps its image, as upstream's cat_img_map does
+    assert ids == [1, 2, 3, 4, 52, 53, 54, 55]  # crowd or ignored boxes keep their image (upstream's cat_img_map)
     subset = CocoTrainingSet(ann, images, filter_empty_gt=True, classes=["red", "blue"]).records
     assert 54 not in [r.img_id for r in subset]  # its only annotation is of a category left out
     records = {r.img_id: r for r in CocoTrainingSet(ann, images).records}
     assert records[52].boxes.shape == (0, 4) and records[52].crowd_boxes.tolist() == [[0, 0, 50, 50]]
     assert records[53].boxes.tolist() == [[5, 5, 6, 15]]  # w = 1 is kept, w = 0.99 is not
+    assert records[55].boxes.shape == records[55].crowd_boxes.shape == (0, 4)
 
 
 def broken(folder: Path, tmp_path: Path, edit) -> Path:

@@ -14,7 +14,7 @@ from razorzoo.arch import train_pipelines as cfg
 from razorzoo.errors import DatasetError
 from razorzoo.training.dataset import Sample
 from razorzoo.training.pipeline import make_sample
-from razorzoo.training.transforms import Context, build_pipeline
+from razorzoo.training.transforms import Context, Pipeline
 
 GREY = (60, 60, 60)
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
@@ -45,7 +45,7 @@ def assert_painted(sample: Sample, box, colour, margin: int = 1) -> None:
 def run(config, sample: Sample, *script, source=()) -> Sample | None:
     """``config``'s transform on ``sample`` with forced draws; every scripted draw must be used."""
     draws = Draws(*script)
-    out = build_pipeline([config]).steps[0](sample, Context(draws, ListSource(source)))
+    out = Pipeline([config]).steps[0](sample, Context(draws, ListSource(source)))
     assert draws.done(), f"draws left unused: {draws.script}"
     return out
 
@@ -303,7 +303,7 @@ def test_mosaic_probability_gate_draws_first():
 
 def test_cached_mosaic_waits_for_five_images_then_mixes_from_its_fifo_cache():
     samples = [painted(40, 40, [(0, 0, 10, 10)], background=(10 * i, 0, 0)) for i in range(7)]
-    mosaic = build_pipeline([cfg.Mosaic(img_scale=(40, 40), use_cached=True, max_cached_images=5,
+    mosaic = Pipeline([cfg.Mosaic(img_scale=(40, 40), use_cached=True, max_cached_images=5,
                                         random_pop=False)]).steps[0]
     for sample in samples[:4]:  # up to 4 cached: passed through
         draws = Draws(("uniform", (0, 1), 0.0))
@@ -319,7 +319,7 @@ def test_cached_mosaic_waits_for_five_images_then_mixes_from_its_fifo_cache():
     out = mosaic(samples[5], Context(draws, ListSource([])))
     # 6 > 5 cached: the oldest (sample 0) left, so entry 0 is now sample 1
     assert [s.img[20, 20, 0] for s in mosaic.cache] == [10, 20, 30, 40, 50] and int(out.img[60, 60, 0]) == 10
-    random_pop = build_pipeline([cfg.Mosaic(img_scale=(40, 40), use_cached=True, max_cached_images=5)]).steps[0]
+    random_pop = Pipeline([cfg.Mosaic(img_scale=(40, 40), use_cached=True, max_cached_images=5)]).steps[0]
     random_pop.cache.extend(samples[:5])
     draws = Draws(("uniform", (0, 1), 0.0), ("integers", (0, 5), 2), ("integers", (0, 5), 0),
                   ("integers", (0, 5), 0), ("integers", (0, 5), 0), *centre)
@@ -354,6 +354,19 @@ def test_yolov5_mixup_builds_its_other_image_with_its_pre_transform():
     out = run(mixup, a, ("uniform", (0, 1), 0.0), ("integers", (0, 2), 1), ("random", (), 0.0),
               ("beta", (32.0, 32.0), 0.5), source=[a, b])
     np.testing.assert_array_equal(out.boxes[1], [34, 10, 44, 20])  # b flipped first: 64 - x
+
+
+def test_a_mix_retries_other_images_its_pre_transform_refused():
+    a = painted(100, 100, [(0, 0, 10, 10)], background=(100, 100, 100))
+    lost = painted(300, 200, [(0, 0, 20, 20)])  # cropped at (200, 100): its box is left out
+    kept = painted(300, 200, [(250, 150, 300, 200)])
+    mixup = cfg.YOLOv5MixUp(pre_transform=(cfg.RandomCrop((100, 100)),))
+    crop = [("integers", (0, 101), 100), ("integers", (0, 201), 200)]
+    out = run(mixup, a, ("uniform", (0, 1), 0.0), ("integers", (0, 2), 0), *crop, ("integers", (0, 2), 1), *crop,
+              ("beta", (32.0, 32.0), 0.5), source=[lost, kept])
+    np.testing.assert_array_equal(out.boxes, [[0, 0, 10, 10], [50, 50, 100, 100]])
+    with pytest.raises(DatasetError, match="returned no image 15 times in a row"):  # upstream's max_refetch
+        run(mixup, a, ("uniform", (0, 1), 0.0), *[("integers", (0, 1), 0), *crop] * 15, source=[lost])
 
 
 def test_yolox_mixup_pastes_flips_and_averages():
@@ -391,7 +404,7 @@ def test_yolox_mixup_skips_another_image_without_boxes():
 
 def test_a_refused_sample_is_replaced_by_another_drawn_image():
     samples = [painted(300, 200, [(0, 0, 20, 20)]), painted(300, 200, [(250, 150, 300, 200)])]
-    pipeline = build_pipeline([cfg.RandomCrop((100, 100))])
+    pipeline = Pipeline([cfg.RandomCrop((100, 100))])
     draws = Draws(("integers", (0, 101), 100), ("integers", (0, 201), 200),  # image 0: its box is left out
                   ("integers", (0, 2), 1),  # another image, as mmengine's _rand_another
                   ("integers", (0, 101), 100), ("integers", (0, 201), 200))
@@ -402,9 +415,9 @@ def test_a_refused_sample_is_replaced_by_another_drawn_image():
 
 def test_pipelines_report_their_caches():
     rtmdet = cfg.TRAIN_PIPELINES["rtmdet_tiny"]
-    assert build_pipeline(rtmdet.stage1).stateful and not build_pipeline(rtmdet.stage2).stateful
-    assert not build_pipeline(cfg.TRAIN_PIPELINES["yolov6_l_d12"].stage1).stateful
-    pipeline = build_pipeline(rtmdet.stage1)
+    assert Pipeline(rtmdet.stage1).stateful and not Pipeline(rtmdet.stage2).stateful
+    assert not Pipeline(cfg.TRAIN_PIPELINES["yolov6_l_d12"].stage1).stateful
+    pipeline = Pipeline(rtmdet.stage1)
     pipeline.steps[0].cache.append(painted(10, 10))
     pipeline.reset()
     assert not pipeline.steps[0].cache

@@ -5,9 +5,9 @@
 images and categories, 4-number boxes, finite numbers, image files named by plain relative paths that stay inside
 ``images_dir`` once symlinks are resolved (no ``../``, no absolute paths) and that exist. Any problem is one
 :class:`~razorzoo.errors.DatasetError` line naming the file, the entry and the field, before anything is trained.
-Images are decoded lazily, one :meth:`CocoTrainingSet.load` at a time, by :func:`razorzoo.detection.transforms.load_image`
-(its header checks and pixel cap); a file that cannot be decoded, or whose size is not the one the annotation file
-gives, fails with the image's id and path.
+Images are decoded lazily, one :meth:`CocoTrainingSet.load` at a time, by
+:func:`razorzoo.detection.transforms.load_image` (its header checks and pixel cap); a file that cannot be decoded, or
+whose size is not the one the annotation file gives, fails with the image's id and path.
 
 Upstream's rules, reproduced (docs/upstream.md §10.1):
 
@@ -21,7 +21,7 @@ Upstream's rules, reproduced (docs/upstream.md §10.1):
   ignored instances: MMYOLO's ``LoadAnnotations`` drops them, so they are kept apart (``ImageRecord.crowd_boxes``)
   and never become targets.
 * **Filtering** (``CocoDataset.filter_data``): ``filter_empty_gt`` drops images that have no annotation of a
-  selected category in the file (even one skipped above, e.g. a crowd or sub-pixel box, keeps its image); then
+  selected category in the file (even one skipped above, e.g. a crowd, ignored or sub-pixel box, keeps its image); then
   images with ``min(width, height) < min_size`` are dropped. Images keep the file's order.
 
 Unlike upstream, which ignores them silently, annotations of unknown images or categories, duplicate ids, duplicate
@@ -262,10 +262,10 @@ class CocoTrainingSet:
             x1, y1, w, h = (self._number(v, f"{what}.bbox[{k}]") for k, v in enumerate(bbox))
             area = self._number(ann["area"], f"{what}.area", MAX_COORDINATE**2)
             crowd = self._flag(ann, "iscrowd", what)
+            if cat_id in label_of:  # pycocotools' cat_img_map: every annotation, skipped ones too
+                annotated.add(img_id)
             if self._flag(ann, "ignore", what):
                 continue
-            if cat_id in label_of:
-                annotated.add(img_id)
             image = images[img_id]
             inter_w = max(0, min(x1 + w, image.width) - max(x1, 0))
             inter_h = max(0, min(y1 + h, image.height) - max(y1, 0))

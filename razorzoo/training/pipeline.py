@@ -46,7 +46,7 @@ from razorzoo.arch.train_pipelines import Transform, TrainPipeline
 from razorzoo.bounded import check_number
 from razorzoo.errors import DatasetError, RazorzooError
 from razorzoo.training.dataset import CocoTrainingSet, Sample
-from razorzoo.training.transforms import Context, Pipeline, Source, build_pipeline
+from razorzoo.training.transforms import Context, Pipeline, Source
 
 __all__ = ["TrainBatch", "TrainLoader", "epoch_order", "sample_rng", "make_sample", "collate", "MAX_DATASET_REFETCH"]
 
@@ -130,7 +130,7 @@ class _EpochStream(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        pipeline = build_pipeline(self.transforms)
+        pipeline = Pipeline(self.transforms)
         for number in range(worker, len(self.batches), workers):
             if number < self.skip and not pipeline.stateful:
                 yield _Skipped()

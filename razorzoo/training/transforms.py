@@ -1,6 +1,6 @@
 """The train transforms of the recipes, reproduced transform by transform from MMYOLO, mmdet and mmcv.
 
-:func:`build_pipeline` turns a tuple of :mod:`razorzoo.arch.train_pipelines` configs into a :class:`Pipeline`;
+:class:`Pipeline` runs a tuple of :mod:`razorzoo.arch.train_pipelines` configs:
 ``pipeline(index, context)`` loads image ``index`` of ``context.source`` (``LoadImageFromFile`` +
 ``LoadAnnotations``) and runs each transform on the :class:`~razorzoo.training.dataset.Sample`. Each transform keeps
 upstream's parameters, order of operations, interpolation, pad values and box rules (docs/upstream.md §10.2): boxes
@@ -36,7 +36,7 @@ from razorzoo.arch import train_pipelines as cfgs
 from razorzoo.errors import DatasetError
 from razorzoo.training.dataset import Sample
 
-__all__ = ["Random", "Source", "Context", "Pipeline", "build_pipeline", "MAX_REFETCH"]
+__all__ = ["Random", "Source", "Context", "Pipeline", "MAX_REFETCH"]
 
 MAX_REFETCH = 15  # BaseMixImageTransform.max_refetch: tries to build the other images of a mix
 
@@ -470,7 +470,8 @@ def _mixers(steps: Sequence[Step]) -> list[_MixTransform]:
 
 
 class Pipeline:
-    """``LoadImageFromFile`` + ``LoadAnnotations`` + the transforms: ``pipeline(index, context)``."""
+    """``LoadImageFromFile`` + ``LoadAnnotations`` + ``transforms`` (e.g.
+    ``TRAIN_PIPELINES[recipe].transforms(epoch)``): ``pipeline(index, context)``."""
 
     def __init__(self, transforms: Sequence[cfgs.Transform]) -> None:
         self.transforms = tuple(transforms)
@@ -491,8 +492,3 @@ class Pipeline:
 
     def __call__(self, index: int, ctx: Context) -> Sample | None:
         return _run(self.steps, ctx.source.load(index), ctx)
-
-
-def build_pipeline(transforms: Sequence[cfgs.Transform]) -> Pipeline:
-    """A runnable pipeline for ``transforms`` (e.g. ``TRAIN_PIPELINES[recipe].transforms(epoch)``)."""
-    return Pipeline(transforms)

@@ -25,7 +25,7 @@ DETECTORS = {"yolov5_s": "yolov5s-spos_0.33M", "yolov6_l_d12": "yolov6s-attentiv
              "rtmdet_tiny": "rtmdet_tiny-ofa_lat31"}
 # (recipe, stage, seed, number of samples): enough samples for the caches to fill and the mix-ups to happen
 CASES = [("yolov5_s", 1, 3, 4), ("yolov6_l_d12", 1, 12, 6), ("yolov6_l_d12", 2, 5, 4),
-         ("rtmdet_tiny", 1, 7, 14), ("rtmdet_tiny", 2, 2, 5)]
+         ("rtmdet_tiny", 1, 9, 14), ("rtmdet_tiny", 2, 2, 5)]
 CATEGORIES = [{"id": 5, "name": "square"}, {"id": 2, "name": "bar"}, {"id": 9, "name": "disc"}]  # not id order
 CLASSES = ("disc", "square", "bar")  # metainfo classes in another order: labels still follow the file
 
@@ -78,6 +78,10 @@ def make_dataset(root: Path) -> None:
     cv2.imwrite(str(images_dir / "crowd_only.png"), img)
     images.append({"id": 2000, "file_name": "crowd_only.png", "width": 120, "height": 100})
     annotate(2000, 2, [10.0, 10.0, 50.0, 40.0], iscrowd=1)
+    # one whose only annotation is ignored: no targets either, and also kept by filter_empty_gt
+    cv2.imwrite(str(images_dir / "ignored_only.png"), np.full((90, 110, 3), 80, np.uint8))
+    images.append({"id": 2001, "file_name": "ignored_only.png", "width": 110, "height": 90})
+    annotate(2001, 5, [20.0, 20.0, 30.0, 30.0], ignore=1)
     data = {"images": images, "annotations": annotations, "categories": CATEGORIES}
     (root / "instances.json").write_text(json.dumps(data, indent=1))
 
