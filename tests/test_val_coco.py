@@ -199,8 +199,11 @@ def test_bad_inputs_are_one_line_errors(dataset, converted, tmp_path, capsys):
     err = _cli_error(capsys, "val", str(converted), "--coco-ann", str(tmp_path / "classes.json"), "--images", images)
     assert "not a COCO detection annotation file" in err
     (tmp_path / "garbage.json").write_bytes(b"\x00\xff not json")
-    assert "not valid JSON" in _cli_error(capsys, "val", str(converted), "--coco-ann", str(tmp_path / "garbage.json"),
+    assert "is not UTF-8 text" in _cli_error(capsys, "val", str(converted), "--coco-ann", str(tmp_path / "garbage.json"),
                                           "--images", images)
+    (tmp_path / "cut.json").write_text('{"images": [')
+    assert "is not JSON" in _cli_error(capsys, "val", str(converted), "--coco-ann", str(tmp_path / "cut.json"),
+                                       "--images", images)
     # images missing from the folder: listed, not skipped
     partial = tmp_path / "partial"
     partial.mkdir()

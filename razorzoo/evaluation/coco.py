@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from razorzoo.bounded import safe_repr
+from razorzoo.detection.coco_file import read_coco_file
 from razorzoo.errors import DatasetError, RazorzooError
 from razorzoo.files import write_json_atomic
 
@@ -63,32 +63,6 @@ class CocoResult:
                 "skipped_images": len(self.skipped)}
 
 
-def _fail(ann_file: Path, problem: str) -> DatasetError:
-    return DatasetError(f"{str(ann_file)!r} is not a COCO detection annotation file: {problem} "
-                        "(expected instances_*.json with 'images', 'annotations' and 'categories')")
-
-
-def _read_json(ann_file: Path) -> dict[str, Any]:
-    if not ann_file.is_file():
-        raise DatasetError(f"annotation file not found: {str(ann_file)!r} (pass the path of instances_val2017.json)")
-    try:
-        data = json.loads(ann_file.read_bytes())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _fail(ann_file, f"not valid JSON ({safe_repr(str(exc))})") from None
-    if not isinstance(data, dict):
-        raise _fail(ann_file, f"the top level is {safe_repr(data)}, not an object")
-    required = {"images": ("id", "file_name", "width", "height"), "categories": ("id", "name"),
-                "annotations": ("id", "image_id", "category_id", "bbox", "area", "iscrowd")}
-    for key, fields in required.items():
-        entries = data.get(key)
-        if not isinstance(entries, list):
-            raise _fail(ann_file, f"{key!r} is {'missing' if entries is None else safe_repr(entries)}, not a list")
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or any(f not in entry for f in fields):
-                raise _fail(ann_file, f"{key}[{i}] lacks one of {list(fields)}")
-    return data
-
-
 def read_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, limit: int | None = None,
               skip_missing: bool = False) -> tuple[dict[str, Any], list[CocoImage], tuple[str, ...]]:
     """The annotation file's data, the images to evaluate (file order, first ``limit``) and the missing ones skipped.
@@ -96,7 +70,7 @@ def read_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, lim
     Images missing from ``images_dir`` are an error that lists them, unless ``skip_missing``.
     """
     ann_file, images_dir = Path(ann_file), Path(images_dir)
-    data = _read_json(ann_file)
+    data = read_coco_file(ann_file)
     if not images_dir.is_dir():
         raise DatasetError(f"image folder not found: {str(images_dir)!r} (pass the folder holding val2017/*.jpg)")
     entries = data["images"][:limit] if limit is not None else data["images"]
