@@ -34,6 +34,8 @@ _EXPORTS = {
     # specialize a supernet for your budget and hardware
     "calibrate_bn": "razorzoo.search.calibrate",
     "specialize": "razorzoo.search.specialize",
+    # train and fine-tune detectors with their MMYOLO recipes
+    "train": "razorzoo.training.trainer",
     # detection results
     "Detector": "razorzoo.models.detector",
     "Detections": "razorzoo.detection.results",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
     from razorzoo.publish import push_to_hub
     from razorzoo.search.calibrate import calibrate_bn
     from razorzoo.search.specialize import specialize
+    from razorzoo.training.trainer import train
     from razorzoo.loading import export, load_backbone, load_classifier, load_detector
     from razorzoo.models.detector import Detector
     from razorzoo.zoo.registry import get_card, list_models

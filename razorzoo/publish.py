@@ -70,9 +70,9 @@ def _split_metric(text: str) -> tuple[str, str | None]:
 def push_to_hub(
     repo_id: str,
     *,
-    subnet: str | os.PathLike | Mapping,
     weights: str | os.PathLike,
-    base: str,
+    subnet: str | os.PathLike | Mapping | None = None,
+    base: str | None = None,
     token: str | None = None,
     private: bool = False,
     revision: str | None = None,
@@ -85,10 +85,13 @@ def push_to_hub(
 
     Args:
         repo_id: ``org/name`` under your user or one of your organizations.
+        weights: the checkpoint trained for the subnet (an MMRazor/MMYOLO ``.pth``, or a supernet to slice from), or
+            a razorzoo ``.safetensors`` (e.g. ``RUN/best.safetensors`` of ``razorzoo train``), which carries its
+            architecture, classes and training record: then ``subnet`` and ``base`` may be left out, and the card
+            gets the run's recipe, data, epochs and validation AP.
         subnet: the search result (``best_fix_subnet.yaml``: path, YAML text or mapping).
-        weights: the checkpoint trained for it (an MMRazor/MMYOLO ``.pth``, or a supernet to slice from).
         base: the registry entry the model follows: its task, family and detector recipe (``attentive_a6``,
-            ``yolov6s-attentive_a6``).
+            ``yolov6s-attentive_a6``); for a razorzoo file, default: the built-in detector of its recipe.
         token: a Hub token with write access; defaults to ``HF_TOKEN`` / the saved login.
         private: create the repo private (an existing repo keeps its visibility).
         revision: branch to commit to, created from the default branch if missing (default: the default branch).
@@ -120,12 +123,12 @@ def push_to_hub(
     hub = api(token)
     _check_namespace(hub, repo_id)
 
-    from razorzoo.zoo.registry import get_card
-
-    card = get_card(base)
-    spec = _spec_for(subnet, card)
+    spec, card, training = _source_of(weights, subnet, base)
+    if training is not None and not metric_values and training.get("best_ap") is not None:
+        metric_values = {"box_ap": round(100 * training["best_ap"], 2)}
     with tempfile.TemporaryDirectory(prefix="razorzoo-push-") as tmp:
-        files = _write_repo_files(Path(tmp), repo_id, spec, card, weights, metric_values, card_extra, constraint)
+        files = _write_repo_files(Path(tmp), repo_id, spec, card, weights, metric_values, card_extra, constraint,
+                                  training)
         if onnx:
             from razorzoo.deploy.export import export
 
@@ -154,11 +157,59 @@ def _check_namespace(hub: "HfApi", repo_id: str) -> None:
                        f"writes to {', '.join(sorted(mine))}); use e.g. {who['name']}/{repo_id.split('/')[1]}")
 
 
-def _spec_for(subnet: Any, card: "Card") -> "ArchSpec":
+def _source_of(weights: Any, subnet: Any, base: str | None) -> tuple["ArchSpec", "Card", dict[str, Any] | None]:
+    """The spec, base card and training record to publish: from a razorzoo file's own metadata, or from the subnet
+    YAML and the base entry for an OpenMMLab checkpoint."""
+    from razorzoo.errors import CheckpointError
+    from razorzoo.weights.convert import read_converted_metadata
+    from razorzoo.zoo.registry import all_cards, get_card
+
+    if str(weights).endswith(".safetensors"):
+        try:
+            spec, metadata = read_converted_metadata(weights)
+        except CheckpointError as exc:
+            raise HubError(f"cannot push {safe_repr(str(weights))}: {exc}") from None
+        if subnet is not None and _spec_for(subnet, get_card(base) if base else None, spec).subnet != spec.subnet:
+            raise HubError(f"--subnet does not describe {safe_repr(str(weights))}; leave it out: the file carries "
+                           "its own subnet")
+        if base is None:
+            matching = [card for card in all_cards() if card.task == spec.task and card.recipe == spec.recipe
+                        and card.family == spec.subnet.family] or \
+                       [card for card in all_cards() if card.task == spec.task and card.recipe == spec.recipe]
+            if not matching:
+                raise HubError("no built-in entry of this model's task and recipe; pass base=")
+            base = matching[0].name
+        training = _training_record(metadata.get("razorzoo_training"))
+        return spec, get_card(base), training
+    if subnet is None or base is None:
+        raise HubError("an OpenMMLab checkpoint does not say which subnet it holds: pass subnet= (the searched YAML) "
+                       "and base= (the registry entry it follows)")
+    card = get_card(base)
+    return _spec_for(subnet, card), card, None
+
+
+def _training_record(text: str | None) -> dict[str, Any] | None:
+    """The ``razorzoo train`` record of a file's metadata (epochs, best AP, settings), or None."""
+    if not text:
+        return None
+    from razorzoo.bounded import load_json
+
+    try:
+        record = load_json(text, what="the training record")
+    except InputError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _spec_for(subnet: Any, card: "Card | None", like: "ArchSpec | None" = None) -> "ArchSpec":
     """The spec of a custom subnet following ``card``: same task, family and detector recipe."""
     from razorzoo.arch.spec import ArchSpec
     from razorzoo.arch.subnet import load_subnet
 
+    if like is not None:  # compare with a file's own spec
+        return ArchSpec(like.task, load_subnet(subnet, family=like.subnet.family), recipe=like.recipe,
+                        class_names=like.class_names, input_size=like.input_size)
+    assert card is not None
     if card.task not in ("classification", "detection"):
         raise HubError(f"base {card.name!r} is a {card.task}; pass a classification or detection entry as base")
     parsed = load_subnet(subnet, family=card.family)  # validates against the search space (SubnetError)
@@ -166,7 +217,8 @@ def _spec_for(subnet: Any, card: "Card") -> "ArchSpec":
 
 
 def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", weights, metrics: dict[str, float],
-                      card_extra: Mapping[str, Any] | None, constraint: str | None) -> dict[str, Path]:
+                      card_extra: Mapping[str, Any] | None, constraint: str | None,
+                      training: dict[str, Any] | None = None) -> dict[str, Path]:
     """Verify the pair, convert, and write the four repo files into ``out`` (the checkpoint is read once)."""
     from razorzoo.version import __version__
     from razorzoo.storage.fetch import sha256_of_file
@@ -185,8 +237,8 @@ def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", w
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out / SUBNET_FILE).write_text(spec.subnet.to_yaml())
     readme = render_hub_readme(repo_id, spec, base, stats=_model_stats(spec, base), metrics=metrics, extra=card_extra,
-                         constraint=constraint,
-                         sha256={name: sha256_of_file(out / name) for name in (WEIGHTS_FILE, SUBNET_FILE)})
+                               constraint=constraint, training=training,
+                               sha256={name: sha256_of_file(out / name) for name in (WEIGHTS_FILE, SUBNET_FILE)})
     (out / CARD_FILE).write_text(readme, encoding="utf-8")
     try:  # the card must read back through the registry (metric ranges, names) before anything is uploaded
         parse_card(out / CARD_FILE)
@@ -213,10 +265,12 @@ def _file_url(repo_id: str, filename: str) -> str:
 
 
 def render_hub_readme(repo_id: str, spec: "ArchSpec", base: "Card", *, stats: Mapping[str, Any],
-                metrics: Mapping[str, float], extra: Mapping[str, Any] | None = None,
-                constraint: str | None = None, sha256: Mapping[str, str] | None = None) -> str:
+                      metrics: Mapping[str, float], extra: Mapping[str, Any] | None = None,
+                      constraint: str | None = None, sha256: Mapping[str, str] | None = None,
+                      training: Mapping[str, Any] | None = None) -> str:
     """The repo's ``README.md``: Hub metadata and the zoo's ``razorzoo:`` block (``razorzoo.zoo.registry`` reads it),
-    then a short human-readable body. ``sha256`` maps repo file names to their hashes."""
+    then a short human-readable body. ``sha256`` maps repo file names to their hashes; ``training`` is the record
+    ``razorzoo train`` stores in its weights (recipe, data, epochs, validation AP), shown in the card."""
     import yaml
 
     from razorzoo.zoo.registry import METRICS
@@ -225,6 +279,9 @@ def render_hub_readme(repo_id: str, spec: "ArchSpec", base: "Card", *, stats: Ma
     sha256 = sha256 or {}
     pipeline_tag = _PIPELINE_TAGS[spec.task]
     dataset_name, dataset_type = _DATASETS[spec.task]
+    settings = (training or {}).get("settings") if isinstance((training or {}).get("settings"), dict) else None
+    if settings is not None:  # trained by razorzoo on the user's data: name the data, not COCO
+        dataset_name = dataset_type = Path(str(settings.get("coco_ann", "custom"))).name[:100] or "custom"
     meta: dict[str, Any] = {
         "library_name": LIBRARY_NAME,
         "pipeline_tag": pipeline_tag,
@@ -272,4 +329,29 @@ def render_hub_readme(repo_id: str, spec: "ArchSpec", base: "Card", *, stats: Ma
         f"model = razorzoo.{loader}(\"{HUB_PREFIX}{repo_id}\")\n```\n\n"
         f"The subnet is in `{SUBNET_FILE}`; the architecture is also in `{CONFIG_FILE}` and in the metadata of "
         f"`{WEIGHTS_FILE}`.\n"
+        + (_training_section(spec, training, settings) if settings is not None else "")
+    )
+
+
+def _training_section(spec: "ArchSpec", training: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
+    """The card's account of a ``razorzoo train`` run: recipe, data, length, result (values quoted, bounded)."""
+    def value(key: str) -> str:
+        return safe_repr(settings.get(key), 80).replace("`", "'").replace("|", "/")
+
+    classes = spec.class_names or ()
+    best = training.get("best_ap")
+    shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+    return (
+        f"\n## Training\n\n"
+        f"Trained with `razorzoo train` (recipe `{spec.recipe}`, MMYOLO's data pipeline, optimizer, schedule and "
+        f"EMA):\n\n"
+        f"| setting | value |\n|---|---|\n"
+        f"| annotations | {value('coco_ann')} (sha256 {value('coco_ann_sha256')}) |\n"
+        f"| classes | {safe_repr(shown, 400).replace('|', '/')} |\n"
+        f"| epochs | {value('epochs')} (weights after epoch {safe_repr(training.get('epoch'), 12)}) |\n"
+        f"| batch, lr, canvas | {value('batch')} x {value('world_size')} processes, {value('lr')}, "
+        f"{value('img_size')} px |\n"
+        f"| best validation AP | "
+        + (f"{100 * best:.2f} (epoch {safe_repr(training.get('best_epoch'), 12)})" if isinstance(best, float)
+           else "not validated") + " |\n"
     )

@@ -160,6 +160,11 @@ class Recipe:
     strides: tuple[int, ...] = (8, 16, 32)
     class_names: tuple[str, ...] = field(default=COCO_CLASSES, repr=False)
 
+    def at_size(self, size: int) -> "Recipe":
+        """The recipe with a ``size x size`` test canvas (the letterbox or resize-and-pad target), as changing the
+        config's ``img_scale`` does; a model trained at another size predicts at that size."""
+        return replace(self, preprocess=replace(self.preprocess, size=size))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe form (lists for tuples; ``preprocess`` and ``coder`` carry their ``type``), e.g. for an
         exported model's metadata; :meth:`from_dict` reads it back to an equal recipe."""

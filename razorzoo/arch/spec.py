@@ -1,8 +1,8 @@
 """``ArchSpec``: everything needed to build a model's architecture, and nothing else.
 
 A spec is a subnet (the choices made in a search space) plus what the card adds: the task and, for detectors, the
-neck/head recipe (and the class names when they are not the recipe's COCO-80, e.g. a detector fine-tuned on three
-classes); for classifiers, the test pipeline when the card gives one.
+neck/head recipe (and the class names and canvas size when they are not the recipe's, e.g. a detector fine-tuned on
+three classes at 320 pixels); for classifiers, the test pipeline when the card gives one.
 It round-trips through a plain dict (``config.json`` on the Hub, safetensors metadata), so a
 converted file alone rebuilds its model.
 
@@ -18,7 +18,8 @@ from razorzoo.arch.recipes import ClassifierPreprocess
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import RazorzooError
 
-__all__ = ["TASKS", "CARD_TASKS", "MAX_CLASSES", "ArchSpec", "check_class_names", "requested_class_names"]
+__all__ = ["TASKS", "CARD_TASKS", "MAX_CLASSES", "ArchSpec", "check_class_names", "check_input_size",
+           "requested_class_names"]
 
 TASKS = ("classification", "backbone", "detection")
 CARD_TASKS = ("classification", "detection", "supernet")
@@ -43,6 +44,13 @@ def check_class_names(names: Any) -> tuple[str, ...]:
             raise RazorzooError(f"class name {safe_repr(name, 60)} appears more than once")
         seen.add(name)
     return tuple(names)
+
+
+def check_input_size(size: Any) -> int:
+    """A detector's square canvas side: an integer multiple of 32 (the largest stride) from 64 to 4096."""
+    if not isinstance(size, int) or isinstance(size, bool) or not 64 <= size <= 4096 or size % 32:
+        raise RazorzooError(f"an input size must be a multiple of 32 from 64 to 4096, not {safe_repr(size, 20)}")
+    return size
 
 
 def requested_class_names(num_classes: Any = None, class_names: Any = None) -> tuple[str, ...] | None:
@@ -70,6 +78,7 @@ class ArchSpec:
     out_indices: tuple[int, ...] | None = None  # backbone task only; None = upstream default
     preprocessing: ClassifierPreprocess | None = None  # classification only; None = the search space's default
     class_names: tuple[str, ...] | None = None  # detection only; None = the recipe's (COCO-80)
+    input_size: int | None = None  # detection only; None = the recipe's test canvas (640, or 960 for RTMDet)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -82,6 +91,10 @@ class ArchSpec:
             if self.task != "detection":
                 raise RazorzooError("only detection specs take class names")
             object.__setattr__(self, "class_names", check_class_names(self.class_names))
+        if self.input_size is not None:
+            if self.task != "detection":
+                raise RazorzooError("only detection specs take an input size")
+            check_input_size(self.input_size)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form; the subnet is stored as its canonical YAML text."""
@@ -94,6 +107,8 @@ class ArchSpec:
             data["preprocessing"] = self.preprocessing.to_dict()
         if self.class_names is not None:
             data["class_names"] = list(self.class_names)
+        if self.input_size is not None:
+            data["input_size"] = self.input_size
         return data
 
     @classmethod
@@ -127,8 +142,14 @@ class ArchSpec:
                 class_names = check_class_names(class_names)
             except RazorzooError as exc:
                 raise RazorzooError(f"architecture spec: 'class_names': {exc}") from None
+        input_size = data.get("input_size")
+        if input_size is not None:
+            try:
+                check_input_size(input_size)
+            except RazorzooError as exc:
+                raise RazorzooError(f"architecture spec: 'input_size': {exc}") from None
         subnet = load_subnet(data["subnet"], family=data.get("family"))
-        return cls(task=data["task"], subnet=subnet, recipe=recipe,
+        return cls(task=data["task"], subnet=subnet, recipe=recipe, input_size=input_size,
                    out_indices=tuple(out_indices) if out_indices is not None else None,
                    preprocessing=ClassifierPreprocess.from_dict(preprocessing) if preprocessing is not None else None,
                    class_names=class_names)

@@ -16,7 +16,7 @@ with probability 0.01), which needs albumentations; it is listed in :attr:`Train
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Union
 
 __all__ = ["Mosaic", "YOLOv5RandomAffine", "YOLOv5MixUp", "YOLOXMixUp", "YOLOv5HSVRandomAug", "YOLOXHSVRandomAug",
@@ -208,12 +208,35 @@ class TrainPipeline:
         """The transforms of the stage ``epoch`` uses (see :meth:`stage`)."""
         return self.stage2 if self.stage(epoch, max_epochs) == 2 else self.stage1  # type: ignore[return-value]
 
+    def at_size(self, size: int) -> "TrainPipeline":
+        """The same pipeline for a ``size x size`` training canvas instead of ``img_scale``: every size in it (mosaic
+        canvas, affine border, resize and crop targets, padding, the mix-up canvas) scaled by ``size /
+        img_scale``, as changing ``img_scale`` in the config does."""
+        factor = size / self.img_scale[0]
+        return replace(self, img_scale=(size, size), stage1=_scaled(self.stage1, factor),
+                       stage2=None if self.stage2 is None else _scaled(self.stage2, factor))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe form, transforms as upstream config dicts (``{"type": name, **fields}``), e.g. for a
         training run's resolved settings."""
         data = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
         data["switch_epoch"] = self.switch_epoch
         return data
+
+
+_SIZE_FIELDS = ("img_scale", "border", "scale", "crop_size", "size")
+
+
+def _scaled(transforms: tuple["Transform", ...], factor: float) -> tuple["Transform", ...]:
+    """``transforms`` (and their ``pre_transform`` s) with every pixel size multiplied by ``factor``."""
+    out = []
+    for transform in transforms:
+        changes: dict[str, Any] = {name: tuple(round(v * factor) for v in getattr(transform, name))
+                                   for name in _SIZE_FIELDS if hasattr(transform, name)}
+        if getattr(transform, "pre_transform", ()):
+            changes["pre_transform"] = _scaled(transform.pre_transform, factor)
+        out.append(replace(transform, **changes))
+    return tuple(out)
 
 
 def _plain(value: Any) -> Any:

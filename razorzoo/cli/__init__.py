@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "razorzoo.cli.val",  # val
     "razorzoo.cli.hub",  # push
     "razorzoo.cli.specialize",  # specialize
+    "razorzoo.cli.train",  # train
 )
 
 

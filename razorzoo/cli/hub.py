@@ -9,14 +9,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "push",
         help="publish a subnet YAML + checkpoint to the Hugging Face Hub",
         description="Verify, convert and publish a searched subnet as a Hub repo (model.safetensors, config.json, "
-                    "subnet.yaml, README.md card) in one commit. Load it back with "
+                    "subnet.yaml, README.md card) in one commit; a trained run's best.safetensors publishes with its "
+                    "classes and a card recording its training. Load it back with "
                     "razorzoo.load_detector('hf-hub:REPO').",
     )
     push.add_argument("repo", metavar="REPO", help="Hub repo id, org/name")
-    push.add_argument("--subnet", required=True, help="subnet YAML from the search (best_fix_subnet.yaml)")
-    push.add_argument("--weights", required=True, help="checkpoint trained for the subnet (.pth)")
-    push.add_argument("--base", required=True,
-                      help="registry entry the model follows (task, family, detector recipe), e.g. attentive_a6")
+    push.add_argument("--weights", required=True, help="checkpoint trained for the subnet (.pth), or a razorzoo "
+                                                       ".safetensors such as RUN/best.safetensors of razorzoo train")
+    push.add_argument("--subnet", help="subnet YAML from the search (best_fix_subnet.yaml); not needed for a "
+                                       "razorzoo .safetensors, which carries its own")
+    push.add_argument("--base", help="registry entry the model follows (task, family, detector recipe), e.g. "
+                                     "attentive_a6; default for a razorzoo .safetensors: its recipe's detector")
     push.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE",
                       help="evaluation result for the card, repeatable (e.g. --metric box_ap=45.1)")
     push.add_argument("--constraint", help="the search constraint, recorded in the card (e.g. 'flops<=300M')")

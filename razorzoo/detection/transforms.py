@@ -251,13 +251,14 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(pixels: "torch.Tensor", config: Normalize) -> "torch.Tensor":
-    """A uint8 ``(3, H, W)`` BGR tensor -> float32, like the OpenMMLab data preprocessors (flip, then normalize)."""
+    """A uint8 ``(3, H, W)`` or ``(N, 3, H, W)`` BGR tensor -> float32 on its device, like the OpenMMLab data
+    preprocessors (flip the channels, then normalize)."""
     import torch
 
-    mean = torch.tensor(config.mean, dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(config.std, dtype=torch.float32).view(-1, 1, 1)
+    mean = torch.tensor(config.mean, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
+    std = torch.tensor(config.std, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
     if config.bgr_to_rgb:
-        pixels = pixels.flip(0)
+        pixels = pixels.flip(-3)
     return (pixels.float() - mean) / std
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from razorzoo.arch.recipes import PYRAMID_OUT_INDICES, RECIPES, Recipe, TestConfig
-from razorzoo.arch.spec import check_class_names
+from razorzoo.arch.spec import check_class_names, check_input_size
 from razorzoo.bounded import safe_repr
 from razorzoo.detection.coders import build_coder
 from razorzoo.detection.head_losses import head_loss
@@ -138,6 +138,13 @@ class Detector(nn.Module):
         self.recipe = replace(self.recipe, class_names=class_names)
         return self
 
+    def set_input_size(self, size: int) -> "Detector":
+        """Predict on a ``size x size`` canvas (a multiple of 32), as a detector trained at that size does upstream;
+        in place, weights unchanged."""
+        self.recipe = self.recipe.at_size(check_input_size(size))
+        self.transform = DetectionTransform(self.recipe.preprocess, self.recipe.normalize)
+        return self
+
     def tie_weights(self) -> None:
         """Re-share tied head weights (RTMDet) after a load that replaced tensors; a no-op for other heads."""
         tie = getattr(self.bbox_head.head_module, "tie_weights", None)
@@ -210,9 +217,11 @@ class Detector(nn.Module):
         return self
 
 
-def build_detector_from_subnet(subnet: "Subnet", recipe: str, class_names: Sequence[str] | None = None) -> Detector:
+def build_detector_from_subnet(subnet: "Subnet", recipe: str, class_names: Sequence[str] | None = None,
+                               input_size: int | None = None) -> Detector:
     """Detector for ``subnet`` with the neck/head/test settings of ``recipe`` (a key of
-    :data:`razorzoo.arch.recipes.RECIPES`), predicting ``class_names`` (default: the recipe's COCO-80).
+    :data:`razorzoo.arch.recipes.RECIPES`), predicting ``class_names`` (default: the recipe's COCO-80) on an
+    ``input_size`` canvas (default: the recipe's).
 
     The backbone feeds its stride 8/16/32 outputs (:data:`PYRAMID_OUT_INDICES` of the subnet's search space) to the
     neck, whose widths follow the backbone's ``out_channels``; any search space works with any recipe.
@@ -229,4 +238,6 @@ def build_detector_from_subnet(subnet: "Subnet", recipe: str, class_names: Seque
     if class_names is not None:
         settings = replace(settings, class_names=check_class_names(class_names))
         head.reset_classes(len(settings.class_names))
+    if input_size is not None:
+        settings = settings.at_size(check_input_size(input_size))
     return Detector(backbone, neck, head, settings)

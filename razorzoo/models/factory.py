@@ -49,4 +49,4 @@ def build_model(spec: "ArchSpec") -> "nn.Module":
             return build_backbone_from_subnet(spec.subnet, out_indices=spec.out_indices)
         from razorzoo.models.detector import build_detector_from_subnet
 
-        return build_detector_from_subnet(spec.subnet, spec.recipe, spec.class_names)
+        return build_detector_from_subnet(spec.subnet, spec.recipe, spec.class_names, spec.input_size)

@@ -117,6 +117,7 @@ class AttentiveMobileNetV3(nn.Module):
 
     def __init__(self, subnet: MobileNetSubnet, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
+        self.subnet = subnet  # the architecture it was built from (e.g. to save weights with it)
         space: MobileNetSpace = subnet.space
         n_stages = len(space.stages)
         self.out_indices = check_out_indices((n_stages,) if out_indices is None else out_indices, n_stages + 1)

@@ -102,6 +102,7 @@ class SearchableShuffleNetV2(nn.Module):
 
     def __init__(self, subnet: SposSubnet, out_indices: Sequence[int] = (4,)) -> None:
         super().__init__()
+        self.subnet = subnet  # the architecture it was built from (e.g. to save weights with it)
         space: SposSpace = SEARCH_SPACES["spos"]  # type: ignore[assignment]
         self.out_indices = check_out_indices(out_indices, len(space.stage_channels) + 1)
         self.conv1 = ConvModule(3, space.stem_channels, 3, 2)

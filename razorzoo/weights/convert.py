@@ -183,8 +183,14 @@ def read_converted(path: str | Path) -> tuple[ArchSpec, "OrderedDict[str, torch.
 
 def read_spec(path: str | Path) -> ArchSpec:
     """The architecture a razorzoo ``.safetensors`` file records, from its metadata alone (no tensor is read)."""
+    return read_converted_metadata(path)[0]
+
+
+def read_converted_metadata(path: str | Path) -> tuple[ArchSpec, dict[str, str]]:
+    """A razorzoo ``.safetensors`` file's spec and metadata (provenance entries included), without its tensors."""
     path = Path(path)
-    return _spec(_read(path, tensors=False)[0], path)
+    metadata = _read(path, tensors=False)[0]
+    return _spec(metadata, path), metadata
 
 
 def _read(path: Path, *, tensors: bool) -> tuple[dict[str, str], "OrderedDict[str, torch.Tensor]"]:

@@ -1,0 +1,577 @@
+"""``razorzoo.train``: train or fine-tune a detector on a COCO-format dataset with its MMYOLO recipe (docs/train.md).
+
+A run is a folder (``RUN/``) that holds everything about it:
+
+* ``settings.json`` — the resolved settings: where the model came from, the data, the recipe's pipeline, optimizer
+  and schedule with every override, the class names. ``--resume`` continues only a run with the same settings.
+* ``log.jsonl`` — one JSON object per line: training records (every ``log_interval`` iterations and at each epoch's
+  end: losses, learning rate, images/s) and validation records (COCO AP).
+* ``last.safetensors`` / ``best.safetensors`` — the EMA weights (what upstream evaluates and publishes) after the
+  latest epoch and at the best validation AP, as razorzoo converted files: ``load_detector(Path(...))`` loads them,
+  ``razorzoo push`` publishes them.
+* ``state.safetensors`` — the resumable state (raw weights, EMA, optimizer, progress, RNG; no pickle). It is written
+  at each epoch's end and when the run stops early (Ctrl-C, a non-finite loss), always between iterations, so
+  ``--resume`` continues exactly where the run was: the same weights as a run that was never interrupted.
+
+One iteration follows MMYOLO's ``EpochBasedTrainLoop`` with the recipe's hooks: set the learning rate
+(``razorzoo.training.optim``), normalise the uint8 batch like the data preprocessor, ``Detector.loss``, backward,
+(optional gradient clipping), step, update the EMA. Validation (``razorzoo.evaluation.coco``, on the EMA weights)
+runs every ``val_interval`` epochs, every epoch once the stage-2 pipeline runs, and after the last epoch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from razorzoo.arch.schedules import SCHEDULES, TrainSchedule
+from razorzoo.arch.spec import check_input_size
+from razorzoo.arch.train_pipelines import TRAIN_PIPELINES
+from razorzoo.bounded import check_number, safe_repr
+from razorzoo.detection.transforms import normalize
+from razorzoo.errors import RazorzooError
+from razorzoo.files import write_json_atomic
+from razorzoo.training.distributed import World, join, leave, sync_batchnorm
+from razorzoo.training.ema import ExpMomentumEMA
+from razorzoo.training.optim import LearningRates, build_optimizer, parameters_with_grad
+from razorzoo.training.state import Progress, StateError, load_state, save_state
+from razorzoo.version import __version__
+
+__all__ = ["train", "TrainResult", "TrainingError", "TrainingInterrupted", "RUN_FILES"]
+
+RUN_FILES = {"settings": "settings.json", "log": "log.jsonl", "state": "state.safetensors",
+             "last": "last.safetensors", "best": "best.safetensors"}
+MAX_EPOCHS = 100_000
+MAX_BATCH = 4096
+MAX_WORKERS = 256
+# settings a resumed run may change: where it runs and how it reports, not what it computes
+_RESUMABLE_CHANGES = ("device", "progress", "val_ann", "val_images", "log_interval")
+
+
+class TrainingError(RazorzooError):
+    """A run that cannot go on (non-finite loss, a resume that does not fit, ...); the state is kept."""
+
+
+class TrainingInterrupted(RazorzooError):
+    """Ctrl-C: the run stopped between iterations and saved a state ``--resume`` continues from."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a finished run left its files, and its best validation AP (None without validation data)."""
+
+    run_dir: Path
+    last: Path
+    best: Path | None
+    best_ap: float | None
+    epochs: int
+
+
+def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike | None = None,
+          images: str | os.PathLike | None = None, output: str | os.PathLike,
+          val_ann: str | os.PathLike | None = None, val_images: str | os.PathLike | None = None,
+          subnet: Any = None, detector: str | None = None, backbone_weights: str | os.PathLike | None = None,
+          epochs: int | None = None, batch: int | None = None, workers: int | None = None, lr: float | None = None,
+          img_size: int | None = None, num_classes: int | None = None, seed: int = 0, device: str = "cpu",
+          resume: bool = False,
+          amp: bool = False, clip_grad: float | None = None, val_interval: int | None = None,
+          log_interval: int = 50, progress: bool | None = None) -> TrainResult:
+    """Train a detector on a COCO-format dataset with its recipe (docs/train.md).
+
+    Args:
+        model: where to start: a registry detector (``"yolov6s-attentive_a6"``), a converted ``.safetensors`` or an
+            ``hf-hub:`` id — fine-tuning; or None with ``subnet`` + ``detector`` + ``backbone_weights``: a custom
+            searched subnet (its weights sliced from a supernet or taken from a subnet checkpoint) in a recipe's
+            detector, neck and head initialised as upstream does.
+        coco_ann, images: the training set. val_ann, val_images: validation set (COCO AP on the EMA weights).
+        output: the run folder (created; ``resume=True`` continues the run in it).
+        epochs, batch, workers, lr: override the recipe's (the schedule's shape follows ``epochs`` as the config's
+            formulas do). img_size: the training canvas (default the recipe's, 640 or 960): every size in the
+            pipeline scales with it, and the trained model predicts at it. num_classes: checked against the
+            dataset's categories, which decide the head's classes.
+        seed: data order and augmentation. device: ``"cpu"``, ``"cuda"``, ``"cuda:K"``; under ``torchrun`` every
+            process trains a shard of each batch (docs/train.md). amp: float16 autocast on CUDA.
+        clip_grad: clip the gradients' total norm (none of the recipes does). val_interval: validate every this many
+            epochs (the recipe's default). log_interval: iterations between training log records.
+
+    Returns the run's files; raises :class:`TrainingInterrupted` after Ctrl-C (state saved) and
+    :class:`TrainingError` when training cannot continue (state of the last good iteration saved).
+    """
+    world = join(device)
+    try:
+        return _Run(world, dict(model=model, coco_ann=coco_ann, images=images, output=output, val_ann=val_ann,
+                                val_images=val_images, subnet=subnet, detector=detector,
+                                backbone_weights=backbone_weights, epochs=epochs, batch=batch, workers=workers, lr=lr,
+                                img_size=img_size, num_classes=num_classes, seed=seed, device=device, resume=resume, amp=amp,
+                                clip_grad=clip_grad, val_interval=val_interval, log_interval=log_interval,
+                                progress=progress)).run()
+    finally:
+        leave(world)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _positive(value: Any, what: str, maximum: float, *, integer: bool = True) -> Any:
+    number = check_number(value, what, minimum=1 if integer else 0, maximum=maximum, integer=integer)
+    if not integer and number <= 0:
+        raise RazorzooError(f"{what} must be positive, not {safe_repr(value, 20)}")
+    return int(number) if integer else float(number)
+
+
+class _StopFlag:
+    """Ctrl-C sets a flag the loop reads between iterations; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class _Run:
+    """One training run: set up from the arguments (or the run folder when resuming), then the epoch loop."""
+
+    def __init__(self, world: World, args: dict[str, Any]) -> None:
+        self.world = world
+        self.dir = Path(args["output"])
+        self.progress_bars = args["progress"]
+        self.log_interval = _positive(args["log_interval"], "log interval", 10**9)
+        settings = self._resolve(args)
+        self.settings = settings
+        self.identity = {k: v for k, v in settings.items() if k not in _RESUMABLE_CHANGES}
+
+    # -- settings ------------------------------------------------------------------------------------------------
+    def _resolve(self, args: dict[str, Any]) -> dict[str, Any]:
+        from razorzoo.arch.recipes import RECIPES
+
+        saved = self._saved_settings(args["resume"])
+        if saved is not None:
+            return self._resumed_settings(saved, args)
+        if args["coco_ann"] is None or args["images"] is None:
+            raise RazorzooError("training needs --coco-ann (a COCO annotation file) and --images (its image folder)")
+        start = self._start(args)
+        recipe = start["recipe"]
+        if recipe not in RECIPES:
+            raise RazorzooError(f"unknown detector recipe {safe_repr(recipe)}")
+        pipeline, schedule = TRAIN_PIPELINES[recipe], SCHEDULES[recipe]
+        epochs = _positive(args["epochs"] if args["epochs"] is not None else pipeline.max_epochs, "epochs", MAX_EPOCHS)
+        batch = _positive(args["batch"] if args["batch"] is not None else pipeline.batch_size, "batch", MAX_BATCH)
+        workers = args["workers"] if args["workers"] is not None else min(pipeline.workers, os.cpu_count() or 1)
+        workers = int(check_number(workers, "workers", minimum=0, maximum=MAX_WORKERS, integer=True))
+        lr = _positive(args["lr"] if args["lr"] is not None else schedule.optimizer.lr, "learning rate", 10.0,
+                       integer=False)
+        img_size = check_input_size(args["img_size"] if args["img_size"] is not None else pipeline.img_scale[0])
+        val_interval = _positive(args["val_interval"] or schedule.val_interval, "validation interval", MAX_EPOCHS)
+        clip = args["clip_grad"] if args["clip_grad"] is None else _positive(args["clip_grad"], "gradient clip", 1e9,
+                                                                             integer=False)
+        if args["amp"] and not self.world.device.type == "cuda":
+            raise RazorzooError("--amp needs a CUDA device (automatic mixed precision is float16 on GPUs)")
+        paths = {key: str(Path(args[key]).resolve()) if args[key] is not None else None
+                 for key in ("coco_ann", "images", "val_ann", "val_images")}
+        if (paths["val_ann"] is None) != (paths["val_images"] is None):
+            raise RazorzooError("validation needs both --val-ann and --val-images")
+        return {
+            "razorzoo_version": __version__, "start": start, "recipe": recipe,
+            "coco_ann": paths["coco_ann"], "coco_ann_sha256": _sha256(Path(paths["coco_ann"])),
+            "images": paths["images"], "val_ann": paths["val_ann"], "val_images": paths["val_images"],
+            "num_classes": args["num_classes"], "epochs": epochs, "batch": batch, "workers": workers, "lr": lr,
+            "img_size": img_size,
+            "seed": int(check_number(args["seed"], "seed", minimum=0, maximum=2**62, integer=True)),
+            "world_size": self.world.size, "device": args["device"], "amp": bool(args["amp"]), "clip_grad": clip,
+            "val_interval": val_interval, "log_interval": self.log_interval, "progress": self.progress_bars,
+        }
+
+    def _start(self, args: dict[str, Any]) -> dict[str, Any]:
+        """What the run starts from, recorded so it can be rebuilt: a model source, or a custom subnet."""
+        if args["model"] is not None:
+            if args["backbone_weights"] is not None:
+                raise RazorzooError("--backbone-weights is for a custom --subnet; a model brings its own weights")
+            from razorzoo.loading import source_kind
+
+            kind, value = source_kind(args["model"])  # a file is recorded by its absolute path, for --resume
+            source: Any = Path(value).resolve() if kind == "file" else value
+            recipe = self._model_recipe(source, args)
+            return {"model": str(source), "is_path": kind == "file", "subnet": args["subnet"],
+                    "detector": args["detector"], "recipe": recipe}
+        if args["subnet"] is None or args["detector"] is None or args["backbone_weights"] is None:
+            raise RazorzooError("start from a model (NAME, FILE or hf-hub:ID), or from a custom subnet with --subnet "
+                                "YAML --detector RECIPE --backbone-weights SUPERNET_OR_SUBNET.pth")
+        from razorzoo.arch.subnet import load_subnet
+        from razorzoo.builder import resolve_spec
+
+        subnet = load_subnet(args["subnet"])
+        spec = resolve_spec(subnet.to_yaml(), "detection", detector=args["detector"])
+        weights = Path(args["backbone_weights"]).resolve()
+        if not weights.is_file():
+            raise RazorzooError(f"--backbone-weights {safe_repr(str(weights))} is not a file")
+        return {"model": None, "subnet_yaml": subnet.to_yaml(), "recipe": spec.recipe,
+                "backbone_weights": str(weights), "backbone_weights_sha256": _sha256(weights)}
+
+    @staticmethod
+    def _model_recipe(source: Any, args: dict[str, Any]) -> str:
+        """The detector recipe of the starting model, read without loading it where the name says it."""
+        from razorzoo.builder import resolve_spec
+        from razorzoo.loading import converted_file, source_kind
+        from razorzoo.weights.convert import read_spec
+
+        if args["subnet"] is not None:  # an OpenMMLab .pth with its subnet
+            return resolve_spec(args["subnet"], "detection", detector=args["detector"]).recipe
+        kind, value = source_kind(source)
+        if kind == "name":
+            from razorzoo.zoo.registry import get_card
+
+            recipe = get_card(value).recipe  # None for a classifier or supernet entry
+        else:
+            recipe = read_spec(converted_file(source)).recipe
+        if recipe is None:
+            raise RazorzooError(f"{safe_repr(str(source))} is not a detector; training needs one (e.g. "
+                                "yolov6s-attentive_a6)")
+        return recipe
+
+    def _saved_settings(self, resume: bool) -> dict[str, Any] | None:
+        settings_file = self.dir / RUN_FILES["settings"]
+        has_run = settings_file.is_file()
+        if resume:
+            if not has_run:
+                raise RazorzooError(f"--resume: {safe_repr(str(self.dir))} holds no training run (no settings.json)")
+            try:
+                saved = json.loads(settings_file.read_text())
+            except (OSError, ValueError):
+                raise RazorzooError(f"--resume: {safe_repr(str(settings_file))} is unreadable") from None
+            if not isinstance(saved, dict) or "start" not in saved:
+                raise RazorzooError(f"--resume: {safe_repr(str(settings_file))} is not a razorzoo run's settings")
+            return saved
+        if has_run:
+            raise RazorzooError(f"{safe_repr(str(self.dir))} already holds a training run: pass --resume to continue "
+                                "it, or choose another output folder")
+        if self.dir.exists() and (not self.dir.is_dir() or any(self.dir.iterdir())):
+            raise RazorzooError(f"output {safe_repr(str(self.dir))} exists and is not an empty folder; training "
+                                "writes a new run into an empty or new folder")
+        return None
+
+    def _resumed_settings(self, saved: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+        """The saved settings, with the arguments a resumed run may change; any other argument must agree."""
+        given = {"epochs": args["epochs"], "batch": args["batch"], "workers": args["workers"], "lr": args["lr"],
+                 "img_size": args["img_size"],
+                 "num_classes": args["num_classes"], "amp": args["amp"] or None, "clip_grad": args["clip_grad"],
+                 "val_interval": args["val_interval"]}
+        for key in ("coco_ann", "images"):
+            if args[key] is not None:
+                given[key] = str(Path(args[key]).resolve())
+        if args["seed"] != 0:
+            given["seed"] = args["seed"]
+        for key, value in given.items():
+            if value is not None and saved.get(key) != value:
+                raise TrainingError(f"--resume: this run was started with {key}={safe_repr(saved.get(key), 80)}, "
+                                    f"not {safe_repr(value, 80)}; resume it with its own settings or start a new run")
+        if args["model"] is not None or args["subnet"] is not None:
+            raise TrainingError("--resume continues the run's own model; leave out the model and --subnet")
+        if saved.get("world_size") != self.world.size:
+            raise TrainingError(f"--resume: this run was trained by {saved.get('world_size')} process(es), not "
+                                f"{self.world.size}; batches and shards would differ")
+        resumed = dict(saved)
+        resumed.update(device=args["device"], progress=self.progress_bars, log_interval=self.log_interval)
+        if args["val_ann"] is not None or args["val_images"] is not None:
+            resumed.update(val_ann=str(Path(args["val_ann"]).resolve()), val_images=str(Path(args["val_images"])
+                                                                                          .resolve()))
+        return resumed
+
+    # -- the model -----------------------------------------------------------------------------------------------
+    def _build_model(self, class_names: Sequence[str]) -> Any:
+        import razorzoo
+        from razorzoo.models.initialization import init_for_training
+
+        start = self.settings["start"]
+        if start.get("model") is not None:
+            source = Path(start["model"]) if start.get("is_path") else start["model"]
+            detector = razorzoo.load_detector(source, subnet=start.get("subnet"), detector=start.get("detector"))
+        else:
+            detector = razorzoo.build_detector(start["subnet_yaml"], detector=start["recipe"])
+            backbone = razorzoo.load_backbone(Path(start["backbone_weights"]), subnet=start["subnet_yaml"],
+                                              out_indices=detector.backbone.out_indices)
+            detector.backbone.load_state_dict(backbone.state_dict(), strict=True)
+            init_for_training(detector)
+        if tuple(class_names) != detector.class_names:
+            detector.set_classes(class_names)
+        return detector.set_input_size(self.settings["img_size"])
+
+    # -- the run -------------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        from razorzoo.training.dataset import CocoTrainingSet
+        from razorzoo.training.pipeline import TrainLoader
+
+        settings = self.settings
+        self.pipeline = TRAIN_PIPELINES[settings["recipe"]].at_size(settings["img_size"])
+        dataset = CocoTrainingSet(settings["coco_ann"], settings["images"],
+                                  filter_empty_gt=self.pipeline.filter_empty_gt, min_size=self.pipeline.min_size)
+        if settings["coco_ann_sha256"] != _sha256(Path(settings["coco_ann"])):
+            raise TrainingError(f"{safe_repr(settings['coco_ann'])} changed since this run started; resume with the "
+                                "same annotations or start a new run")
+        if settings["num_classes"] is not None and settings["num_classes"] != len(dataset.classes):
+            raise RazorzooError(f"--num-classes {settings['num_classes']} but {safe_repr(settings['coco_ann'])} has "
+                                f"{len(dataset.classes)} categories ({', '.join(dataset.classes[:5])}"
+                                f"{', ...' if len(dataset.classes) > 5 else ''})")
+        if dataset.num_boxes == 0:
+            raise RazorzooError(f"{safe_repr(settings['coco_ann'])} has no boxes to learn from (after upstream's "
+                                "filters: crowd boxes, boxes under 1 px)")
+        self._check_validation()
+        settings["class_names"] = list(dataset.classes)
+        self.identity = {k: v for k, v in settings.items() if k not in _RESUMABLE_CHANGES}
+        self._prepare_folder()
+
+        self.model = self._build_model(dataset.classes).to(self.world.device)
+        self.loader = TrainLoader(dataset, self.pipeline, batch_size=settings["batch"], workers=settings["workers"],
+                                  seed=settings["seed"], rank=self.world.rank, world_size=self.world.size,
+                                  max_epochs=settings["epochs"])
+        self.schedule = self._schedule()
+        self.optimizer = build_optimizer(self.model, self.schedule, world_size=self.world.size)
+        self.rates = LearningRates(self.schedule, len(self.loader), settings["epochs"])
+        self.ema = ExpMomentumEMA(self.model, self.schedule.ema_momentum, self.schedule.ema_gamma)
+        progress = self._restore()
+        self.model.train()
+        self.trained: torch.nn.Module = _WithLoss(sync_batchnorm(self.model, self.world))
+        if self.world.size > 1:  # upstream's find_unused_parameters=True: the vestigial backbone stages
+            self.trained = torch.nn.parallel.DistributedDataParallel(
+                self.trained, device_ids=[self.world.device.index] if self.world.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        self.scaler = torch.amp.GradScaler("cuda") if settings["amp"] else None
+        return self._loop(progress)
+
+    def _schedule(self) -> TrainSchedule:
+        schedule = SCHEDULES[self.settings["recipe"]]
+        optimizer = replace(schedule.optimizer, lr=self.settings["lr"])
+        return replace(schedule, optimizer=optimizer, val_interval=self.settings["val_interval"],
+                       clip_grad_norm=self.settings["clip_grad"])
+
+    def _check_validation(self) -> None:
+        if self.settings["val_ann"] is None:
+            return
+        from razorzoo.evaluation.coco import _pycocotools
+
+        _pycocotools()  # the evaluator, before hours of training, not after
+        for key in ("val_ann", "val_images"):
+            if not Path(self.settings[key]).exists():
+                raise RazorzooError(f"--{key.replace('_', '-')} {safe_repr(self.settings[key])} does not exist")
+
+    def _prepare_folder(self) -> None:
+        if self.world.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.dir / RUN_FILES["settings"], self.settings)
+        if self.world.size > 1:
+            torch.distributed.barrier()
+
+    def _restore(self) -> Progress:
+        path = self.dir / RUN_FILES["state"]
+        if not path.exists():
+            return Progress()
+        state = load_state(path)
+        if state.identity != self.identity:
+            differing = sorted(k for k in set(state.identity) | set(self.identity)
+                               if state.identity.get(k) != self.identity.get(k))
+            raise StateError(f"{safe_repr(str(path))} was written by another run (settings differ: "
+                             f"{', '.join(differing[:5])}); start a new run in another folder")
+        try:
+            self.model.load_state_dict(state.model, strict=True)
+            self.model.tie_weights()
+            self.optimizer.load_state_dict(state.optimizer)
+            self.ema.load_state_dict(state.ema, state.progress.ema_steps)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise StateError(f"{safe_repr(str(path))} does not fit this model ({safe_repr(str(exc), 120)})") from None
+        torch.set_rng_state(state.rng)
+        return state.progress
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def _loop(self, progress: Progress) -> TrainResult:
+        epochs = self.settings["epochs"]
+        with _StopFlag() as stop:
+            while progress.epoch < epochs:
+                epoch = progress.epoch
+                started, images_seen = time.perf_counter(), 0
+                sums: dict[str, float] = {}
+                for batch in self._batches(epoch, progress.batch):
+                    losses = self._step(batch, progress)
+                    self.ema.update(self.model)
+                    progress.iteration += 1
+                    progress.batch += 1
+                    progress.ema_steps = self.ema.steps
+                    images_seen += len(batch.image_ids) * self.world.size
+                    for name, value in losses.items():
+                        sums[name] = sums.get(name, 0.0) + value
+                    if progress.iteration % self.log_interval == 0:
+                        self._log("train", progress, losses, images_seen, started)
+                    if self._stop_requested(stop):
+                        self._save(progress)
+                        raise TrainingInterrupted(
+                            f"interrupted at epoch {epoch + 1} of {epochs}, batch {progress.batch} of "
+                            f"{len(self.loader)}; the state is saved: continue with `razorzoo train --resume -o "
+                            f"{self.dir}`")
+                batches = progress.batch
+                progress.epoch, progress.batch = epoch + 1, 0
+                self._log("epoch", progress, {name: total / max(batches, 1) for name, total in sums.items()},
+                          images_seen, started)
+                self._end_epoch(progress)
+        best = self.dir / RUN_FILES["best"]
+        return TrainResult(self.dir, self.dir / RUN_FILES["last"], best if best.exists() else None, progress.best_ap,
+                           epochs)
+
+    def _batches(self, epoch: int, skip: int) -> Iterator[Any]:
+        from razorzoo.evaluation.engine import show_progress
+
+        batches = self.loader.batches(epoch, skip=skip)
+        if not self.world.is_main or not show_progress(self.progress_bars):
+            yield from batches
+            return
+        from tqdm.auto import tqdm
+
+        yield from tqdm(batches, total=len(self.loader), initial=skip, unit="batch", leave=False,
+                        desc=f"epoch {epoch + 1}/{self.settings['epochs']}")
+
+    def _stop_requested(self, stop: _StopFlag) -> bool:
+        if self.world.size == 1:
+            return stop.raised
+        flag = torch.tensor([1.0 if stop.raised else 0.0], device=self.world.device)
+        torch.distributed.all_reduce(flag)
+        return bool(flag.item())
+
+    def _step(self, batch: Any, progress: Progress) -> dict[str, float]:
+        """One iteration; a non-finite loss (on any process) stops the run before it touches the weights."""
+        self.rates.apply(self.optimizer, progress.iteration, progress.epoch)
+        device = self.world.device
+        images = normalize(batch.images.to(device, non_blocking=True), self.model.recipe.normalize)
+        targets = [{key: value.to(device) for key, value in target.items()} for target in batch.targets]
+        with torch.autocast(device.type, dtype=torch.float16, enabled=self.scaler is not None):
+            losses = self.trained(images, targets, progress.epoch)
+        total = sum(losses.values())
+        finite = torch.isfinite(total.detach()).float().reshape(1)
+        if self.world.size > 1:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite.item()):
+            self._save(progress)
+            ids = ", ".join(str(i) for i in batch.image_ids[:8])
+            raise TrainingError(f"the loss became {float(total.detach())} at epoch {progress.epoch + 1}, iteration "
+                                f"{progress.iteration + 1} (images {ids}{', ...' if len(batch.image_ids) > 8 else ''});"
+                                f" the state of the last good iteration is saved in {self.dir}: lower --lr or check "
+                                "those images' boxes")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            total.backward()
+        if self.schedule.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(parameters_with_grad(self.optimizer)), self.schedule.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return {name: float(value.detach()) for name, value in losses.items()}
+
+    # -- records and files ---------------------------------------------------------------------------------------
+    def _log(self, kind: str, progress: Progress, losses: dict[str, float], images_seen: int,
+             started: float) -> None:
+        if not self.world.is_main:
+            return
+        elapsed = time.perf_counter() - started
+        self._append_log({"type": kind, "epoch": progress.epoch if kind == "epoch" else progress.epoch + 1,
+                          "iteration": progress.iteration, "lr": self.optimizer.param_groups[0]["lr"],
+                          "loss": sum(losses.values()), **losses,
+                          "images_per_s": images_seen / elapsed if elapsed > 0 else None, "time": time.time()})
+
+    def _append_log(self, record: dict[str, Any]) -> None:
+        with open(self.dir / RUN_FILES["log"], "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+
+    def _save(self, progress: Progress) -> None:
+        if self.world.is_main:
+            save_state(self.dir / RUN_FILES["state"], identity=self.identity, progress=progress, model=self.model,
+                       ema=self.ema.module, optimizer=self.optimizer)
+        if self.world.size > 1:
+            torch.distributed.barrier()
+
+    def _end_epoch(self, progress: Progress) -> None:
+        """Last weights, validation when due (upstream's ``val_interval``, and every epoch from the config's
+        ``dynamic_intervals`` milestone, its stage-2 switch), best weights, state."""
+        done, epochs = progress.epoch, self.settings["epochs"]
+        if self.world.is_main:
+            self._write_weights(self.ema.module, RUN_FILES["last"], progress)
+            switch = self.pipeline.switch_epoch_for(epochs)
+            interval = 1 if switch is not None and done + 1 >= switch else self.settings["val_interval"]
+            if self.settings["val_ann"] is not None and (done % interval == 0 or done == epochs):
+                ap = self._validate(progress)
+                if progress.best_ap is None or ap > progress.best_ap:
+                    progress.best_ap, progress.best_epoch = ap, done
+                    self._write_weights(self.ema.module, RUN_FILES["best"], progress)
+        self._save(progress)
+
+    def _validate(self, progress: Progress) -> float:
+        from razorzoo.evaluation.coco import evaluate_coco
+
+        detector = self.ema.module
+        detector.eval()
+        try:
+            result = evaluate_coco(detector, self.settings["val_ann"], self.settings["val_images"],
+                                   progress=self.progress_bars)
+        finally:
+            detector.train()
+        stats = {name: (value if math.isfinite(value) and value >= 0 else None) for name, value in result.stats.items()}
+        self._append_log({"type": "val", "epoch": progress.epoch, "iteration": progress.iteration, **stats,
+                          "images": result.num_images, "time": time.time()})
+        return stats["AP"] or 0.0
+
+    def _write_weights(self, detector: Any, name: str, progress: Progress) -> Path:
+        """The EMA weights as a razorzoo converted file whose metadata records the run."""
+        from razorzoo.arch.recipes import RECIPES
+        from razorzoo.arch.spec import ArchSpec
+        from razorzoo.weights.checkpoint import Checkpoint
+        from razorzoo.weights.convert import convert_checkpoint
+
+        recipe = RECIPES[detector.recipe.id]
+        spec = ArchSpec("detection", detector.backbone.subnet, recipe=recipe.id,
+                        class_names=None if detector.class_names == recipe.class_names else detector.class_names,
+                        input_size=None if detector.recipe == recipe else detector.recipe.preprocess.size)
+        summary = {"epoch": progress.epoch, "iteration": progress.iteration, "best_ap": progress.best_ap,
+                   "best_epoch": progress.best_epoch, "settings": self.settings}
+        return convert_checkpoint(Checkpoint(detector.state_dict(), "state-dict"), spec, self.dir / name,
+                                  source_url=str(self.dir),
+                                  metadata={"razorzoo_training": json.dumps(summary, sort_keys=True)})
+
+
+class _WithLoss(torch.nn.Module):
+    """The detector's ``loss`` as a module's ``forward``, so DDP sees the forward pass it synchronises."""
+
+    def __init__(self, detector: torch.nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]],
+                epoch: int) -> dict[str, torch.Tensor]:
+        return self.detector.loss(images, targets, epoch=epoch)
+
