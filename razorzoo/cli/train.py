@@ -37,6 +37,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--img-size", type=int, metavar="PIXELS", help="training canvas, a multiple of 32 (default: "
                                                                        "the recipe's, 640 or 960); the model then "
                                                                        "predicts at this size")
+    parser.add_argument("--warmup-iters", type=int, metavar="ITERS", help="learning-rate warm-up (default: the "
+                                                                          "recipe's, at least 1000 iterations)")
     parser.add_argument("--num-classes", type=int, help="expected number of categories in --coco-ann (checked)")
     parser.add_argument("--seed", type=int, default=0, help="data order and augmentation seed (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K (default cpu)")
@@ -58,7 +60,8 @@ def _train(args: argparse.Namespace) -> int:
         result = train(args.model, coco_ann=args.coco_ann, images=args.images, output=args.out, val_ann=args.val_ann,
                        val_images=args.val_images, subnet=args.subnet, detector=args.detector,
                        backbone_weights=args.backbone_weights, epochs=args.epochs, batch=args.batch,
-                       workers=args.workers, lr=args.lr, img_size=args.img_size, num_classes=args.num_classes,
+                       workers=args.workers, lr=args.lr, img_size=args.img_size, warmup_iters=args.warmup_iters,
+                       num_classes=args.num_classes,
                        seed=args.seed,
                        device=args.device, resume=args.resume, amp=args.amp, clip_grad=args.clip_grad,
                        val_interval=args.val_interval, log_interval=args.log_interval,

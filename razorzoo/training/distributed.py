@@ -126,7 +126,12 @@ def sync_batchnorm(model: nn.Module, world: World) -> nn.Module:
         if type(child) is nn.BatchNorm2d:
             synced = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
                                      child.track_running_stats)
-            synced.load_state_dict(child.state_dict())
+            # the same Parameter and buffer objects, as torch's convert_sync_batchnorm does: an optimizer or EMA
+            # built before the conversion keeps working on them
+            synced.weight, synced.bias = child.weight, child.bias
+            synced.running_mean, synced.running_var = child.running_mean, child.running_var
+            synced.num_batches_tracked = child.num_batches_tracked
+            synced.train(child.training)
             setattr(model, name, synced)
         else:
             sync_batchnorm(child, world)

@@ -127,11 +127,12 @@ class LearningRates:
         return [(lr, momentum)] * 3
 
     def _flat_cosine(self, schedule: FlatCosineSchedule, iteration: int) -> float:
-        """mmengine ``LinearLR`` (which stops one step short of factor 1: its last value is ``start + (1 - start) *
-        (n - 1) / n``), flat, then ``CosineAnnealingLR`` from ``max_epochs // 2`` to ``max_epochs`` (iteration-based),
-        decaying from the rate it finds down to ``eta_min``."""
+        """mmengine ``LinearLR`` (``total_iters = end - begin - 1``: the factor reaches 1 at iteration ``n - 1``),
+        flat, then ``CosineAnnealingLR`` from ``max_epochs // 2`` to ``max_epochs`` (iteration-based), decaying from
+        the rate it finds down to ``eta_min``."""
         n, start = schedule.warmup_iters, schedule.start_factor
-        lr = self.base_lr * (start + (1.0 - start) * min(iteration, n - 1) / n)
+        ramp = min(iteration, n - 1) / (n - 1) if n > 1 else 0.0  # one warm-up step stays at the start factor
+        lr = self.base_lr * (start + (1.0 - start) * ramp)
         half = self.max_epochs // 2
         begin, end = half * self.iters_per_epoch, self.max_epochs * self.iters_per_epoch
         t_max = half * self.iters_per_epoch  # the config's T_max = max_epochs // 2, converted to iterations

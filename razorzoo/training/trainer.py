@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from razorzoo.arch.schedules import SCHEDULES, TrainSchedule
+from razorzoo.arch.schedules import SCHEDULES, TrainSchedule, YOLOv5Schedule
 from razorzoo.arch.spec import check_input_size
 from razorzoo.arch.train_pipelines import TRAIN_PIPELINES
 from razorzoo.bounded import check_number, safe_repr
@@ -81,7 +81,8 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
           val_ann: str | os.PathLike | None = None, val_images: str | os.PathLike | None = None,
           subnet: Any = None, detector: str | None = None, backbone_weights: str | os.PathLike | None = None,
           epochs: int | None = None, batch: int | None = None, workers: int | None = None, lr: float | None = None,
-          img_size: int | None = None, num_classes: int | None = None, seed: int = 0, device: str = "cpu",
+          img_size: int | None = None, warmup_iters: int | None = None, num_classes: int | None = None,
+          seed: int = 0, device: str = "cpu",
           resume: bool = False,
           amp: bool = False, clip_grad: float | None = None, val_interval: int | None = None,
           log_interval: int = 50, progress: bool | None = None) -> TrainResult:
@@ -96,8 +97,9 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
         output: the run folder (created; ``resume=True`` continues the run in it).
         epochs, batch, workers, lr: override the recipe's (the schedule's shape follows ``epochs`` as the config's
             formulas do). img_size: the training canvas (default the recipe's, 640 or 960): every size in the
-            pipeline scales with it, and the trained model predicts at it. num_classes: checked against the
-            dataset's categories, which decide the head's classes.
+            pipeline scales with it, and the trained model predicts at it. warmup_iters: the learning-rate warm-up
+            (default the recipe's: at least 1000 iterations, longer than a short fine-tune). num_classes: checked
+            against the dataset's categories, which decide the head's classes.
         seed: data order and augmentation. device: ``"cpu"``, ``"cuda"``, ``"cuda:K"``; under ``torchrun`` every
             process trains a shard of each batch (docs/train.md). amp: float16 autocast on CUDA.
         clip_grad: clip the gradients' total norm (none of the recipes does). val_interval: validate every this many
@@ -111,7 +113,7 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
         return _Run(world, dict(model=model, coco_ann=coco_ann, images=images, output=output, val_ann=val_ann,
                                 val_images=val_images, subnet=subnet, detector=detector,
                                 backbone_weights=backbone_weights, epochs=epochs, batch=batch, workers=workers, lr=lr,
-                                img_size=img_size, num_classes=num_classes, seed=seed, device=device, resume=resume, amp=amp,
+                                img_size=img_size, warmup_iters=warmup_iters, num_classes=num_classes, seed=seed, device=device, resume=resume, amp=amp,
                                 clip_grad=clip_grad, val_interval=val_interval, log_interval=log_interval,
                                 progress=progress)).run()
     finally:
@@ -202,7 +204,8 @@ class _Run:
             "coco_ann": paths["coco_ann"], "coco_ann_sha256": _sha256(Path(paths["coco_ann"])),
             "images": paths["images"], "val_ann": paths["val_ann"], "val_images": paths["val_images"],
             "num_classes": args["num_classes"], "epochs": epochs, "batch": batch, "workers": workers, "lr": lr,
-            "img_size": img_size,
+            "img_size": img_size, "warmup_iters": None if args["warmup_iters"] is None else _positive(
+                args["warmup_iters"], "warm-up iterations", 10**9),
             "seed": int(check_number(args["seed"], "seed", minimum=0, maximum=2**62, integer=True)),
             "world_size": self.world.size, "device": args["device"], "amp": bool(args["amp"]), "clip_grad": clip,
             "val_interval": val_interval, "log_interval": self.log_interval, "progress": self.progress_bars,
@@ -279,7 +282,7 @@ class _Run:
     def _resumed_settings(self, saved: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
         """The saved settings, with the arguments a resumed run may change; any other argument must agree."""
         given = {"epochs": args["epochs"], "batch": args["batch"], "workers": args["workers"], "lr": args["lr"],
-                 "img_size": args["img_size"],
+                 "img_size": args["img_size"], "warmup_iters": args["warmup_iters"],
                  "num_classes": args["num_classes"], "amp": args["amp"] or None, "clip_grad": args["clip_grad"],
                  "val_interval": args["val_interval"]}
         for key in ("coco_ann", "images"):
@@ -291,8 +294,19 @@ class _Run:
             if value is not None and saved.get(key) != value:
                 raise TrainingError(f"--resume: this run was started with {key}={safe_repr(saved.get(key), 80)}, "
                                     f"not {safe_repr(value, 80)}; resume it with its own settings or start a new run")
-        if args["model"] is not None or args["subnet"] is not None:
-            raise TrainingError("--resume continues the run's own model; leave out the model and --subnet")
+        start = saved.get("start") or {}
+        if args["model"] is not None:
+            from razorzoo.loading import source_kind
+
+            kind, value = source_kind(args["model"])
+            if (str(Path(value).resolve()) if kind == "file" else value) != start.get("model"):
+                raise TrainingError(f"--resume: this run started from {safe_repr(start.get('model'), 120)}, not "
+                                    f"{safe_repr(value, 120)}; leave the model out to continue it")
+        if args["subnet"] is not None and start.get("subnet_yaml") is not None:
+            from razorzoo.arch.subnet import load_subnet
+
+            if load_subnet(args["subnet"]).to_yaml() != start["subnet_yaml"]:
+                raise TrainingError("--resume: --subnet is not the subnet this run started from; leave it out")
         if saved.get("world_size") != self.world.size:
             raise TrainingError(f"--resume: this run was trained by {saved.get('world_size')} process(es), not "
                                 f"{self.world.size}; batches and shards would differ")
@@ -338,15 +352,13 @@ class _Run:
             raise RazorzooError(f"--num-classes {settings['num_classes']} but {safe_repr(settings['coco_ann'])} has "
                                 f"{len(dataset.classes)} categories ({', '.join(dataset.classes[:5])}"
                                 f"{', ...' if len(dataset.classes) > 5 else ''})")
-        if dataset.num_boxes == 0:
-            raise RazorzooError(f"{safe_repr(settings['coco_ann'])} has no boxes to learn from (after upstream's "
-                                "filters: crowd boxes, boxes under 1 px)")
         self._check_validation()
         settings["class_names"] = list(dataset.classes)
         self.identity = {k: v for k, v in settings.items() if k not in _RESUMABLE_CHANGES}
         self._prepare_folder()
 
-        self.model = self._build_model(dataset.classes).to(self.world.device)
+        torch.manual_seed(settings["seed"])  # new head layers start the same in every run with this seed
+        self.model = sync_batchnorm(self._build_model(dataset.classes).to(self.world.device), self.world)
         self.loader = TrainLoader(dataset, self.pipeline, batch_size=settings["batch"], workers=settings["workers"],
                                   seed=settings["seed"], rank=self.world.rank, world_size=self.world.size,
                                   max_epochs=settings["epochs"])
@@ -356,7 +368,7 @@ class _Run:
         self.ema = ExpMomentumEMA(self.model, self.schedule.ema_momentum, self.schedule.ema_gamma)
         progress = self._restore()
         self.model.train()
-        self.trained: torch.nn.Module = _WithLoss(sync_batchnorm(self.model, self.world))
+        self.trained: torch.nn.Module = _WithLoss(self.model)
         if self.world.size > 1:  # upstream's find_unused_parameters=True: the vestigial backbone stages
             self.trained = torch.nn.parallel.DistributedDataParallel(
                 self.trained, device_ids=[self.world.device.index] if self.world.device.type == "cuda" else None,
@@ -367,7 +379,12 @@ class _Run:
     def _schedule(self) -> TrainSchedule:
         schedule = SCHEDULES[self.settings["recipe"]]
         optimizer = replace(schedule.optimizer, lr=self.settings["lr"])
-        return replace(schedule, optimizer=optimizer, val_interval=self.settings["val_interval"],
+        rates = schedule.schedule
+        warmup = self.settings["warmup_iters"]
+        if warmup is not None:
+            rates = (replace(rates, warmup_epochs=0, warmup_min_iters=warmup) if isinstance(rates, YOLOv5Schedule)
+                     else replace(rates, warmup_iters=warmup))
+        return replace(schedule, optimizer=optimizer, schedule=rates, val_interval=self.settings["val_interval"],
                        clip_grad_norm=self.settings["clip_grad"])
 
     def _check_validation(self) -> None:
@@ -413,7 +430,7 @@ class _Run:
         with _StopFlag() as stop:
             while progress.epoch < epochs:
                 epoch = progress.epoch
-                started, images_seen = time.perf_counter(), 0
+                started, images_seen, counted = time.perf_counter(), 0, 0
                 sums: dict[str, float] = {}
                 for batch in self._batches(epoch, progress.batch):
                     losses = self._step(batch, progress)
@@ -422,6 +439,7 @@ class _Run:
                     progress.batch += 1
                     progress.ema_steps = self.ema.steps
                     images_seen += len(batch.image_ids) * self.world.size
+                    counted += 1
                     for name, value in losses.items():
                         sums[name] = sums.get(name, 0.0) + value
                     if progress.iteration % self.log_interval == 0:
@@ -432,9 +450,9 @@ class _Run:
                             f"interrupted at epoch {epoch + 1} of {epochs}, batch {progress.batch} of "
                             f"{len(self.loader)}; the state is saved: continue with `razorzoo train --resume -o "
                             f"{self.dir}`")
-                batches = progress.batch
                 progress.epoch, progress.batch = epoch + 1, 0
-                self._log("epoch", progress, {name: total / max(batches, 1) for name, total in sums.items()},
+                # the mean over this process's iterations of the epoch (after a resume: those since it)
+                self._log("epoch", progress, {name: total / max(counted, 1) for name, total in sums.items()},
                           images_seen, started)
                 self._end_epoch(progress)
         best = self.dir / RUN_FILES["best"]

@@ -298,5 +298,26 @@ def _read_safetensors(path: Path) -> Checkpoint:
             state_dict = OrderedDict((k, st.get_tensor(k)) for k in st.keys())
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+    _restore_aliases(state_dict, meta.get("razorzoo_tied"), path)
     state_dict, normalization = _normalize(state_dict)
     return Checkpoint(state_dict, "safetensors", meta, normalization, path)
+
+
+def _restore_aliases(state_dict: "OrderedDict[str, torch.Tensor]", tied: str | None, path: Path) -> None:
+    """A razorzoo file stores each tied group once (its first name); give every alias its tensor again, so the
+    checkpoint has the model's full key set like any other (``razorzoo_tied``: a JSON list of name groups)."""
+    if not tied:
+        return
+    from razorzoo.bounded import InputError, load_json
+
+    try:
+        groups = load_json(tied, what=f"{path} metadata razorzoo_tied")
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(groups, list) or not all(
+            isinstance(group, list) and group and all(isinstance(name, str) for name in group) for group in groups):
+        raise CheckpointError(f"{path}: metadata razorzoo_tied is not a list of name groups")
+    for first, *aliases in groups:
+        if first in state_dict:
+            for alias in aliases:
+                state_dict.setdefault(alias, state_dict[first])

@@ -1,0 +1,378 @@
+"""``razorzoo train`` as a user runs it: learning on a small dataset, fine-tuning on other classes, the run folder,
+Ctrl-C and ``--resume``, two processes, the custom-subnet start, pushing the result, and refusals.
+
+Runs use 64- and 96-pixel canvases (``--img-size``) and a short warm-up so that a few hundred CPU iterations learn; the
+recipes are otherwise the upstream ones.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import razorzoo
+from checkpoints import write_checkpoint
+from fixture_rule import rule_state_dict
+from helpers.slicing import supernet_state_dict
+from razorzoo.builder import resolve_spec
+from razorzoo.errors import RazorzooError
+from razorzoo.training.state import StateError, load_state
+from razorzoo.training.trainer import TrainingError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {"red box": (0, 0, 255), "green box": (0, 255, 0)}  # BGR
+
+
+def write_shapes(root: Path, count: int, *, seed: int = 0, boxes_per_image: int = 2) -> tuple[Path, Path]:
+    """``count`` 128 x 96 images of solid red and green rectangles on grey, and their COCO annotations."""
+    rng = np.random.default_rng(seed)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(count):
+        canvas = np.full((96, 128, 3), 50, np.uint8)
+        for k in range(boxes_per_image):
+            category = 1 + k % 2
+            w, h = int(rng.integers(24, 44)), int(rng.integers(24, 44))
+            x, y = int(rng.integers(0, 128 - w)), int(rng.integers(0, 96 - h))
+            canvas[y:y + h, x:x + w] = list(COLOURS.values())[category - 1]
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": category,
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+        cv2.imwrite(str(images_dir / f"shape_{i:03d}.png"), canvas)
+        images.append({"id": 100 + i, "file_name": f"shape_{i:03d}.png", "width": 128, "height": 96})
+    ann = root / "instances.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": "red box"}, {"id": 2, "name": "green box"}]}))
+    return ann, images_dir
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> tuple[Path, Path]:
+    return write_shapes(tmp_path_factory.mktemp("shapes"), 16)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """Each detector's fixture weights as a converted file, the way a registry download leaves them."""
+    root = tmp_path_factory.mktemp("models")
+
+    def make(model: str) -> Path:
+        path = root / f"{model}.safetensors"
+        if not path.exists():
+            checkpoint = write_checkpoint(model, "mmdet-publish", root / f"{model}.pth")
+            razorzoo.convert_checkpoint(checkpoint, resolve_spec(model, "detection"), path)
+        return path
+
+    return make
+
+
+def log_records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tmp_path_factory, shapes, converted):
+    ann, images = shapes
+    run = tmp_path_factory.mktemp("runs") / "overfit"
+    torch.manual_seed(0)
+    result = train(converted("rtmdet_tiny-ofa_lat31"), coco_ann=ann, images=images, output=run, val_ann=ann,
+                   val_images=images, epochs=80, batch=8, workers=0, img_size=96, warmup_iters=20, val_interval=20,
+                   log_interval=10, progress=False)
+    return result
+
+
+@pytest.mark.slow
+def test_a_few_hundred_cpu_steps_learn_a_small_dataset(overfit_run, shapes):
+    """The issue's learning proof: trained on 16 images of coloured boxes, the best weights find them again
+    (AP50 >= 0.9 on the training images, scored by pycocotools like `razorzoo val`)."""
+    ann, images = shapes
+    assert overfit_run.best == overfit_run.run_dir / "best.safetensors"
+    detector = razorzoo.load_detector(overfit_run.best)
+    assert detector.class_names == ("red box", "green box")
+    assert detector.recipe.preprocess.size == 96  # it predicts at the size it was trained at
+    result = razorzoo.evaluate_coco(detector, ann, images, progress=False)
+    assert result.stats["AP50"] >= 0.9, result.stats
+    assert overfit_run.best_ap == pytest.approx(result.stats["AP"], abs=1e-6)  # the run's own validation
+    records = log_records(overfit_run.run_dir)
+    losses = [r["loss"] for r in records if r["type"] == "epoch"]
+    assert len(losses) == 80 and losses[-1] < 0.7 * losses[0]
+    vals = [r for r in records if r["type"] == "val"]
+    # every 20 epochs, then every epoch from the stage-2 switch (80 - 20) on, as the config's dynamic_intervals
+    assert [r["epoch"] for r in vals] == [20, 40] + list(range(59, 81))
+
+
+def test_the_run_folder_holds_what_the_docs_promise(overfit_run):
+    run = overfit_run.run_dir
+    assert sorted(p.name for p in run.iterdir()) == ["best.safetensors", "last.safetensors", "log.jsonl",
+                                                      "settings.json", "state.safetensors"]
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["recipe"] == "rtmdet_tiny" and settings["epochs"] == 80 and settings["img_size"] == 96
+    assert settings["class_names"] == ["red box", "green box"]
+    state = load_state(run / "state.safetensors")
+    assert (state.progress.epoch, state.progress.batch, state.progress.iteration) == (80, 0, 160)
+    # last = the EMA weights after the last epoch, which the state holds too
+    last = razorzoo.load_detector(overfit_run.last)
+    for key, value in last.state_dict().items():
+        assert torch.equal(value, state.ema[key]), key
+    metadata_run = json.loads(__import__("safetensors").safe_open(str(overfit_run.best), "pt").metadata()[
+        "razorzoo_training"])
+    assert metadata_run["settings"]["coco_ann"] == settings["coco_ann"]
+
+
+def test_push_publishes_a_trained_run_with_its_classes_and_training_card(overfit_run, tmp_path, monkeypatch):
+    from hub_server import HubServer
+
+    from razorzoo.publish import push_to_hub
+
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_alice")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "cache"))
+        push_to_hub("alice/shapes-rtmdet", weights=overfit_run.best)
+        files = hub.repos["alice/shapes-rtmdet"].commits[-1].files
+        readme = files["README.md"].decode()
+        assert "## Training" in readme and "rtmdet_tiny" in readme and "red box, green box" in readme
+        assert f"{100 * overfit_run.best_ap:.2f}" in readme
+        loaded = razorzoo.load_detector("hf-hub:alice/shapes-rtmdet")
+    assert loaded.class_names == ("red box", "green box")
+    local = razorzoo.load_detector(overfit_run.best)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), local.state_dict().values()))
+
+
+def test_fine_tune_from_a_registry_detector_with_two_classes(tmp_path, shapes, monkeypatch):
+    """`razorzoo train NAME --num-classes 2`: the published weights download through a mirror, the head takes the
+    dataset's two classes, and a class count that does not match the data is one line."""
+    from http_server import FileServer, build_mirror
+
+    ann, images = shapes
+    www, cards = build_mirror(["yolov5s-spos_0.33M"], tmp_path / "mirror")
+    with FileServer(www) as server:
+        monkeypatch.setenv("RAZORZOO_MIRROR", server.url)
+        monkeypatch.setenv("RAZORZOO_CARDS", str(cards))
+        base = [sys.executable, "-m", "razorzoo", "train", "yolov5s-spos_0.33M", "--coco-ann", str(ann), "--images",
+                str(images), "--epochs", "1", "--batch", "8", "--workers", "0", "--img-size", "64", "--quiet"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        wrong = subprocess.run(base + ["--num-classes", "3", "-o", str(tmp_path / "wrong")], capture_output=True,
+                               text=True, env=env, timeout=600)
+        assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+        assert "--num-classes 3 but" in wrong.stderr and "has 2 categories (red box, green box)" in wrong.stderr
+        done = subprocess.run(base + ["--num-classes", "2", "-o", str(tmp_path / "run")], capture_output=True,
+                              text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    detector = razorzoo.load_detector(tmp_path / "run" / "last.safetensors")
+    assert detector.num_classes == 2 and detector.class_names == ("red box", "green box")
+    published = rule_state_dict("yolov5s-spos_0.33M")
+    moved = [k for k, v in detector.state_dict().items() if k.startswith("backbone.") and v.is_floating_point()
+             and not torch.equal(v, published[k])]
+    assert moved  # trained: the backbone kept its shapes and learned
+    assert detector.bbox_head.head_module.convs_pred[0].out_channels == 3 * (5 + 2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_command(model: Path, ann: Path, images: Path, run: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "razorzoo", "train", str(model), "--coco-ann", str(ann), "--images", str(images),
+            "-o", str(run), "--epochs", "2", "--batch", "2", "--workers", "0", "--img-size", "64",
+            "--warmup-iters", "3", "--log-interval", "1", "--quiet", *extra]
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, shapes, converted):
+    ann, images = shapes
+    model = converted("yolov5s-spos_0.33M")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run(_train_command(model, ann, images, tmp_path / "straight"), env=env, timeout=900,
+                              capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+
+    run = tmp_path / "interrupted"
+    process = subprocess.Popen(_train_command(model, ann, images, run), env=env, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # ready: a few iterations of epoch 1 done
+        log = run / "log.jsonl"
+        if log.exists() and sum(1 for line in log.read_text().splitlines() if '"train"' in line) >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 130, stderr
+    assert "interrupted at epoch" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    stopped = load_state(run / "state.safetensors").progress
+    assert 3 <= stopped.iteration < 16 and (stopped.epoch, stopped.batch) != (2, 0)
+
+    resumed = subprocess.run(_train_command(model, ann, images, run, "--resume"), env=env, timeout=900,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("last.safetensors", "state.safetensors"):
+        a, b = load_file(tmp_path / "straight" / name), load_file(run / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("rng.")), name
+
+
+def write_textured(root: Path, count: int, boxes_per_image: int = 6) -> tuple[Path, Path]:
+    """Blurred-noise images with tinted boxes: natural-like statistics (a flat image gives BatchNorm channels of
+    almost no variance, where float noise is amplified), and enough boxes that RTMDet's IoU normaliser stays above
+    its clamp of 1 per process."""
+    rng = np.random.default_rng(1)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(count):
+        canvas = cv2.GaussianBlur(rng.integers(0, 256, (96, 128, 3)).astype(np.uint8), (5, 5), 0)
+        for k in range(boxes_per_image):
+            w, h = int(rng.integers(30, 50)), int(rng.integers(26, 40))
+            x, y = int(rng.integers(0, 128 - w)), int(rng.integers(0, 96 - h))
+            canvas[y:y + h, x:x + w] = canvas[y:y + h, x:x + w] // 4 + np.array(list(COLOURS.values())[k % 2],
+                                                                                   np.uint8) * 3 // 4
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": 1 + k % 2,
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+        cv2.imwrite(str(images_dir / f"texture_{i:03d}.png"), canvas)
+        images.append({"id": 100 + i, "file_name": f"texture_{i:03d}.png", "width": 128, "height": 96})
+    ann = root / "instances.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": "red box"}, {"id": 2, "name": "green box"}]}))
+    return ann, images_dir
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_process_with_the_combined_batch(tmp_path, converted):
+    """torchrun on CPU (gloo, synchronised BatchNorm): 2 processes x batch 2 take the steps of 1 process x batch 4.
+
+    RTMDet normalises its losses over all processes (reduce_mean), so the gradients are equal in arithmetic (its
+    stage-2 pipeline, in a run shorter than 20 epochs, has no per-worker caches). Two iterations are compared: the
+    averaged gradients (AdamW's first moment) and the weights. Float noise is not zero here: the second iteration's
+    label assignment sorts costs with near-ties, so a few tensors' gradients move by up to ~1.5% (the median by
+    ~2e-4); and AdamW moves every element by about ±lr whatever its gradient's size, so elements whose gradient is
+    at noise level may step either way. A real difference (unsynchronised BatchNorm, another batch, a parameter left
+    out of the optimizer) moves most gradients and most weights by far more.
+    """
+    ann, images = write_textured(tmp_path / "data", 8)
+    model = converted("rtmdet_tiny-ofa_lat31")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = ["--coco-ann", str(ann), "--images", str(images), "--epochs", "1", "--workers", "0", "--img-size", "64",
+            "--warmup-iters", "2", "--quiet"]
+    one = subprocess.run([sys.executable, "-m", "razorzoo", "train", str(model), "-o", str(tmp_path / "one"),
+                          "--batch", "4", *args], env=env, capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", str(_free_port()), "-m", "razorzoo", "train", str(model), "-o",
+                          str(tmp_path / "two"), "--batch", "2", *args], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert two.returncode == 0, two.stderr
+    assert json.loads((tmp_path / "two" / "settings.json").read_text())["world_size"] == 2
+    single, double = load_file(tmp_path / "one" / "state.safetensors"), load_file(tmp_path / "two" / "state.safetensors")
+    assert load_state(tmp_path / "one" / "state.safetensors").progress.iteration == 2
+    assert load_state(tmp_path / "two" / "state.safetensors").progress.iteration == 2
+    moments = [k for k in single if k.endswith(".exp_avg")]
+    assert moments and all(k in double for k in moments)
+    total = math.sqrt(sum(float(single[k].pow(2).sum()) for k in moments))
+    relative = sorted(float((single[k] - double[k]).norm()) / max(float(single[k].norm()), 1e-3 * total)
+                      for k in moments)
+    assert relative[len(relative) // 2] <= 1e-3 and relative[-1] <= 5e-2, relative[-5:]
+    weights = [k for k in single if k.startswith("model.") and single[k].is_floating_point() and "running" not in k]
+    diff = torch.cat([(single[k] - double[k]).abs().flatten() for k in weights])
+    lr = 0.004
+    assert float(diff.max()) <= 2 * lr * 1.01  # at most two opposite AdamW steps
+    assert float((diff > 1e-5).float().mean()) < 0.01  # the noise-level elements are a small minority
+    moved = torch.cat([(single[k] - rule_state_dict("rtmdet_tiny-ofa_lat31")[k[6:]]).abs().flatten()
+                       for k in weights if "rtm_cls" not in k])
+    assert float((moved > 1e-5).float().mean()) > 0.5  # the runs did train
+
+
+def test_custom_subnet_start_slices_the_supernet_and_initialises_like_upstream(tmp_path, shapes):
+    """The seed workflow's start: a searched AttentiveNAS subnet, its weights sliced from the supernet, in the
+    YOLOv6 recipe; residual blocks' linear BatchNorms start at zero (upstream's zero_init_residual)."""
+    ann, images = shapes
+    subnet = ROOT / "cards" / "subnets" / "ATTENTIVE_SUBNET_A0.yaml"
+    supernet = write_checkpoint("attentive_a6", "supernet", tmp_path / "supernet.pth")
+    result = train(None, subnet=subnet, detector="yolov6_l_d12", backbone_weights=supernet, coco_ann=ann,
+                   images=images, output=tmp_path / "run", epochs=1, batch=16, workers=0, img_size=64,
+                   progress=False)
+    state = load_state(result.run_dir / "state.safetensors")
+    sliced = razorzoo.load_backbone(supernet, subnet=subnet).state_dict()
+    # one iteration at warm-up's first learning rate: 0 for weights (biases start at 0.1), so weights are as loaded
+    zeroed = [k for k in sliced if k.endswith("linear_conv.bn.weight")]
+    assert zeroed and all(float(state.model[f"backbone.{k}"].abs().max()) == 0 for k in zeroed)
+    convs = [k for k in sliced if k.endswith("conv.weight") and "linear_conv.bn" not in k]
+    assert all(torch.equal(state.model[f"backbone.{k}"], sliced[k]) for k in convs)
+    assert state.progress.iteration == 1
+    assert razorzoo.load_detector(result.last).class_names == ("red box", "green box")
+
+
+@pytest.mark.parametrize("model,case,message", [
+    ("yolov5s-spos_0.33M", "no boxes", "training images hold no box to train on"),  # YOLO recipes keep box-less images
+    ("rtmdet_tiny-ofa_lat31", "no boxes", "no image is left to train on"),  # RTMDet's filter_empty_gt drops them
+    ("rtmdet_tiny-ofa_lat31", "missing image", "shape_001.png"),
+    ("rtmdet_tiny-ofa_lat31", "folder with other files", "exists and is not an empty folder"),
+    ("rtmdet_tiny-ofa_lat31", "resume without a run", "holds no training run"),
+])
+def test_bad_starts_are_one_line_and_write_nothing(tmp_path, converted, model, case, message):
+    ann, images = write_shapes(tmp_path / "data", 4)
+    run = tmp_path / "run"
+    resume = False
+    if case == "no boxes":
+        data = json.loads(ann.read_text())
+        ann.write_text(json.dumps({**data, "annotations": []}))
+    elif case == "missing image":
+        (images / "shape_001.png").unlink()
+    elif case == "folder with other files":
+        run.mkdir()
+        (run / "notes.txt").write_text("mine")
+    else:
+        resume = True
+    before = sorted(p.name for p in run.iterdir()) if run.exists() else None
+    with pytest.raises(RazorzooError) as info:
+        train(converted(model), coco_ann=ann, images=images, output=run, epochs=1, batch=2, workers=0, img_size=64,
+              resume=resume, progress=False)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert (sorted(p.name for p in run.iterdir()) if run.exists() else None) == before
+
+
+def test_a_run_is_not_resumed_from_another_runs_state_nor_overwritten(tmp_path, converted):
+    ann, images = write_shapes(tmp_path / "data", 4)
+    common = dict(coco_ann=ann, images=images, workers=0, img_size=64, progress=False, batch=2)
+    first = train(converted("rtmdet_tiny-ofa_lat31"), output=tmp_path / "a", epochs=1, **common)
+    with pytest.raises(RazorzooError, match="already holds a training run: pass --resume"):
+        train(converted("rtmdet_tiny-ofa_lat31"), output=first.run_dir, epochs=1, **common)
+    second = train(converted("rtmdet_tiny-ofa_lat31"), output=tmp_path / "b", epochs=2, **common)
+    (second.run_dir / "state.safetensors").write_bytes((first.run_dir / "state.safetensors").read_bytes())
+    with pytest.raises(StateError, match="was written by another run .settings differ: epochs"):
+        train(None, output=second.run_dir, resume=True, progress=False)
+    with pytest.raises(TrainingError, match="started with epochs=2, not 3"):
+        train(None, output=second.run_dir, resume=True, epochs=3, progress=False)
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_images_and_keeps_the_last_good_state(tmp_path, converted):
+    ann, images = write_shapes(tmp_path / "data", 4)
+    spec = resolve_spec("rtmdet_tiny-ofa_lat31", "detection")
+    weights = rule_state_dict("rtmdet_tiny-ofa_lat31")
+    weights["backbone.first_conv.bn.bias"][0] = math.nan  # a broken checkpoint
+    broken = tmp_path / "broken.safetensors"
+    razorzoo.convert_checkpoint(write_checkpoint("rtmdet_tiny-ofa_lat31", "state-dict", tmp_path / "b.pth", weights),
+                                spec, broken)
+    with pytest.raises(TrainingError) as info:
+        train(broken, coco_ann=ann, images=images, output=tmp_path / "run", epochs=1, batch=2, workers=0,
+              img_size=64, progress=False)
+    text = str(info.value)
+    assert "the loss became nan at epoch 1, iteration 1 (images " in text and "state of the last good" in text
+    state = load_state(tmp_path / "run" / "state.safetensors")
+    assert state.progress.iteration == 0
+    assert math.isnan(float(state.model["backbone.first_conv.bn.bias"][0]))  # untouched, as loaded
