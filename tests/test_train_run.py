@@ -25,7 +25,6 @@ from safetensors.torch import load_file
 import razorzoo
 from checkpoints import write_checkpoint
 from fixture_rule import rule_state_dict
-from helpers.slicing import supernet_state_dict
 from razorzoo.builder import resolve_spec
 from razorzoo.errors import RazorzooError
 from razorzoo.training.state import StateError, load_state
