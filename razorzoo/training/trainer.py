@@ -34,9 +34,9 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from razorzoo.arch.schedules import SCHEDULES, TrainSchedule, YOLOv5Schedule
-from razorzoo.arch.spec import check_input_size
+from razorzoo.arch.spec import MAX_CLASSES, check_input_size
 from razorzoo.arch.train_pipelines import TRAIN_PIPELINES
-from razorzoo.bounded import check_number, safe_repr
+from razorzoo.bounded import InputError, check_number, load_json, read_text, safe_repr
 from razorzoo.detection.transforms import normalize
 from razorzoo.errors import RazorzooError
 from razorzoo.files import write_json_atomic
@@ -135,6 +135,32 @@ def _positive(value: Any, what: str, maximum: float, *, integer: bool = True) ->
     return int(number) if integer else float(number)
 
 
+def _checked(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with every number in range and every name known (a new run's arguments, or a resumed run's
+    ``settings.json``, which may have been edited); raises one :class:`RazorzooError` line."""
+    from razorzoo.arch.recipes import RECIPES
+
+    if settings.get("recipe") not in RECIPES or not isinstance(settings.get("start"), dict):
+        raise RazorzooError(f"unknown detector recipe {safe_repr(settings.get('recipe'), 40)}")
+    for key in ("coco_ann", "images"):
+        if not isinstance(settings.get(key), str):
+            raise RazorzooError(f"{key} must be a path")
+    checked = dict(settings)
+    checked["epochs"] = _positive(settings["epochs"], "epochs", MAX_EPOCHS)
+    checked["batch"] = _positive(settings["batch"], "batch", MAX_BATCH)
+    checked["workers"] = int(check_number(settings["workers"], "workers", minimum=0, maximum=MAX_WORKERS,
+                                          integer=True))
+    checked["lr"] = _positive(settings["lr"], "learning rate", 10.0, integer=False)
+    checked["img_size"] = check_input_size(settings["img_size"])
+    checked["val_interval"] = _positive(settings["val_interval"], "validation interval", MAX_EPOCHS)
+    checked["seed"] = int(check_number(settings["seed"], "seed", minimum=0, maximum=2**62, integer=True))
+    for key, what, limit in (("warmup_iters", "warm-up iterations", 10**9), ("clip_grad", "gradient clip", 1e9),
+                             ("num_classes", "--num-classes", MAX_CLASSES)):
+        if settings.get(key) is not None:
+            checked[key] = _positive(settings[key], what, limit, integer=key != "clip_grad")
+    return checked
+
+
 class _StopFlag:
     """Ctrl-C sets a flag the loop reads between iterations; a second Ctrl-C interrupts at once."""
 
@@ -171,45 +197,31 @@ class _Run:
 
     # -- settings ------------------------------------------------------------------------------------------------
     def _resolve(self, args: dict[str, Any]) -> dict[str, Any]:
-        from razorzoo.arch.recipes import RECIPES
-
         saved = self._saved_settings(args["resume"])
         if saved is not None:
             return self._resumed_settings(saved, args)
         if args["coco_ann"] is None or args["images"] is None:
             raise RazorzooError("training needs --coco-ann (a COCO annotation file) and --images (its image folder)")
-        start = self._start(args)
-        recipe = start["recipe"]
-        if recipe not in RECIPES:
-            raise RazorzooError(f"unknown detector recipe {safe_repr(recipe)}")
-        pipeline, schedule = TRAIN_PIPELINES[recipe], SCHEDULES[recipe]
-        epochs = _positive(args["epochs"] if args["epochs"] is not None else pipeline.max_epochs, "epochs", MAX_EPOCHS)
-        batch = _positive(args["batch"] if args["batch"] is not None else pipeline.batch_size, "batch", MAX_BATCH)
-        workers = args["workers"] if args["workers"] is not None else min(pipeline.workers, os.cpu_count() or 1)
-        workers = int(check_number(workers, "workers", minimum=0, maximum=MAX_WORKERS, integer=True))
-        lr = _positive(args["lr"] if args["lr"] is not None else schedule.optimizer.lr, "learning rate", 10.0,
-                       integer=False)
-        img_size = check_input_size(args["img_size"] if args["img_size"] is not None else pipeline.img_scale[0])
-        val_interval = _positive(args["val_interval"] or schedule.val_interval, "validation interval", MAX_EPOCHS)
-        clip = args["clip_grad"] if args["clip_grad"] is None else _positive(args["clip_grad"], "gradient clip", 1e9,
-                                                                             integer=False)
         if args["amp"] and not self.world.device.type == "cuda":
             raise RazorzooError("--amp needs a CUDA device (automatic mixed precision is float16 on GPUs)")
+        start = self._start(args)
+        pipeline, schedule = TRAIN_PIPELINES[start["recipe"]], SCHEDULES[start["recipe"]]
         paths = {key: str(Path(args[key]).resolve()) if args[key] is not None else None
                  for key in ("coco_ann", "images", "val_ann", "val_images")}
         if (paths["val_ann"] is None) != (paths["val_images"] is None):
             raise RazorzooError("validation needs both --val-ann and --val-images")
-        return {
-            "razorzoo_version": __version__, "start": start, "recipe": recipe,
-            "coco_ann": paths["coco_ann"], "coco_ann_sha256": _sha256(Path(paths["coco_ann"])),
-            "images": paths["images"], "val_ann": paths["val_ann"], "val_images": paths["val_images"],
-            "num_classes": args["num_classes"], "epochs": epochs, "batch": batch, "workers": workers, "lr": lr,
-            "img_size": img_size, "warmup_iters": None if args["warmup_iters"] is None else _positive(
-                args["warmup_iters"], "warm-up iterations", 10**9),
-            "seed": int(check_number(args["seed"], "seed", minimum=0, maximum=2**62, integer=True)),
-            "world_size": self.world.size, "device": args["device"], "amp": bool(args["amp"]), "clip_grad": clip,
-            "val_interval": val_interval, "log_interval": self.log_interval, "progress": self.progress_bars,
+        defaults = {"epochs": pipeline.max_epochs, "batch": pipeline.batch_size, "lr": schedule.optimizer.lr,
+                    "workers": min(pipeline.workers, os.cpu_count() or 1), "img_size": pipeline.img_scale[0],
+                    "val_interval": schedule.val_interval}
+        settings = {
+            "razorzoo_version": __version__, "start": start, "recipe": start["recipe"], **paths,
+            "coco_ann_sha256": _sha256(Path(paths["coco_ann"])), "num_classes": args["num_classes"],
+            **{key: args[key] if args[key] is not None else default for key, default in defaults.items()},
+            "warmup_iters": args["warmup_iters"], "seed": args["seed"], "world_size": self.world.size,
+            "device": args["device"], "amp": bool(args["amp"]), "clip_grad": args["clip_grad"],
+            "log_interval": self.log_interval, "progress": self.progress_bars,
         }
+        return _checked(settings)
 
     def _start(self, args: dict[str, Any]) -> dict[str, Any]:
         """What the run starts from, recorded so it can be rebuilt: a model source, or a custom subnet."""
@@ -265,8 +277,9 @@ class _Run:
             if not has_run:
                 raise RazorzooError(f"--resume: {safe_repr(str(self.dir))} holds no training run (no settings.json)")
             try:
-                saved = json.loads(settings_file.read_text())
-            except (OSError, ValueError):
+                saved = load_json(read_text(settings_file, limit=1 << 20, what="settings.json"),
+                                  what=str(settings_file))
+            except (OSError, InputError):
                 raise RazorzooError(f"--resume: {safe_repr(str(settings_file))} is unreadable") from None
             if not isinstance(saved, dict) or "start" not in saved:
                 raise RazorzooError(f"--resume: {safe_repr(str(settings_file))} is not a razorzoo run's settings")
@@ -313,9 +326,15 @@ class _Run:
         resumed = dict(saved)
         resumed.update(device=args["device"], progress=self.progress_bars, log_interval=self.log_interval)
         if args["val_ann"] is not None or args["val_images"] is not None:
-            resumed.update(val_ann=str(Path(args["val_ann"]).resolve()), val_images=str(Path(args["val_images"])
-                                                                                          .resolve()))
-        return resumed
+            if args["val_ann"] is None or args["val_images"] is None:
+                raise RazorzooError("validation needs both --val-ann and --val-images")
+            resumed.update(val_ann=str(Path(args["val_ann"]).resolve()),
+                           val_images=str(Path(args["val_images"]).resolve()))
+        try:  # settings.json may have been edited: the same checks as for a new run
+            return _checked(resumed)
+        except (RazorzooError, KeyError, TypeError) as exc:
+            raise TrainingError(f"--resume: {safe_repr(str(self.dir / RUN_FILES['settings']), 200)} is not usable "
+                                f"({safe_repr(str(exc), 160)}); start a new run") from None
 
     # -- the model -----------------------------------------------------------------------------------------------
     def _build_model(self, class_names: Sequence[str]) -> Any:
