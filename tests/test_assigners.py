@@ -26,8 +26,8 @@ def grid_priors(size: int, stride: int, offset: float) -> torch.Tensor:
 
 def padded(boxes: list[list[float]], labels: list[int], batch_hw=(64, 64)):
     batch = torch.zeros(1, 3, *batch_hw)
-    rows = pack_targets([{"boxes": torch.tensor(boxes).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.long)}],
-                        batch, num_classes=3)
+    target = {"boxes": torch.tensor(boxes).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.long)}
+    rows = pack_targets([target], batch, num_classes=3)
     return _padded_targets(rows, 1)
 
 

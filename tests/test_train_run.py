@@ -277,7 +277,8 @@ def test_two_processes_train_like_one_process_with_the_combined_batch(tmp_path, 
                          timeout=900)
     assert two.returncode == 0, two.stderr
     assert json.loads((tmp_path / "two" / "settings.json").read_text())["world_size"] == 2
-    single, double = load_file(tmp_path / "one" / "state.safetensors"), load_file(tmp_path / "two" / "state.safetensors")
+    single = load_file(tmp_path / "one" / "state.safetensors")
+    double = load_file(tmp_path / "two" / "state.safetensors")
     assert load_state(tmp_path / "one" / "state.safetensors").progress.iteration == 2
     assert load_state(tmp_path / "two" / "state.safetensors").progress.iteration == 2
     moments = [k for k in single if k.endswith(".exp_avg")]

@@ -2,8 +2,8 @@
 
 YOLOv5's anchor matching (:func:`yolov5_match`, from ``YOLOv5Head.loss_by_feat``: anchors whose width and height
 ratios to the box are under ``prior_match_thr``, in the box's cell and the two neighbouring cells its centre is
-nearest to), and three batched assigners of the point-based heads, each a transcription of the MMYOLO class (``mmyolo@8c4d9dc5:mmyolo/models/task_modules/
-assigners/``, docs/upstream.md §9.4) that keeps its operation order, its ``eps`` values and its tie-breaks
+nearest to), and three batched assigners of the point-based heads, each a transcription of the MMYOLO class
+(``mmyolo@8c4d9dc5:mmyolo/models/task_modules/assigners/``, docs/upstream.md §9.4) that keeps its operation order, its ``eps`` values and its tie-breaks
 (``torch.topk``, ``argmax`` and ``sort`` pick among equal values exactly as upstream's calls do, because they are the
 same calls on the same shapes):
 

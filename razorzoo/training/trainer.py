@@ -113,9 +113,9 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
         return _Run(world, dict(model=model, coco_ann=coco_ann, images=images, output=output, val_ann=val_ann,
                                 val_images=val_images, subnet=subnet, detector=detector,
                                 backbone_weights=backbone_weights, epochs=epochs, batch=batch, workers=workers, lr=lr,
-                                img_size=img_size, warmup_iters=warmup_iters, num_classes=num_classes, seed=seed, device=device, resume=resume, amp=amp,
-                                clip_grad=clip_grad, val_interval=val_interval, log_interval=log_interval,
-                                progress=progress)).run()
+                                img_size=img_size, warmup_iters=warmup_iters, num_classes=num_classes, seed=seed,
+                                device=device, resume=resume, amp=amp, clip_grad=clip_grad, val_interval=val_interval,
+                                log_interval=log_interval, progress=progress)).run()
     finally:
         leave(world)
 
@@ -191,9 +191,7 @@ class _Run:
         self.dir = Path(args["output"])
         self.progress_bars = args["progress"]
         self.log_interval = _positive(args["log_interval"], "log interval", 10**9)
-        settings = self._resolve(args)
-        self.settings = settings
-        self.identity = {k: v for k, v in settings.items() if k not in _RESUMABLE_CHANGES}
+        self.settings = self._resolve(args)
 
     # -- settings ------------------------------------------------------------------------------------------------
     def _resolve(self, args: dict[str, Any]) -> dict[str, Any]:
