@@ -34,23 +34,29 @@ ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red box": (0, 0, 255), "green box": (0, 255, 0)}  # BGR
 
 
-def write_shapes(root: Path, count: int, *, seed: int = 0, boxes_per_image: int = 2) -> tuple[Path, Path]:
-    """``count`` 128 x 96 images of solid red and green rectangles on grey, and their COCO annotations."""
-    rng = np.random.default_rng(seed)
+def write_boxes(root: Path, count: int, *, boxes_per_image: int = 2, textured: bool = False) -> tuple[Path, Path]:
+    """``count`` 128 x 96 images of red and green boxes, and their COCO annotations. Plain: solid boxes on flat grey.
+    Textured: tinted boxes on blurred noise, natural-like statistics (on a flat image BatchNorm channels have almost
+    no variance, where float noise is amplified)."""
+    rng = np.random.default_rng(1 if textured else 0)
+    (width_range, height_range), prefix = (((30, 50), (26, 40)), "texture") if textured else (((24, 44), (24, 44)),
+                                                                                             "shape")
     images_dir = root / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in range(count):
-        canvas = np.full((96, 128, 3), 50, np.uint8)
+        canvas = (cv2.GaussianBlur(rng.integers(0, 256, (96, 128, 3)).astype(np.uint8), (5, 5), 0) if textured
+                  else np.full((96, 128, 3), 50, np.uint8))
         for k in range(boxes_per_image):
             category = 1 + k % 2
-            w, h = int(rng.integers(24, 44)), int(rng.integers(24, 44))
+            w, h = int(rng.integers(*width_range)), int(rng.integers(*height_range))
             x, y = int(rng.integers(0, 128 - w)), int(rng.integers(0, 96 - h))
-            canvas[y:y + h, x:x + w] = list(COLOURS.values())[category - 1]
+            colour = np.array(list(COLOURS.values())[category - 1], np.uint8)
+            canvas[y:y + h, x:x + w] = canvas[y:y + h, x:x + w] // 4 + colour * 3 // 4 if textured else colour
             annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": category,
                                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
-        cv2.imwrite(str(images_dir / f"shape_{i:03d}.png"), canvas)
-        images.append({"id": 100 + i, "file_name": f"shape_{i:03d}.png", "width": 128, "height": 96})
+        cv2.imwrite(str(images_dir / f"{prefix}_{i:03d}.png"), canvas)
+        images.append({"id": 100 + i, "file_name": f"{prefix}_{i:03d}.png", "width": 128, "height": 96})
     ann = root / "instances.json"
     ann.write_text(json.dumps({"images": images, "annotations": annotations,
                                "categories": [{"id": 1, "name": "red box"}, {"id": 2, "name": "green box"}]}))
@@ -59,7 +65,7 @@ def write_shapes(root: Path, count: int, *, seed: int = 0, boxes_per_image: int 
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> tuple[Path, Path]:
-    return write_shapes(tmp_path_factory.mktemp("shapes"), 16)
+    return write_boxes(tmp_path_factory.mktemp("shapes"), 16)
 
 
 @pytest.fixture(scope="module")
@@ -226,31 +232,6 @@ def test_ctrl_c_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, 
         assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("rng.")), name
 
 
-def write_textured(root: Path, count: int, boxes_per_image: int = 6) -> tuple[Path, Path]:
-    """Blurred-noise images with tinted boxes: natural-like statistics (a flat image gives BatchNorm channels of
-    almost no variance, where float noise is amplified), and enough boxes that RTMDet's IoU normaliser stays above
-    its clamp of 1 per process."""
-    rng = np.random.default_rng(1)
-    images_dir = root / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for i in range(count):
-        canvas = cv2.GaussianBlur(rng.integers(0, 256, (96, 128, 3)).astype(np.uint8), (5, 5), 0)
-        for k in range(boxes_per_image):
-            w, h = int(rng.integers(30, 50)), int(rng.integers(26, 40))
-            x, y = int(rng.integers(0, 128 - w)), int(rng.integers(0, 96 - h))
-            canvas[y:y + h, x:x + w] = canvas[y:y + h, x:x + w] // 4 + np.array(list(COLOURS.values())[k % 2],
-                                                                                   np.uint8) * 3 // 4
-            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": 1 + k % 2,
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
-        cv2.imwrite(str(images_dir / f"texture_{i:03d}.png"), canvas)
-        images.append({"id": 100 + i, "file_name": f"texture_{i:03d}.png", "width": 128, "height": 96})
-    ann = root / "instances.json"
-    ann.write_text(json.dumps({"images": images, "annotations": annotations,
-                               "categories": [{"id": 1, "name": "red box"}, {"id": 2, "name": "green box"}]}))
-    return ann, images_dir
-
-
 @pytest.mark.slow
 def test_two_processes_train_like_one_process_with_the_combined_batch(tmp_path, converted):
     """torchrun on CPU (gloo, synchronised BatchNorm): 2 processes x batch 2 take the steps of 1 process x batch 4.
@@ -263,7 +244,7 @@ def test_two_processes_train_like_one_process_with_the_combined_batch(tmp_path, 
     at noise level may step either way. A real difference (unsynchronised BatchNorm, another batch, a parameter left
     out of the optimizer) moves most gradients and most weights by far more.
     """
-    ann, images = write_textured(tmp_path / "data", 8)
+    ann, images = write_boxes(tmp_path / "data", 8, boxes_per_image=6, textured=True)
     model = converted("rtmdet_tiny-ofa_lat31")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = ["--coco-ann", str(ann), "--images", str(images), "--epochs", "1", "--workers", "0", "--img-size", "64",
@@ -325,7 +306,7 @@ def test_custom_subnet_start_slices_the_supernet_and_initialises_like_upstream(t
     ("rtmdet_tiny-ofa_lat31", "resume without a run", "holds no training run"),
 ])
 def test_bad_starts_are_one_line_and_write_nothing(tmp_path, converted, model, case, message):
-    ann, images = write_shapes(tmp_path / "data", 4)
+    ann, images = write_boxes(tmp_path / "data", 4)
     run = tmp_path / "run"
     resume = False
     if case == "no boxes":
@@ -347,7 +328,7 @@ def test_bad_starts_are_one_line_and_write_nothing(tmp_path, converted, model, c
 
 
 def test_a_run_is_not_resumed_from_another_runs_state_nor_overwritten(tmp_path, converted):
-    ann, images = write_shapes(tmp_path / "data", 4)
+    ann, images = write_boxes(tmp_path / "data", 4)
     common = dict(coco_ann=ann, images=images, workers=0, img_size=64, progress=False, batch=2)
     first = train(converted("rtmdet_tiny-ofa_lat31"), output=tmp_path / "a", epochs=1, **common)
     with pytest.raises(RazorzooError, match="already holds a training run: pass --resume"):
@@ -361,7 +342,7 @@ def test_a_run_is_not_resumed_from_another_runs_state_nor_overwritten(tmp_path, 
 
 
 def test_a_non_finite_loss_stops_with_the_step_and_images_and_keeps_the_last_good_state(tmp_path, converted):
-    ann, images = write_shapes(tmp_path / "data", 4)
+    ann, images = write_boxes(tmp_path / "data", 4)
     spec = resolve_spec("rtmdet_tiny-ofa_lat31", "detection")
     weights = rule_state_dict("rtmdet_tiny-ofa_lat31")
     weights["backbone.first_conv.bn.bias"][0] = math.nan  # a broken checkpoint
