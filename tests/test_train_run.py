@@ -94,7 +94,7 @@ def overfit_run(tmp_path_factory, shapes, converted):
     torch.manual_seed(0)
     result = train(converted("rtmdet_tiny-ofa_lat31"), coco_ann=ann, images=images, output=run, val_ann=ann,
                    val_images=images, epochs=80, batch=8, workers=0, img_size=96, warmup_iters=20, val_interval=20,
-                   log_interval=10, progress=False)
+                   log_interval=10, tensorboard=True, progress=False)
     return result
 
 
@@ -121,7 +121,7 @@ def test_a_few_hundred_cpu_steps_learn_a_small_dataset(overfit_run, shapes):
 def test_the_run_folder_holds_what_the_docs_promise(overfit_run):
     run = overfit_run.run_dir
     assert sorted(p.name for p in run.iterdir()) == ["best.safetensors", "last.safetensors", "log.jsonl",
-                                                      "settings.json", "state.safetensors"]
+                                                      "settings.json", "state.safetensors", "tensorboard"]
     settings = json.loads((run / "settings.json").read_text())
     assert settings["recipe"] == "rtmdet_tiny" and settings["epochs"] == 80 and settings["img_size"] == 96
     assert settings["class_names"] == ["red box", "green box"]
@@ -134,6 +134,27 @@ def test_the_run_folder_holds_what_the_docs_promise(overfit_run):
     metadata_run = json.loads(__import__("safetensors").safe_open(str(overfit_run.best), "pt").metadata()[
         "razorzoo_training"])
     assert metadata_run["settings"]["coco_ann"] == settings["coco_ann"]
+
+
+def test_tensorboard_gets_the_logs_numbers(overfit_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(overfit_run.run_dir / "tensorboard"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"train/loss", "train/lr", "epoch/loss_cls", "epoch/loss_bbox", "val/AP", "val/AP50"} <= set(scalars)
+    records = log_records(overfit_run.run_dir)
+    val_ap = [(r["iteration"], r["AP"]) for r in records if r["type"] == "val"]
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("val/AP")] == [(i, round(ap, 6)) for i, ap in val_ap]
+
+
+def test_tensorboard_without_the_extra_is_refused_before_training(tmp_path, converted, monkeypatch):
+    ann, images = write_boxes(tmp_path / "data", 4)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what an install without the extra gives
+    with pytest.raises(RazorzooError, match=r"--tensorboard needs TensorBoard: pip install 'razorzoo\[tensorboard\]'"):
+        train(converted("rtmdet_tiny-ofa_lat31"), coco_ann=ann, images=images, output=tmp_path / "run", epochs=1,
+              batch=2, workers=0, img_size=64, tensorboard=True, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_push_publishes_a_trained_run_with_its_classes_and_training_card(overfit_run, tmp_path, monkeypatch):

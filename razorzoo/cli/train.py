@@ -48,6 +48,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                                                                            "(default: the recipe's, 10)")
     parser.add_argument("--log-interval", type=int, default=50, metavar="ITERS",
                         help="iterations between log.jsonl records (default 50)")
+    parser.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs "
+                                                                   "razorzoo[tensorboard])")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN/ where it stopped")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_train)
@@ -64,7 +66,7 @@ def _train(args: argparse.Namespace) -> int:
                        num_classes=args.num_classes,
                        seed=args.seed,
                        device=args.device, resume=args.resume, amp=args.amp, clip_grad=args.clip_grad,
-                       val_interval=args.val_interval, log_interval=args.log_interval,
+                       val_interval=args.val_interval, log_interval=args.log_interval, tensorboard=args.tensorboard,
                        progress=False if args.quiet else None)
     except TrainingInterrupted as exc:
         print(f"razorzoo: {exc}", file=sys.stderr)

@@ -54,7 +54,7 @@ MAX_EPOCHS = 100_000
 MAX_BATCH = 4096
 MAX_WORKERS = 256
 # settings a resumed run may change: where it runs and how it reports, not what it computes
-_RESUMABLE_CHANGES = ("device", "progress", "val_ann", "val_images", "log_interval")
+_RESUMABLE_CHANGES = ("device", "progress", "val_ann", "val_images", "log_interval", "tensorboard")
 
 
 class TrainingError(RazorzooError):
@@ -85,7 +85,7 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
           seed: int = 0, device: str = "cpu",
           resume: bool = False,
           amp: bool = False, clip_grad: float | None = None, val_interval: int | None = None,
-          log_interval: int = 50, progress: bool | None = None) -> TrainResult:
+          log_interval: int = 50, tensorboard: bool = False, progress: bool | None = None) -> TrainResult:
     """Train a detector on a COCO-format dataset with its recipe (docs/train.md).
 
     Args:
@@ -104,6 +104,8 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
             process trains a shard of each batch (docs/train.md). amp: float16 autocast on CUDA.
         clip_grad: clip the gradients' total norm (none of the recipes does). val_interval: validate every this many
             epochs (the recipe's default). log_interval: iterations between training log records.
+        tensorboard: also write the log's numbers as TensorBoard scalars to ``RUN/tensorboard`` (the
+            ``razorzoo[tensorboard]`` extra).
 
     Returns the run's files; raises :class:`TrainingInterrupted` after Ctrl-C (state saved) and
     :class:`TrainingError` when training cannot continue (state of the last good iteration saved).
@@ -115,7 +117,7 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
                                 backbone_weights=backbone_weights, epochs=epochs, batch=batch, workers=workers, lr=lr,
                                 img_size=img_size, warmup_iters=warmup_iters, num_classes=num_classes, seed=seed,
                                 device=device, resume=resume, amp=amp, clip_grad=clip_grad, val_interval=val_interval,
-                                log_interval=log_interval, progress=progress)).run()
+                                log_interval=log_interval, tensorboard=tensorboard, progress=progress)).run()
     finally:
         leave(world)
 
@@ -217,7 +219,7 @@ class _Run:
             **{key: args[key] if args[key] is not None else default for key, default in defaults.items()},
             "warmup_iters": args["warmup_iters"], "seed": args["seed"], "world_size": self.world.size,
             "device": args["device"], "amp": bool(args["amp"]), "clip_grad": args["clip_grad"],
-            "log_interval": self.log_interval, "progress": self.progress_bars,
+            "log_interval": self.log_interval, "progress": self.progress_bars, "tensorboard": bool(args["tensorboard"]),
         }
         return _checked(settings)
 
@@ -322,7 +324,8 @@ class _Run:
             raise TrainingError(f"--resume: this run was trained by {saved.get('world_size')} process(es), not "
                                 f"{self.world.size}; batches and shards would differ")
         resumed = dict(saved)
-        resumed.update(device=args["device"], progress=self.progress_bars, log_interval=self.log_interval)
+        resumed.update(device=args["device"], progress=self.progress_bars, log_interval=self.log_interval,
+                       tensorboard=bool(args["tensorboard"]))
         if args["val_ann"] is not None or args["val_images"] is not None:
             if args["val_ann"] is None or args["val_images"] is None:
                 raise RazorzooError("validation needs both --val-ann and --val-images")
@@ -370,6 +373,7 @@ class _Run:
                                 f"{len(dataset.classes)} categories ({', '.join(dataset.classes[:5])}"
                                 f"{', ...' if len(dataset.classes) > 5 else ''})")
         self._check_validation()
+        self.board = self._tensorboard()
         settings["class_names"] = list(dataset.classes)
         self.identity = {k: v for k, v in settings.items() if k not in _RESUMABLE_CHANGES}
         self._prepare_folder()
@@ -543,6 +547,21 @@ class _Run:
     def _append_log(self, record: dict[str, Any]) -> None:
         with open(self.dir / RUN_FILES["log"], "a", encoding="utf-8") as f:
             f.write(json.dumps(record, allow_nan=False) + "\n")
+        if self.board is not None:
+            for name, value in record.items():
+                if name not in ("type", "epoch", "iteration", "time") and isinstance(value, (int, float)):
+                    self.board.add_scalar(f"{record['type']}/{name}", value, record["iteration"])
+            self.board.flush()
+
+    def _tensorboard(self) -> Any:
+        """A TensorBoard writer for ``RUN/tensorboard`` on rank 0 when asked for (checked before training starts)."""
+        if not self.settings["tensorboard"] or not self.world.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ModuleNotFoundError:
+            raise RazorzooError("--tensorboard needs TensorBoard: pip install 'razorzoo[tensorboard]'") from None
+        return SummaryWriter(str(self.dir / "tensorboard"))
 
     def _save(self, progress: Progress) -> None:
         if self.world.is_main:
