@@ -362,6 +362,23 @@ def test_a_run_is_not_resumed_from_another_runs_state_nor_overwritten(tmp_path, 
         train(None, output=second.run_dir, resume=True, epochs=3, progress=False)
 
 
+def test_an_image_that_breaks_mid_run_stops_with_its_name_and_the_run_resumes_once_fixed(tmp_path, converted):
+    ann, images = write_boxes(tmp_path / "data", 6)
+    good = (images / "shape_004.png").read_bytes()
+    (images / "shape_004.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)  # exists, does not decode
+    settings = dict(coco_ann=ann, images=images, output=tmp_path / "run", epochs=1, batch=2, workers=0, img_size=64,
+                    progress=False)
+    with pytest.raises(RazorzooError) as info:
+        train(converted("rtmdet_tiny-ofa_lat31"), **settings)
+    text = str(info.value)
+    assert "shape_004.png" in text and "fix the data and continue with --resume" in text and "\n" not in text
+    stopped = load_state(tmp_path / "run" / "state.safetensors").progress
+    assert stopped.epoch == 0 and stopped.batch < 3
+    (images / "shape_004.png").write_bytes(good)
+    result = train(converted("rtmdet_tiny-ofa_lat31"), resume=True, **settings)
+    assert load_state(result.run_dir / "state.safetensors").progress.iteration == 3
+
+
 def test_a_non_finite_loss_stops_with_the_step_and_images_and_keeps_the_last_good_state(tmp_path, converted):
     ann, images = write_boxes(tmp_path / "data", 4)
     spec = resolve_spec("rtmdet_tiny-ofa_lat31", "detection")

@@ -453,7 +453,7 @@ class _Run:
                 epoch = progress.epoch
                 started, images_seen, counted = time.perf_counter(), 0, 0
                 sums: dict[str, float] = {}
-                for batch in self._batches(epoch, progress.batch):
+                for batch in self._batches(epoch, progress):
                     losses = self._step(batch, progress)
                     self.ema.update(self.model)
                     progress.iteration += 1
@@ -465,6 +465,8 @@ class _Run:
                         sums[name] = sums.get(name, 0.0) + value
                     if progress.iteration % self.log_interval == 0:
                         self._log("train", progress, losses, images_seen, started)
+                    if self.bar is not None:
+                        self.bar.set_postfix({name: f"{value:.4g}" for name, value in losses.items()}, refresh=False)
                     if self._stop_requested(stop):
                         self._save(progress)
                         raise TrainingInterrupted(
@@ -480,17 +482,31 @@ class _Run:
         return TrainResult(self.dir, self.dir / RUN_FILES["last"], best if best.exists() else None, progress.best_ap,
                            epochs)
 
-    def _batches(self, epoch: int, skip: int) -> Iterator[Any]:
+    def _batches(self, epoch: int, progress: Progress) -> Iterator[Any]:
+        """The epoch's batches from where the run is, with a progress bar (rank 0). A data error (an image that
+        no longer decodes, ...) first saves the state of the last finished iteration, so nothing is lost: fix the
+        data and ``--resume``."""
         from razorzoo.evaluation.engine import show_progress
 
-        batches = self.loader.batches(epoch, skip=skip)
-        if not self.world.is_main or not show_progress(self.progress_bars):
-            yield from batches
-            return
-        from tqdm.auto import tqdm
+        batches: Iterator[Any] = self.loader.batches(epoch, skip=progress.batch)
+        self.bar = None
+        if self.world.is_main and show_progress(self.progress_bars):
+            from tqdm.auto import tqdm
 
-        yield from tqdm(batches, total=len(self.loader), initial=skip, unit="batch", leave=False,
-                        desc=f"epoch {epoch + 1}/{self.settings['epochs']}")
+            self.bar = tqdm(batches, total=len(self.loader), initial=progress.batch, unit="batch", leave=False,
+                            desc=f"epoch {epoch + 1}/{self.settings['epochs']}")
+            batches = iter(self.bar)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except RazorzooError as exc:
+                if self.world.size == 1:  # several processes: the others are not at the save's barrier
+                    self._save(progress)
+                raise type(exc)(f"{exc} (the run's state at epoch {epoch + 1}, batch {progress.batch} is saved: "
+                                f"fix the data and continue with --resume)") from None
+            yield batch
 
     def _stop_requested(self, stop: _StopFlag) -> bool:
         if self.world.size == 1:
