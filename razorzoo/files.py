@@ -15,14 +15,15 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from razorzoo.bounded import InputError, load_json, safe_repr
 from razorzoo.errors import OutputError, RazorzooError
 from razorzoo.version import __version__
 
 __all__ = ["UnsafePathError", "safe_join", "confined", "atomic_write", "write_bytes_atomic", "write_json_atomic",
-           "read_json", "default_mode", "check_output_file", "check_output_dir", "check_run_dir", "mark_run_dir",
+           "read_json", "default_mode", "check_output_file", "check_planned_outputs", "check_output_dir", "check_run_dir",
+           "mark_run_dir",
            "RUN_MARKER"]
 
 RUN_MARKER = ".razorzoo-run.json"  # written into an `-o DIR` a command owns: a later run may write there again
@@ -107,18 +108,23 @@ def _check_parent(path: Path, what: str) -> None:
                           "not writable")
 
 
-def _same(info: os.stat_result, other: str | os.PathLike) -> bool:
-    try:
-        theirs = os.stat(other)
-    except (OSError, ValueError):
-        return False
-    return (info.st_dev, info.st_ino) == (theirs.st_dev, theirs.st_ino)
+def _identities(paths: Iterable[Any]) -> dict[tuple[int, int], str]:
+    """(device, inode) -> path of each of ``paths`` that exists (an output equal to one of them replaces it)."""
+    found = {}
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except (OSError, ValueError, TypeError):
+            continue
+        found.setdefault((info.st_dev, info.st_ino), os.fspath(path))
+    return found
 
 
-def check_output_file(path: str | os.PathLike, *, what: str, inputs: tuple = ()) -> Path:
+def check_output_file(path: str | os.PathLike, *, what: str, inputs: Iterable[Any] = (),
+                      input_what: str = "the input") -> Path:
     """``path`` as a file razorzoo may write, checked before any work starts (an hour of inference must not end in
     a refused write): not empty, not a directory, fifo, device or socket, not one of ``inputs`` (the same file, by
-    device and inode), and under a folder that exists (or can be created) and is writable.
+    device and inode, whatever the spelling or link), under a folder that exists (or can be created) and is writable.
 
     Raises:
         OutputError: one line naming ``what`` (``"--save-json"``) and the problem.
@@ -126,23 +132,33 @@ def check_output_file(path: str | os.PathLike, *, what: str, inputs: tuple = ())
     text = os.fspath(path)
     if not text:
         raise OutputError(f"{what} is empty; give a file path")
-    path = Path(text)
-    info = _stat(path, what)
-    if info is not None:
+    check_planned_outputs([Path(text)], what=what, inputs=inputs, input_what=input_what)
+    _check_parent(Path(text), what)
+    return Path(text)
+
+
+def check_planned_outputs(paths: Iterable[Path], *, what: str, inputs: Iterable[Any] = (),
+                          input_what: str = "the input") -> None:
+    """Each of ``paths`` (files a run will write) is nothing yet or a regular file that is none of ``inputs``."""
+    taken = None
+    for path in paths:
+        info = _stat(path, what)
+        if info is None:
+            continue
+        text = safe_repr(str(path))
         if stat.S_ISDIR(info.st_mode):
-            raise OutputError(f"{what} {safe_repr(text)} is a directory; give a file path")
+            raise OutputError(f"{what} {text} is a directory; give a file path")
         if not stat.S_ISREG(info.st_mode):
-            raise OutputError(f"{what} {safe_repr(text)} exists and is not a regular file (a fifo, a device or a "
-                              "socket); give another path")
-        for source in inputs:
-            if _same(info, source):
-                raise OutputError(f"{what} {safe_repr(text)} is the input {safe_repr(os.fspath(source))}; writing "
-                                  "it would destroy the input, give another path")
-    _check_parent(path, what)
-    return path
+            raise OutputError(f"{what} {text} exists and is not a regular file (a fifo, a device or a socket); "
+                              "give another path")
+        taken = _identities(inputs) if taken is None else taken
+        source = taken.get((info.st_dev, info.st_ino))
+        if source is not None:
+            raise OutputError(f"{what} {text} is {input_what} {safe_repr(source)}; writing it would destroy "
+                              "that file, give another path")
 
 
-def check_output_dir(path: str | os.PathLike, *, what: str, inputs: tuple = ()) -> Path:
+def check_output_dir(path: str | os.PathLike, *, what: str, inputs: Iterable[Any] = ()) -> Path:
     """``path`` as a folder razorzoo may write files into: a directory or nothing yet, writable (or creatable), and
     not one of the folders ``inputs`` are read from.
 
@@ -162,15 +178,15 @@ def check_output_dir(path: str | os.PathLike, *, what: str, inputs: tuple = ()) 
                           "missing)")
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"{what} {safe_repr(text)} is not writable")
-    for source in inputs:
-        if _same(info, source):
-            raise OutputError(f"{what} {safe_repr(text)} is the input folder {safe_repr(os.fspath(source))}; results "
-                              "written there would replace or mix with the inputs, give another folder")
+    source = _identities(inputs).get((info.st_dev, info.st_ino))
+    if source is not None:
+        raise OutputError(f"{what} {safe_repr(text)} is the input folder {safe_repr(source)}; what is written there "
+                          "would replace or mix with the inputs, give another folder")
     return path
 
 
 def check_run_dir(path: str | os.PathLike, *, command: str, force: bool = False, what: str = "-o",
-                  inputs: tuple = ()) -> Path:
+                  inputs: Iterable[Any] = ()) -> Path:
     """``-o DIR`` of a command that writes several files (``specialize``, ``train``): as :func:`check_output_dir`,
     and a folder that holds files must be this command's own earlier output (it has :data:`RUN_MARKER`), unless
     ``force``: a user's ``README.md`` or ``subnet.yaml`` is never overwritten by accident.

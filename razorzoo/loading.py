@@ -146,8 +146,11 @@ def export(model_or_source: Any, path: str | os.PathLike, *, cache_dir: str | os
     """Export a model to ONNX: a razorzoo model, or a registry name, ``hf-hub:`` id or converted file (resolved
     like the loaders do). ``options`` are :func:`razorzoo.deploy.export.export`'s (variant, opset, check, ...)."""
     from razorzoo.deploy.export import export as export_model
+    from razorzoo.files import check_output_file
 
     if not hasattr(model_or_source, "state_dict"):
+        source = _source(model_or_source)
+        check_output_file(path, what="the export path", inputs=[source[1]] if source[0] == "file" else [])
         model_or_source = converted_file(model_or_source, cache_dir=cache_dir, offline=offline)
     return export_model(model_or_source, path, **options)
 

@@ -64,11 +64,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise CLIError(f"--out {out_dir} is an existing file; give a directory (it is created if missing)")
-    for path in _output_paths(args.images, out_dir) if out_dir is not None else ():
-        if path.exists() and not path.is_file():  # renaming the drawing over it would fail late, or replace a pipe
-            raise CLIError(f"--out: {path} exists and is not a regular file; move it, or give another directory")
+    if stream.wanted(args):
+        stream.check(args)  # sources, counts and every output, before the model loads
+    elif out_dir is not None:
+        from razorzoo.files import check_output_dir, check_planned_outputs
+
+        check_output_dir(out_dir, what="--out")
+        check_planned_outputs(_output_paths(args.images, out_dir), what="--out", inputs=args.images)
     task = _task(args)
     if task == "classification":
         given = [option for option, value in (("--score-thr", args.score_thr), ("--iou-thr", args.iou_thr),
@@ -127,7 +129,7 @@ def _classify(args: argparse.Namespace) -> int:
         for image, top in results:
             print(f"{terminal_safe(image)}: top {len(top.indices)}")
             for index, name, prob in zip(top.indices, top.names, top.probs):
-                print(f"  {name:<28} {prob:6.3f}  (class {index})")
+                print(f"  {terminal_safe(name):<28} {prob:6.3f}  (class {index})")
     return 0
 
 
@@ -168,7 +170,7 @@ def _table(image: str, detections) -> str:
         lines.append(f"  {'class':<16} {'score':>6}  {'x1':>7} {'y1':>7} {'x2':>7} {'y2':>7}")
     for name, score, box in zip(detections.names[:_TABLE_ROWS], detections.scores.tolist(),
                                 detections.boxes.tolist()):
-        lines.append(f"  {name:<16} {score:6.3f}  " + " ".join(f"{v:7.1f}" for v in box))
+        lines.append(f"  {terminal_safe(name):<16} {score:6.3f}  " + " ".join(f"{v:7.1f}" for v in box))
     if len(detections) > _TABLE_ROWS:
         lines.append(f"  ... {len(detections) - _TABLE_ROWS} more (--json lists all)")
     return "\n".join(lines)
