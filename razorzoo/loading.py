@@ -279,8 +279,8 @@ def download(name: str, *, cache_dir: str | os.PathLike | None = None, offline: 
     card = get_card(name)
     cache = Cache(cache_dir)
     if card.task == "supernet":
-        return fetch(card.weights.url, sha256=card.weights.sha256, cache_dir=cache.root, offline=offline,
-                     progress=progress)
+        return fetch(card.weights.url, sha256=card.weights.sha256, size=card.weights.size, cache_dir=cache.root,
+                     offline=offline, progress=progress)
     hit = _indexed(cache, card)
     if hit is not None:
         return hit
@@ -318,8 +318,8 @@ def _convert(card: "Card", cache: Cache, offline: bool, progress: bool | None) -
     root = cache.root
     published = None
     if card.subnet.url:
-        published = fetch(card.subnet.url, sha256=card.subnet.sha256, cache_dir=root, offline=offline,
-                          progress=progress)
+        published = fetch(card.subnet.url, sha256=card.subnet.sha256, size=card.subnet.size, cache_dir=root,
+                          offline=offline, progress=progress)
     subnet_text = (card.subnet_path or published).read_text()
     subnet = load_subnet(subnet_text, family=card.family)
     if published is not None and card.subnet_path is not None:
@@ -327,7 +327,8 @@ def _convert(card: "Card", cache: Cache, offline: bool, progress: bool | None) -
             raise PairMismatchError(
                 f"card {card.name!r}: the published subnet YAML {card.subnet.url} chooses a different architecture "
                 f"than the shipped {card.subnet_path}; fix the card (or its RAZORZOO_CARDS override)")
-    weights = fetch(card.weights.url, sha256=card.weights.sha256, cache_dir=root, offline=offline, progress=progress)
+    weights = fetch(card.weights.url, sha256=card.weights.sha256, size=card.weights.size, cache_dir=root,
+                    offline=offline, progress=progress)
     weights_sha = cache.record(card.weights.url).sha256
     spec = ArchSpec(card.task, subnet, recipe=card.recipe, preprocessing=card.preprocessing)  # supernets left above
     relative = f"models/{card.name}/{weights_sha}/model.safetensors"
