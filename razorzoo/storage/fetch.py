@@ -26,6 +26,7 @@ for the Hub and for download.openmmlab.com, with its proxy and certificate setti
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -337,7 +338,7 @@ def _stream(source: str, partial: Path, partial_meta: Path, name: str, headers: 
                                        on_late=lambda late: late.close())
         except StalledError as exc:
             raise _Stalled(str(exc)) from None
-        with response:
+        with contextlib.closing(response):
             status = response.status_code
             if status in _FATAL_STATUS:
                 raise FetchError(f"{source}: HTTP {status} {response.reason_phrase}; the file is not available "
