@@ -114,6 +114,7 @@ def _load(source: str | os.PathLike, task: str, *, device: str, cache_dir, offli
         if path.suffix == ".onnx":
             raise RazorzooError(f"{safe_repr(str(path), 200)} is an exported model: run it with backend='onnxruntime' "
                                 "or backend='openvino' (docs/deploy.md)")
+        _refuse_openvino_ir(path)
         if path.suffix != ".safetensors":
             return _load_checkpoint(path, task, device, subnet, detector, out_indices)
         return _load_file(path, task, device, out_indices)
@@ -166,6 +167,8 @@ def _load_exported(source: str | os.PathLike, task: str, *, backend: str, precis
         raise RazorzooError(f"unknown backend {safe_repr(backend)}; expected one of {', '.join(BACKENDS)}")
     kind, value = source_kind(source)
     path = Path(value).expanduser() if kind == "file" and value.lower().endswith(".onnx") else None
+    if kind == "file":
+        _refuse_openvino_ir(Path(value))
     if kind == "hub":  # a repo pushed with --onnx carries its own export
         from razorzoo.storage.hub import download_hub_onnx
 
@@ -190,6 +193,15 @@ def source_kind(source: Any) -> tuple[str, str]:
     if source.lower().endswith(WEIGHT_SUFFIXES) or "/" in source or os.sep in source:
         return "file", source
     return "name", source
+
+
+def _refuse_openvino_ir(path: Path) -> None:
+    """An OpenVINO IR (``.xml`` + ``.bin``) carries no razorzoo recipe: say what works instead of calling it an
+    OpenMMLab checkpoint."""
+    if path.suffix.lower() == ".xml":
+        raise RazorzooError(f"{safe_repr(str(path), 200)} is an OpenVINO IR file, which razorzoo does not load (it "
+                            "carries no recipe); export the model to ONNX (razorzoo export NAME -o model.onnx) and run "
+                            "that with backend='openvino'")
 
 
 def _refuse_supernet(name: str, task: str) -> None:

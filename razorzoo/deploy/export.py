@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from razorzoo.version import __version__
 from razorzoo.bounded import safe_repr
-from razorzoo.deploy.metadata import FORMAT, TASKS, require
+from razorzoo.deploy.metadata import FORMAT, TASKS, VARIANTS, require
 from razorzoo.errors import RazorzooError
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["export", "Exported", "VARIANTS"]
 
-VARIANTS = ("raw", "decoded", "nms")
 _DETECTION_GROUPS = ("cls_scores", "bbox_preds", "objectnesses")  # Detector.forward's tuple, in order
 _MAX_BATCH = 1024
 
