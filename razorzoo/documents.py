@@ -84,6 +84,8 @@ class Fields:
         return self._number(value, self._path(key), minimum, maximum, expected)
 
     def _number(self, value: Any, path: str, minimum: float | None, maximum: float | None, expected: str) -> float:
+        if type(value) not in (int, float):  # "12" is text in a document (check_number takes it from a command line)
+            raise self._error(path, expected, value)
         try:
             return float(check_number(value, path, minimum=minimum, maximum=maximum))
         except InputError:

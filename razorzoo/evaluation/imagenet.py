@@ -102,8 +102,6 @@ def _read_list(ann_file: Path, root: Path, allow_outside: bool) -> list[tuple[Pa
     """``relative/path label`` lines: labels 0-999, paths inside ``root`` unless ``allow_outside``."""
     from razorzoo.evaluation.sources import read_list_file
 
-    if not ann_file.is_file():
-        raise DatasetError(f"image list not found: {str(ann_file)!r}")
     what = f"the image list {safe_repr(str(ann_file))}"
     samples = []
     for number, line in read_list_file(ann_file, what=what):

@@ -250,7 +250,10 @@ class EvolutionSearch:
     def _genome(self, value: Any, where: str) -> Genome:
         if not isinstance(value, dict):
             raise RazorzooError(f"{where}: a saved candidate is {safe_repr(value)}, not an object of choices")
-        return self.space.from_json(value)
+        try:
+            return self.space.from_json(value)
+        except RazorzooError as exc:
+            raise RazorzooError(f"{where}: {exc}") from None
 
 
 def _rng_state(value: list, where: str) -> tuple:
