@@ -81,6 +81,11 @@ def confined(root: str | os.PathLike, name: str, *, allow_outside: bool = False,
     return path
 
 
+def _quote(path: Any) -> str:
+    """A path in an error message: long enough to tell which file (both the folder and the name)."""
+    return safe_repr(str(path), 200)
+
+
 def _stat(path: Path, what: str) -> os.stat_result | None:
     """``os.stat(path)``, None when nothing is there; any other failure (a path under a file, a loop) is one line."""
     try:
@@ -89,7 +94,7 @@ def _stat(path: Path, what: str) -> os.stat_result | None:
         return None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise OutputError(f"{what} {safe_repr(str(path))} cannot be used: {reason}") from None
+        raise OutputError(f"{what} {_quote(path)} cannot be used: {reason}") from None
 
 
 def _check_parent(path: Path, what: str) -> None:
@@ -101,10 +106,10 @@ def _check_parent(path: Path, what: str) -> None:
             break
         parent = parent.parent
     if not stat.S_ISDIR(info.st_mode):
-        raise OutputError(f"{what} {safe_repr(str(path))} cannot be created: {safe_repr(str(parent))} is a file, "
+        raise OutputError(f"{what} {_quote(path)} cannot be created: {_quote(parent)} is a file, "
                           "not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {safe_repr(str(path))} cannot be written: the folder {safe_repr(str(parent))} is "
+        raise OutputError(f"{what} {_quote(path)} cannot be written: the folder {_quote(parent)} is "
                           "not writable")
 
 
@@ -145,7 +150,7 @@ def check_planned_outputs(paths: Iterable[Path], *, what: str, inputs: Iterable[
         info = _stat(path, what)
         if info is None:
             continue
-        text = safe_repr(str(path))
+        text = _quote(path)
         if stat.S_ISDIR(info.st_mode):
             raise OutputError(f"{what} {text} is a directory; give a file path")
         if not stat.S_ISREG(info.st_mode):
@@ -154,7 +159,7 @@ def check_planned_outputs(paths: Iterable[Path], *, what: str, inputs: Iterable[
         taken = _identities(inputs) if taken is None else taken
         source = taken.get((info.st_dev, info.st_ino))
         if source is not None:
-            raise OutputError(f"{what} {text} is {input_what} {safe_repr(source)}; writing it would destroy "
+            raise OutputError(f"{what} {text} is {input_what} {_quote(source)}; writing it would destroy "
                               "that file, give another path")
 
 
@@ -174,13 +179,13 @@ def check_output_dir(path: str | os.PathLike, *, what: str, inputs: Iterable[Any
         _check_parent(path, what)
         return path
     if not stat.S_ISDIR(info.st_mode):
-        raise OutputError(f"{what} {safe_repr(text)} exists and is not a folder; give a folder (it is created if "
+        raise OutputError(f"{what} {_quote(text)} exists and is not a folder; give a folder (it is created if "
                           "missing)")
     if not os.access(path, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {safe_repr(text)} is not writable")
+        raise OutputError(f"{what} {_quote(text)} is not writable")
     source = _identities(inputs).get((info.st_dev, info.st_ino))
     if source is not None:
-        raise OutputError(f"{what} {safe_repr(text)} is the input folder {safe_repr(source)}; what is written there "
+        raise OutputError(f"{what} {_quote(text)} is the input folder {_quote(source)}; what is written there "
                           "would replace or mix with the inputs, give another folder")
     return path
 
@@ -198,11 +203,11 @@ def check_run_dir(path: str | os.PathLike, *, command: str, force: bool = False,
     try:
         occupied = path.is_dir() and any(os.scandir(path))
     except OSError as exc:
-        raise OutputError(f"{what} {safe_repr(str(path))} cannot be listed: {exc.strerror}") from None
+        raise OutputError(f"{what} {_quote(path)} cannot be listed: {exc.strerror}") from None
     if occupied and not force:
         marker = read_json(path / RUN_MARKER)
         if not (isinstance(marker, dict) and marker.get("command") == command):
-            raise OutputError(f"{what} {safe_repr(str(path))} holds files that `razorzoo {command}` did not write; "
+            raise OutputError(f"{what} {_quote(path)} holds files that `razorzoo {command}` did not write; "
                               "give a new or empty folder, or pass --force to write into it (files of the same "
                               "name are replaced)")
     return path

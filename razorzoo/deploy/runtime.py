@@ -40,6 +40,7 @@ class _OnnxRuntimeSession:
     def __init__(self, model: str | bytes, *, threads: int | None) -> None:
         ort = require("onnxruntime", "onnx")
         options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: razorzoo raises them as one line, warnings are noise
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -56,6 +57,7 @@ class _OnnxRuntimeSession:
         main thread) sets ``RunOptions.terminate``, so even a graph with an endless ``Loop`` stops."""
         ort = require("onnxruntime", "onnx")
         options = ort.RunOptions()
+        options.log_severity_level = 4  # a terminated run is logged as an error; the KeyboardInterrupt says it
         outcome: dict[str, Any] = {}
 
         def run() -> None:
@@ -97,7 +99,8 @@ class _OpenVinoSession:
         self.batch_size = None if shape.is_dynamic else shape.get_length()
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Started asynchronously and waited for in short steps, so Ctrl-C cancels the request."""
+        """Started asynchronously and waited for in short steps, so Ctrl-C cancels the request (OpenVINO stops
+        between operations: one operation that never ends, such as an endless ``Loop``, cannot be cancelled)."""
         try:
             self.request.start_async([batch])
             while not self.request.wait_for(50):
