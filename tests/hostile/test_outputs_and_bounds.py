@@ -287,3 +287,15 @@ def test_openvino_ir_files_are_named_as_such(tmp_path, capsys):
         assert "OpenMMLab" not in str(info.value)
     with pytest.raises(RazorzooError, match="OpenVINO IR file"):
         razorzoo.load_detector(str(ir), backend="openvino")
+
+
+def test_ffmpeg_log_lines_stay_off_stderr(tmp_path):
+    """A broken video is one razorzoo error; FFmpeg's own 'moov atom not found' never reaches the user (regression)."""
+    broken = tmp_path / "clip.mp4"
+    broken.write_bytes(b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom" + os.urandom(50_000))
+    script = ("from razorzoo.evaluation.sources import read_video\n"
+              "from razorzoo.errors import DatasetError\n"
+              f"try:\n    read_video({str(broken)!r})\nexcept DatasetError:\n    print('refused')\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.stdout == "refused\n" and run.stderr == "", run.stderr
