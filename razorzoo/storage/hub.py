@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from razorzoo import constants
 from razorzoo.bounded import InputError, load_json, safe_repr
+from razorzoo.documents import PRINTABLE
 from razorzoo.errors import HubError, OfflineError, RazorzooError
 from razorzoo.files import read_json, safe_join, write_json_atomic
 from razorzoo.storage.cache import META_FILE, REFS_FILE, Cache
@@ -374,15 +375,27 @@ def list_hub_models(author: str | None = None) -> list[dict[str, Any]]:
         infos = list(api().list_models(filter=LIBRARY_NAME, author=author, cardData=True))
     models = []
     for info in infos:
+        if not is_repo_id(info.id):  # the server's answer: an id razorzoo could not load is not listed
+            continue
         card = info.card_data.to_dict() if info.card_data is not None else {}
         block = card.get("razorzoo") if isinstance(card.get("razorzoo"), dict) else {}
         models.append({
-            "id": f"{HUB_PREFIX}{info.id}", "repo_id": info.id, "author": info.author,
-            "task": block.get("task"), "family": block.get("family"), "base": block.get("base"),
-            "private": bool(info.private), "downloads": info.downloads, "likes": info.likes,
+            "id": f"{HUB_PREFIX}{info.id}", "repo_id": info.id, "author": _short_text(info.author),
+            "task": _short_text(block.get("task")), "family": _short_text(block.get("family")),
+            "base": _short_text(block.get("base")), "private": bool(info.private),
+            "downloads": _count(info.downloads), "likes": _count(info.likes),
             "last_modified": info.last_modified.isoformat() if info.last_modified else None,
         })
     return models
+
+
+def _short_text(value: Any) -> str | None:
+    """A short printable string from a Hub answer, else None (a card may hold anything under ``razorzoo:``)."""
+    return value if isinstance(value, str) and len(value) <= 200 and PRINTABLE.fullmatch(value) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value < 1 << 63 else None
 
 
 def load_hub_card(ref: str, *, cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> "Card":

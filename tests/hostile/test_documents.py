@@ -293,3 +293,27 @@ def test_onnx_metadata_is_checked_before_anything_runs(case, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith("razorzoo: error: ") and captured.err.count("\n") == 1
     assert not CONTROL.search(captured.out + captured.err)
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("\n  name: attentive_a0\n", '\n  name: "attentive_a0\\n"\n', "razorzoo.name"),
+    ("\n  name: attentive_a0\n", '\n  name: "attentive_a0\\e[2J"\n', "razorzoo.name"),
+    ("\n  name: attentive_a0\n", "\n  name: " + "a" * 300 + "\n", "razorzoo.name"),
+    ("sha256: 282a1f70", 'sha256: "282a1f70\\n"', "razorzoo.weights.sha256"),
+    ("layout: mmrazor_subnet", "layout: mmrazor_subnet\n    size: -5", "razorzoo.weights.size"),
+    ("layout: mmrazor_subnet", "layout: mmrazor_subnet\n    size: 1.5e3", "razorzoo.weights.size"),
+    ("layout: mmrazor_subnet", "layout: mmrazor_subnet\n    size: .nan", "razorzoo.weights.size"),
+    ("layout: mmrazor_subnet", "layout: mmrazor_subnet\n    size: '12'", "razorzoo.weights.size"),
+])
+def test_card_names_hashes_and_sizes_match_whole(field, value, problem):
+    """``re.match`` with ``$`` let a trailing newline through (regression); ``size`` is a positive integer."""
+    from razorzoo.errors import CardError
+    from razorzoo.zoo.registry import parse_card
+
+    text = (Path(__file__).parents[2] / "cards" / "attentive_a0.md").read_text()
+    assert parse_card(text.replace("layout: mmrazor_subnet", "layout: mmrazor_subnet\n    size: 1000"),
+                      source="card").weights.size == 1000
+    changed = text.replace(field, value, 1)
+    assert changed != text
+    with pytest.raises(CardError, match=re.escape(problem)):
+        parse_card(changed, source="card")

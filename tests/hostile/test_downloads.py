@@ -146,3 +146,21 @@ def test_network_failures_name_their_exact_cause(mirror, cause, tmp_path, monkey
     with pytest.raises(RazorzooError) as info:
         download_hub_model("hf-hub:alice/repo")
     assert cause in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_hub_listing_answers_are_bounded_text(tmp_path, monkeypatch, capsys):
+    """What the Hub lists (card data anyone wrote) reaches the table as short printable text or not at all."""
+    import yaml
+
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("RAZORZOO_OFFLINE", raising=False)
+        repo = Repo("alice/loud", private=False)
+        server.repos[repo.repo_id] = repo
+        front = {"library_name": "razorzoo", "razorzoo": {"task": "\x1b]0;pwned\x07detection", "family": "x" * 5000,
+                                                          "base": ["a", "list"]}}
+        server.new_commit(repo, "main", {"README.md": f"---\n{yaml.safe_dump(front)}---\n".encode()}, "c", "alice")
+        assert cli(["list", "--hub", "alice"]) == 0
+    out = capsys.readouterr().out
+    assert "hf-hub:alice/loud" in out and "pwned" not in out and "xxxxx" not in out and "\x1b" not in out, out
