@@ -117,11 +117,15 @@ def http_timeout() -> float:
     Raises:
         InputError: the value is not a finite number of seconds in (0, 86400].
     """
-    value = os.environ.get("RAZORZOO_HTTP_TIMEOUT", "").strip()
+    return _seconds("RAZORZOO_HTTP_TIMEOUT", 30.0)
+
+
+def _seconds(name: str, default: float) -> float:
+    """A duration variable: ``default`` when unset, else a finite number of seconds in (0, 86400]."""
+    value = os.environ.get(name, "").strip()
     if not value:
-        return 30.0
-    return float(check_number(value, "RAZORZOO_HTTP_TIMEOUT (seconds)", minimum=0, exclusive_minimum=True,
-                              maximum=86400))
+        return default
+    return float(check_number(value, f"{name} (seconds)", minimum=0, exclusive_minimum=True, maximum=86400))
 
 
 def hub_endpoint() -> str | None:
@@ -137,11 +141,7 @@ def stall_timeout() -> float:
     Raises:
         InputError: the value is not a finite number of seconds in (0, 86400].
     """
-    value = os.environ.get("RAZORZOO_STALL_TIMEOUT", "").strip()
-    if not value:
-        return 60.0
-    return float(check_number(value, "RAZORZOO_STALL_TIMEOUT (seconds)", minimum=0, exclusive_minimum=True,
-                              maximum=86400))
+    return _seconds("RAZORZOO_STALL_TIMEOUT", 60.0)
 
 
 def max_download_bytes() -> int:
