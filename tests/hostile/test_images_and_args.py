@@ -251,7 +251,7 @@ CONVERT_OUTPUTS = {  # -o value (relative to a working directory holding spos.pt
     "the checkpoint through ..": ("sub/../spos.pth", "is the checkpoint being converted"),
     "a directory": ("sub", "is a directory"), "empty": ("", "is empty"),
     "a fifo": ("fifo", "is not a regular file"), "a socket": ("sock", "is not a regular file"),
-    "under a file": ("spos.pth/model.safetensors", "cannot write"),
+    "under a file": ("spos.pth/model.safetensors", "cannot be used: Not a directory"),
 }
 
 
