@@ -33,7 +33,7 @@ def require(module: str, extra: str) -> Any:
     import importlib
     import sys
 
-    if module in sys.modules:
+    if sys.modules.get(module) is not None:  # imported already (None: an import that is to fail)
         return sys.modules[module]
     try:
         if module.split(".")[0] not in _RUNTIMES:
