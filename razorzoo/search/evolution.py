@@ -227,7 +227,8 @@ class EvolutionSearch:
 
         where = f"search state {safe_repr(str(path))}"
         data = Fields(read_json_file(path, what=where, error=RazorzooError), where, error=RazorzooError)
-        data.text("format", choices=(STATE_FORMAT,))
+        if data.value.get("format") != STATE_FORMAT:
+            raise RazorzooError(f"{where} is not a razorzoo search state (no \"format\": \"{STATE_FORMAT}\")")
         data.int("version", minimum=1, maximum=1)
         expected = {"family": self.space.family, "settings": asdict(self.settings), "key": self.key}
         for name, value in expected.items():

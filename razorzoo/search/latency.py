@@ -204,7 +204,8 @@ class DeviceProfile:
         """
         where = f"device profile {safe_repr(str(path))}"
         data = Fields(read_json_file(path, what=where, error=RazorzooError), where, error=RazorzooError)
-        data.text("format", choices=(PROFILE_FORMAT,))
+        if data.value.get("format") != PROFILE_FORMAT:
+            raise RazorzooError(f"{where} is not a razorzoo device profile (no \"format\": \"{PROFILE_FORMAT}\")")
         data.int("version", minimum=1, maximum=1)
         return cls(backend=data.text("backend", choices=BACKENDS),
                    threads=data.int("threads", minimum=1, maximum=MAX_PROFILE_THREADS),
