@@ -147,7 +147,7 @@ def _error(capsys, *argv: str) -> str:
 
 
 def test_bad_sources_are_one_line_errors(detector, converted, tmp_path, capsys):
-    with pytest.raises(InputError, match="batch must be >= 1, not 0"):
+    with pytest.raises(InputError, match="batch must be >= 1 and <= 1024, not 0"):
         next(predict_stream(detector, [np.zeros((8, 8, 3), np.uint8)], batch=0))
     (tmp_path / "empty").mkdir()
     assert "no images in folder" in _error(capsys, "predict", str(converted), str(tmp_path / "empty"))

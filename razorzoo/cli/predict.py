@@ -64,13 +64,6 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
-    if stream.wanted(args):
-        stream.check(args)  # sources, counts and every output, before the model loads
-    elif out_dir is not None:
-        from razorzoo.files import check_output_dir, check_planned_outputs
-
-        check_output_dir(out_dir, what="--out")
-        check_planned_outputs(_output_paths(args.images, out_dir), what="--out", inputs=args.images)
     task = _task(args)
     if task == "classification":
         given = [option for option, value in (("--score-thr", args.score_thr), ("--iou-thr", args.iou_thr),
@@ -83,7 +76,20 @@ def _predict(args: argparse.Namespace) -> int:
                            "(--batch, --workers, --save-*, --skip-missing) are for detectors; pass image files, or "
                            "measure accuracy with razorzoo val --imagenet")
         return _classify(args)
+    _check_detector_inputs_and_outputs(args, out_dir)
     return _detect(args, out_dir)
+
+
+def _check_detector_inputs_and_outputs(args: argparse.Namespace, out_dir: Path | None) -> None:
+    """Sources, counts and every output, before the detector loads: an output that is an input, a directory or a
+    fifo must not cost the run it follows."""
+    if stream.wanted(args):
+        stream.check(args)
+    elif out_dir is not None:
+        from razorzoo.files import check_output_dir, check_planned_outputs
+
+        check_output_dir(out_dir, what="--out")
+        check_planned_outputs(_output_paths(args.images, out_dir), what="--out", inputs=args.images)
 
 
 def _task(args: argparse.Namespace) -> str:

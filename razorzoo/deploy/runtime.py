@@ -59,25 +59,29 @@ class _OnnxRuntimeSession:
         options = ort.RunOptions()
         options.log_severity_level = 4  # a terminated run is logged as an error; the KeyboardInterrupt says it
         outcome: dict[str, Any] = {}
+        finished = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C may report the thread gone
 
         def run() -> None:
             try:
                 outcome["outputs"] = self.session.run(None, {self.input.name: batch}, options)
             except Exception as exc:  # noqa: BLE001 - re-raised on the calling thread
                 outcome["error"] = exc
+            finally:
+                finished.set()
 
-        worker = threading.Thread(target=run, name="razorzoo-onnxruntime", daemon=True)
-        worker.start()
+        threading.Thread(target=run, name="razorzoo-onnxruntime", daemon=True).start()
         try:
-            while worker.is_alive():
-                worker.join(0.05)
+            while not finished.wait(0.05):
+                pass
         except KeyboardInterrupt:
             options.terminate = True
-            worker.join()
+            finished.wait()  # the run stops at its next operator
+            outcome.clear()
             raise
-        if "error" in outcome:
-            raise RazorzooError(f"onnxruntime failed to run the model: {runtime_reason(outcome['error'])}") from None
-        return outcome["outputs"]
+        error = outcome.pop("error", None)
+        if error is not None:
+            raise RazorzooError(f"onnxruntime failed to run the model: {runtime_reason(error)}") from None
+        return outcome.pop("outputs")
 
 
 class _OpenVinoSession:
