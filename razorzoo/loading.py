@@ -150,7 +150,7 @@ def export(model_or_source: Any, path: str | os.PathLike, *, cache_dir: str | os
     from razorzoo.files import check_output_file
 
     if not hasattr(model_or_source, "state_dict"):
-        source = _source(model_or_source)
+        source = source_kind(model_or_source)
         check_output_file(path, what="the export path", inputs=[source[1]] if source[0] == "file" else [])
         model_or_source = converted_file(model_or_source, cache_dir=cache_dir, offline=offline)
     return export_model(model_or_source, path, **options)

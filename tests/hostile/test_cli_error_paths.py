@@ -69,6 +69,13 @@ ERROR_PATHS: dict[str, list[list[str]]] = {
                     "--backend", "\x1b[2J"],
                    ["ofa_supernet", "--flops", "1M", "--calib", "{tmp}", "--val", "{tmp}", "-o", "{tmp}/o",
                     "--resume"]],
+    "train": [["-o", "{tmp}/run"], ["--resume", "-o", "{tmp}/nothing"],
+              ["rtmdet_tiny-ofa_lat31", "--coco-ann", "{missing}", "--images", "{tmp}", "-o", "{tmp}/run"],
+              ["rtmdet_tiny-ofa_lat31", "--coco-ann", "{tmp}/deep.json", "--images", "{tmp}", "-o", "{tmp}/run"],
+              ["rtmdet_tiny-ofa_lat31", "--coco-ann", "{fifo}", "--images", "{tmp}", "-o", "{tmp}/run"],
+              ["rtmdet_tiny-ofa_lat31", "--coco-ann", "{file}", "--images", "{tmp}", "-o", "{file}"],
+              ["rtmdet_tiny-ofa_lat31", "--coco-ann", "{file}", "--images", "{tmp}", "-o", "{tmp}/run",
+               "--epochs", "0"]],
 }
 
 

@@ -92,7 +92,7 @@ def test_coco_fields_of_the_wrong_kind_are_one_line_naming_the_field(path, wrong
     (lambda d: d["annotations"][0].update(bbox=[0, 0, -1, 2]), "annotations[0].bbox must be"),
     (lambda d: d["annotations"][0].update(bbox=[0, 0, 1]), "annotations[0].bbox must be a list of 4"),
     (lambda d: d.update(images=[]), "lists no images"),
-    (lambda d: d.pop("categories"), "categories must be a list"),
+    (lambda d: d.pop("categories"), "'categories' is missing, not a list"),
 ])
 def test_coco_documents_that_contradict_themselves_are_refused(change, problem, tmp_path):
     data = copy.deepcopy(COCO)
