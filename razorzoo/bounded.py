@@ -187,11 +187,16 @@ def load_yaml(text: str | bytes, *, what: str, error: type[Exception] = InputErr
         raise error(f"{what} cannot be parsed: {type(exc).__name__}") from None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def load_json(text: str | bytes, *, what: str, error: type[Exception] = InputError) -> Any:
     """Parse JSON razorzoo may not have written (cache records, Hub files, file metadata) in bounded work: deep
-    nesting, which ``json`` meets with a ``RecursionError``, is one ``error`` line naming ``what``, like bad JSON."""
+    nesting, which ``json`` meets with a ``RecursionError``, is one ``error`` line naming ``what``, like bad JSON;
+    ``NaN`` and ``Infinity`` (which Python's ``json`` accepts, JSON does not) are refused."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except RecursionError:
         raise error(f"{what} is not JSON razorzoo can read: it is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors

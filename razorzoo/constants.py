@@ -12,8 +12,13 @@ variable                           meaning (default)
 ``RAZORZOO_OFFLINE``               ``1``: use only the cache, never the network (``HF_HUB_OFFLINE`` works too)
 ``RAZORZOO_PROGRESS``              ``0``: no progress bars (``HF_HUB_DISABLE_PROGRESS_BARS=1`` works too)
 ``RAZORZOO_HTTP_TIMEOUT``          seconds to wait for a connection or for the next bytes of a download (``30``)
+``RAZORZOO_STALL_TIMEOUT``        seconds in which a download must receive at least 1 KiB (response headers
+                                   included), else it is cut and retried (``60``)
+``RAZORZOO_MAX_DOWNLOAD_MB``       the most a download of unknown size may grow to, in MiB (``8192``)
 ``HF_ENDPOINT``                    the Hugging Face Hub (or a compatible server) for ``hf-hub:`` ids and ``push``
 =================================  ==================================================================================
+
+Limits that are not variables: :func:`max_threads` (thread counts), :data:`MAX_BATCH` (images per forward pass).
 """
 from __future__ import annotations
 
@@ -24,9 +29,13 @@ from urllib.parse import urlsplit
 from razorzoo.bounded import InputError, check_number, safe_repr
 
 __all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout",
-           "hub_endpoint"]
+           "stall_timeout", "max_download_bytes", "hub_endpoint", "THREADS_PER_CPU", "MAX_BATCH", "max_threads",
+           "check_threads"]
 
 UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (docs/upstream.md §8)
+
+THREADS_PER_CPU = 4  # thread counts (intra-op, image decoding) above this many per CPU core only slow things down
+MAX_BATCH = 1024  # images per forward pass; a larger batch only exhausts memory
 
 _YES = {"1", "ON", "YES", "TRUE"}
 _NO = {"", "0", "OFF", "NO", "FALSE"}
@@ -108,14 +117,60 @@ def http_timeout() -> float:
     Raises:
         InputError: the value is not a finite number of seconds in (0, 86400].
     """
-    value = os.environ.get("RAZORZOO_HTTP_TIMEOUT", "").strip()
+    return _seconds("RAZORZOO_HTTP_TIMEOUT", 30.0)
+
+
+def _seconds(name: str, default: float) -> float:
+    """A duration variable: ``default`` when unset, else a finite number of seconds in (0, 86400]."""
+    value = os.environ.get(name, "").strip()
     if not value:
-        return 30.0
-    return float(check_number(value, "RAZORZOO_HTTP_TIMEOUT (seconds)", minimum=0, exclusive_minimum=True,
-                              maximum=86400))
+        return default
+    return float(check_number(value, f"{name} (seconds)", minimum=0, exclusive_minimum=True, maximum=86400))
 
 
 def hub_endpoint() -> str | None:
     """``HF_ENDPOINT`` without a trailing ``/`` (None: huggingface_hub's default). huggingface_hub itself reads it
     only once, at import, so razorzoo passes it explicitly on every call."""
     return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
+
+
+def stall_timeout() -> float:
+    """Seconds in which a download must receive at least 1 KiB, response headers included
+    (``RAZORZOO_STALL_TIMEOUT``, 60): a server that trickles bytes is cut, like one that sends nothing.
+
+    Raises:
+        InputError: the value is not a finite number of seconds in (0, 86400].
+    """
+    return _seconds("RAZORZOO_STALL_TIMEOUT", 60.0)
+
+
+def max_download_bytes() -> int:
+    """The most a download whose size nobody states may grow to (``RAZORZOO_MAX_DOWNLOAD_MB``, 8192 MiB); a card's
+    ``size``, the Hub's stated size or the response's ``Content-Length`` caps it exactly.
+
+    Raises:
+        InputError: the value is not a whole number of MiB in 1..2^24.
+    """
+    value = os.environ.get("RAZORZOO_MAX_DOWNLOAD_MB", "").strip()
+    megabytes = 8192 if not value else int(check_number(value, "RAZORZOO_MAX_DOWNLOAD_MB", minimum=1,
+                                                        maximum=1 << 24, integer=True))
+    return megabytes << 20
+
+
+def cpu_count() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    """The most threads razorzoo accepts for one pool (``--threads``, ``--workers``): :data:`THREADS_PER_CPU` per
+    core. (torch segfaults asked for 100000 intra-op threads.)"""
+    return THREADS_PER_CPU * cpu_count()
+
+
+def check_threads(value: object, what: str, *, minimum: int = 1) -> int:
+    """``value`` as a thread count in ``minimum`` .. :func:`max_threads`, or :class:`InputError` naming ``what``."""
+    return int(check_number(value, what, minimum=minimum, maximum=max_threads(), integer=True))

@@ -114,6 +114,7 @@ def _load(source: str | os.PathLike, task: str, *, device: str, cache_dir, offli
         if path.suffix == ".onnx":
             raise RazorzooError(f"{safe_repr(str(path), 200)} is an exported model: run it with backend='onnxruntime' "
                                 "or backend='openvino' (docs/deploy.md)")
+        _refuse_openvino_ir(path)
         if path.suffix != ".safetensors":
             return _load_checkpoint(path, task, device, subnet, detector, out_indices)
         return _load_file(path, task, device, out_indices)
@@ -146,8 +147,11 @@ def export(model_or_source: Any, path: str | os.PathLike, *, cache_dir: str | os
     """Export a model to ONNX: a razorzoo model, or a registry name, ``hf-hub:`` id or converted file (resolved
     like the loaders do). ``options`` are :func:`razorzoo.deploy.export.export`'s (variant, opset, check, ...)."""
     from razorzoo.deploy.export import export as export_model
+    from razorzoo.files import check_output_file
 
     if not hasattr(model_or_source, "state_dict"):
+        source = source_kind(model_or_source)
+        check_output_file(path, what="the export path", inputs=[source[1]] if source[0] == "file" else [])
         model_or_source = converted_file(model_or_source, cache_dir=cache_dir, offline=offline)
     return export_model(model_or_source, path, **options)
 
@@ -163,6 +167,8 @@ def _load_exported(source: str | os.PathLike, task: str, *, backend: str, precis
         raise RazorzooError(f"unknown backend {safe_repr(backend)}; expected one of {', '.join(BACKENDS)}")
     kind, value = source_kind(source)
     path = Path(value).expanduser() if kind == "file" and value.lower().endswith(".onnx") else None
+    if kind == "file":
+        _refuse_openvino_ir(Path(value))
     if kind == "hub":  # a repo pushed with --onnx carries its own export
         from razorzoo.storage.hub import download_hub_onnx
 
@@ -187,6 +193,15 @@ def source_kind(source: Any) -> tuple[str, str]:
     if source.lower().endswith(WEIGHT_SUFFIXES) or "/" in source or os.sep in source:
         return "file", source
     return "name", source
+
+
+def _refuse_openvino_ir(path: Path) -> None:
+    """An OpenVINO IR (``.xml`` + ``.bin``) carries no razorzoo recipe: say what works instead of calling it an
+    OpenMMLab checkpoint."""
+    if path.suffix.lower() == ".xml":
+        raise RazorzooError(f"{safe_repr(str(path), 200)} is an OpenVINO IR file, which razorzoo does not load (it "
+                            "carries no recipe); export the model to ONNX (razorzoo export NAME -o model.onnx) and run "
+                            "that with backend='openvino'")
 
 
 def _refuse_supernet(name: str, task: str) -> None:
@@ -276,8 +291,8 @@ def download(name: str, *, cache_dir: str | os.PathLike | None = None, offline: 
     card = get_card(name)
     cache = Cache(cache_dir)
     if card.task == "supernet":
-        return fetch(card.weights.url, sha256=card.weights.sha256, cache_dir=cache.root, offline=offline,
-                     progress=progress)
+        return fetch(card.weights.url, sha256=card.weights.sha256, size=card.weights.size, cache_dir=cache.root,
+                     offline=offline, progress=progress)
     hit = _indexed(cache, card)
     if hit is not None:
         return hit
@@ -315,8 +330,8 @@ def _convert(card: "Card", cache: Cache, offline: bool, progress: bool | None) -
     root = cache.root
     published = None
     if card.subnet.url:
-        published = fetch(card.subnet.url, sha256=card.subnet.sha256, cache_dir=root, offline=offline,
-                          progress=progress)
+        published = fetch(card.subnet.url, sha256=card.subnet.sha256, size=card.subnet.size, cache_dir=root,
+                          offline=offline, progress=progress)
     subnet_text = (card.subnet_path or published).read_text()
     subnet = load_subnet(subnet_text, family=card.family)
     if published is not None and card.subnet_path is not None:
@@ -324,7 +339,8 @@ def _convert(card: "Card", cache: Cache, offline: bool, progress: bool | None) -
             raise PairMismatchError(
                 f"card {card.name!r}: the published subnet YAML {card.subnet.url} chooses a different architecture "
                 f"than the shipped {card.subnet_path}; fix the card (or its RAZORZOO_CARDS override)")
-    weights = fetch(card.weights.url, sha256=card.weights.sha256, cache_dir=root, offline=offline, progress=progress)
+    weights = fetch(card.weights.url, sha256=card.weights.sha256, size=card.weights.size, cache_dir=root,
+                    offline=offline, progress=progress)
     weights_sha = cache.record(card.weights.url).sha256
     spec = ArchSpec(card.task, subnet, recipe=card.recipe, preprocessing=card.preprocessing)  # supernets left above
     relative = f"models/{card.name}/{weights_sha}/model.safetensors"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from razorzoo.bounded import InputError, check_number, safe_repr
 from razorzoo.errors import CardError, HubError, PairMismatchError
 from razorzoo.storage.hub import (
-    CARD_FILE, CONFIG_FILE, HUB_PREFIX, LIBRARY_NAME, ONNX_FILE, REPO_ID, SUBNET_FILE, WEIGHTS_FILE, api,
+    CARD_FILE, CONFIG_FILE, HUB_PREFIX, LIBRARY_NAME, ONNX_FILE, SUBNET_FILE, WEIGHTS_FILE, api, check_repo_id,
     check_revision,
     endpoint, hub_errors, require_online,
 )
@@ -106,8 +106,7 @@ def push_to_hub(
     """
     from huggingface_hub import CommitOperationAdd, get_token
 
-    if not isinstance(repo_id, str) or not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-        raise HubError(f"invalid repo id {safe_repr(repo_id)}: expected 'org/name'")
+    check_repo_id(repo_id)
     if revision is not None:
         check_revision(revision, "branch")
     token = token or get_token()

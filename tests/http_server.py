@@ -12,7 +12,12 @@ every request. Faults are queued per path and consumed one per request:
 * ``"stall"``: wait ``stall_delay`` seconds before answering (longer than a short client timeout);
 * ``"norange"``: answer 206 with the whole body and no ``Content-Range`` (a broken proxy's answer to ``Range``);
 * ``"416"``, ``"429"``, ``"408"``, ``"300"``: answer that status, whatever was asked;
-* ``"redirect"``: answer 302 to the same path (the next request is served as usual), as a CDN-fronted mirror does.
+* ``"redirect"``: answer 302 to the same path (the next request is served as usual), as a CDN-fronted mirror does;
+* hostile servers (:data:`HOSTILE`, written by :func:`hostile_answer`, shared with ``tests/hub_server.py``):
+  ``"endless"`` (a chunked body that never ends), ``"longer"`` (no ``Content-Length``, the file then 1 MiB more),
+  ``"gzip"`` (``Content-Encoding: gzip`` on a gzip bomb), ``"trickle"`` (one body byte per ``trickle_delay``),
+  ``"header_trickle"`` (one header byte per ``trickle_delay``), ``"redirect_loop"`` (302 to itself, every time).
+  Each stops by itself after ``HOSTILE_SECONDS`` or when the client hangs up.
 
 ``add_fault(..., then=callback)`` runs ``callback()`` once that faulty response is sent (e.g. to change the file
 between a truncated download and its resumption).
@@ -26,6 +31,7 @@ Run it as a script (``python tests/http_server.py DIR``) to serve a directory fr
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import socket
 import struct
@@ -39,7 +45,10 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
-FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall", "norange", "416", "429", "408", "300", "redirect")
+HOSTILE = ("endless", "longer", "gzip", "trickle", "header_trickle", "redirect_loop")
+FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall", "norange", "416", "429", "408", "300", "redirect",
+          *HOSTILE)
+HOSTILE_SECONDS = 20.0  # a hostile answer gives up by itself: no test may leave a thread sending for ever
 REPO = Path(__file__).resolve().parent.parent
 # card weights layout -> tests/checkpoints.py layout that writes it (docs/upstream.md §3, §4)
 CARD_LAYOUTS = {"mmyolo_detector": "mmdet-publish", "mmrazor_subnet": "mmrazor-subnet", "mmrazor_supernet": "supernet"}
@@ -69,9 +78,11 @@ class FileServer:
     """``with FileServer(root) as server: server.url``; ``server.add_fault(path, kind, times)``,
     ``server.requests`` (every :class:`Request`), ``server.gets(path)``."""
 
-    def __init__(self, root: str | Path, *, slow_delay: float = 0.05, stall_delay: float = 1.0) -> None:
+    def __init__(self, root: str | Path, *, slow_delay: float = 0.05, stall_delay: float = 1.0,
+                 trickle_delay: float = 0.2) -> None:
         self.root = Path(root)
         self.slow_delay = slow_delay
+        self.trickle_delay = trickle_delay
         self.stall_delay = stall_delay
         self._then: dict[str, Callable[[], None]] = {}
         self.requests: list[Request] = []
@@ -144,6 +155,8 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                     server._then.pop(path)()
 
         def _answer(self, path: str, file: Path, fault: str | None, *, body: bool) -> None:
+            if fault in HOSTILE:
+                return hostile_answer(self, fault, file.read_bytes(), {}, server.trickle_delay)
             if fault in ("500", "403", "416", "429", "408", "300"):
                 return self._reply(int(fault), b"injected\n")
             if fault == "redirect":
@@ -207,6 +220,70 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(text)
 
     return Handler
+
+
+@functools.lru_cache(maxsize=1)
+def _gzip_bomb() -> bytes:
+    """64 MiB of zeros, gzip-compressed to about 64 KiB."""
+    import gzip
+
+    return gzip.compress(b"\0" * (64 << 20), 9)
+
+
+def hostile_answer(handler: BaseHTTPRequestHandler, kind: str, data: bytes, headers: dict[str, str],
+                   delay: float) -> None:
+    """Answer ``handler``'s request the way a hostile server would (``kind`` in :data:`HOSTILE`) for a file holding
+    ``data``; ``headers`` are sent too (minus ``Content-Length``). Ends after :data:`HOSTILE_SECONDS` at most."""
+
+    deadline = time.monotonic() + HOSTILE_SECONDS
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+    handler.close_connection = True
+    try:
+        if kind == "header_trickle":
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            while time.monotonic() < deadline:
+                handler.wfile.write(b"X")
+                handler.wfile.flush()
+                time.sleep(delay)
+            return
+        if kind == "redirect_loop":
+            handler.send_response(302)
+            handler.send_header("Connection", "close")
+            handler.send_header("Location", handler.path)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        handler.send_response(200)
+        handler.send_header("Connection", "close")
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        if kind == "gzip":
+            bomb = _gzip_bomb()
+            handler.send_header("Content-Encoding", "gzip")
+            handler.send_header("Content-Length", str(len(bomb)))
+            handler.end_headers()
+            handler.wfile.write(bomb)
+        elif kind == "endless":
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            piece = b"\0" * (1 << 16)
+            while time.monotonic() < deadline:
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        elif kind == "longer":  # no Content-Length: the body ends when the connection closes
+            handler.end_headers()
+            handler.wfile.write(data + b"\0" * (1 << 20))
+        elif kind == "trickle":
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            for i in range(len(data)):
+                if time.monotonic() > deadline:
+                    break
+                handler.wfile.write(data[i:i + 1])
+                handler.wfile.flush()
+                time.sleep(delay)
+        handler.wfile.flush()
+    except (ConnectionError, OSError):  # the client gave up: what a good client does
+        pass
 
 
 def build_mirror(names: list[str], out: str | Path) -> tuple[Path, Path]:

@@ -25,6 +25,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from http_server import hostile_answer
+
 # token -> (user name, organizations)
 USERS = {
     "hf_alice": ("alice", ("razor-team",)),
@@ -85,6 +87,9 @@ class HubServer:
         self.on_request: Callable[[str, str], None] | None = None
         self.file_headers: dict[str, str] = {}  # replace headers of every file answer: a hostile Hub in tests
         self.download_delay_s = 0.0  # wait before each file download (GET): lets concurrent clients overlap
+        self.hostile: str | None = None  # answer file downloads (GET) like http_server.hostile_answer's kind
+        self.hostile_head = False  # ... and HEAD requests of files too
+        self.trickle_delay = 0.2
         self._lock = threading.Lock()
         self._commit_counter = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -321,7 +326,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             time.sleep(hub.download_delay_s)
         status, body = 200, data
         match = re.match(r"bytes=(\d+)-(\d*)", req.headers.get("Range", ""))
-        if match:
+        if match and not hub.hostile:  # a hostile answer is about the whole file
             start, end = int(match[1]), int(match[2] or len(data) - 1)
             status, body = 206, data[start:end + 1]
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_sha1(data)}"', "Accept-Ranges": "bytes"}
@@ -375,6 +380,9 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 headers["X-Error-Message"] = str(err)
             except Exception as err:  # a bug in this server: answer instead of dropping the connection
                 status, body = 500, {"error": f"hub_server: {err!r}"}
+            if hub.hostile and status < 300 and "X-Repo-Commit" in headers and (
+                    self.command == "GET" or hub.hostile_head):
+                return hostile_answer(self, hub.hostile, body, headers, hub.trickle_delay)
             if not isinstance(body, bytes):
                 body, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
             self.send_response(status)

@@ -307,7 +307,7 @@ def test_corrupt_razorzoo_metadata_is_refused(detector_file, tmp_path):
     onnx.save(proto, damaged)
     with pytest.raises(RazorzooError) as exc:
         razorzoo.load_classifier(damaged, backend="onnxruntime")
-    assert "metadata is incomplete or corrupt" in _one_line(exc)
+    assert "damaged.onnx: razorzoo metadata: razorzoo_outputs is not JSON" in _one_line(exc)
 
 
 def test_an_onnx_file_without_a_backend_says_to_pass_one(detector_file):

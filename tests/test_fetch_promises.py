@@ -298,4 +298,5 @@ def test_a_failed_write_is_raised_not_lost(tmp_path):
     target = tmp_path / "partial"
     target.write_bytes(b"")
     with open(target, "rb") as read_only, pytest.raises(OSError):
-        fetch_module._write_body(iter([b"x" * 10]), read_only, hashlib.sha256(), SimpleNamespace(update=len))
+        fetch_module._write_body(iter([b"x" * 10]), read_only, hashlib.sha256(), SimpleNamespace(update=len),
+                                 room=1 << 20, stall=60.0)

@@ -579,7 +579,8 @@ def test_offline_remembers_every_revision_resolved_online(hub, pushed_classifier
 @pytest.mark.parametrize("ref, shown", [(None, "None"), (7, "7"), ("hf-hub:org/na/me", "'hf-hub:org/na/me'")])
 def test_a_malformed_hub_reference_is_quoted_in_the_error(ref, shown):
     expected = "'hf-hub:org/name[@revision]'" if not isinstance(ref, str) else \
-        "'hf-hub:org/name' or 'hf-hub:org/name@revision'"
+        "'hf-hub:org/name' or 'hf-hub:org/name@revision' (ASCII letters, digits and '_.-'; no '--' or '..', not " \
+        "ending in '-' or '.')"
     with pytest.raises(HubError) as info:
         parse_hub_ref(ref)
     assert str(info.value) == f"invalid Hub reference {shown}: expected {expected}"

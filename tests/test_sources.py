@@ -108,11 +108,13 @@ def test_folder_glob_and_list_file_name_the_same_images(photos, tmp_path):
     assert list(iter_source(folder)[0]) == expected
     listing = tmp_path / "images.txt"
     listing.write_text(f"# a comment\n{folder / 'chelsea.png'}\n\n{os.path.relpath(folder / 'rocket.jpg', tmp_path)}\n")
-    assert list(iter_source(listing)[0]) == expected
+    with pytest.raises(DatasetError, match=r"line 2: '.*chelsea.png' is outside .*--allow-outside"):
+        iter_source(listing)  # the photos are not in the list file's folder
+    assert list(iter_source(listing, allow_outside=True)[0]) == expected
     listing.write_text(f"{folder / 'chelsea.png'}\n{folder / 'gone.png'}\n")
     with pytest.raises(DatasetError, match=r"1 of 2 images listed .* missing: '.*gone.png'.*--skip-missing"):
-        iter_source(listing)
-    assert list(iter_source(listing, skip_missing=True)[0]) == [str(folder / "chelsea.png")]
+        iter_source(listing, allow_outside=True)
+    assert list(iter_source(listing, skip_missing=True, allow_outside=True)[0]) == [str(folder / "chelsea.png")]
 
 
 def test_cli_predict_folder_saves_json_csv_and_drawings(detector, converted, photos, tmp_path, capsys):
@@ -145,7 +147,7 @@ def _error(capsys, *argv: str) -> str:
 
 
 def test_bad_sources_are_one_line_errors(detector, converted, tmp_path, capsys):
-    with pytest.raises(InputError, match="batch must be >= 1, not 0"):
+    with pytest.raises(InputError, match="batch must be >= 1 and <= 1024, not 0"):
         next(predict_stream(detector, [np.zeros((8, 8, 3), np.uint8)], batch=0))
     (tmp_path / "empty").mkdir()
     assert "no images in folder" in _error(capsys, "predict", str(converted), str(tmp_path / "empty"))

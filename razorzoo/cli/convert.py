@@ -100,7 +100,7 @@ def _registry_pair(args: argparse.Namespace):
         raise CLIError(f"{card.name!r} has no published weights to verify")
     task = args.task or ("detection" if card.task == "detection" else "classification")
     spec = _spec(card.name, argparse.Namespace(task=task, detector=args.detector))
-    return spec, fetch(card.weights.url, sha256=card.weights.sha256)
+    return spec, fetch(card.weights.url, sha256=card.weights.sha256, size=card.weights.size)
 
 
 def _convert(args: argparse.Namespace) -> int:

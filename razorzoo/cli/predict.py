@@ -64,11 +64,6 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise CLIError(f"--out {out_dir} is an existing file; give a directory (it is created if missing)")
-    for path in _output_paths(args.images, out_dir) if out_dir is not None else ():
-        if path.exists() and not path.is_file():  # renaming the drawing over it would fail late, or replace a pipe
-            raise CLIError(f"--out: {path} exists and is not a regular file; move it, or give another directory")
     task = _task(args)
     if task == "classification":
         given = [option for option, value in (("--score-thr", args.score_thr), ("--iou-thr", args.iou_thr),
@@ -81,7 +76,20 @@ def _predict(args: argparse.Namespace) -> int:
                            "(--batch, --workers, --save-*, --skip-missing) are for detectors; pass image files, or "
                            "measure accuracy with razorzoo val --imagenet")
         return _classify(args)
+    _check_detector_inputs_and_outputs(args, out_dir)
     return _detect(args, out_dir)
+
+
+def _check_detector_inputs_and_outputs(args: argparse.Namespace, out_dir: Path | None) -> None:
+    """Sources, counts and every output, before the detector loads: an output that is an input, a directory or a
+    fifo must not cost the run it follows."""
+    if stream.wanted(args):
+        stream.check(args)
+    elif out_dir is not None:
+        from razorzoo.files import check_output_dir, check_planned_outputs
+
+        check_output_dir(out_dir, what="--out")
+        check_planned_outputs(_output_paths(args.images, out_dir), what="--out", inputs=args.images)
 
 
 def _task(args: argparse.Namespace) -> str:
@@ -127,7 +135,7 @@ def _classify(args: argparse.Namespace) -> int:
         for image, top in results:
             print(f"{terminal_safe(image)}: top {len(top.indices)}")
             for index, name, prob in zip(top.indices, top.names, top.probs):
-                print(f"  {name:<28} {prob:6.3f}  (class {index})")
+                print(f"  {terminal_safe(name):<28} {prob:6.3f}  (class {index})")
     return 0
 
 
@@ -168,7 +176,7 @@ def _table(image: str, detections) -> str:
         lines.append(f"  {'class':<16} {'score':>6}  {'x1':>7} {'y1':>7} {'x2':>7} {'y2':>7}")
     for name, score, box in zip(detections.names[:_TABLE_ROWS], detections.scores.tolist(),
                                 detections.boxes.tolist()):
-        lines.append(f"  {name:<16} {score:6.3f}  " + " ".join(f"{v:7.1f}" for v in box))
+        lines.append(f"  {terminal_safe(name):<16} {score:6.3f}  " + " ".join(f"{v:7.1f}" for v in box))
     if len(detections) > _TABLE_ROWS:
         lines.append(f"  ... {len(detections) - _TABLE_ROWS} more (--json lists all)")
     return "\n".join(lines)

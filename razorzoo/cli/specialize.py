@@ -34,16 +34,25 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--profile", metavar="JSON", help="device profile to reuse and extend "
                                                           "(default OUT/device_profile.json)")
     parser.add_argument("--resume", action="store_true", help="continue the search saved in OUT/search_state.json")
+    parser.add_argument("--force", action="store_true",
+                        help="write into OUT even if it holds files an earlier `razorzoo specialize` did not write "
+                             "(files of the same name are replaced)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(handler=_specialize)
 
 
 def _specialize(args: argparse.Namespace) -> int:
+    from razorzoo import constants
     from razorzoo.bounded import check_number
     from razorzoo.search.specialize import Constraint, specialize
 
-    for name in ("population", "generations", "resolution", "calib_images", "threads"):
-        check_number(getattr(args, name), f"--{name.replace('_', '-')}", minimum=1)
+    from razorzoo.search.evolution import MAX_GENERATIONS, MAX_POPULATION
+    from razorzoo.search.specialize import MAX_CALIB_IMAGES, MAX_RESOLUTION, MIN_RESOLUTION
+
+    for name, low, high in (("population", 1, MAX_POPULATION), ("generations", 1, MAX_GENERATIONS),
+                            ("resolution", MIN_RESOLUTION, MAX_RESOLUTION), ("calib_images", 1, MAX_CALIB_IMAGES)):
+        check_number(getattr(args, name), f"--{name.replace('_', '-')}", minimum=low, maximum=high, integer=True)
+    constants.check_threads(args.threads, "--threads")
     metric = next(m for m in ("latency", "flops", "params") if getattr(args, m) is not None)
     constraint = Constraint.parse(metric, getattr(args, metric))
     progress = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
@@ -51,7 +60,7 @@ def _specialize(args: argparse.Namespace) -> int:
                         weights=args.weights, population=args.population, generations=args.generations,
                         seed=args.seed, resolution=args.resolution, calib_images=args.calib_images,
                         backend=args.backend, threads=args.threads, profile=args.profile, resume=args.resume,
-                        progress=progress)
+                        force=args.force, progress=progress)
     predicted = f" (predicted {result.predicted_latency_ms:.2f} ms)" if result.predicted_latency_ms is not None else ""
     print(f"{result.out}: top-1 {result.top1:.2f}% on your images, {result.flops / 1e6:.1f} MFLOPs, "
           f"{result.params / 1e6:.2f} M params, {result.latency_ms:.2f} ms end to end{predicted}")

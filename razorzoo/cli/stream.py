@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from razorzoo.cli import CLIError
+from razorzoo.bounded import terminal_safe
 
 _SUMMARY_CLASSES = 10
 
@@ -29,6 +29,8 @@ def add_stream_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--save-csv", metavar="PATH", help="write all detections as CSV, one row per box")
     group.add_argument("--save-dir", metavar="DIR", help="write each image (or video frame) with its boxes drawn")
     group.add_argument("--skip-missing", action="store_true", help="skip paths of a list file that do not exist")
+    group.add_argument("--allow-outside", action="store_true",
+                       help="let a .txt list name images outside its own folder (refused by default)")
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -38,20 +40,49 @@ def wanted(args: argparse.Namespace) -> bool:
     from razorzoo.evaluation.sources import VIDEO_SUFFIXES
 
     options = (args.batch, args.workers, args.save_json, args.save_csv, args.save_dir)
-    return any(o is not None for o in options) or args.skip_missing or any(
+    return any(o is not None for o in options) or args.skip_missing or args.allow_outside or any(
         Path(image).is_dir() or Path(image).suffix.lower() in (".txt", *VIDEO_SUFFIXES)
         or (glob.has_magic(image) and not Path(image).exists()) for image in args.images)
 
 
+def check(args: argparse.Namespace) -> None:
+    """Everything a streamed run needs, before any model loads: counts in range, every source readable, and every
+    output writable and none of the inputs (a bad ``--save-json`` must not cost the hours it follows)."""
+    from razorzoo.evaluation.engine import check_batching
+    from razorzoo.evaluation.sources import VIDEO_SUFFIXES, iter_source
+    from razorzoo.files import check_output_dir, check_output_file, check_planned_outputs
+
+    check_batching(_batch(args), _workers(args), prefix="--")
+    listed: list[str] = []
+    for source in args.images:
+        items, total = iter_source(source, skip_missing=args.skip_missing, allow_outside=args.allow_outside)
+        listed += [source] if total is None else [str(item) for item in items]
+    inputs = (*args.images, *listed)
+    for option in ("save_json", "save_csv"):
+        if getattr(args, option) is not None:
+            check_output_file(getattr(args, option), what=f"--{option.replace('_', '-')}", inputs=inputs)
+    folder = args.save_dir or args.out
+    if folder is not None:
+        what = "--save-dir" if args.save_dir else "--out"
+        check_output_dir(folder, what=what, inputs=[source for source in args.images if Path(source).is_dir()])
+        used: set[str] = set()
+        check_planned_outputs([Path(folder) / _unique_name(item, None, used) for item in listed
+                               if Path(item).suffix.lower() not in VIDEO_SUFFIXES], what=what, inputs=inputs)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    return 8 if args.batch is None else args.batch
+
+
+def _workers(args: argparse.Namespace) -> int:
+    return 2 if args.workers is None else args.workers
+
+
 def run(args: argparse.Namespace, detector: Any) -> int:
-    from razorzoo.evaluation.sources import Frame, iter_source, predict_stream
+    from razorzoo.evaluation.sources import Frame, predict_stream
     from razorzoo.files import write_bytes_atomic
 
-    batch, workers = 8 if args.batch is None else args.batch, 2 if args.workers is None else args.workers
-    if batch < 1 or workers < 0:
-        raise CLIError(f"--batch must be at least 1 and --workers at least 0, got {batch} and {workers}")
-    for source in args.images:  # every source is checked before the first image runs
-        iter_source(source, skip_missing=args.skip_missing)
+    batch, workers = _batch(args), _workers(args)
     folder = args.save_dir or args.out  # predict's --out means the same
     save_dir = Path(folder) if folder else None
     if save_dir is not None:
@@ -63,7 +94,8 @@ def run(args: argparse.Namespace, detector: Any) -> int:
         for source in args.images:
             for item, detections in predict_stream(detector, source, batch=batch, workers=workers,
                                                    score_thr=args.score_thr, iou_thr=args.iou_thr,
-                                                   max_det=args.max_det, skip_missing=args.skip_missing):
+                                                   max_det=args.max_det, skip_missing=args.skip_missing,
+                                                   allow_outside=args.allow_outside):
                 image, frame = (item.video, item.index) if isinstance(item, Frame) else (str(item), None)
                 found = [{"image": image, "frame": frame, "category": name, **entry}
                          for name, entry in zip(detections.names, detections.to_coco(image))]
@@ -115,5 +147,5 @@ def _summary(rows: list[dict[str, Any]], images: int, seconds: float) -> None:
     if counts:
         print(f"  {'class':<16} {'boxes':>7}")
         for name, count in counts.most_common(_SUMMARY_CLASSES):
-            print(f"  {name:<16} {count:>7}")
+            print(f"  {terminal_safe(name):<16} {count:>7}")
     sys.stdout.flush()

@@ -37,6 +37,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, metavar="N", help="image-decoding threads (default 2)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images")
     p.add_argument("--skip-missing", action="store_true", help="leave out listed images that are not on disk")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="read images whose file_name (COCO) or list line (--ann-file) leads outside --images / "
+                        "--imagenet (refused by default)")
     p.add_argument("--save-json", metavar="PATH", help="write the COCO results list (image_id, category_id, bbox "
                                                        "xywh, score); kept, valid, if interrupted")
     p.add_argument("--mmyolo-maxdets", action="store_true",
@@ -46,10 +49,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _val(args: argparse.Namespace) -> int:
-    for flag in ("batch", "workers", "limit"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "workers" else 1):
-            raise CLIError(f"--{flag} must be at least {0 if flag == 'workers' else 1}, got {value}")
+    from razorzoo.evaluation.engine import check_batching
+    from razorzoo.files import check_output_file
+
+    check_batching(args.batch, args.workers, args.limit, prefix="--")
     if args.imagenet is None and (args.coco_ann is None or args.images is None):
         raise CLIError("pass --coco-ann JSON and --images DIR (a detector) or --imagenet DIR (a classifier)")
     if args.imagenet is not None and args.coco_ann is not None:
@@ -57,20 +60,27 @@ def _val(args: argparse.Namespace) -> int:
     if args.imagenet is not None:
         from razorzoo.evaluation.imagenet import evaluate_imagenet, read_imagenet
 
-        read_imagenet(args.imagenet, args.ann_file, limit=args.limit, skip_missing=args.skip_missing)  # fail early
+        if args.save_json is not None:
+            raise CLIError("--save-json keeps COCO detection results; a classifier's evaluation has none to keep")
+        read_imagenet(args.imagenet, args.ann_file, limit=args.limit, skip_missing=args.skip_missing,
+                      allow_outside=args.allow_outside)  # fail early
         model = _load(args, "classification")
         result = evaluate_imagenet(model, args.imagenet, ann_file=args.ann_file,
                                    batch=args.batch, workers=args.workers, limit=args.limit,
-                                   skip_missing=args.skip_missing)
+                                   skip_missing=args.skip_missing, allow_outside=args.allow_outside)
         metrics = {"top1": result.top1, "top5": result.top5}
     else:
         from razorzoo.evaluation.coco import evaluate_coco, read_coco
 
-        read_coco(args.coco_ann, args.images, limit=args.limit, skip_missing=args.skip_missing)  # fail early
+        _, images, _ = read_coco(args.coco_ann, args.images, limit=args.limit, skip_missing=args.skip_missing,
+                                 allow_outside=args.allow_outside)  # fail early
+        if args.save_json is not None:  # before the model loads and hours of inference run
+            check_output_file(args.save_json, what="--save-json",
+                              inputs=(args.coco_ann, args.name, args.weights, *(image.path for image in images)))
         model = _load(args, "detection")
         result = evaluate_coco(model, args.coco_ann, args.images, batch=args.batch, workers=args.workers,
                                limit=args.limit, skip_missing=args.skip_missing, save_json=args.save_json,
-                               mmyolo_maxdets=args.mmyolo_maxdets)
+                               mmyolo_maxdets=args.mmyolo_maxdets, allow_outside=args.allow_outside)
         metrics = dict(result.stats)
     published = _published(args.name)
     if args.json:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from razorzoo.version import __version__
 from razorzoo.bounded import safe_repr
-from razorzoo.deploy.metadata import FORMAT, TASKS, require
+from razorzoo.deploy.metadata import FORMAT, TASKS, VARIANTS, require
 from razorzoo.errors import RazorzooError
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["export", "Exported", "VARIANTS"]
 
-VARIANTS = ("raw", "decoded", "nms")
 _DETECTION_GROUPS = ("cls_scores", "bbox_preds", "objectnesses")  # Detector.forward's tuple, in order
 _MAX_BATCH = 1024
 
@@ -76,7 +76,7 @@ def export(model_or_file: "nn.Module | str | os.PathLike", path: str | os.PathLi
     """
     import torch
 
-    from razorzoo.files import write_bytes_atomic
+    from razorzoo.files import check_output_file, write_bytes_atomic
 
     if variant not in VARIANTS:
         raise RazorzooError(f"unknown export variant {safe_repr(variant)}; expected one of {', '.join(VARIANTS)}")
@@ -85,6 +85,8 @@ def export(model_or_file: "nn.Module | str | os.PathLike", path: str | os.PathLi
     path = Path(path)
     if path.suffix != ".onnx":
         raise RazorzooError(f"the export path must end in .onnx, got {safe_repr(str(path))}")
+    check_output_file(path, what="the export path", inputs=(
+        [model_or_file] if isinstance(model_or_file, (str, os.PathLike)) else []))  # before minutes of export
     model, metadata = _resolve(model_or_file, task)
     model = model.float().eval()
     size = _input_size(model, metadata["razorzoo_task"], input_size)
@@ -231,10 +233,13 @@ def _to_onnx(model: "nn.Module", example: "torch.Tensor", output_names: list[str
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # "no torchvision"
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=_MAX_BATCH)},) if dynamic_batch else None
     try:
-        program = torch.onnx.export(_half_precision(model) if fp16 else model, (example,), dynamo=True,
-                                    input_names=["images"], output_names=output_names, opset_version=opset,
-                                    dynamic_shapes=dynamic_shapes, custom_translation_table=translations,
-                                    verbose=False, optimize=True)
+        with warnings.catch_warnings():  # the exporter's FutureWarnings are about torch's API, not the user's model
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            program = torch.onnx.export(_half_precision(model) if fp16 else model, (example,), dynamo=True,
+                                        input_names=["images"], output_names=output_names, opset_version=opset,
+                                        dynamic_shapes=dynamic_shapes, custom_translation_table=translations,
+                                        verbose=False, optimize=True)
     except Exception as exc:  # the exporter's errors are long multi-part reports
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RazorzooError(f"torch.onnx.export failed: {safe_repr(first, 300)}") from exc

@@ -5,32 +5,74 @@ it refuses ONNX files razorzoo did not write, whose pre-processing and outputs a
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
-from razorzoo.bounded import safe_repr
+from razorzoo.bounded import load_json, safe_repr
+from razorzoo.documents import Fields
 from razorzoo.errors import RazorzooError
 
-__all__ = ["FORMAT", "TASKS", "require", "read_metadata"]
+__all__ = ["FORMAT", "TASKS", "VARIANTS", "require", "read_metadata"]
 
 FORMAT = "razorzoo-onnx/1"  # metadata "razorzoo_format": files without it were not written by razorzoo
 TASKS = ("detection", "classification", "backbone")
 
 
-def require(module: str, extra: str) -> Any:
-    """Import an optional dependency, or say which razorzoo extra installs it."""
-    import importlib
+_RUNTIMES = ("onnxruntime", "openvino")  # both write telemetry ids under $HOME when imported
 
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional dependency, or say which razorzoo extra installs it.
+
+    The runtimes are imported with ``HOME`` and ``XDG_CACHE_HOME`` pointing into razorzoo's cache
+    (``<cache>/runtimes``): onnxruntime and OpenVINO write telemetry ids (``~/.cache/Microsoft/...``,
+    ``~/intel/...``) when imported, and razorzoo keeps them out of the user's home; onnxruntime's telemetry events
+    are also turned off (``disable_telemetry_events``). docs/deploy.md says so.
+    """
+    import importlib
+    import sys
+
+    if sys.modules.get(module) is not None:  # imported already (None: an import that is to fail)
+        return sys.modules[module]
     try:
-        return importlib.import_module(module)
+        if module.split(".")[0] not in _RUNTIMES:
+            return importlib.import_module(module)
+        with _private_home():
+            imported = importlib.import_module(module)
+        if module == "onnxruntime":
+            imported.disable_telemetry_events()
+        return imported
     except ImportError:
         raise RazorzooError(f"this needs the {module} package, which is not installed: "
                             f"pip install 'razorzoo[{extra}]'") from None
 
 
+@contextlib.contextmanager
+def _private_home() -> Iterator[None]:
+    from razorzoo import constants
+
+    home = constants.cache_dir() / "runtimes"
+    saved = {name: os.environ.get(name) for name in ("HOME", "XDG_CACHE_HOME")}
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # a read-only cache: the runtimes then fail to write their ids, which is fine
+    os.environ["HOME"], os.environ["XDG_CACHE_HOME"] = str(home), str(home / ".cache")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
-    """The razorzoo metadata of an ONNX file (or its bytes); refuses files that are not razorzoo exports."""
+    """The razorzoo metadata of an ONNX file (or its bytes), checked field by field; refuses files that are not
+    razorzoo exports, and metadata of the wrong type, size or range (class names must be printable: they reach the
+    terminal)."""
     onnx = require("onnx", "onnx")
     where = "the ONNX bytes" if isinstance(model, bytes) else str(model)
     try:
@@ -45,14 +87,48 @@ def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
     if metadata.get("razorzoo_format") != FORMAT:
         raise RazorzooError(f"{where} is an ONNX file razorzoo did not write (no {FORMAT} metadata), so its "
                             "pre-processing and outputs are unknown; export it with `razorzoo export NAME -o FILE`")
-    required = {"razorzoo_outputs", "razorzoo_input_size", "razorzoo_variant"}
-    required |= {"detection": {"razorzoo_recipe"}, "classification": {"razorzoo_preprocessing", "razorzoo_class_names"}}.get(
-        metadata.get("razorzoo_task"), set())
-    try:
-        complete = metadata.get("razorzoo_task") in TASKS and required <= metadata.keys() and all(
-            json.loads(metadata[key]) is not None for key in required - {"razorzoo_variant"})
-    except ValueError:
-        complete = False
-    if not complete:
-        raise RazorzooError(f"{where}: the razorzoo metadata is incomplete or corrupt; export the model again")
+    _check(metadata, f"{where}: razorzoo metadata")
     return metadata
+
+
+def _check(metadata: dict[str, str], what: str) -> None:
+    """The metadata schema: each JSON value decoded (bounded) and checked by type and range."""
+    fields: dict[str, Any] = {}
+    for key in _JSON_KEYS:
+        if key in metadata:
+            if len(metadata[key]) > _MAX_VALUE:
+                raise RazorzooError(f"{what}: {key} has {len(metadata[key])} characters, more than {_MAX_VALUE}")
+            fields[key] = load_json(metadata[key], what=f"{what}: {key}", error=RazorzooError)
+    for key in ("razorzoo_task", "razorzoo_variant"):
+        fields[key] = metadata.get(key)
+    doc = Fields(fields, what, error=RazorzooError)
+    task = doc.text("razorzoo_task", choices=TASKS)
+    doc.text("razorzoo_variant", choices=VARIANTS)
+    doc.numbers("razorzoo_input_size", length=2, minimum=32, maximum=4096)
+    if not all(type(v) is int for v in fields["razorzoo_input_size"]):
+        raise doc.fail("razorzoo_input_size", "two integer sides", fields["razorzoo_input_size"])
+    _output_names(fields.get("razorzoo_outputs"), doc)
+    if task == "classification":
+        doc.texts("razorzoo_class_names", max_items=_MAX_CLASSES, min_items=1, max_chars=256)
+        doc.object("razorzoo_preprocessing")
+    if task == "detection":
+        doc.object("razorzoo_recipe").texts("class_names", max_items=_MAX_CLASSES, min_items=1, max_chars=256)
+
+
+def _output_names(names: Any, doc: Fields, depth: int = 0) -> None:
+    """A name, or a (nested, at most 3 deep) list of names, as :func:`razorzoo.deploy.export` writes them."""
+    if isinstance(names, str) and 0 < len(names) <= 128 and names.isprintable():
+        return
+    if isinstance(names, list) and depth < 3 and 0 < len(names) <= 64:
+        for name in names:
+            _output_names(name, doc, depth + 1)
+        return
+    raise doc.fail("razorzoo_outputs", "output names (a list of at most 64 printable names, nested at most 3 deep)",
+                   names)
+
+
+_JSON_KEYS = ("razorzoo_outputs", "razorzoo_input_size", "razorzoo_class_names", "razorzoo_preprocessing",
+              "razorzoo_recipe")
+VARIANTS = ("raw", "decoded", "nms")
+_MAX_VALUE = 4 << 20  # characters of one metadata value (class names of a 21k-class model fit)
+_MAX_CLASSES = 100_000

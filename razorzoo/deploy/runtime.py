@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import threading
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from razorzoo import constants
 from razorzoo.arch.recipes import ClassifierPreprocess, Recipe, TestConfig
 from razorzoo.bounded import load_json, safe_repr
 from razorzoo.deploy.metadata import read_metadata, require
@@ -37,6 +40,7 @@ class _OnnxRuntimeSession:
     def __init__(self, model: str | bytes, *, threads: int | None) -> None:
         ort = require("onnxruntime", "onnx")
         options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: razorzoo raises them as one line, warnings are noise
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -49,7 +53,35 @@ class _OnnxRuntimeSession:
         return size if isinstance(size, int) else None
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {self.input.name: batch})
+        """Run on a worker thread while this one waits: Ctrl-C (which Python delivers only between bytecodes of the
+        main thread) sets ``RunOptions.terminate``, so even a graph with an endless ``Loop`` stops."""
+        ort = require("onnxruntime", "onnx")
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # a terminated run is logged as an error; the KeyboardInterrupt says it
+        outcome: dict[str, Any] = {}
+        finished = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C may report the thread gone
+
+        def run() -> None:
+            try:
+                outcome["outputs"] = self.session.run(None, {self.input.name: batch}, options)
+            except Exception as exc:  # noqa: BLE001 - re-raised on the calling thread
+                outcome["error"] = exc
+            finally:
+                finished.set()
+
+        threading.Thread(target=run, name="razorzoo-onnxruntime", daemon=True).start()
+        try:
+            while not finished.wait(0.05):
+                pass
+        except KeyboardInterrupt:
+            options.terminate = True
+            finished.wait()  # the run stops at its next operator
+            outcome.clear()
+            raise
+        error = outcome.pop("error", None)
+        if error is not None:
+            raise RazorzooError(f"onnxruntime failed to run the model: {runtime_reason(error)}") from None
+        return outcome.pop("outputs")
 
 
 class _OpenVinoSession:
@@ -71,8 +103,18 @@ class _OpenVinoSession:
         self.batch_size = None if shape.is_dynamic else shape.get_length()
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        results = self.request.infer([batch])
-        return [np.array(results[output]) for output in self.compiled.outputs]
+        """Started asynchronously and waited for in short steps, so Ctrl-C cancels the request (OpenVINO stops
+        between operations: one operation that never ends, such as an endless ``Loop``, cannot be cancelled)."""
+        try:
+            self.request.start_async([batch])
+            while not self.request.wait_for(50):
+                pass
+        except KeyboardInterrupt:
+            self.request.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - the runtime's own errors
+            raise RazorzooError(f"openvino failed to run the model: {runtime_reason(exc)}") from None
+        return [np.array(self.request.get_output_tensor(i).data) for i in range(len(self.compiled.outputs))]
 
 
 def _session(model: str | bytes, backend: str, precision: str, threads: int | None) -> Any:
@@ -81,8 +123,8 @@ def _session(model: str | bytes, backend: str, precision: str, threads: int | No
     if precision not in PRECISIONS[backend]:
         raise RazorzooError(f"backend {backend!r} does not run precision {safe_repr(precision)}; it runs "
                             f"{', '.join(PRECISIONS[backend])}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise RazorzooError(f"threads must be a positive integer, got {safe_repr(threads)}")
+    if threads is not None:
+        constants.check_threads(threads, "threads")
     if backend == "openvino" and isinstance(model, bytes):
         raise RazorzooError("the openvino backend reads files: save the export first")
     try:
@@ -92,8 +134,19 @@ def _session(model: str | bytes, backend: str, precision: str, threads: int | No
     except RazorzooError:
         raise
     except Exception as exc:  # the runtimes' own errors (unparsable graph, unsupported operator, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RazorzooError(f"{backend} cannot load the model: {safe_repr(first, 200)}") from None
+        raise RazorzooError(f"{backend} cannot load the model: {runtime_reason(exc)}") from None
+
+
+# lines of a runtime's message that say where in its source it failed, not why
+_SOURCE_LOCATION = re.compile(r"(Exception from |Check '.*' failed at |\[ ?[A-Z_]+ ?\] *$)|.*\.(cpp|cc|h|hpp):\d+:?\s*$")
+
+
+def runtime_reason(exc: BaseException) -> str:
+    """The first line of a runtime's error that says why (OpenVINO puts ``Exception from src/...cpp:84:`` first),
+    quoted and cut for a one-line message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if not _SOURCE_LOCATION.match(line)]
+    return safe_repr((reasons or lines or [type(exc).__name__])[0], 200)
 
 
 class ExportedModel:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from razorzoo.bounded import safe_repr
-from razorzoo.detection.coco_file import read_coco_file
 from razorzoo.errors import DatasetError, RazorzooError
-from razorzoo.files import write_json_atomic
+from razorzoo.evaluation.coco_format import CocoDocument, read_coco_document
+from razorzoo.files import check_output_file, confined, write_json_atomic
 
 __all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "CocoResult", "read_coco",
            "category_ids", "coco_stats", "evaluate_coco"]
@@ -64,22 +64,23 @@ class CocoResult:
 
 
 def read_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, limit: int | None = None,
-              skip_missing: bool = False) -> tuple[dict[str, Any], list[CocoImage], tuple[str, ...]]:
-    """The annotation file's data, the images to evaluate (file order, first ``limit``) and the missing ones skipped.
+              skip_missing: bool = False, allow_outside: bool = False
+              ) -> tuple[CocoDocument, list[CocoImage], tuple[str, ...]]:
+    """The checked annotation file, the images to evaluate (file order, first ``limit``) and the missing ones skipped.
 
-    Images missing from ``images_dir`` are an error that lists them, unless ``skip_missing``.
+    Images missing from ``images_dir`` are an error that lists them, unless ``skip_missing``. A ``file_name`` that
+    leads outside ``images_dir`` (``../``, absolute, a symlink out) is refused unless ``allow_outside``.
     """
-    ann_file, images_dir = Path(ann_file), Path(images_dir)
-    data = read_coco_file(ann_file)
+    images_dir = Path(images_dir)
+    document = read_coco_document(ann_file)
     if not images_dir.is_dir():
         raise DatasetError(f"image folder not found: {str(images_dir)!r} (pass the folder holding val2017/*.jpg)")
-    entries = data["images"][:limit] if limit is not None else data["images"]
-    if not entries:
-        raise DatasetError(f"{str(ann_file)!r} lists no images")
+    entries = document.images[:limit] if limit is not None else document.images
     images, missing = [], []
     for entry in entries:
-        image = CocoImage(int(entry["id"]), str(entry["file_name"]), int(entry["width"]), int(entry["height"]),
-                          images_dir / str(entry["file_name"]))
+        path = confined(images_dir, entry.file_name, allow_outside=allow_outside,
+                        what=f"{document.source}: the file_name of image {entry.id}", error=DatasetError)
+        image = CocoImage(entry.id, entry.file_name, entry.width, entry.height, path)
         (images if image.path.is_file() else missing).append(image)
     if missing and not skip_missing:
         names = ", ".join(safe_repr(m.file_name) for m in missing[:_LISTED_MISSING])
@@ -88,16 +89,16 @@ def read_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, lim
                            f"{names}{more}; pass --skip-missing (skip_missing=True) to evaluate the others")
     if not images:
         raise DatasetError(f"none of the {len(entries)} images is in {str(images_dir)!r}")
-    return data, images, tuple(m.file_name for m in missing)
+    return document, images, tuple(m.file_name for m in missing)
 
 
-def category_ids(class_names: Sequence[str], data: dict[str, Any]) -> list[int]:
+def category_ids(class_names: Sequence[str], document: CocoDocument) -> list[int]:
     """The annotation file's category id of each class name (``-1`` where the file has no such category)."""
-    by_name = {c["name"]: int(c["id"]) for c in data["categories"]}
+    by_name = {c.name: c.id for c in document.categories}
     ids = [by_name.get(name, -1) for name in class_names]
     if all(i < 0 for i in ids):
         raise DatasetError("no category of the annotation file has the name of a class of this model "
-                           f"(file: {safe_repr([c['name'] for c in data['categories']])})")
+                           f"(file: {safe_repr([c.name for c in document.categories])})")
     return ids
 
 
@@ -140,7 +141,7 @@ def coco_stats(data: dict[str, Any], results: list[dict[str, Any]], *, image_ids
 def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, batch: int = 1,
                   workers: int = 0, limit: int | None = None, skip_missing: bool = False,
                   save_json: str | os.PathLike | None = None, mmyolo_maxdets: bool = False,
-                  progress: bool | None = None) -> CocoResult:
+                  progress: bool | None = None, allow_outside: bool = False) -> CocoResult:
     """Box AP of ``model`` (a detector from ``load_detector``, any backend) on a COCO-format dataset.
 
     Args:
@@ -149,8 +150,10 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
         batch: images per forward pass; only canvases of the same size are batched, so results do not depend on it.
         workers: threads decoding and resizing images ahead of the model.
         limit: evaluate the first ``limit`` images of the file. skip_missing: leave out images not on disk.
-        save_json: write the COCO results list there (also, valid, with what was done if interrupted).
+        save_json: write the COCO results list there (also, valid, with what was done if interrupted); checked
+            before the first image runs, and never one of the inputs.
         mmyolo_maxdets: ``maxDets = (100, 1, 10)`` as MMYOLO's logs; default the standard ``(1, 10, 100)``.
+        allow_outside: read images whose ``file_name`` leads outside ``images_dir`` (refused by default).
     """
     from tqdm.auto import tqdm
 
@@ -162,8 +165,11 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
 
     check_batching(batch, workers, limit)
     _pycocotools()  # before hours of inference, not after
-    data, images, skipped = read_coco(ann_file, images_dir, limit=limit, skip_missing=skip_missing)
-    ids = category_ids(model.recipe.class_names, data)
+    document, images, skipped = read_coco(ann_file, images_dir, limit=limit, skip_missing=skip_missing,
+                                          allow_outside=allow_outside)
+    if save_json is not None:
+        check_output_file(save_json, what="save_json", inputs=(ann_file, *(image.path for image in images)))
+    ids = category_ids(model.recipe.class_names, document)
     transform = detection_transform(model)
     resize = transform.resize
     # MMYOLO's batch shapes (letterbox recipes) need a network that takes any canvas; an exported graph has one
@@ -198,5 +204,5 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
             write_json_atomic(save_json, results)
     elapsed = time.perf_counter() - start
     maxdets = MMYOLO_MAXDETS if mmyolo_maxdets else STANDARD_MAXDETS
-    stats = coco_stats(data, results, image_ids=[image.id for image in images], category_ids=ids, maxdets=maxdets)
+    stats = coco_stats(document.to_pycocotools(), results, image_ids=[image.id for image in images], category_ids=ids, maxdets=maxdets)
     return CocoResult(stats, len(images), len(results), elapsed / len(images), maxdets, skipped)

@@ -35,12 +35,14 @@ def show_progress(progress: bool | None) -> bool:
     return constants.progress_bars() if progress is None else progress
 
 
-def check_batching(batch: int, workers: int, limit: int | None = None) -> None:
-    """Refuse a batch size below 1, a negative thread count or a limit below 1 (:class:`InputError`)."""
-    check_number(batch, "batch", minimum=1, integer=True)
-    check_number(workers, "workers", minimum=0, integer=True)
+def check_batching(batch: int, workers: int, limit: int | None = None, *, prefix: str = "") -> None:
+    """Refuse a batch size outside 1..:data:`~razorzoo.constants.MAX_BATCH`, a thread count outside
+    0..:func:`~razorzoo.constants.max_threads` or a limit below 1 (:class:`InputError`; ``prefix="--"`` names the
+    command-line options)."""
+    check_number(batch, f"{prefix}batch", minimum=1, maximum=constants.MAX_BATCH, integer=True)
+    constants.check_threads(workers, f"{prefix}workers", minimum=0)
     if limit is not None:
-        check_number(limit, "limit", minimum=1, integer=True)
+        check_number(limit, f"{prefix}limit", minimum=1, integer=True)
 
 
 def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:

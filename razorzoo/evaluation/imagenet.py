@@ -18,6 +18,7 @@ import numpy as np
 
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import DatasetError
+from razorzoo.files import confined
 
 if TYPE_CHECKING:
     from razorzoo.arch.recipes import ClassifierPreprocess
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["ImageNetResult", "read_imagenet", "evaluate_imagenet"]
 
 NUM_CLASSES = 1000
-_CLASS_INDEX = re.compile(r"^(\d{1,3})(?:[_\-. ].*)?$")  # '281', '281_tabby', '281-tabby', '281 tabby'
+_CLASS_INDEX = re.compile(r"(\d{1,3})(?:[_\-. ].*)?", re.DOTALL)  # '281', '281_tabby', '281-tabby', '281 tabby'
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,16 @@ class ImageNetResult:
 
 
 def read_imagenet(root: str | os.PathLike, ann_file: str | os.PathLike | None = None, *, limit: int | None = None,
-                  skip_missing: bool = False) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
+                  skip_missing: bool = False, allow_outside: bool = False
+                  ) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
     """``(path, label)`` samples and the missing files skipped.
 
     Without ``ann_file``, ``root`` holds one folder per class (images searched recursively in each). Folders named by
     the ImageNet class index they hold (``281``, ``281_tabby``) are labelled by it, so a few classes are enough;
     otherwise there must be all 1000 and labels are the sorted folder index (mmcls ``CustomDataset``; ImageNet's
     ``n01440764``... folders sort into the standard order). With ``ann_file``, each of its lines is
-    ``relative/path label`` (mmcls ``meta/val.txt``), relative to ``root``.
+    ``relative/path label`` (mmcls ``meta/val.txt``), relative to ``root``, which it may not leave (``../``, absolute
+    paths, symlinks out) unless ``allow_outside``. Class folders are searched without following symlinked folders.
 
     Raises:
         DatasetError: no images, class folders that follow neither rule, a bad list line, missing listed files.
@@ -67,7 +70,7 @@ def read_imagenet(root: str | os.PathLike, ann_file: str | os.PathLike | None = 
         samples = [(path, labels[parts[0]]) for path, parts in relative if len(parts) > 1]  # root's own: no class
         where = f"the class folders of {str(root)!r}"
     else:
-        samples = _read_list(Path(ann_file), root)
+        samples = _read_list(Path(ann_file), root, allow_outside)
         where = str(ann_file)
     samples = samples[:limit] if limit is not None else samples
     if not samples:
@@ -91,28 +94,30 @@ def _folder_labels(root: Path, folders: list[str]) -> dict[str, int]:
 
 
 def _class_index(name: str) -> int | None:
-    match = _CLASS_INDEX.match(name)
+    match = _CLASS_INDEX.fullmatch(name)
     return int(match.group(1)) if match and int(match.group(1)) < NUM_CLASSES else None
 
 
-def _read_list(ann_file: Path, root: Path) -> list[tuple[Path, int]]:
-    if not ann_file.is_file():
-        raise DatasetError(f"image list not found: {str(ann_file)!r}")
+def _read_list(ann_file: Path, root: Path, allow_outside: bool) -> list[tuple[Path, int]]:
+    """``relative/path label`` lines: labels 0-999, paths inside ``root`` unless ``allow_outside``."""
+    from razorzoo.evaluation.sources import read_list_file
+
+    what = f"the image list {safe_repr(str(ann_file))}"
     samples = []
-    for number, line in enumerate(ann_file.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        name, _, label = line.strip().rpartition(" ")
-        if not name or not label.isdigit():
-            raise DatasetError(f"{str(ann_file)!r} line {number} is {safe_repr(line)}, not 'relative/path label'")
-        samples.append((root / name.strip(), int(label)))
+    for number, line in read_list_file(ann_file, what=what):
+        name, _, label = line.rpartition(" ")
+        if not name.strip() or not label.isdigit() or len(label) > 3 or int(label) >= NUM_CLASSES:
+            raise DatasetError(f"{what} line {number} is {safe_repr(line)}, not 'relative/path label' with a label "
+                               f"0-{NUM_CLASSES - 1}")
+        samples.append((confined(root, name.strip(), allow_outside=allow_outside, what=f"{what} line {number}:",
+                                 error=DatasetError), int(label)))
     return samples
 
 
 def evaluate_imagenet(model: Any, root: str | os.PathLike, *, preprocessing: "ClassifierPreprocess | None" = None,
                       ann_file: str | os.PathLike | None = None, batch: int = 32, workers: int = 0,
-                      limit: int | None = None, skip_missing: bool = False, progress: bool | None = None
-                      ) -> ImageNetResult:
+                      limit: int | None = None, skip_missing: bool = False, progress: bool | None = None,
+                      allow_outside: bool = False) -> ImageNetResult:
     """Top-1/top-5 accuracy of ``model`` (callable on a batch, returning logits) on an ImageNet-style dataset.
 
     Images go through ``model.preprocess`` (the upstream test pipeline the classifier carries), or through
@@ -132,7 +137,8 @@ def evaluate_imagenet(model: Any, root: str | os.PathLike, *, preprocessing: "Cl
         preprocess = model.preprocess
     else:
         raise DatasetError(f"{type(model).__name__} has no preprocess(); pass preprocessing= (the test pipeline)")
-    samples, skipped = read_imagenet(root, ann_file, limit=limit, skip_missing=skip_missing)
+    samples, skipped = read_imagenet(root, ann_file, limit=limit, skip_missing=skip_missing,
+                                     allow_outside=allow_outside)
     hits = np.zeros(2, dtype=np.int64)
     start = time.perf_counter()
     with tqdm(total=len(samples), unit="img", desc="val", disable=not show_progress(progress)) as bar:

@@ -6,6 +6,7 @@ flat on a folder of 100,000 images or an hour of video and an interruption keeps
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from pathlib import Path
@@ -13,18 +14,22 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from razorzoo.bounded import safe_repr
+from razorzoo.bounded import read_text, safe_repr
 from razorzoo.errors import DatasetError
+from razorzoo.files import confined
 
 if TYPE_CHECKING:
     from razorzoo.detection.transforms import ImageMeta
 
-__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_images", "check_missing", "read_video", "iter_source",
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_images", "check_missing", "read_video", "read_list_file",
+           "iter_source",
            "predict_stream"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 _LISTED_MISSING = 5
+MAX_LIST_BYTES = 256 << 20  # ImageNet's train list (1.28 M lines) is 40 MB
+MAX_LIST_LINE = 4096
 
 
 class Frame(NamedTuple):
@@ -56,13 +61,22 @@ def check_missing(paths: Sequence[Path], where: Any, *, skip_missing: bool) -> s
 
 
 def read_video(path: str | os.PathLike) -> Iterator[Frame]:
-    """The frames of a video file, decoded by OpenCV; an unreadable file fails before the first frame."""
+    """The frames of a video file, decoded by OpenCV; an unreadable file fails before the first frame.
+
+    Frames larger than :data:`~razorzoo.detection.transforms.MAX_IMAGE_PIXELS` are refused, by the size the
+    container declares before anything is decoded and again on every decoded frame. FFmpeg's own log lines are kept
+    off stderr (the error is the one line the user sees).
+    """
     import cv2
 
     path = str(path)
     if not os.path.isfile(path):
         raise DatasetError(f"video file not found: {path!r}")
-    capture = cv2.VideoCapture(path)
+    with _quiet_ffmpeg():
+        capture = cv2.VideoCapture(path)
+    if capture.isOpened():
+        declared = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        _check_frame_pixels(declared, path, capture)
     ok, frame = capture.read() if capture.isOpened() else (False, None)
     if not ok:
         capture.release()
@@ -71,10 +85,34 @@ def read_video(path: str | os.PathLike) -> Iterator[Frame]:
     return _frames(capture, path, frame)
 
 
+@contextlib.contextmanager
+def _quiet_ffmpeg() -> Iterator[None]:
+    """FFmpeg's log level for the captures opened in the block: quiet (OpenCV reads the variable when it opens one),
+    unless the user set ``OPENCV_FFMPEG_LOGLEVEL`` themselves."""
+    if "OPENCV_FFMPEG_LOGLEVEL" in os.environ:
+        yield
+        return
+    os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET
+    try:
+        yield
+    finally:
+        os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+
+
+def _check_frame_pixels(pixels: int, path: str, capture: Any) -> None:
+    from razorzoo.detection.transforms import MAX_IMAGE_PIXELS
+
+    if pixels > MAX_IMAGE_PIXELS:
+        capture.release()
+        raise DatasetError(f"video {path!r} has frames of {pixels} pixels, more than the {MAX_IMAGE_PIXELS} razorzoo "
+                           "decodes (a decompression bomb? else downscale it)")
+
+
 def _frames(capture: Any, path: str, first: np.ndarray) -> Iterator[Frame]:
     try:
         index, frame, ok = 0, first, True
         while ok:
+            _check_frame_pixels(frame.shape[0] * frame.shape[1], path, capture)
             yield Frame(path, index, frame)
             index += 1
             ok, frame = capture.read()
@@ -89,22 +127,54 @@ def _folder(path: Path) -> list[str]:
     return files
 
 
-def _list_file(path: Path, skip_missing: bool) -> list[str]:
-    """Paths listed one per line; relative ones are relative to the list file's folder."""
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
-    paths = [Path(os.path.normpath(path.parent / line)) for line in lines if line and not line.startswith("#")]
+def read_list_file(path: Path, *, what: str) -> list[tuple[int, str]]:
+    """``(line number, line)`` for each non-blank, non-``#`` line of a list file, stripped: UTF-8, at most
+    :data:`MAX_LIST_BYTES`, lines of at most :data:`MAX_LIST_LINE` characters (callers confine the paths)."""
+    text = read_text(path, what=what, error=DatasetError, limit=MAX_LIST_BYTES)
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if len(line) > MAX_LIST_LINE:
+            raise DatasetError(f"{what} line {number} has {len(line)} characters, more than the {MAX_LIST_LINE} "
+                               "a path may have")
+        lines.append((number, line))
+    return lines
+
+
+def _list_file(path: Path, skip_missing: bool, allow_outside: bool) -> list[str]:
+    """Paths listed one per line; relative ones are relative to the list file's folder, which they may not leave."""
+    what = f"the list file {safe_repr(str(path))}"
+    paths = [Path(os.path.normpath(confined(path.parent, line, allow_outside=allow_outside,
+                                            what=f"{what} line {number}:", error=DatasetError)))
+             for number, line in read_list_file(path, what=what)]
     if not paths:
-        raise DatasetError(f"the list file {str(path)!r} names no images")
+        raise DatasetError(f"{what} names no images")
     present = check_missing(paths, path, skip_missing=skip_missing)
     return [str(p) for p in paths if p in present]
 
 
-def iter_source(source: Any, *, skip_missing: bool = False) -> tuple[Iterable[Any], int | None]:
+def _glob(pattern: str) -> list[str]:
+    """The image files ``pattern`` matches, sorted; ``**`` does not descend into symlinked folders (a link to a
+    parent would make ``glob.glob`` walk an ever deeper tree)."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = Path(*parts[:first]) if first else Path()
+    try:
+        found = [str(p) for p in base.glob("/".join(parts[first:]))]
+    except (OSError, ValueError):
+        found = []
+    return sorted(p for p in found if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def iter_source(source: Any, *, skip_missing: bool = False, allow_outside: bool = False
+                ) -> tuple[Iterable[Any], int | None]:
     """The items of ``source`` and how many there are (``None`` for a video).
 
     ``source`` is a folder (its image files, sorted, not recursive), a glob pattern (``"data/**/*.jpg"``), a ``.txt``
     file of paths, a video file (:class:`Frame` items), a single image, or a list/tuple of images (paths, PIL images
-    or BGR arrays) used as is. Problems (an empty folder, a glob matching nothing, an unreadable video, listed files
+    or BGR arrays) used as is. The paths of a list file stay inside its folder unless ``allow_outside``. Problems (an empty folder, a glob matching nothing, an unreadable video, listed files
     that are missing) are :class:`~razorzoo.errors.DatasetError`\\ s raised here, before any model runs.
     """
     if isinstance(source, (list, tuple)):
@@ -119,9 +189,9 @@ def iter_source(source: Any, *, skip_missing: bool = False) -> tuple[Iterable[An
     elif path.suffix.lower() in VIDEO_SUFFIXES:
         return read_video(path), None
     elif path.suffix.lower() == ".txt" and path.is_file():
-        items = _list_file(path, skip_missing)
+        items = _list_file(path, skip_missing, allow_outside)
     elif glob.has_magic(str(source)) and not path.exists():
-        items = sorted(p for p in glob.glob(str(source), recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        items = _glob(str(source))
         if not items:
             raise DatasetError(f"the pattern {safe_repr(str(source))} matches no image files")
     else:
@@ -131,7 +201,7 @@ def iter_source(source: Any, *, skip_missing: bool = False) -> tuple[Iterable[An
 
 def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2, score_thr: float | None = None,
                    iou_thr: float | None = None, max_det: int | None = None, skip_missing: bool = False,
-                   progress: bool | None = None) -> Iterator[tuple[Any, Any]]:
+                   progress: bool | None = None, allow_outside: bool = False) -> Iterator[tuple[Any, Any]]:
     """``(item, detections)`` for every image of ``source`` (see :func:`iter_source`), in order, batch by batch.
 
     ``item`` is the image path for files, a :class:`Frame` for video frames, the object itself for in-memory
@@ -145,7 +215,7 @@ def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2,
                                             show_progress)
 
     check_batching(batch, workers)
-    items, total = iter_source(source, skip_missing=skip_missing)
+    items, total = iter_source(source, skip_missing=skip_missing, allow_outside=allow_outside)
     transform = detection_transform(model)
 
     def load(item: Any) -> tuple[Any, np.ndarray, "ImageMeta"]:

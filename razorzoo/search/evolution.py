@@ -10,6 +10,7 @@ state, so a stopped search resumed from it ends exactly where an uninterrupted o
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from razorzoo.arch.subnet import SEARCH_SPACES, MobileNetSpace, MobileNetSubnet, load_subnet
-from razorzoo.bounded import safe_repr
+from razorzoo.bounded import check_number, safe_repr
+from razorzoo.documents import Fields, read_json_file
 from razorzoo.errors import RazorzooError
 from razorzoo.files import write_json_atomic
 
@@ -25,6 +27,8 @@ __all__ = ["ChoiceSpace", "SearchSettings", "EvolutionSearch", "Genome"]
 
 Genome = tuple  # one value per ChoiceSpace key, in key order
 STATE_FORMAT = "razorzoo-search-state"
+MAX_POPULATION = 10_000  # candidates per generation (upstream's default: 50)
+MAX_GENERATIONS = 10_000  # (upstream's default: 20)
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,15 @@ class SearchSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.population, self.generations, self.top_k) < 1:
-            raise RazorzooError("population, generations and top_k must be at least 1")
+        for name, maximum in (("population", MAX_POPULATION), ("generations", MAX_GENERATIONS),
+                              ("top_k", MAX_POPULATION), ("num_mutation", MAX_POPULATION),
+                              ("num_crossover", MAX_POPULATION), ("seed", (1 << 63) - 1)):
+            check_number(getattr(self, name), name, minimum=0 if name in ("num_mutation", "num_crossover", "seed")
+                         else 1, maximum=maximum, integer=True)
         if self.num_mutation + self.num_crossover > self.population:
             raise RazorzooError(f"num_mutation + num_crossover ({self.num_mutation} + {self.num_crossover}) must not "
                                 f"exceed the population ({self.population})")
-        if not 0 <= self.mutate_prob <= 1:
+        if not isinstance(self.mutate_prob, (int, float)) or not 0 <= self.mutate_prob <= 1:
             raise RazorzooError(f"mutate_prob must be in [0, 1], got {safe_repr(self.mutate_prob)}")
 
     @classmethod
@@ -209,7 +216,9 @@ class EvolutionSearch:
             write_json_atomic(self.state_path, self.state())
 
     def resume(self, path: str | os.PathLike) -> None:
-        """Continue from a state written by :meth:`save` with the same settings, key and search space.
+        """Continue from a state written by :meth:`save` with the same settings, key and search space; every field
+        is checked against them (a generation in 0..generations, candidates inside the search space, finite scores,
+        a valid random-generator state), so an edited or foreign file cannot make the search run for ever.
 
         Raises:
             RazorzooError: the file is not a search state, or belongs to a different search.
@@ -217,24 +226,47 @@ class EvolutionSearch:
         import json
 
         where = f"search state {safe_repr(str(path))}"
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RazorzooError(f"{where} cannot be read ({type(exc).__name__}); start a new search without "
-                                "--resume") from None
-        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
-            raise RazorzooError(f"{where} is not a razorzoo search state")
+        data = Fields(read_json_file(path, what=where, error=RazorzooError), where, error=RazorzooError)
+        if data.value.get("format") != STATE_FORMAT:
+            raise RazorzooError(f"{where} is not a razorzoo search state (no \"format\": \"{STATE_FORMAT}\")")
+        data.int("version", minimum=1, maximum=1)
         expected = {"family": self.space.family, "settings": asdict(self.settings), "key": self.key}
         for name, value in expected.items():
-            if data.get(name) != json.loads(json.dumps(value)):
-                raise RazorzooError(f"{where} was written by a search with other {name} ({safe_repr(data.get(name))}"
-                                    f" instead of {safe_repr(value)}); resume with the same options or start anew")
-        self.generation = int(data["generation"])
-        self.candidates = [self.space.from_json(g) for g in data["candidates"]]
-        self.top_k = [self.space.from_json(g) for g in data["top_k"]]
-        self.scores = {self.space.from_json(e["subnet"]): tuple(e["score"]) for e in data["scores"]}
-        version, internal, gauss = data["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+            if data.value.get(name) != json.loads(json.dumps(value)):
+                raise RazorzooError(f"{where} was written by a search with other {name} "
+                                    f"({safe_repr(data.value.get(name))} instead of {safe_repr(value)}); resume with "
+                                    "the same options or start anew")
+        s = self.settings
+        generation = data.int("generation", minimum=0, maximum=s.generations)
+        candidates = [self._genome(g, where) for g in data.array("candidates", max_items=s.population)]
+        top_k = [self._genome(g, where) for g in data.array("top_k", max_items=s.top_k)]
+        scores = {}
+        for entry in data.objects("scores", max_items=(s.generations + 1) * s.population):
+            scores[self._genome(entry.value.get("subnet"), where)] = tuple(entry.numbers("score", length=2))
+        if any(g not in scores for g in top_k):
+            raise data.fail("top_k", "subnets that have a score")
+        self.rng.setstate(_rng_state(data.array("rng", max_items=3, min_items=3), where))
+        self.generation, self.candidates, self.top_k, self.scores = generation, candidates, top_k, scores
+
+    def _genome(self, value: Any, where: str) -> Genome:
+        if not isinstance(value, dict):
+            raise RazorzooError(f"{where}: a saved candidate is {safe_repr(value)}, not an object of choices")
+        try:
+            return self.space.from_json(value)
+        except RazorzooError as exc:
+            raise RazorzooError(f"{where}: {exc}") from None
+
+
+def _rng_state(value: list, where: str) -> tuple:
+    """``random.Random.getstate()`` from its JSON form, checked (a Mersenne Twister state: version 3, 624 words and
+    an index, each an unsigned 32-bit integer; the gauss slot None or a finite number)."""
+    version, internal, gauss = value
+    words_ok = isinstance(internal, list) and len(internal) == 625 and all(
+        type(w) is int and 0 <= w < 1 << 32 for w in internal) and internal[-1] <= 624
+    gauss_ok = gauss is None or (type(gauss) is float and math.isfinite(gauss))
+    if version != 3 or not words_ok or not gauss_ok:
+        raise RazorzooError(f"{where}: rng is not a random-generator state razorzoo wrote")
+    return version, tuple(internal), gauss
 
 
 def _fmt(score: tuple) -> str:

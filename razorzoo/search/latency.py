@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import platform
 import statistics
@@ -24,7 +23,9 @@ import torch
 from torch import nn
 
 from razorzoo import __version__
-from razorzoo.bounded import safe_repr
+from razorzoo import constants
+from razorzoo.bounded import check_number, safe_repr, terminal_safe
+from razorzoo.documents import Fields, read_json_file
 from razorzoo.errors import RazorzooError
 from razorzoo.files import write_json_atomic
 
@@ -33,11 +34,17 @@ __all__ = ["BACKENDS", "DeviceProfile", "block_signatures", "time_model", "machi
 PROFILE_FORMAT = "razorzoo-device-profile"
 BACKENDS = ("torch",)  # eager PyTorch on the CPU; ONNX runtimes can be added as further timers
 WARMUP = 3
+MAX_REPEATS = 1000  # timings per entry; more only makes a search wait
+MAX_PROFILE_THREADS = 1024
+MAX_ENTRIES = 100_000  # a search meets a few hundred block signatures
+MAX_ENTRY_MS = 60_000.0  # a block that takes a minute is not a latency to predict with
 
 
 @contextlib.contextmanager
 def threads_limit(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads, then restore torch's setting."""
+    """Run the block with ``n`` intra-op threads (1 .. :func:`razorzoo.constants.max_threads`), then restore
+    torch's setting."""
+    constants.check_threads(n, "threads")
     saved = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -161,6 +168,7 @@ class DeviceProfile:
 
     def __post_init__(self) -> None:
         _check_backend(self.backend)
+        check_number(self.repeats, "repeats", minimum=1, maximum=MAX_REPEATS, integer=True)
 
     def predict(self, model: nn.Module, input_shape: Sequence[int], *, measure: bool = True) -> float:
         """Predicted latency (ms) of ``model``: the sum of its units' entries; missing ones are measured first
@@ -189,21 +197,26 @@ class DeviceProfile:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DeviceProfile":
-        """Read a profile written by :meth:`save`.
+        """Read a profile written by :meth:`save` (or shared by someone else: every field is checked and bounded).
 
         Raises:
-            RazorzooError: the file is not a razorzoo device profile.
+            RazorzooError: the file is not a razorzoo device profile, or a field is outside its range.
         """
         where = f"device profile {safe_repr(str(path))}"
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RazorzooError(f"{where} cannot be read as JSON ({type(exc).__name__})") from None
-        if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
+        data = Fields(read_json_file(path, what=where, error=RazorzooError), where, error=RazorzooError)
+        if data.value.get("format") != PROFILE_FORMAT:
             raise RazorzooError(f"{where} is not a razorzoo device profile (no \"format\": \"{PROFILE_FORMAT}\")")
-        entries = data.get("entries", {})
-        if not isinstance(entries, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in entries.values()):
-            raise RazorzooError(f"{where}: 'entries' must map block signatures to latencies in ms")
-        return cls(backend=str(data.get("backend")), threads=int(data.get("threads", 1)),
-                   repeats=int(data.get("repeats", 20)), entries={str(k): float(v) for k, v in entries.items()},
-                   machine=dict(data.get("machine", {})))
+        data.int("version", minimum=1, maximum=1)
+        return cls(backend=data.text("backend", choices=BACKENDS),
+                   threads=data.int("threads", minimum=1, maximum=MAX_PROFILE_THREADS),
+                   repeats=data.int("repeats", minimum=1, maximum=MAX_REPEATS),
+                   entries=data.mapping("entries", max_items=MAX_ENTRIES, value=lambda v, at: data.finite(
+                       v, at, minimum=0, maximum=MAX_ENTRY_MS)),
+                   machine=data.mapping("machine", max_items=32, value=lambda v, at: _machine_text(v, at, where),
+                                        default={}))
+
+
+def _machine_text(value: object, at: str, where: str) -> str:
+    if not isinstance(value, str) or len(value) > 256:
+        raise RazorzooError(f"{where}: {at} must be a string of at most 256 characters, not {safe_repr(value)}")
+    return terminal_safe(value)

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from razorzoo import __version__
 from razorzoo.arch.recipes import CLASSIFIER_PREPROCESS, ClassifierPreprocess
-from razorzoo.bounded import safe_repr
+from razorzoo.bounded import check_number, safe_repr
+from razorzoo.constants import MAX_BATCH
 from razorzoo.errors import CheckpointError, RazorzooError
-from razorzoo.files import write_bytes_atomic, write_json_atomic
+from razorzoo.files import check_output_file, check_run_dir, mark_run_dir, write_bytes_atomic, write_json_atomic
 from razorzoo.search.evolution import ChoiceSpace, EvolutionSearch, Genome, SearchSettings
 from razorzoo.search.latency import DeviceProfile, threads_limit, time_model
 from razorzoo.zoo.registry import pareto_front
@@ -35,6 +36,8 @@ OUTPUT_FILES = {"subnet": "subnet.yaml", "weights": "model.safetensors", "card":
                 "state": "search_state.json", "profile": "device_profile.json"}
 BASE_ENTRIES = {"attentive": "attentive_a6", "ofa": "ofa_lat31"}  # what `razorzoo push --base` takes per family
 FINALISTS = 3
+MIN_RESOLUTION, MAX_RESOLUTION = 32, 1024  # input sizes a search may measure at
+MAX_CALIB_IMAGES = 100_000  # calibration images are held in memory as one tensor
 _UNITS = {"latency": {"ms": 1.0, "s": 1e3, "": 1.0}, "flops": {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9},
           "params": {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}}
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
@@ -186,6 +189,7 @@ def specialize(
     threads: int = 1,
     profile: str | os.PathLike | None = None,
     resume: bool = False,
+    force: bool = False,
     stop_after: int | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> SpecializeResult | None:
@@ -199,12 +203,20 @@ def specialize(
             Images are prepared by :func:`search_preprocess` (the supernet's upstream test pipeline at ``resolution``).
         val: labelled images, as :func:`razorzoo.evaluation.imagenet.read_imagenet` reads a folder: class folders
             named by ImageNet class index (``281_tabby/``), or all 1000 ImageNet class folders; fitness is top-1.
-        out: output directory. resume: continue ``out/search_state.json``.
+        out: output directory: new, empty or an earlier ``specialize`` output (checked before anything is read or
+            downloaded), else refused unless ``force``. resume: continue ``out/search_state.json``.
         population, generations, seed: the evolution (MMRazor's proportions for top-k, mutation, crossover).
         resolution: input size the candidates are measured and evaluated at.
         backend, threads, profile: latency measurement; ``profile`` is a device profile to reuse and extend
             (default ``out/device_profile.json``).
     """
+    check_number(resolution, "resolution", minimum=MIN_RESOLUTION, maximum=MAX_RESOLUTION, integer=True)
+    check_number(calib_images, "calib_images", minimum=1, maximum=MAX_CALIB_IMAGES, integer=True)
+    check_number(batch_size, "batch_size", minimum=1, maximum=MAX_BATCH, integer=True)
+    inputs = [path for path in (calib, val, weights) if isinstance(path, (str, os.PathLike))]
+    check_run_dir(out, command="specialize", force=force, inputs=inputs)
+    if profile is not None:
+        check_output_file(profile, what="profile", inputs=inputs)
     with threads_limit(threads):  # more intra-op threads than free cores makes every op wait for the slowest
         return _specialize(supernet, constraint, calib=calib, val=val, out=Path(out), weights=weights,
                            settings=SearchSettings.for_population(population, generations, seed),
@@ -240,6 +252,7 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
         raise RazorzooError(f"no {family} subnet meets {constraint} at {resolution}x{resolution}: the smallest "
                             f"needs {_format(constraint.metric, smallest)}; raise the budget")
     out.mkdir(parents=True, exist_ok=True)
+    mark_run_dir(out, "specialize")
     search = EvolutionSearch(space, settings, score=evaluator.score,
                              feasible=lambda g: evaluator.costs(g)[constraint.metric] <= constraint.limit,
                              state_path=out / OUTPUT_FILES["state"], progress=progress,

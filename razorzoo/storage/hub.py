@@ -28,16 +28,19 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from razorzoo import constants
 from razorzoo.bounded import InputError, load_json, safe_repr
+from razorzoo.documents import PRINTABLE
 from razorzoo.errors import HubError, OfflineError, RazorzooError
 from razorzoo.files import read_json, safe_join, write_json_atomic
 from razorzoo.storage.cache import META_FILE, REFS_FILE, Cache
+from razorzoo.storage.fetch import describe_http_error, within_deadline
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
     from razorzoo.zoo.registry import Card
 
-__all__ = ["download_hub_model", "download_hub_onnx", "list_hub_models", "load_hub_card", "parse_hub_ref", "check_revision", "HubRef"]
+__all__ = ["download_hub_model", "download_hub_onnx", "list_hub_models", "load_hub_card", "parse_hub_ref", "check_revision", "check_repo_id", "is_repo_id",
+           "HubRef"]
 
 HUB_PREFIX = "hf-hub:"
 LIBRARY_NAME = "razorzoo"
@@ -46,8 +49,8 @@ CONFIG_FILE = "config.json"
 SUBNET_FILE = "subnet.yaml"
 ONNX_FILE = "model.onnx"  # optional: `razorzoo push --onnx` (razorzoo.deploy)
 CARD_FILE = "README.md"
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-_AUTHOR = re.compile(r"[A-Za-z0-9][\w.-]{0,95}")  # the namespace half of a repo id
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", re.ASCII)
+_AUTHOR = re.compile(r"[A-Za-z0-9][\w.-]{0,95}", re.ASCII)  # the namespace half of a repo id
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][\w.+-]*(?:/[\w][\w.+-]*)*$")  # git-like names: no "..", "//", leading "/"
 _MAX_REVISION = 128
@@ -83,10 +86,35 @@ def parse_hub_ref(ref: str) -> HubRef:
     if not isinstance(ref, str):
         raise HubError(f"invalid Hub reference {safe_repr(ref)}: expected 'hf-hub:org/name[@revision]'")
     repo_id, at, revision = ref.removeprefix(HUB_PREFIX).partition("@")
-    if not REPO_ID.fullmatch(repo_id) or ".." in repo_id or (at and not revision):
+    if (at and not revision) or not is_repo_id(repo_id):
         raise HubError(f"invalid Hub reference {safe_repr(ref)}: expected 'hf-hub:org/name' or "
-                       f"'hf-hub:org/name@revision'")
+                       f"'hf-hub:org/name@revision' ({_REPO_ID_RULE})")
     return HubRef(repo_id, check_revision(revision) if revision else None)
+
+
+_REPO_ID_RULE = "ASCII letters, digits and '_.-'; no '--' or '..', not ending in '-' or '.'"
+
+
+def is_repo_id(repo_id: object) -> bool:
+    """Whether ``repo_id`` is ``org/name`` by razorzoo's rule (it names cache folders) and by huggingface_hub's own
+    (``validate_repo_id``), so an id razorzoo lets through never fails later inside the client (``org/name-``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(repo_id, str) or not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+        return False
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return False
+    return True
+
+
+def check_repo_id(repo_id: object) -> str:
+    """``repo_id`` if :func:`is_repo_id`, else one :class:`HubError` line with the rule."""
+    if not is_repo_id(repo_id):
+        raise HubError(f"invalid repo id {safe_repr(repo_id)}: expected 'org/name' ({_REPO_ID_RULE})")
+    return repo_id  # type: ignore[return-value]
 
 
 # -- environment, read at call time (razorzoo.constants) -------------------------------------------------------
@@ -142,8 +170,13 @@ def hub_errors(what: str, repo_id: str) -> Iterator[None]:
             raise HubError(f"{what}: no write access to {repo_id}; the name belongs to someone else, pick a repo "
                            f"under your own namespace") from exc
         raise HubError(f"{what}: {repo_id}: HTTP {status}") from exc
-    except httpx2.TransportError as exc:  # refused, reset, timed out, no such host
-        raise HubError(f"{what}: cannot reach the Hub at {endpoint()} ({type(exc).__name__})") from None
+    except httpx2.TransportError as exc:  # refused, reset, timed out, no such host, no network
+        raise HubError(f"{what}: cannot reach the Hub at {endpoint()}: {describe_http_error(exc)}") from None
+    except httpx2.HTTPError as exc:  # a redirect loop, a body that does not decode, ...
+        raise HubError(f"{what}: the Hub at {endpoint()} answered badly: {describe_http_error(exc)}") from None
+    except ValueError as exc:  # huggingface_hub's own checks of what the server answered (HFValidationError...)
+        raise HubError(f"{what}: the Hub at {endpoint()} answered something huggingface_hub refuses "
+                       f"({type(exc).__name__}: {safe_repr(str(exc), 120)})") from None
 
 
 # -- files at one commit -----------------------------------------------------------------------------------------
@@ -152,15 +185,18 @@ def _head(ref: HubRef, filename: str, revision: str) -> tuple[str, str, int | No
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     url = hf_hub_url(ref.repo_id, filename, revision=revision, endpoint=endpoint())
-    with hub_errors(f"cannot download {filename}", str(ref)):
-        meta = get_hf_file_metadata(url, library_name=LIBRARY_NAME, timeout=constants.http_timeout())
+    timeout = constants.http_timeout()
+    with hub_errors(f"cannot download {filename}", str(ref)):  # headers sent a byte at a time: the stall deadline
+        meta = within_deadline(lambda: get_hf_file_metadata(url, library_name=LIBRARY_NAME, timeout=timeout),
+                               constants.stall_timeout())
     if not isinstance(meta.commit_hash, str) or not _COMMIT.fullmatch(meta.commit_hash):
         raise HubError(f"{ref}: the Hub answered commit id {safe_repr(meta.commit_hash)} for {filename}, which is "
                        f"not a 40-hex commit; refusing to use it (is HF_ENDPOINT a Hub?)")
     if not isinstance(meta.etag, str) or not _HASH_ETAG.fullmatch(meta.etag):
         raise HubError(f"{ref}: the Hub answered ETag {safe_repr(meta.etag)} for {filename}, which is not a file "
                        f"hash; refusing to use it (is HF_ENDPOINT a Hub?)")
-    return meta.commit_hash, meta.etag, meta.size
+    size = meta.size if type(meta.size) is int and meta.size >= 0 else None
+    return meta.commit_hash, meta.etag, size
 
 
 def _resolve(ref: HubRef, cache: Cache, first_file: str, offline: bool) -> str:
@@ -208,7 +244,7 @@ def _hub_file(ref: HubRef, commit: str, filename: str, cache: Cache, offline: bo
     if offline:
         raise OfflineError(f"{ref}: {filename} at {commit} is not in the Hub cache ({cache.hub}) and offline mode "
                            f"is on; run once online (unset HF_HUB_OFFLINE / RAZORZOO_OFFLINE) to cache it")
-    served_commit, etag, _ = _head(ref, filename, commit)
+    served_commit, etag, size = _head(ref, filename, commit)
     if served_commit != commit:
         raise HubError(f"{ref}: asked for {filename} at {commit}, the Hub answered commit {served_commit}")
     url = hf_hub_url(ref.repo_id, filename, revision=commit, endpoint=endpoint())
@@ -219,7 +255,8 @@ def _hub_file(ref: HubRef, commit: str, filename: str, cache: Cache, offline: bo
         _record(snapshot, ref, commit, filename, {"url": url, "etag": etag})  # recorded before a partial exists
         digest, size, _ = download_to(url, path, expected=etag if len(etag) == 64 else None,
                                       what=f"the sha256 the Hub states for {filename}",
-                                      headers=build_hf_headers(library_name=LIBRARY_NAME))
+                                      headers=build_hf_headers(library_name=LIBRARY_NAME), size=size,
+                                      stated_by=f"the Hub (for {filename})")
         if len(etag) == 40 and _git_blob_sha1(path) != etag:
             path.unlink()
             raise HubError(f"{ref}: {filename} at {commit} does not match the hash the Hub states for it ({etag}); "
@@ -338,15 +375,27 @@ def list_hub_models(author: str | None = None) -> list[dict[str, Any]]:
         infos = list(api().list_models(filter=LIBRARY_NAME, author=author, cardData=True))
     models = []
     for info in infos:
+        if not is_repo_id(info.id):  # the server's answer: an id razorzoo could not load is not listed
+            continue
         card = info.card_data.to_dict() if info.card_data is not None else {}
         block = card.get("razorzoo") if isinstance(card.get("razorzoo"), dict) else {}
         models.append({
-            "id": f"{HUB_PREFIX}{info.id}", "repo_id": info.id, "author": info.author,
-            "task": block.get("task"), "family": block.get("family"), "base": block.get("base"),
-            "private": bool(info.private), "downloads": info.downloads, "likes": info.likes,
+            "id": f"{HUB_PREFIX}{info.id}", "repo_id": info.id, "author": _short_text(info.author),
+            "task": _short_text(block.get("task")), "family": _short_text(block.get("family")),
+            "base": _short_text(block.get("base")), "private": bool(info.private),
+            "downloads": _count(info.downloads), "likes": _count(info.likes),
             "last_modified": info.last_modified.isoformat() if info.last_modified else None,
         })
     return models
+
+
+def _short_text(value: Any) -> str | None:
+    """A short printable string from a Hub answer, else None (a card may hold anything under ``razorzoo:``)."""
+    return value if isinstance(value, str) and len(value) <= 200 and PRINTABLE.fullmatch(value) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value < 1 << 63 else None
 
 
 def load_hub_card(ref: str, *, cache_dir: str | os.PathLike | None = None, offline: bool | None = None) -> "Card":

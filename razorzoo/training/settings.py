@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,19 @@ def resolve_settings(args: dict[str, Any], *, run_dir: Path, world_size: int, on
 
 
 def sha256_of(path: Path) -> str:
+    """The file's sha256; a file that is missing, not a regular file (a fifo would block) or unreadable is one
+    :class:`RazorzooError` line."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise RazorzooError(f"{safe_repr(str(path), 200)} is not a regular file")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise RazorzooError(f"{safe_repr(str(path), 200)} does not exist") from None
+    except OSError as exc:
+        raise RazorzooError(f"cannot read {safe_repr(str(path), 200)}: {exc.strerror or type(exc).__name__}") from None
     return digest.hexdigest()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from razorzoo.version import __version__
-from razorzoo.files import atomic_write
+from razorzoo.files import atomic_write, check_output_file
 from razorzoo.arch.spec import ArchSpec
 from razorzoo.bounded import InputError, load_json, safe_repr
 from razorzoo.errors import CheckpointError, OutputError, PairMismatchError, RazorzooError
@@ -104,20 +104,8 @@ def convert_checkpoint(
 def check_output(output: str | Path, source: str | Path | None) -> None:
     """Refuse an ``output`` that cannot become the converted file, or that is the ``source`` checkpoint (replacing
     the user's only copy), before the minutes of reading and verifying."""
-    output = Path(output)
-    where = safe_repr(str(output))
-    if output.is_dir():
-        raise OutputError(f"the output {where} is a directory; give a file name, e.g. model.safetensors")
-    if output.exists() and not output.is_file():  # renaming over it would replace a device or a pipe
-        raise OutputError(f"the output {where} exists and is not a regular file; give a file name, e.g. "
-                            "model.safetensors")
-    try:
-        same = source is not None and output.exists() and output.samefile(source)
-    except OSError:
-        same = False
-    if same:
-        raise OutputError(f"the output {where} is the checkpoint being converted; give another file name, e.g. "
-                            "model.safetensors")
+    check_output_file(output, what="the output", inputs=() if source is None else (source,),
+                      input_what="the checkpoint being converted")
 
 
 def _stored_tensors(aligned: Mapping[str, "torch.Tensor"], keys: ModelKeys) -> "OrderedDict[str, torch.Tensor]":

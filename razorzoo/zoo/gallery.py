@@ -17,7 +17,8 @@ from typing import Any, Iterable
 import yaml
 
 from razorzoo.version import __version__
-from razorzoo.files import write_bytes_atomic
+from razorzoo.errors import OutputError
+from razorzoo.files import check_output_dir, write_bytes_atomic
 from razorzoo.zoo.facts import key_facts
 from razorzoo.zoo.registry import Card, all_cards, pareto_front
 from razorzoo.zoo.render import inline_html, markdown_to_html
@@ -49,9 +50,17 @@ _AXES = {"flops": "FLOPs (G multiply-accumulates)", "params": "parameters (M)", 
 
 
 def build_gallery(out_dir: str | os.PathLike) -> Path:
-    """Write the gallery into ``out_dir`` (created if needed) and return the path of ``index.html``."""
-    out = Path(out_dir)
-    (out / "models").mkdir(parents=True, exist_ok=True)
+    """Write the gallery into ``out_dir`` (created if needed) and return the path of ``index.html``.
+
+    Raises:
+        OutputError: ``out_dir`` is a file, under a file or not writable (checked before anything is written).
+    """
+    out = check_output_dir(out_dir, what="the gallery folder")
+    check_output_dir(out / "models", what="the gallery folder")
+    try:
+        (out / "models").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the gallery folder {out}: {exc.strerror}") from None
     cards = all_cards()
     rows = [card.summary() for card in cards]
     for card in cards:

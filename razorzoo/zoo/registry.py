@@ -38,8 +38,9 @@ CARDS_DIR = Path(__file__).resolve().parent / "cards"
 FLOP_UNITS = {"MAC": 1, "KMAC": 10**3, "MMAC": 10**6, "GMAC": 10**9}
 METRICS = ("top1", "top5", "box_ap")  # ImageNet top-1/top-5 accuracy (%), COCO val2017 box AP (%)
 
-_HASH = re.compile(r"^(?:[0-9a-f]{8}|[0-9a-f]{64})$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_HASH = re.compile(r"[0-9a-f]{8}|[0-9a-f]{64}")  # always fullmatch: "$" would let a trailing newline through
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}")
+MAX_FILE_SIZE = 1 << 40  # a card's `size` (bytes): checkpoints are megabytes to a few gigabytes
 # upstream config names hold '@'; no blanks, no controls, no bidi/invisible formatting (they make a name read as another)
 _ALIAS = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{1,200}")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)(.*)\Z", re.S)
@@ -50,7 +51,8 @@ class FileRef:
     """A downloadable file: ``url`` plus ``sha256`` (64 hex, the 8-hex OpenMMLab file-name prefix, or ``None``).
 
     ``file`` is a copy shipped with the card (relative to ``cards/``); ``layout`` names the checkpoint layout;
-    ``extract_from`` names the supernet card whose weights this entry is sliced from (docs/upstream.md §2.3).
+    ``extract_from`` names the supernet card whose weights this entry is sliced from (docs/upstream.md §2.3);
+    ``size`` is the file's size in bytes, when stated.
     """
 
     url: str | None
@@ -58,6 +60,7 @@ class FileRef:
     file: str | None = None
     layout: str | None = None
     extract_from: str | None = None
+    size: int | None = None  # bytes, when the card states it: a download is cut at the first byte past it
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def _validate(front: Any, body: str, path: Path | None, where: str) -> Card:
         if meta.get(key) is None:
             raise fail(f"razorzoo.{key}", "required key is missing")
     name = meta["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise fail("razorzoo.name", f"{safe_repr(name)} is not a valid name (letters, digits, '_', '.', '-')")
     if meta["task"] not in TASKS:
         raise fail("razorzoo.task", f"{safe_repr(meta['task'])} is not one of {', '.join(TASKS)}")
@@ -237,7 +240,7 @@ def _subnet_file(card_path: Path, file: str, where: str) -> Path:
 def _file_ref(value: Any, key: str, fail) -> FileRef:
     if not isinstance(value, dict):
         raise fail(key, "must be a mapping with 'url' and 'sha256'")
-    unknown = [k for k in value if k not in ("url", "sha256", "file", "layout", "extract_from")]
+    unknown = [k for k in value if k not in ("url", "sha256", "size", "file", "layout", "extract_from")]
     if unknown:
         raise fail(key, f"unknown keys {', '.join(safe_repr(k) for k in unknown[:5])}")
     for name in ("file", "layout", "extract_from"):
@@ -251,9 +254,12 @@ def _file_ref(value: Any, key: str, fail) -> FileRef:
     if "sha256" not in value:
         raise fail(f"{key}.sha256", "required key is missing (null when no hash is known)")
     sha256 = value["sha256"]
-    if sha256 is not None and not (isinstance(sha256, str) and _HASH.match(sha256)):
+    if sha256 is not None and not (isinstance(sha256, str) and _HASH.fullmatch(sha256)):
         raise fail(f"{key}.sha256", f"{safe_repr(sha256)} is neither 64 nor 8 lowercase hex digits nor null")
-    return FileRef(url, sha256, value.get("file"), value.get("layout"), value.get("extract_from"))
+    size = value.get("size")
+    if size is not None and not (type(size) is int and 0 < size <= MAX_FILE_SIZE):
+        raise fail(f"{key}.size", f"{safe_repr(size)} is not a file size in bytes (a positive integer), nor null")
+    return FileRef(url, sha256, value.get("file"), value.get("layout"), value.get("extract_from"), size)
 
 
 def _finite(value: Any) -> bool:

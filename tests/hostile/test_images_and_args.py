@@ -194,7 +194,7 @@ def test_predict_out_pointing_at_a_file_is_one_line(tmp_path, capsys):
     existing.write_bytes(b"keep me")
     assert main(["predict", "rtmdet_tiny-ofa_lat31", str(PHOTO), "--out", str(existing)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("razorzoo: error: --out") and "existing file" in err and err.count("\n") == 1
+    assert err.startswith("razorzoo: error: --out") and "exists and is not a folder" in err and err.count("\n") == 1
     assert existing.read_bytes() == b"keep me"
 
 
@@ -249,9 +249,9 @@ CONVERT_OUTPUTS = {  # -o value (relative to a working directory holding spos.pt
     "the checkpoint itself": ("spos.pth", "is the checkpoint being converted"),
     "a link to the checkpoint": ("link.pth", "is the checkpoint being converted"),
     "the checkpoint through ..": ("sub/../spos.pth", "is the checkpoint being converted"),
-    "a directory": ("sub", "is a directory"), "empty": ("", "is a directory"),
+    "a directory": ("sub", "is a directory"), "empty": ("", "is empty"),
     "a fifo": ("fifo", "is not a regular file"), "a socket": ("sock", "is not a regular file"),
-    "under a file": ("spos.pth/model.safetensors", "cannot write"),
+    "under a file": ("spos.pth/model.safetensors", "cannot be used: Not a directory"),
 }
 
 
@@ -285,6 +285,7 @@ def test_predict_out_never_replaces_a_special_file(tmp_path, capsys, kind):
     {"directory": taken.mkdir, "fifo": lambda: os.mkfifo(taken), "socket": lambda: listening.bind(str(taken))}[kind]()
     assert main(["predict", "rtmdet_tiny-ofa_lat31", str(PHOTO), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("razorzoo: error: --out: ") and "is not a regular file" in err and err.count("\n") == 1
+    expected = "is a directory" if kind == "directory" else "exists and is not a regular file"
+    assert err.startswith(f"razorzoo: error: --out '{taken}' {expected}") and err.count("\n") == 1, err
     assert [p.name for p in out.iterdir()] == [taken.name] and not taken.is_file()
     listening.close()
