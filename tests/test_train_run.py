@@ -325,6 +325,7 @@ def test_custom_subnet_start_slices_the_supernet_and_initialises_like_upstream(t
     ("rtmdet_tiny-ofa_lat31", "missing image", "shape_001.png"),
     ("rtmdet_tiny-ofa_lat31", "folder with other files", "exists and is not an empty folder"),
     ("rtmdet_tiny-ofa_lat31", "resume without a run", "holds no training run"),
+    ("rtmdet_tiny-ofa_lat31", "output is the images folder", "is the input folder"),
 ])
 def test_bad_starts_are_one_line_and_write_nothing(tmp_path, converted, model, case, message):
     ann, images = write_boxes(tmp_path / "data", 4)
@@ -338,6 +339,8 @@ def test_bad_starts_are_one_line_and_write_nothing(tmp_path, converted, model, c
     elif case == "folder with other files":
         run.mkdir()
         (run / "notes.txt").write_text("mine")
+    elif case == "output is the images folder":
+        run = images
     else:
         resume = True
     before = sorted(p.name for p in run.iterdir()) if run.exists() else None
@@ -346,6 +349,16 @@ def test_bad_starts_are_one_line_and_write_nothing(tmp_path, converted, model, c
               resume=resume, progress=False)
     assert message in str(info.value) and "\n" not in str(info.value)
     assert (sorted(p.name for p in run.iterdir()) if run.exists() else None) == before
+
+
+def test_force_writes_a_new_run_beside_the_files_already_there(tmp_path, converted):
+    ann, images = write_boxes(tmp_path / "data", 4)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    train(converted("rtmdet_tiny-ofa_lat31"), coco_ann=ann, images=images, output=run, epochs=1, batch=4,
+          workers=0, img_size=64, force=True, progress=False)
+    assert (run / "notes.txt").read_text() == "mine" and (run / "last.safetensors").is_file()
 
 
 def test_a_run_is_not_resumed_from_another_runs_state_nor_overwritten(tmp_path, converted):

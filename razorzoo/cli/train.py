@@ -51,6 +51,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs "
                                                                    "razorzoo[tensorboard])")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN/ where it stopped")
+    parser.add_argument("--force", action="store_true", help="write a new run into a folder holding other files")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_train)
 
@@ -67,6 +68,7 @@ def _train(args: argparse.Namespace) -> int:
                        seed=args.seed,
                        device=args.device, resume=args.resume, amp=args.amp, clip_grad=args.clip_grad,
                        val_interval=args.val_interval, log_interval=args.log_interval, tensorboard=args.tensorboard,
+                       force=args.force,
                        progress=False if args.quiet else None)
     except TrainingInterrupted as exc:
         print(f"razorzoo: {exc}", file=sys.stderr)

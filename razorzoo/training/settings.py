@@ -18,6 +18,7 @@ from razorzoo.arch.spec import MAX_CLASSES, check_input_size
 from razorzoo.arch.train_pipelines import TRAIN_PIPELINES
 from razorzoo.bounded import InputError, check_number, load_json, read_text, safe_repr
 from razorzoo.errors import RazorzooError
+from razorzoo.files import check_output_dir
 from razorzoo.version import __version__
 
 __all__ = ["RUN_FILES", "MAX_EPOCHS", "MAX_BATCH", "MAX_WORKERS", "TrainingError", "resolve_settings", "identity",
@@ -44,7 +45,8 @@ def identity(settings: dict[str, Any]) -> dict[str, Any]:
 def resolve_settings(args: dict[str, Any], *, run_dir: Path, world_size: int, on_cuda: bool) -> dict[str, Any]:
     """The run's settings from ``train()``'s arguments: a new run's, or (``args["resume"]``) the saved ones with
     the changes a resumed run may make; every other argument given must agree with them."""
-    saved = _saved_settings(run_dir, args["resume"])
+    inputs = tuple(args[key] for key in ("images", "val_images") if args.get(key) is not None)
+    saved = _saved_settings(run_dir, args["resume"], force=bool(args.get("force")), inputs=inputs)
     if saved is not None:
         return _resumed_settings(saved, args, run_dir, world_size)
     if args["coco_ann"] is None or args["images"] is None:
@@ -169,7 +171,10 @@ def _model_recipe(source: Any, args: dict[str, Any]) -> str:
                             "yolov6s-attentive_a6)")
     return recipe
 
-def _saved_settings(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+def _saved_settings(run_dir: Path, resume: bool, *, force: bool = False,
+                    inputs: tuple[Any, ...] = ()) -> dict[str, Any] | None:
+    """The settings of the run in ``run_dir`` for ``--resume``; for a new run, None once the folder is fit for
+    one (new or empty, or ``force``; never one of the data's folders)."""
     settings_file = run_dir / RUN_FILES["settings"]
     has_run = settings_file.is_file()
     if resume:
@@ -186,10 +191,12 @@ def _saved_settings(run_dir: Path, resume: bool) -> dict[str, Any] | None:
     if has_run:
         raise RazorzooError(f"{safe_repr(str(run_dir))} already holds a training run: pass --resume to continue "
                             "it, or choose another output folder")
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    check_output_dir(run_dir, what="-o", inputs=inputs)  # a writable folder (or creatable), not a data folder
+    if run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise RazorzooError(f"output {safe_repr(str(run_dir))} exists and is not an empty folder; training "
-                            "writes a new run into an empty or new folder")
+                            "writes a new run into an empty or new folder (--force: write beside what is there)")
     return None
+
 
 def _resumed_settings(saved: dict[str, Any], args: dict[str, Any], run_dir: Path, world_size: int) -> dict[str, Any]:
     """The saved settings, with the arguments a resumed run may change; any other argument must agree."""

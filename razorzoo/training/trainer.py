@@ -71,7 +71,8 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
           seed: int = 0, device: str = "cpu",
           resume: bool = False,
           amp: bool = False, clip_grad: float | None = None, val_interval: int | None = None,
-          log_interval: int = 50, tensorboard: bool = False, progress: bool | None = None) -> TrainResult:
+          log_interval: int = 50, tensorboard: bool = False, force: bool = False,
+          progress: bool | None = None) -> TrainResult:
     """Train a detector on a COCO-format dataset with its recipe (docs/train.md).
 
     Args:
@@ -80,7 +81,8 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
             searched subnet (its weights sliced from a supernet or taken from a subnet checkpoint) in a recipe's
             detector, neck and head initialised as upstream does.
         coco_ann, images: the training set. val_ann, val_images: validation set (COCO AP on the EMA weights).
-        output: the run folder (created; ``resume=True`` continues the run in it).
+        output: the run folder (new or empty, ``force=True`` to write beside other files; ``resume=True``
+            continues the run in it). Never a folder the data is read from.
         epochs, batch, workers, lr: override the recipe's (the schedule's shape follows ``epochs`` as the config's
             formulas do). img_size: the training canvas (default the recipe's, 640 or 960): every size in the
             pipeline scales with it, and the trained model predicts at it. warmup_iters: the learning-rate warm-up
@@ -103,7 +105,8 @@ def train(model: str | os.PathLike | None = None, *, coco_ann: str | os.PathLike
                                 backbone_weights=backbone_weights, epochs=epochs, batch=batch, workers=workers, lr=lr,
                                 img_size=img_size, warmup_iters=warmup_iters, num_classes=num_classes, seed=seed,
                                 device=device, resume=resume, amp=amp, clip_grad=clip_grad, val_interval=val_interval,
-                                log_interval=log_interval, tensorboard=tensorboard, progress=progress)).run()
+                                log_interval=log_interval, tensorboard=tensorboard, force=force,
+                                progress=progress)).run()
     finally:
         leave(world)
 
