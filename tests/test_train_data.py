@@ -155,9 +155,9 @@ def set_(path, value):
     (set_(["annotations", 2, "bbox"], [1, 2, 3]), "annotations[2].bbox is a list of 3 items, not a list of 4"),
     (set_(["annotations", 2, "bbox"], "1 2 3 4"), "annotations[2].bbox is '1 2 3 4', not a list of 4 numbers"),
     (set_(["annotations", 2, "bbox", 1], "2"), "annotations[2].bbox[1] is '2', not a number"),
-    (set_(["annotations", 2, "bbox", 2], float("nan")), "annotations[2].bbox[2] is nan, not a finite number"),
+    (set_(["annotations", 2, "bbox", 2], float("nan")), "is not JSON ('NaN is not a JSON number')"),
     (set_(["annotations", 2, "bbox", 0], 1e300), "annotations[2].bbox[0] is 1e+300, not a finite number"),
-    (set_(["annotations", 2, "area"], float("inf")), "annotations[2].area is inf"),
+    (set_(["annotations", 2, "area"], float("inf")), "is not JSON ('Infinity is not a JSON number')"),
     (set_(["annotations", 2, "iscrowd"], 2), "annotations[2].iscrowd is 2; use 0 or 1"),
     (set_(["annotations", 2, "id"], 4.0), "annotations[2].id is 4.0, not an integer"),
     (set_(["images", 3, "id"], True), "images[3].id is True, not an integer"),
@@ -179,7 +179,7 @@ def test_bad_annotation_files_are_one_line_errors(folder, tmp_path, edit, messag
         CocoTrainingSet(ann_file, folder / "images", min_size=32)
     text = str(caught.value)
     assert message in text and "\n" not in text, text
-    assert text.startswith(repr(str(ann_file))) or "training images of" in text or "not a COCO" in text
+    assert str(ann_file) in text  # every refusal names the file it is about
 
 
 def test_bad_folders_and_files_are_one_line_errors(folder, tmp_path):
