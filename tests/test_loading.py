@@ -133,7 +133,7 @@ def test_pth_needs_a_subnet_and_a_mismatched_one_is_refused(tmp_path):
 
 def test_published_yaml_that_disagrees_with_the_shipped_one_is_refused(zoo, mirror, tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "conversion"))
-    from convert_zoo import set_card_hashes
+    from razorzoo.zoo.edit import set_card_hashes
 
     server, cache = zoo
     www, cards = mirror
@@ -283,7 +283,7 @@ def test_a_card_whose_weights_hash_changed_is_converted_again_and_the_stale_file
     the conversion of the old one, instead of serving it or keeping both."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "conversion"))
     from checkpoints import raw_state_dict
-    from convert_zoo import set_card_hashes
+    from razorzoo.zoo.edit import set_card_hashes
     from urllib.parse import unquote
 
     from razorzoo.storage.fetch import sha256_of_file
