@@ -113,7 +113,7 @@ def _load(source: str | os.PathLike, task: str, *, device: str, cache_dir, offli
                                 f"an OpenMMLab .pth checkpoint)")
         if path.suffix == ".onnx":
             raise RazorzooError(f"{safe_repr(str(path), 200)} is an exported model: run it with backend='onnxruntime' "
-                                "or backend='openvino' (docs/deploy.md)")
+                                f"or backend='openvino' ({constants.docs_url('deploy.md')})")
         _refuse_openvino_ir(path)
         if path.suffix != ".safetensors":
             return _load_checkpoint(path, task, device, subnet, detector, out_indices)

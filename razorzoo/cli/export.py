@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from razorzoo.constants import docs_url
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default="raw", choices=("raw", "decoded", "nms"),
                    help="detector outputs: raw = the head outputs per level (NMS runs outside the graph, exactly "
                         "as in eager predict); decoded = boxes and per-class scores for all priors; nms = decoding "
-                        "and NMS in the graph, outputs num_dets, boxes, scores, labels (docs/deploy.md)")
+                        "and NMS in the graph, outputs num_dets, boxes, scores, labels "
+                        f"({docs_url('deploy.md')})")
     p.add_argument("--min-agreement", type=float, default=1.0, metavar="F",
                    help="share of eager's detections the gate requires (default 1.0)")
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: torch's)")

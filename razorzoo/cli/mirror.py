@@ -78,9 +78,9 @@ def _mirror(args: argparse.Namespace) -> int:
         return 0
     server = MirrorServer(www, host=args.host, port=args.port)
     print(terminal_safe(f"serving {www} at {server.url} (Ctrl-C stops); in another shell:"))
-    print(terminal_safe(f"  export RAZORZOO_MIRROR={server.url}"))
     if cards.is_dir():
         print(terminal_safe(f"  export RAZORZOO_CARDS={cards.resolve()}"))
+    print(terminal_safe(f"  export RAZORZOO_MIRROR={server.url}"))
     sys.stdout.flush()
     server.serve_forever()
     return 0

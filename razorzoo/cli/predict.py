@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from razorzoo.bounded import InputError, check_number, terminal_safe
 from razorzoo.cli import CLIError, stream
+from razorzoo.constants import docs_url
 from razorzoo.files import atomic_write
 
 _TABLE_ROWS = 10  # detections listed per image in the table; --json prints all
@@ -57,7 +58,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="classifiers: classes listed per image (default: 5)")
     p.add_argument("--backend", choices=("onnxruntime", "openvino"),
                    help="run the network on this runtime (default for an exported .onnx NAME or --weights: "
-                        "onnxruntime); anything else is exported once into the cache (docs/deploy.md)")
+                        "onnxruntime); anything else is exported once into the cache "
+                        f"({docs_url('deploy.md')})")
     stream.add_stream_arguments(p)
     p.set_defaults(handler=_predict)
 

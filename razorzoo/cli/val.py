@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from razorzoo.cli import CLIError
+from razorzoo.constants import docs_url
 
 # what razorzoo measures -> the card metric it is compared with (cards store percent)
 _PUBLISHED = {"AP": "box_ap", "top1": "top1", "top5": "top5"}
@@ -27,7 +28,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate these weights (a .safetensors, or an upstream .pth verified against NAME)")
     p.add_argument("--backend", choices=("onnxruntime", "openvino"),
                    help="run the network on this runtime, exported once into the cache (default: eager PyTorch; "
-                        "docs/deploy.md)")
+                        f"{docs_url('deploy.md')})")
     data = p.add_argument_group("data (COCO for detectors, ImageNet for classifiers)")
     data.add_argument("--coco-ann", metavar="JSON", help="COCO annotation file, e.g. instances_val2017.json")
     data.add_argument("--images", metavar="DIR", help="folder of the COCO images, e.g. val2017/")

@@ -9,7 +9,6 @@ This module must stay cheap to import (no torch, no huggingface_hub): every ``ra
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import math
@@ -26,6 +25,7 @@ from razorzoo.bounded import MAX_YAML_BYTES, load_yaml, read_text, safe_repr
 from razorzoo.constants import extra_cards_dir
 from razorzoo.errors import CardError, RazorzooError, UnknownModelError
 from razorzoo.files import UnsafePathError, safe_join
+from razorzoo.wording import close_matches
 
 MAX_CARD_CHARS = 2 * MAX_YAML_BYTES  # front matter plus prose; the zoo's cards are under 10 KB
 
@@ -354,9 +354,8 @@ def get_card(name: str) -> Card:
     cards, index = _registry()
     canonical = index.get(name.lower())
     if canonical is None:
-        close = difflib.get_close_matches(name.lower(), list(index), n=3, cutoff=0.5)
-        suggestions = dict.fromkeys(index[c] for c in close)  # several aliases may name one model
-        hint = f"; did you mean {', '.join(map(safe_repr, suggestions))}?" if close else ""
+        close = close_matches(name, index)  # several aliases may name one model: each named once
+        hint = f"; did you mean {', '.join(map(safe_repr, close))}?" if close else ""
         raise UnknownModelError(f"unknown model {safe_repr(name)}{hint} (razorzoo list shows all {len(cards)} models)")
     return cards[canonical]
 
