@@ -43,11 +43,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from razorzoo.loading import export
+    from razorzoo.progress import step
 
-    result = export(args.name, args.output, task=args.task, variant=args.variant, opset=args.opset,
-                    dynamic_batch=not args.static_batch, fp16=args.fp16, input_size=args.input_size,
-                    simplify=args.simplify, check=args.check, images=args.image,
-                    min_agreement=args.min_agreement)
+    gate = " and checking parity on ONNX Runtime" if args.check else ""
+    with step(f"exporting {args.name} to ONNX{gate} (tens of seconds)"):
+        result = export(args.name, args.output, task=args.task, variant=args.variant, opset=args.opset,
+                        dynamic_batch=not args.static_batch, fp16=args.fp16, input_size=args.input_size,
+                        simplify=args.simplify, check=args.check, images=args.image,
+                        min_agreement=args.min_agreement)
     size = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({size:.1f} MB)")
     if result.parity is not None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from razorzoo.arch.subnet import Subnet
     from razorzoo.detection.transforms import ImageInput
 
-__all__ = ["ImageClassifier", "Classification", "ClsHead", "GlobalAveragePooling", "SqueezeMeanPooling",
+__all__ = ["ImageClassifier", "Classification", "ClsHead", "GlobalAveragePooling", "SqueezeMeanPooling", "build_neck",
            "build_classifier_from_subnet", "imagenet_classes"]
 
 
@@ -86,6 +86,11 @@ class SqueezeMeanPooling(nn.Module):
 
 # Upstream classifier configs pick the neck per algorithm; both average, but FLOP counts differ (UPSTREAM docs/upstream.md §3).
 _NECKS = {"spos": GlobalAveragePooling, "ofa": GlobalAveragePooling, "attentive": SqueezeMeanPooling}
+
+
+def build_neck(family: str) -> nn.Module:
+    """The classifier neck (global pooling) the family's upstream config uses."""
+    return _NECKS[family]()
 
 
 class ImageClassifier(nn.Module):
@@ -157,5 +162,5 @@ def build_classifier_from_subnet(subnet: "Subnet", num_classes: int = 1000,
     """
     backbone = build_backbone_from_subnet(subnet)
     return ImageClassifier(backbone, backbone.out_channels[-1], input_shape=getattr(subnet, "input_shape", None),
-                           num_classes=num_classes, neck=_NECKS[subnet.family](),
+                           num_classes=num_classes, neck=build_neck(subnet.family),
                            preprocessing=preprocessing or CLASSIFIER_PREPROCESS[subnet.family])
