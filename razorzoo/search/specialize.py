@@ -159,7 +159,7 @@ class _Evaluator:
         subnet = self.space.subnet(genome)
         model = _build(subnet)
         model.load_state_dict(extract_subnet(self.state_dict, subnet), strict=True)
-        return calibrate_bn(model, self.calib.split(self.batch_size))
+        return calibrate_bn(model, self.calib.split(self.batch_size), progress=False)  # one per candidate: no bars
 
     @torch.no_grad()
     def score(self, genome: Genome) -> tuple[float, float]:
