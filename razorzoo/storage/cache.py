@@ -295,16 +295,22 @@ class Cache:
         removed += self._remove([self.models / f".{name}.lock"], stop=self.models)
         return removed
 
-    def prune_downloads(self) -> list[Path]:
+    def prune_downloads(self, *, dry_run: bool = False) -> list[Path]:
         """Remove the downloads a converted model in the cache was made from (loading reads only the converted file;
-        a conversion redone later downloads them again); return the files removed."""
+        a conversion redone later downloads them again); return the files removed (``dry_run``: that would be)."""
         self.check()
+        if dry_run:
+            return [path for url in self._prunable(self.index()) for path in self._download_files(self.entry_dir(url))
+                    if path.is_file()]
         with self.update_index() as models:
-            converted = [entry for entry in models.values() if self._has_converted(entry)]
             removed: list[Path] = []
-            for url in sorted({url for entry in converted for url in _source_urls(entry)}):
+            for url in self._prunable(models):
                 removed += self.remove_download(url)
         return removed
+
+    def _prunable(self, models: dict[str, Any]) -> list[str]:
+        """The download URLs of index entries whose converted file is there."""
+        return sorted({url for entry in models.values() if self._has_converted(entry) for url in _source_urls(entry)})
 
     def _has_converted(self, entry: Any) -> bool:
         try:
