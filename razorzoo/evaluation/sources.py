@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from razorzoo.detection.transforms import ImageMeta
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_images", "check_missing", "read_video", "read_list_file",
-           "iter_source",
-           "predict_stream"]
+           "iter_source", "predict_stream", "classify_stream"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -225,5 +224,30 @@ def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2,
         for group in batches(prefetch(load, items, workers), batch):
             found = detect(model, transform, [canvas for _, canvas, _ in group], [meta for _, _, meta in group],
                            score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+            bar.update(len(group))
+            yield from zip((item for item, _, _ in group), found)
+
+
+def classify_stream(model: Any, source: Any, *, topk: int = 5, batch: int = 8, workers: int = 2,
+                    skip_missing: bool = False, progress: bool | None = None, allow_outside: bool = False
+                    ) -> Iterator[tuple[Any, Any]]:
+    """``(item, classification)`` for every image of ``source`` (see :func:`iter_source`), in order, batch by batch:
+    the streaming form of a classifier's ``predict(image, topk)``, whose result each one equals. ``workers`` threads
+    decode and run the classifier's test pipeline ahead of the model; ``model`` is any classifier with
+    ``preprocess`` and ``classify`` (eager or exported)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from razorzoo.evaluation.engine import batches, check_batching, prefetch, show_progress
+
+    check_batching(batch, workers)
+    items, total = iter_source(source, skip_missing=skip_missing, allow_outside=allow_outside)
+
+    def load(item: Any) -> tuple[Any, Any, None]:
+        return item, model.preprocess([item.image if isinstance(item, Frame) else item]), None
+
+    with tqdm(total=total, unit="img", desc="predict", disable=not show_progress(progress)) as bar:
+        for group in batches(prefetch(load, items, workers), batch):
+            found = model.classify(torch.cat([pixels for _, pixels, _ in group]), topk)
             bar.update(len(group))
             yield from zip((item for item, _, _ in group), found)

@@ -126,16 +126,20 @@ class ImageClassifier(nn.Module):
     def predict(self, images: "ImageInput | Sequence[ImageInput]", topk: int = 5
                 ) -> "Classification | list[Classification]":
         """Classify: one image -> :class:`Classification`; a list or tuple of images -> a list of them."""
+        single = not isinstance(images, (list, tuple))
+        results = self.classify(self.preprocess([images] if single else list(images)), topk)
+        return results[0] if single else results
+
+    def classify(self, batch: torch.Tensor, topk: int = 5) -> "list[Classification]":
+        """The top-k classes of each image of a batch :meth:`preprocess` made (``razorzoo predict`` prepares images
+        on threads, then classifies them in batches)."""
         names = self.class_names
         topk = check_number(topk, "topk", minimum=1, maximum=len(names), integer=True)
-        single = not isinstance(images, (list, tuple))
-        batch = self.preprocess([images] if single else list(images))
         with torch.inference_mode():
             probs = self._logits(batch).float().softmax(dim=1)
             top, indices = probs.topk(topk, dim=1)
-        results = [Classification(tuple(idx), tuple(names[i] for i in idx), tuple(p))
-                   for idx, p in zip(indices.tolist(), top.tolist())]
-        return results[0] if single else results
+        return [Classification(tuple(idx), tuple(names[i] for i in idx), tuple(p))
+                for idx, p in zip(indices.tolist(), top.tolist())]
 
     def _logits(self, batch: torch.Tensor) -> torch.Tensor:
         reference = next(self.parameters())
