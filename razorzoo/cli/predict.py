@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from razorzoo.bounded import InputError, check_number, terminal_safe
+from razorzoo.bounded import InputError, check_number, safe_repr, terminal_safe
 from razorzoo.cli import CLIError, stream
 from razorzoo.constants import docs_url
 from razorzoo.files import atomic_write
@@ -82,14 +82,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _check_inputs_and_outputs(args: argparse.Namespace, out_dir: Path | None) -> None:
-    """Images, sources, counts and every output, before the model loads: a missing image, or an output that is an
-    input, a directory or a fifo must not cost the run it follows (or a download, or an export)."""
+    """--weights, images, sources, counts and every output, before the model loads: a missing image, or an output
+    that is an input, a directory or a fifo must not cost the run it follows (or a download, or an export)."""
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise CLIError(f"--weights {safe_repr(args.weights, 300)}: no such file")
     if stream.wanted(args):
         stream.check(args)
         return
     for image in args.images:
         if not Path(image).is_file():
-            raise CLIError(f"image file not found: {image!r}")
+            raise CLIError(f"image file not found: {safe_repr(image, 300)}")
     if out_dir is not None:
         from razorzoo.files import check_output_dir, check_planned_outputs
 
