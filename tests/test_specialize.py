@@ -293,7 +293,7 @@ def test_progress_lines_say_what_their_numbers_are(searched):
     import re
 
     lines = searched.summary["progress"]
-    assert re.fullmatch(rf"reading 5 calibration and 4 validation images at {RESOLUTION}px", lines[0])
+    assert re.fullmatch(rf"reading 5 calibration images and 4 validation images at {RESOLUTION}px", lines[0])
     assert re.fullmatch(r"generation 1/2: 6 random candidates meeting the constraint, from \d+ samples", lines[1])
     candidate = re.compile(rf"generation ([12])/2, candidate ([1-6])/6: top-1 {_NUMBER}% on your validation images "
                            rf"\(loss {_NUMBER}\), flops {_NUMBER}M")

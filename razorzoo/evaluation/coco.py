@@ -26,6 +26,7 @@ from razorzoo.bounded import safe_repr
 from razorzoo.errors import DatasetError, RazorzooError
 from razorzoo.evaluation.coco_format import CocoDocument, read_coco_document
 from razorzoo.files import check_output_file, confined, write_json_atomic
+from razorzoo.wording import count
 
 __all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "CocoResult", "read_coco",
            "category_ids", "coco_stats", "evaluate_coco"]
@@ -89,10 +90,11 @@ def read_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, lim
     if missing and not skip_missing:
         names = ", ".join(safe_repr(m.file_name) for m in missing[:_LISTED_MISSING])
         more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
-        raise DatasetError(f"{len(missing)} of {len(entries)} images are missing from {str(images_dir)!r}: "
+        raise DatasetError(f"{len(missing)} of {count(len(entries), 'image')} {'is' if len(missing) == 1 else 'are'} "
+                           f"missing from {str(images_dir)!r}: "
                            f"{names}{more}; pass --skip-missing (skip_missing=True) to evaluate the others")
     if not images:
-        raise DatasetError(f"none of the {len(entries)} images is in {str(images_dir)!r}")
+        raise DatasetError(f"none of the {count(len(entries), 'image')} is in {str(images_dir)!r}")
     return document, images, tuple(m.file_name for m in missing)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from razorzoo.bounded import read_text, safe_repr
 from razorzoo.errors import DatasetError
 from razorzoo.files import confined
+from razorzoo.wording import count
 
 if TYPE_CHECKING:
     from razorzoo.detection.transforms import ImageMeta
@@ -54,7 +55,7 @@ def check_missing(paths: Sequence[Path], where: Any, *, skip_missing: bool) -> s
     if missing and not skip_missing:
         names = ", ".join(safe_repr(str(path)) for path in missing[:_LISTED_MISSING])
         more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
-        raise DatasetError(f"{len(missing)} of {len(paths)} images listed in {str(where)!r} are missing: "
+        raise DatasetError(f"{len(missing)} of {count(len(paths), 'image')} listed in {str(where)!r} {'is' if len(missing) == 1 else 'are'} missing: "
                            f"{names}{more}; pass --skip-missing (skip_missing=True) to use the others")
     return present
 

@@ -247,7 +247,8 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
         if (device.backend, device.threads) != (backend, threads):
             raise RazorzooError(f"device profile {safe_repr(str(profile_path))} was measured with {device.backend} "
                                 f"and {device.threads} threads, not {backend} and {threads}")
-    progress(f"reading {len(calib_paths)} calibration and {len(val_paths)} validation images at {resolution}px")
+    progress(f"reading {count(len(calib_paths), 'calibration image')} and {count(len(val_paths), 'validation image')}"
+             f" at {resolution}px")
     transform = ClassifierTransform(search_preprocess(family, resolution))
     evaluator = _Evaluator(space, state_dict, transform(calib_paths), transform(val_paths),
                            torch.tensor([label for _, label in val_samples]), resolution, device, batch_size)
