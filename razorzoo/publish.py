@@ -119,6 +119,10 @@ def push_to_hub(
                                    or not constraint.isprintable() or "`" in constraint):
         raise HubError(f"constraint {safe_repr(constraint)} is not one printable line of at most 200 characters "
                        "(without backticks), e.g. 'flops<=300M'")
+    if onnx:
+        from razorzoo.deploy.metadata import require_deploy
+
+        require_deploy(export=True)  # before the namespace check, the conversion and the upload
     hub = api(token)
     _check_namespace(hub, repo_id)
 

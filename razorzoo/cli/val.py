@@ -74,8 +74,9 @@ def _val(args: argparse.Namespace) -> int:
                                    skip_missing=args.skip_missing, allow_outside=args.allow_outside)
         metrics = {"top1": result.top1, "top5": result.top5}
     else:
-        from razorzoo.evaluation.coco import evaluate_coco, read_coco
+        from razorzoo.evaluation.coco import evaluate_coco, read_coco, require_pycocotools
 
+        require_pycocotools()  # the [coco] extra, before the model is downloaded
         _, images, _ = read_coco(args.coco_ann, args.images, limit=args.limit, skip_missing=args.skip_missing,
                                  allow_outside=args.allow_outside)  # fail early
         if args.save_json is not None:  # before the model loads and hours of inference run

@@ -29,7 +29,7 @@ from razorzoo.files import check_output_file, confined, write_json_atomic
 from razorzoo.wording import count
 
 __all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "CocoResult", "read_coco",
-           "category_ids", "coco_stats", "evaluate_coco"]
+           "category_ids", "coco_stats", "evaluate_coco", "require_pycocotools"]
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")  # COCOeval.stats[0:6]
 STANDARD_MAXDETS = (1, 10, 100)
@@ -108,7 +108,8 @@ def category_ids(class_names: Sequence[str], document: CocoDocument) -> list[int
     return ids
 
 
-def _pycocotools() -> tuple[type, type]:
+def require_pycocotools() -> tuple[type, type]:
+    """pycocotools' ``COCO`` and ``COCOeval``, or a one-line error naming the ``[coco]`` extra."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -127,7 +128,7 @@ def coco_stats(data: dict[str, Any], results: list[dict[str, Any]], *, image_ids
     ground truth to score against (no medium-sized object among the images, say) is ``None``, not pycocotools'
     ``-1`` placeholder, which reads as a score.
     """
-    COCO, COCOeval = _pycocotools()
+    COCO, COCOeval = require_pycocotools()
     if not results:  # loadRes refuses an empty list: one false positive of no area stands for "nothing found" (no
         # true positive, so every AP with ground truth is 0, and one without stays unscored)
         ids = list(image_ids) if image_ids is not None else [entry["id"] for entry in data["images"]]
@@ -177,7 +178,7 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
                                             show_progress)
 
     check_batching(batch, workers, limit)
-    _pycocotools()  # before hours of inference, not after
+    require_pycocotools()  # before hours of inference, not after
     document, images, skipped = read_coco(ann_file, images_dir, limit=limit, skip_missing=skip_missing,
                                           allow_outside=allow_outside)
     if save_json is not None:
