@@ -42,8 +42,15 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from razorzoo.cli import CLIError
+    from razorzoo.cli.predict import MODEL_KINDS, model_task
     from razorzoo.loading import export
     from razorzoo.progress import step
+
+    held = model_task(args.name)
+    if args.task is not None and args.task not in (held, "backbone"):
+        raise CLIError(f"{args.name} is a {MODEL_KINDS.get(held, held)}: export it with --task {held} (or --task "
+                       "backbone for its backbone)")
 
     gate = " and checking parity on ONNX Runtime" if args.check else ""
     with step(f"exporting {args.name} to ONNX{gate} (tens of seconds)"):

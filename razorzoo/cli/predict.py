@@ -76,7 +76,8 @@ def _predict(args: argparse.Namespace) -> int:
             raise CLIError(f"detector options ({', '.join(given)}) do not apply: {args.name} is a classifier, which "
                            "takes --topk (and --save-json/--save-csv for its top-k)")
     elif task != "detection":
-        raise CLIError(f"{args.name} holds a {task}, which predicts nothing; give a detector or a classifier")
+        raise CLIError(f"{args.name} is a {MODEL_KINDS.get(task, task)}, which predicts nothing; give a detector or a "
+                       "classifier")
     _check_inputs_and_outputs(args, out_dir)
     return _classify(args) if task == "classification" else _detect(args, out_dir)
 
@@ -97,6 +98,9 @@ def _check_inputs_and_outputs(args: argparse.Namespace, out_dir: Path | None) ->
 
         check_output_dir(out_dir, what="--out")
         check_planned_outputs(_output_paths(args.images, out_dir), what="--out", inputs=args.images)
+
+
+MODEL_KINDS = {"detection": "detector", "classification": "classifier", "backbone": "backbone", "supernet": "supernet"}
 
 
 def model_task(name: str, weights: str | None = None) -> str:

@@ -117,7 +117,7 @@ def _percent(value: float | None, *, scale: float = 100) -> str:
 
 def _check_task(args: argparse.Namespace) -> None:
     """The data options must fit what NAME is, said in the command's own terms before anything is downloaded."""
-    from razorzoo.cli.predict import model_task
+    from razorzoo.cli.predict import MODEL_KINDS, model_task
 
     task = model_task(args.name, args.weights if args.weights and args.weights.endswith(
         (".safetensors", ".onnx")) else None)
@@ -128,8 +128,8 @@ def _check_task(args: argparse.Namespace) -> None:
         raise CLIError(f"{args.name} is a classifier: evaluate it on ImageNet with --imagenet DIR (--coco-ann and "
                        "--images are for detectors)")
     if task not in ("detection", "classification"):
-        raise CLIError(f"{args.name} is a {task}: val measures detectors (--coco-ann, --images) and classifiers "
-                       "(--imagenet)")
+        raise CLIError(f"{args.name} is a {MODEL_KINDS.get(task, task)}: val measures detectors (--coco-ann, --images)"
+                       " and classifiers (--imagenet)")
 
 
 def _load(args: argparse.Namespace, task: str):
