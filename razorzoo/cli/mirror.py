@@ -34,7 +34,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dir", metavar="DIR", help="the mirror directory (created if missing)")
     p.add_argument("names", metavar="NAME", nargs="*", help="registry names or aliases to write demo weights for")
-    p.add_argument("--all", action="store_true", help="every model of the zoo (about 450 MB)")
+    p.add_argument("--all", action="store_true", help="every model of the zoo (about 430 MB)")
     p.add_argument("--serve", action="store_true", help="serve the mirror over HTTP until Ctrl-C")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
