@@ -1,12 +1,15 @@
 """How messages read: counts in the right number (``count(1, "file")`` is "1 file", ``count(2, "file")`` "2 files")
 and the names a mistyped one probably meant (``close_matches("yolov6", names)``).
 
-At the bottom of the layers (standard library only), so every module that prints or raises can use it.
+Beside :mod:`razorzoo.bounded` in the layers: a suggested name may come from a file razorzoo did not write (a card, an
+index), so it is quoted with :func:`~razorzoo.bounded.safe_repr`.
 """
 from __future__ import annotations
 
 import difflib
 from typing import Iterable, Mapping
+
+from razorzoo.bounded import safe_repr
 
 __all__ = ["count", "plural", "close_matches", "did_you_mean"]
 
@@ -45,4 +48,4 @@ def close_matches(word: str, choices: "Iterable[str] | Mapping[str, str]", n: in
 def did_you_mean(word: str, choices: "Iterable[str] | Mapping[str, str]", n: int = 3) -> str:
     """``"; did you mean 'a', 'b'?"`` for :func:`close_matches`, or ``""`` when nothing is close."""
     close = close_matches(word, choices, n)
-    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"; did you mean {', '.join(safe_repr(c) for c in close)}?" if close else ""

@@ -111,7 +111,7 @@ def test_names_that_are_not_cached_get_suggestions(zoo, capsys):
     capsys.readouterr()
     assert cli(["cache", "rm", "ofa_lat2"]) == 2  # a prefix of two registry names: both suggested
     err = capsys.readouterr().err
-    assert "did you mean 'ofa_lat22', 'ofa_lat31'" in err and f"cached models: {CLASSIFIER}" in err
+    assert "did you mean 'ofa_lat22', 'ofa_lat31'" in err and f"cached models: '{CLASSIFIER}'" in err
     assert cli(["cache", "rm", "ofa_lat22"]) == 2  # registered, not cached: the cached one it resembles
     assert f"'ofa_lat22' is not in the cache; did you mean '{CLASSIFIER}'?" in capsys.readouterr().err
     assert os.path.exists(razorzoo.loading.converted_file(CLASSIFIER, offline=True))

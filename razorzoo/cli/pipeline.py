@@ -9,12 +9,14 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from razorzoo.bounded import terminal_safe
+from razorzoo.bounded import safe_repr, terminal_safe
 from razorzoo.cli import CLIError, print_error
 from razorzoo.wording import count, did_you_mean
 
 if TYPE_CHECKING:
     from razorzoo.storage.cache import Cache
+
+_LISTED = 10  # cached model names an error lists
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -148,7 +150,8 @@ def _cached_name(cache: "Cache", name: str) -> str:
     try:
         canonical = get_card(name).name
     except UnknownModelError as exc:
-        raise CLIError(f"{exc}; cached models: {', '.join(sorted(cached)) or 'none'}") from None
+        listed = ", ".join(safe_repr(n) for n in sorted(cached)[:_LISTED]) + (", ..." if len(cached) > _LISTED else "")
+        raise CLIError(f"{exc}; cached models: {listed or 'none'}") from None
     if canonical not in cached:
         raise CLIError(f"{canonical!r} is not in the cache{did_you_mean(name, list(cached))} (razorzoo cache ls shows what "
                        "is)")

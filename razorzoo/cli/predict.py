@@ -189,8 +189,8 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
 
 def _top_k(image: str, top) -> str:
     lines = [f"{terminal_safe(image)}: top {len(top.indices)}"]
-    lines += [f"  {name:<28} {prob:6.3f}  (class {index})" for index, name, prob in zip(top.indices, top.names,
-                                                                                       top.probs)]
+    lines += [f"  {terminal_safe(name):<28} {prob:6.3f}  (class {index})"  # an exported file's names are its own
+              for index, name, prob in zip(top.indices, top.names, top.probs)]
     return "\n".join(lines)
 
 
