@@ -37,6 +37,7 @@ PRELUDE = {
                  "supernet_state_dict = read_checkpoint(SUPERNET).state_dict  # 'a supernet state dict'\n",
     "models.md": "import torch\nimages = torch.rand(2, 3, 224, 224)  # 'images': a batch\n",
     "evaluate.md": "import ray\nray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a 2-core test\n",
+    "train.md": "epoch = 0  # 'for each epoch'\n",
 }
 # placeholders and sizes: each must apply exactly once
 REPLACEMENTS = {
@@ -65,9 +66,12 @@ def _files(cwd: Path) -> None:
     (cwd / "val2017").mkdir()
     for name in PHOTOS:
         cv2.imwrite(str(cwd / "val2017" / name), _photo(name))
-    coco_file(cwd / "instances_val2017.json", {"rocket.jpg": [("person", [100.0, 50.0, 120.0, 200.0])],
-                                               "chelsea.png": [("cat", [140.0, 80.0, 150.0, 150.0])]},
-              images=[(name, width, height) for name, (width, height, _) in PHOTOS.items()])
+    boxes = {"rocket.jpg": [("person", [100.0, 50.0, 120.0, 200.0])],
+             "chelsea.png": [("cat", [140.0, 80.0, 150.0, 150.0])]}
+    sizes = [(name, width, height) for name, (width, height, _) in PHOTOS.items()]
+    coco_file(cwd / "instances_val2017.json", boxes, images=sizes)
+    shutil.copytree(cwd / "val2017", cwd / "data" / "images")  # docs/train.md's training set
+    coco_file(cwd / "data" / "instances_train.json", boxes, images=sizes)
     for folder, names in {"photos": PHOTOS, "labelled/281_tabby": ["chelsea.png"], "labelled/812": ["rocket.jpg"],
                           "imagenet/train_sample/n02123045": PHOTOS}.items():
         (cwd / folder).mkdir(parents=True)
@@ -126,4 +130,5 @@ def test_the_snippets_run_as_written(document, workspace, monkeypatch):
 def test_every_document_with_python_is_covered():
     """New docs are picked up by the glob; this pins the ones known to have snippets, so none silently drops out."""
     assert {path.name for path in DOCUMENTS} >= {"README.md", "deploy.md", "detectors.md", "evaluate.md", "hub.md",
-                                                 "loading.md", "models.md", "predict.md", "specialize.md", "zoo.md"}
+                                                 "loading.md", "models.md", "predict.md", "specialize.md", "train.md",
+                                                 "zoo.md"}
