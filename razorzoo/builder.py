@@ -88,9 +88,10 @@ def _resolve_recipe(detector: str) -> str:
         card = get_card(detector)
     except UnknownModelError:
         known = [*RECIPES, *list_models(task="detection")]
+        detection = ", ".join(list_models(task="detection"))
         raise UnknownModelError(f"unknown detector {detector!r}: detector= (and --detector) takes a recipe id "
-                                f"({', '.join(RECIPES)}) or a detection entry "
-                                f"({', '.join(list_models(task='detection'))}){did_you_mean(detector, known)}") from None
+                                f"({', '.join(RECIPES)}) or a detection entry ({detection})"
+                                f"{did_you_mean(detector, known)}") from None
     if card.recipe is None:
         raise RazorzooError(f"{card.name!r} is not a detector; detector= takes a detection entry or one of "
                             f"{sorted(RECIPES)}")

@@ -86,8 +86,8 @@ def _ls(args: argparse.Namespace) -> int:
     entries = cache.entries()
     total = sum(e.size for e in entries)
     if args.json:
-        print(json.dumps({"cache": str(cache.root), "files": [e.to_dict() for e in entries], "total_files": len(entries),
-                          "total_size": total}, indent=2))
+        print(json.dumps({"cache": str(cache.root), "files": [e.to_dict() for e in entries],
+                          "total_files": len(entries), "total_size": total}, indent=2))
         return 0
     if not entries:
         _say(f"the cache {cache.root} is empty")
@@ -153,8 +153,8 @@ def _cached_name(cache: "Cache", name: str) -> str:
         listed = ", ".join(safe_repr(n) for n in sorted(cached)[:_LISTED]) + (", ..." if len(cached) > _LISTED else "")
         raise CLIError(f"{exc}; cached models: {listed or 'none'}") from None
     if canonical not in cached:
-        raise CLIError(f"{canonical!r} is not in the cache{did_you_mean(name, list(cached))} (razorzoo cache ls shows what "
-                       "is)")
+        raise CLIError(f"{canonical!r} is not in the cache{did_you_mean(name, list(cached))} (razorzoo cache ls shows "
+                       "what is)")
     return canonical
 
 

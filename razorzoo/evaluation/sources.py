@@ -55,7 +55,8 @@ def check_missing(paths: Sequence[Path], where: Any, *, skip_missing: bool) -> s
     if missing and not skip_missing:
         names = ", ".join(safe_repr(str(path)) for path in missing[:_LISTED_MISSING])
         more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
-        raise DatasetError(f"{len(missing)} of {count(len(paths), 'image')} listed in {str(where)!r} {'is' if len(missing) == 1 else 'are'} missing: "
+        verb = "is" if len(missing) == 1 else "are"
+        raise DatasetError(f"{len(missing)} of {count(len(paths), 'image')} listed in {str(where)!r} {verb} missing: "
                            f"{names}{more}; pass --skip-missing (skip_missing=True) to use the others")
     return present
 

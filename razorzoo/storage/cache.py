@@ -15,8 +15,8 @@ Layout (``root`` = ``cache_dir=``, else :func:`razorzoo.constants.cache_dir`)::
 
 The cache removes only what it wrote *and recorded*: the files a ``meta.json`` or ``index.json`` entry names, the
 files of an ``exported/<key>/`` folder (razorzoo names those folders by a content hash), the locks beside them, then
-the directories those files leave empty. :meth:`Cache.entries` lists every one of those files, with its size. Anything else a user put there survives ``razorzoo cache rm --all``. Every
-recorded name becomes a path through :func:`razorzoo.files.safe_join`, so an edited ``index.json`` or ``meta.json``
+the directories those files leave empty; :meth:`Cache.entries` lists every one of those files, with its size.
+Anything else a user put there survives ``razorzoo cache rm --all``. Every recorded name becomes a path through :func:`razorzoo.files.safe_join`, so an edited ``index.json`` or ``meta.json``
 (``../``, absolute paths) can never make razorzoo read or delete outside its own directories. File-system failures
 (a read-only cache, a cache path that is a file) become one-line :class:`CacheError`\\ s.
 """
