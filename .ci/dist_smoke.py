@@ -1,8 +1,9 @@
 """Smoke test of an INSTALLED razorzoo (wheel or sdist in a fresh venv), run from outside the checkout.
 
 Checks what a user who installs from an index gets: the whole zoo, card rendering, an architecture build, and a
-full load through a local mirror (fixture weights in the real OpenMMLab layout, served on 127.0.0.1 by the test
-suite's own HTTP server). Usage: ``VENV/bin/python .ci/dist_smoke.py`` (any working directory).
+full load through a local mirror made and served by the package itself (``razorzoo mirror``: demo weights in the
+real OpenMMLab layout on 127.0.0.1), then ``razorzoo demo``; nothing of the checkout's tests/ is importable.
+Usage: ``VENV/bin/python .ci/dist_smoke.py`` (any working directory).
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def main() -> None:
     where = Path(razorzoo.__file__).resolve()
     assert REPO not in where.parents, f"imported the checkout, not the installed package: {where}"
     assert (where.parent / "py.typed").is_file(), "py.typed is missing"
+    from importlib.metadata import metadata
+
+    urls = dict(entry.split(", ", 1) for entry in metadata("razorzoo").get_all("Project-URL") or [])
+    assert {"Documentation", "Source", "Issues"} <= set(urls), f"project URLs missing: {urls}"
     names = list_models()
     shipped = sorted(p.stem for p in (REPO / "cards").glob("*.md"))
     assert sorted(names) == shipped, f"installed zoo {sorted(names)} != cards/ {shipped}"
@@ -37,18 +42,41 @@ def main() -> None:
     detector = razorzoo.build_detector("rtmdet_tiny-ofa_lat31")
     assert sum(p.numel() for p in detector.parameters()) > 0
 
-    sys.path.insert(0, str(REPO / "tests"))  # the test suite's mirror builder and HTTP server
-    from http_server import FileServer, build_mirror
-
+    # weights without download.openmmlab.com, with what the package ships alone (tests/ is not on the path):
+    # `razorzoo mirror` writes demo weights in the real layout, `--serve` serves them, `download` converts them
+    assert not any(Path(p).resolve() == REPO / "tests" for p in sys.path if p)
     model = "yolov5s-spos_0.33M"
     with tempfile.TemporaryDirectory() as tmp:
-        www, cards = build_mirror([model], tmp)
-        with FileServer(www) as server:
-            os.environ.update(RAZORZOO_MIRROR=server.url, RAZORZOO_CARDS=str(cards), HF_HUB_DISABLE_PROGRESS_BARS="1",
-                              RAZORZOO_CACHE=str(Path(tmp) / "cache"))
-            detections = razorzoo.load_detector(model).predict(str(REPO / "tests" / "data" / model / "image.png"))
+        mirror, cache = Path(tmp) / "mirror", Path(tmp) / "cache"
+        subprocess.run([str(exe), "mirror", str(mirror), model], capture_output=True, text=True, check=True)
+        server = subprocess.Popen([str(exe), "mirror", str(mirror), "--serve"], stdout=subprocess.PIPE, text=True)
+        try:
+            url = next(line.split("=", 1)[1].strip() for line in server.stdout if "RAZORZOO_MIRROR=" in line)
+            env = {**os.environ, "RAZORZOO_MIRROR": url, "RAZORZOO_CARDS": str(mirror / "cards"),
+                   "RAZORZOO_CACHE": str(cache), "RAZORZOO_PROGRESS": "0"}
+            converted = subprocess.run([str(exe), "download", model], capture_output=True, text=True, check=True,
+                                       env=env).stdout.strip()
+        finally:
+            server.terminate()
+            server.wait()
+        assert Path(converted).is_file() and cache in Path(converted).parents, converted
+        saved = dict(os.environ)
+        os.environ.update(RAZORZOO_CARDS=str(mirror / "cards"), RAZORZOO_CACHE=str(cache))
+        detections = razorzoo.load_detector(model, offline=True).predict(_test_pattern())
+        os.environ.clear()
+        os.environ.update(saved)
+    demo = subprocess.run([str(exe), "demo", "ofa_lat31"], capture_output=True, text=True)
+    assert demo.returncode == 0, demo.stderr
+    demo = demo.stdout
+    assert "warm load (offline, from the cache)" in demo and "predict(a test pattern): top 5" in demo, demo
     print(f"installed razorzoo {razorzoo.__version__} at {where.parent}: {len(names)} models, "
-          f"load through a local mirror -> {len(detections.scores)} detections")
+          f"load through `razorzoo mirror --serve` -> {len(detections.scores)} detections; `razorzoo demo` ran")
+
+
+def _test_pattern():
+    import numpy as np
+
+    return np.full((480, 640, 3), 128, dtype=np.uint8)
 
 
 if __name__ == "__main__":

@@ -46,11 +46,12 @@ def resolve_spec(
     """
     from razorzoo.arch.subnet import load_subnet
 
+    from razorzoo.zoo.registry import get_card, subnet_source
+
     recipe = preprocessing = None
     if _looks_like_subnet(name_or_subnet_yaml):
-        subnet = load_subnet(name_or_subnet_yaml)
+        subnet = load_subnet(subnet_source(name_or_subnet_yaml))
     else:
-        from razorzoo.zoo.registry import get_card
 
         card = get_card(str(name_or_subnet_yaml))
         if card.task == "supernet":
@@ -79,9 +80,18 @@ def resolve_spec(
 def _resolve_recipe(detector: str) -> str:
     if detector in RECIPES:
         return detector
-    from razorzoo.zoo.registry import get_card
+    from razorzoo.errors import UnknownModelError
+    from razorzoo.wording import did_you_mean
+    from razorzoo.zoo.registry import get_card, list_models
 
-    card = get_card(detector)
+    try:
+        card = get_card(detector)
+    except UnknownModelError:
+        known = [*RECIPES, *list_models(task="detection")]
+        detection = ", ".join(list_models(task="detection"))
+        raise UnknownModelError(f"unknown detector {detector!r}: detector= (and --detector) takes a recipe id "
+                                f"({', '.join(RECIPES)}) or a detection entry ({detection})"
+                                f"{did_you_mean(detector, known)}") from None
     if card.recipe is None:
         raise RazorzooError(f"{card.name!r} is not a detector; detector= takes a detection entry or one of "
                             f"{sorted(RECIPES)}")

@@ -28,11 +28,18 @@ from urllib.parse import urlsplit
 
 from razorzoo.bounded import InputError, check_number, safe_repr
 
-__all__ = ["UPSTREAM_BASE_URL", "cache_dir", "mirror", "extra_cards_dir", "offline", "progress_bars", "http_timeout",
-           "stall_timeout", "max_download_bytes", "hub_endpoint", "THREADS_PER_CPU", "MAX_BATCH", "max_threads",
-           "check_threads"]
+__all__ = ["UPSTREAM_BASE_URL", "PROJECT_URL", "docs_url", "cache_dir", "mirror", "extra_cards_dir", "offline",
+           "progress_bars", "http_timeout", "stall_timeout", "max_download_bytes", "hub_endpoint", "THREADS_PER_CPU",
+           "MAX_BATCH", "max_threads", "check_threads"]
 
 UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (docs/upstream.md §8)
+PROJECT_URL = "https://github.com/razorzoo/razorzoo"  # setup.cfg's url and project_urls say the same
+
+
+def docs_url(page: str) -> str:
+    """Where a page of docs/ is read online: messages of an installed package cannot point into a checkout."""
+    return f"{PROJECT_URL}/blob/main/docs/{page}"
+
 
 THREADS_PER_CPU = 4  # thread counts (intra-op, image decoding) above this many per CPU core only slow things down
 MAX_BATCH = 1024  # images per forward pass; a larger batch only exhausts memory

@@ -113,7 +113,7 @@ def _load(source: str | os.PathLike, task: str, *, device: str, cache_dir, offli
                                 f"an OpenMMLab .pth checkpoint)")
         if path.suffix == ".onnx":
             raise RazorzooError(f"{safe_repr(str(path), 200)} is an exported model: run it with backend='onnxruntime' "
-                                "or backend='openvino' (docs/deploy.md)")
+                                f"or backend='openvino' ({constants.docs_url('deploy.md')})")
         _refuse_openvino_ir(path)
         if path.suffix != ".safetensors":
             return _load_checkpoint(path, task, device, subnet, detector, out_indices)
@@ -147,8 +147,10 @@ def export(model_or_source: Any, path: str | os.PathLike, *, cache_dir: str | os
     """Export a model to ONNX: a razorzoo model, or a registry name, ``hf-hub:`` id or converted file (resolved
     like the loaders do). ``options`` are :func:`razorzoo.deploy.export.export`'s (variant, opset, check, ...)."""
     from razorzoo.deploy.export import export as export_model
+    from razorzoo.deploy.metadata import require_deploy
     from razorzoo.files import check_output_file
 
+    require_deploy(export=True)  # before a download or conversion that would be wasted
     if not hasattr(model_or_source, "state_dict"):
         source = source_kind(model_or_source)
         check_output_file(path, what="the export path", inputs=[source[1]] if source[0] == "file" else [])
@@ -161,6 +163,7 @@ def _load_exported(source: str | os.PathLike, task: str, *, backend: str, precis
     """``backend=``: a ``.onnx`` file as is; an ``hf-hub:`` repo's ``model.onnx`` when it has one; anything else
     exported once into the cache (:func:`razorzoo.deploy.cached.cached_export`), then run on ``backend``."""
     from razorzoo.deploy.cached import cached_export
+    from razorzoo.deploy.metadata import require_deploy
     from razorzoo.deploy.runtime import BACKENDS, open_exported
 
     if backend not in BACKENDS:
@@ -169,11 +172,13 @@ def _load_exported(source: str | os.PathLike, task: str, *, backend: str, precis
     path = Path(value).expanduser() if kind == "file" and value.lower().endswith(".onnx") else None
     if kind == "file":
         _refuse_openvino_ir(Path(value))
+    require_deploy(backend=backend, export=path is None and kind != "hub")  # before any download or export
     if kind == "hub":  # a repo pushed with --onnx carries its own export
         from razorzoo.storage.hub import download_hub_onnx
 
         path = download_hub_onnx(value, cache_dir=cache_dir, offline=offline)
     if path is None:
+        require_deploy(backend=backend, export=True)
         path = cached_export(converted_file(source, cache_dir=cache_dir, offline=offline), task, cache_dir=cache_dir)
     model = open_exported(path, backend=backend, precision=precision, threads=threads)
     if model.task != task:

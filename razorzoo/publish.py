@@ -119,6 +119,10 @@ def push_to_hub(
                                    or not constraint.isprintable() or "`" in constraint):
         raise HubError(f"constraint {safe_repr(constraint)} is not one printable line of at most 200 characters "
                        "(without backticks), e.g. 'flops<=300M'")
+    if onnx:
+        from razorzoo.deploy.metadata import require_deploy
+
+        require_deploy(export=True)  # before the namespace check, the conversion and the upload
     hub = api(token)
     _check_namespace(hub, repo_id)
 
@@ -204,6 +208,7 @@ def _spec_for(subnet: Any, card: "Card | None", like: "ArchSpec | None" = None) 
     """The spec of a custom subnet following ``card``: same task, family and detector recipe."""
     from razorzoo.arch.spec import ArchSpec
     from razorzoo.arch.subnet import load_subnet
+    from razorzoo.zoo.registry import subnet_source
 
     if like is not None:  # compare with a file's own spec
         return ArchSpec(like.task, load_subnet(subnet, family=like.subnet.family), recipe=like.recipe,
@@ -211,7 +216,7 @@ def _spec_for(subnet: Any, card: "Card | None", like: "ArchSpec | None" = None) 
     assert card is not None
     if card.task not in ("classification", "detection"):
         raise HubError(f"base {card.name!r} is a {card.task}; pass a classification or detection entry as base")
-    parsed = load_subnet(subnet, family=card.family)  # validates against the search space (SubnetError)
+    parsed = load_subnet(subnet_source(subnet), family=card.family)  # validates against the search space
     return ArchSpec(card.task, parsed, recipe=card.recipe if card.task == "detection" else None)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from fixture_rule import DATA, rule_state_dict
+from razorzoo.weights.demo import write_checkpoint as write_card_checkpoint
 
 LAYOUTS = ("runner", "mmdet-publish", "mmrazor-publish", "mmyolo-publish", "mmrazor-subnet", "state-dict")
 SUPERNET = "supernet"  # an MMRazor classification supernet of the model's search space
@@ -111,9 +112,11 @@ def _write(model: str, layout: str, path: Path, sd: OrderedDict) -> Path:
             ck[key] = extras[key]
         if has_ema(model):
             ck["ema_state_dict"] = _ema_state_dict(model)
-    elif layout in ("mmdet-publish", "mmrazor-publish"):
+    elif layout == "mmdet-publish":  # the card layout "mmyolo_detector": razorzoo's own demo writer
+        return write_card_checkpoint(sd, path, "mmyolo_detector", meta=_extras(model)["meta"])
+    elif layout == "mmrazor-publish":
         ck = {"meta": _extras(model)["meta"], "state_dict": sd}
-        if layout == "mmrazor-publish" and has_ema(model):
+        if has_ema(model):
             ck["ema_state_dict"] = _ema_state_dict(model)
         legacy = True
     elif layout == "mmyolo-publish":  # mmyolo tools/misc/publish_model.py keeps meta and param_schedulers
@@ -121,12 +124,11 @@ def _write(model: str, layout: str, path: Path, sd: OrderedDict) -> Path:
         ck = {"meta": extras["meta"], "state_dict": sd, "param_schedulers": extras["param_schedulers"]}
         legacy = True
     elif layout == "mmrazor-subnet":
-        ck = {"state_dict": OrderedDict(("architecture." + k, v) for k, v in sd.items()), "meta": {}}
+        return write_card_checkpoint(sd, path, "mmrazor_subnet", meta={})
     elif layout == "state-dict":
         ck = sd
     elif layout == SUPERNET:
-        ck = {"state_dict": OrderedDict(("architecture." + k, v) for k, v in supernet_state_dict(model).items()),
-              "meta": {}}
+        return write_card_checkpoint(supernet_state_dict(model), path, "mmrazor_supernet", meta={})
     else:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,3 +36,11 @@ def _restore_environment():
     if os.environ != saved:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory):
+    """razorzoo built as a wheel and installed outside the checkout (helpers/installed.py); built once per session."""
+    from helpers.installed import install_wheel
+
+    return install_wheel(tmp_path_factory.mktemp("installed"))

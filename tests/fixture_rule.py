@@ -1,38 +1,20 @@
 """Deterministic test weights from a state-dict manifest ("fixture rule v2", tests/data/README.md).
 
-Every entry's value depends only on its name, shape and dtype, so the golden outputs recorded with the real
-MMRazor/MMYOLO code can be reproduced with our models without shipping any weights.
+Every entry's value depends only on its name, shape and dtype (:func:`razorzoo.weights.demo.rule_tensor`, the rule
+razorzoo ships for its demo weights), so the golden outputs recorded with the real MMRazor/MMYOLO code can be
+reproduced with our models without shipping any weights.
 """
 from __future__ import annotations
 
 import json
-import math
-import re
-import zlib
 from collections import OrderedDict
+
 import torch
 
 from helpers.models import DATA
-_REG_BIAS = re.compile(r"bbox_head\.head_module\.(rtm_reg|reg_preds)\.\d+\.bias$")
+from razorzoo.weights.demo import rule_tensor
 
-
-def rule_tensor(name: str, shape, dtype: str = "torch.float32") -> torch.Tensor:
-    shape = tuple(int(s) for s in shape)
-    torch_dtype = getattr(torch, str(dtype).removeprefix("torch."))
-    if not torch_dtype.is_floating_point:
-        return torch.zeros(shape, dtype=torch_dtype)
-    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    if _REG_BIAS.search(name):
-        return 1 + 0.1 * torch.randn(shape, generator=g)
-    if name.endswith("running_var"):
-        return 0.5 + torch.rand(shape, generator=g)
-    if name.endswith("running_mean"):
-        return 0.1 * torch.randn(shape, generator=g)
-    if len(shape) == 1 and name.endswith(".weight"):
-        return 1 + 0.1 * torch.randn(shape, generator=g)
-    if len(shape) <= 1:
-        return 0.1 * torch.randn(shape, generator=g)
-    return torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+__all__ = ["DATA", "rule_tensor", "manifest", "rule_state_dict", "effective_state_dict"]
 
 
 def manifest(model: str) -> dict:

@@ -22,10 +22,10 @@ every request. Faults are queued per path and consumed one per request:
 ``add_fault(..., then=callback)`` runs ``callback()`` once that faulty response is sent (e.g. to change the file
 between a truncated download and its resumption).
 
-:func:`build_mirror` lays out a local copy of download.openmmlab.com for some registry cards: fixture-rule checkpoints
-(``tests/checkpoints.py``) in the card's upstream layout at the card's URL paths, the shipped subnet YAMLs at theirs,
-and copies of the cards whose ``sha256`` values are the served files' hashes (via the maintainer recipe's
-``set_card_hashes``), for ``RAZORZOO_CARDS`` + ``RAZORZOO_MIRROR``.
+:func:`build_mirror` lays out a local copy of download.openmmlab.com for some registry cards (razorzoo's own
+``razorzoo mirror``): fixture-rule checkpoints in the card's upstream layout at the card's URL paths, the shipped
+subnet YAMLs at theirs, and copies of the cards whose ``sha256`` values are the served files' hashes, for
+``RAZORZOO_CARDS`` + ``RAZORZOO_MIRROR``.
 
 Run it as a script (``python tests/http_server.py DIR``) to serve a directory from another process.
 """
@@ -49,11 +49,6 @@ HOSTILE = ("endless", "longer", "gzip", "trickle", "header_trickle", "redirect_l
 FAULTS = ("500", "truncate", "drop", "flip", "slow", "403", "stall", "norange", "416", "429", "408", "300", "redirect",
           *HOSTILE)
 HOSTILE_SECONDS = 20.0  # a hostile answer gives up by itself: no test may leave a thread sending for ever
-REPO = Path(__file__).resolve().parent.parent
-# card weights layout -> tests/checkpoints.py layout that writes it (docs/upstream.md §3, §4)
-CARD_LAYOUTS = {"mmyolo_detector": "mmdet-publish", "mmrazor_subnet": "mmrazor-subnet", "mmrazor_supernet": "supernet"}
-# a tests/data model of each family, to write that family's supernet
-_FAMILY_MODELS = {"spos": "spos_0.33M", "attentive": "attentive_a6", "ofa": "ofa_lat31"}
 
 
 @dataclass(frozen=True)
@@ -287,38 +282,13 @@ def hostile_answer(handler: BaseHTTPRequestHandler, kind: str, data: bytes, head
 
 
 def build_mirror(names: list[str], out: str | Path) -> tuple[Path, Path]:
-    """Write ``out/www`` (the mirror's files) and ``out/cards`` (card copies with matching hashes) for the registry
-    cards ``names``; checkpoints hold the fixture weights of the tests/data model of the same name."""
-    sys.path.insert(0, str(REPO / "conversion"))
-    from checkpoints import write_checkpoint
-    from convert_zoo import set_card_hashes
+    """``out/www`` (the mirror's files) and ``out/cards`` (card copies with matching hashes) for the registry cards
+    ``names``: razorzoo's own :func:`razorzoo.storage.mirror.build_mirror`, whose demo weights are the fixture rule's
+    (the tests/data goldens were recorded with them)."""
+    from razorzoo.storage.mirror import build_mirror as build
 
-    from razorzoo.storage.fetch import sha256_of_file
-    from razorzoo.zoo.registry import get_card
-
-    out = Path(out)
-    www, cards = out / "www", out / "cards"
-    (cards / "subnets").mkdir(parents=True, exist_ok=True)
-    for name in names:
-        card = get_card(name)
-        hashes = {}
-        weights = www / unquote(urlsplit(card.weights.url).path.lstrip("/"))
-        if not weights.exists():
-            model = name if card.weights.layout != "mmrazor_supernet" else _FAMILY_MODELS[card.family]
-            write_checkpoint(model, CARD_LAYOUTS[card.weights.layout], weights)
-        hashes["weights"] = sha256_of_file(weights)
-        if card.subnet is not None:
-            shipped = card.subnet_path.read_bytes()
-            (cards / card.subnet.file).write_bytes(shipped)
-            if card.subnet.url:
-                served = www / unquote(urlsplit(card.subnet.url).path.lstrip("/"))
-                served.parent.mkdir(parents=True, exist_ok=True)
-                served.write_bytes(shipped)
-                hashes["subnet"] = sha256_of_file(served)
-        copy = cards / card.path.name
-        copy.write_bytes(card.path.read_bytes())
-        set_card_hashes(copy, hashes)
-    return www, cards
+    mirror = build(out, names)
+    return mirror.www, mirror.cards
 
 
 if __name__ == "__main__":  # serve a directory: python tests/http_server.py DIR  (prints the URL)

@@ -134,6 +134,20 @@ def test_image_folder_goes_through_the_models_own_preprocessing(photo_folder):
     torch.testing.assert_close(model.backbone.first_conv.bn.running_var.double(), flat.var(1), rtol=1e-5, atol=1e-6)
 
 
+def test_calibration_shows_its_progress_in_images(photo_folder, capsys, monkeypatch):
+    """A progress bar counting images (3 photos in batches of 2; ready batches: their images), unless turned off."""
+    razorzoo.calibrate_bn(rule_model(ClassifierPreprocess(resize=73, crop=64)), photo_folder, batch_size=2,
+                          progress=True)
+    err = capsys.readouterr().err
+    assert "calibrate_bn: 100%" in err and "3/3 [" in err
+    razorzoo.calibrate_bn(rule_model(), batches(3, 2), progress=True)
+    err = capsys.readouterr().err
+    assert "calibrate_bn: 100%" in err and "5/5 [" in err
+    monkeypatch.setenv("RAZORZOO_PROGRESS", "0")
+    razorzoo.calibrate_bn(rule_model(), batches(3, 2))
+    assert capsys.readouterr().err == ""
+
+
 def test_images_need_a_model_that_prepares_them(photo_folder):
     with pytest.raises(ImageError, match="has no preprocess"):
         razorzoo.calibrate_bn(rule_model().backbone, photo_folder)

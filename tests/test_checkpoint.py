@@ -93,7 +93,7 @@ def test_architecture_prefix_keeps_only_the_model_keys_and_says_so(tmp_path):
     sd = OrderedDict([("architecture.backbone.w", torch.ones(2)), ("data_preprocessor.mean", torch.zeros(3))])
     checkpoint = read_checkpoint(write_pickle({"state_dict": sd, "meta": {}}, tmp_path / "c.pth"))
     assert list(checkpoint.state_dict) == ["backbone.w"]
-    assert "dropped 1 keys outside it (e.g. 'data_preprocessor.mean')" in checkpoint.normalization[0]
+    assert "dropped 1 key outside it (e.g. 'data_preprocessor.mean')" in checkpoint.normalization[0]
 
 
 # --- malicious pickles: each would create `marker` if any of its payload ran ---------------------------------------

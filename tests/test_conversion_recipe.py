@@ -12,9 +12,10 @@ from http_server import FileServer, build_mirror
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "conversion"))
-from convert_zoo import main as convert_zoo, set_card_hashes  # noqa: E402
+from convert_zoo import main as convert_zoo  # noqa: E402
 
 from razorzoo.errors import CardError  # noqa: E402
+from razorzoo.zoo.edit import set_card_hashes  # noqa: E402
 from razorzoo.zoo.registry import CARDS_DIR, parse_card  # noqa: E402
 
 NAMES = ("rtmdet_tiny-ofa_lat31", "ofa_lat31")

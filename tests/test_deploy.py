@@ -361,18 +361,45 @@ def test_a_missing_runtime_package_names_the_extra(detector_file, module, extra)
     assert f"pip install 'razorzoo[{extra}]'" in out.stdout and module in out.stdout
 
 
+@pytest.mark.parametrize("missing, backend, extra", [("onnxscript", "openvino", "openvino"),
+                                                     ("onnx", "onnxruntime", "onnx"), ("onnxruntime", None, "onnx")])
+def test_an_export_is_refused_before_any_download_when_a_package_is_missing(zoo, missing, backend, extra):
+    """The first --backend use exports, which needs onnx, onnxscript and (the parity gate) onnxruntime: checked
+    before the model is downloaded, and the error names the extra that installs what is missing for this use
+    ([openvino] brings the ONNX packages too)."""
+    server, cache = zoo
+    call = (f"razorzoo.load_classifier({SERVED!r}, backend={backend!r})" if backend
+            else f"razorzoo.export({SERVED!r}, 'never.onnx')")
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"
+            "import razorzoo\n"
+            "from razorzoo.errors import RazorzooError\n"
+            "try:\n"
+            f"    {call}\n"
+            "except RazorzooError as exc:\n"
+            "    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=cache.parent, env={**os.environ, "PYTHONPATH": str(Path(razorzoo.__file__).parent.parent)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"needs {missing}, which is not installed: pip install 'razorzoo[{extra}]'" in out.stdout
+    assert server.requests == [] and not cache.exists()  # nothing downloaded, converted or exported
+
+
 # -- names through the cache (test_loading's local mirror), and the commands --------------------------------------
 SERVED = CLASSIFIER  # the classifier test_loading's mirror serves
 
 
-def test_a_name_is_exported_once_into_the_cache_then_reused(zoo, tmp_path, capsys):
+def test_a_name_is_exported_once_into_the_cache_then_reused(zoo, tmp_path, capsys, monkeypatch):
     server, cache = zoo
+    monkeypatch.setenv("RAZORZOO_PROGRESS", "1")  # the long first export says what it is doing
     first = razorzoo.load_classifier(SERVED, backend="onnxruntime")
     [file] = list((cache / "exported").rglob("*.onnx"))
+    err = capsys.readouterr().err
+    assert f"razorzoo: first use of a runtime: exporting {cache / 'models'}" in err
+    assert f"to ONNX, parity gate on (once: later loads reuse {file}) ..." in err and ": done in " in err
     mtime, requests = file.stat().st_mtime_ns, len(server.requests)
     again = razorzoo.load_classifier(SERVED, backend="openvino", offline=True)
     assert list((cache / "exported").rglob("*.onnx")) == [file] and file.stat().st_mtime_ns == mtime
-    assert len(server.requests) == requests
+    assert len(server.requests) == requests and "exporting" not in capsys.readouterr().err
     eager = razorzoo.load_classifier(SERVED)
     x = torch.randn(2, 3, *first.input_size, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -384,11 +411,16 @@ def test_a_name_is_exported_once_into_the_cache_then_reused(zoo, tmp_path, capsy
 
     out_file = tmp_path / "cli" / "ofa.onnx"
     assert main(["export", SERVED, "-o", str(out_file), "--input-size", "64"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
     assert lines[0].startswith(f"wrote {out_file} (") and "top-1 labels agreeing 3/3" in lines[1]
+    assert f"razorzoo: exporting {SERVED} to ONNX and checking parity on ONNX Runtime (tens of seconds) ..." in err
+    assert f"razorzoo: exporting {SERVED} to ONNX and checking parity on ONNX Runtime (tens of seconds): done in" in err
     assert open_exported(out_file).input_size == (64, 64)
     assert main(["export", SERVED, "-o", str(tmp_path / "x.onnx"), "--task", "detection"]) == 2
-    assert "load_classifier" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+    assert capsys.readouterr().err == (f"razorzoo: error: {SERVED} is a classifier: export it with --task "
+                                       "classification (or --task backbone for its backbone)\n")
+    assert not (tmp_path / "x.onnx").exists()
     result = razorzoo.export(SERVED, tmp_path / "api.onnx", input_size=64)  # the Python API takes names too
     assert result.path == tmp_path / "api.onnx" and open_exported(result.path).input_size == (64, 64)
     assert len(server.requests) == requests  # resolved from the cache, not downloaded again

@@ -138,7 +138,10 @@ def test_predict_command_classifies_with_a_classifier(tmp_path, capsys):
     assert lines[1].split()[0] == expected.names[0].split()[0]
     code, _, err = _run_cli(capsys, "predict", "spos_0.33M", image, "--weights", str(converted), "--max-det", "3")
     assert code == 2 and "detector options (--max-det) do not apply" in err
-    for streaming in (["--save-json", str(tmp_path / "out.json")], [str(tmp_path)]):  # an option, a folder
-        code, _, err = _run_cli(capsys, "predict", "spos_0.33M", image, *streaming, "--weights", str(converted))
-        assert code == 2 and "is a classifier" in err and "are for detectors" in err
-    assert not (tmp_path / "out.json").exists()
+    # the streaming options save its top-k per image (tests/test_sources.py has folders, globs and videos)
+    code, out, _ = _run_cli(capsys, "predict", "spos_0.33M", image, "--save-json", str(tmp_path / "out.json"),
+                            "--weights", str(converted), "--topk", "3")
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert code == 0 and out.startswith("1 image, ")
+    assert [(r["image"], r["rank"], r["class_index"]) for r in saved] == [(image, rank, index) for rank, index in
+                                                                          enumerate(expected.indices, start=1)]

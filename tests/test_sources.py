@@ -169,3 +169,87 @@ def test_ctrl_c_leaves_a_valid_partial_json(converted, photos, tmp_path):
     assert code == 130 and b"razorzoo: interrupted" in err
     done = {r["image"] for r in json.loads(saved.read_text())}
     assert 2 <= len(done) < 6 and done <= {str(tmp_path / f"img{i}.png") for i in range(6)}
+
+
+# -- classifiers: the same sources, their top-k per image ----------------------------------------------------------
+CLASSIFIER = "ofa_lat31"
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory):
+    """ofa_lat31's fixture weights as a converted file (what the command loads) and the eager model."""
+    import contextlib
+    import io
+
+    from checkpoints import write_checkpoint
+
+    folder = tmp_path_factory.mktemp("classifier")
+    checkpoint = write_checkpoint(CLASSIFIER, "mmrazor-subnet", folder / "model.pth")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["convert", str(checkpoint), "--subnet", CLASSIFIER, "-o", str(folder / "model.safetensors")]) == 0
+    return folder / "model.safetensors", razorzoo.load_classifier(folder / "model.safetensors")
+
+
+def _same_top(found, expected) -> None:
+    assert found.indices == expected.indices and found.names == expected.names
+    assert found.probs == pytest.approx(expected.probs, abs=1e-5)
+
+
+def test_classifier_streams_video_frames_like_predict(classifier_file, video):
+    from razorzoo.evaluation.sources import classify_stream
+
+    _, classifier = classifier_file
+    path, frames = video
+    streamed = list(classify_stream(classifier, path, topk=3, batch=2, workers=1, progress=False))
+    assert [item.index for item, _ in streamed] == [0, 1, 2]
+    for (item, top), frame in zip(streamed, frames):
+        assert np.array_equal(item.image, frame)
+        _same_top(top, classifier.predict(frame, topk=3))
+
+
+def test_cli_classifies_a_folder_a_glob_and_a_video_with_top_k_per_image(classifier_file, photos, video, tmp_path,
+                                                                         capsys):
+    converted, classifier = classifier_file
+    folder, arrays = photos
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["predict", str(converted), str(folder), "--topk", "3", "--batch", "2", "--save-json",
+                 str(out / "top.json"), "--save-csv", str(out / "top.csv")]) == 0
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[0].startswith("2 images, ") and summary[0].endswith(" ms per image")
+    assert summary[1].split() == ["top-1", "class", "images"]
+    saved = json.loads((out / "top.json").read_text())
+    rows = list(csv.DictReader((out / "top.csv").open()))
+    assert list(rows[0]) == ["image", "frame", "rank", "class_index", "class", "prob"] and len(rows) == len(saved) == 6
+    top1 = {}
+    for name, array in arrays.items():
+        expected = classifier.predict(array, topk=3)
+        mine = [r for r in saved if r["image"] == str(folder / name)]
+        assert [r["rank"] for r in mine] == [1, 2, 3] and all(r["frame"] is None for r in mine)
+        _same_top(type(expected)(tuple(r["class_index"] for r in mine), tuple(r["class"] for r in mine),
+                                 tuple(r["prob"] for r in mine)), expected)
+        in_csv = [r for r in rows if r["image"] == str(folder / name)]
+        assert [(int(r["class_index"]), r["class"]) for r in in_csv] == list(zip(expected.indices, expected.names))
+        top1[expected.names[0]] = top1.get(expected.names[0], 0) + 1
+    assert {line.rsplit(None, 1)[0].strip(): int(line.rsplit(None, 1)[1]) for line in summary[2:]} == top1
+
+    assert main(["predict", str(converted), str(folder / "*.png"), "--json"]) == 0  # a glob; JSON lines
+    [line] = capsys.readouterr().out.splitlines()
+    printed = json.loads(line)
+    assert printed["image"] == str(folder / "chelsea.png") and len(printed["names"]) == 5
+    expected = classifier.predict(arrays["chelsea.png"])
+    _same_top(type(expected)(tuple(printed["indices"]), tuple(printed["names"]), tuple(printed["probs"])), expected)
+
+    path, frames = video
+    assert main(["predict", str(converted), str(path), "--json", "--topk", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(entry["image"], entry["frame"]) for entry in lines] == [(str(path), i) for i in range(3)]
+    assert [entry["indices"] for entry in lines] == [list(classifier.predict(f, topk=1).indices) for f in frames]
+
+
+def test_cli_refuses_detector_options_for_a_classifier(classifier_file, photos, tmp_path, capsys):
+    converted, _ = classifier_file
+    folder, _ = photos
+    err = _error(capsys, "predict", str(converted), str(folder), "--save-dir", str(tmp_path / "drawn"))
+    assert "detector options (--save-dir) do not apply" in err and "takes --topk" in err
+    assert not (tmp_path / "drawn").exists()

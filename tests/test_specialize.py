@@ -5,6 +5,7 @@ Budget: about 2 minutes on one core (population 6, 2 generations, 64 px)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -56,10 +57,12 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def searched(files):
-    """One uninterrupted OFA search under a FLOPs budget."""
+    """One uninterrupted OFA search under a FLOPs budget; ``result.summary["progress"]`` holds its progress lines."""
     out = files["root"] / "uninterrupted"
+    lines: list[str] = []
     result = specialize("ofa_supernet", Constraint.parse("flops", OFA_FLOPS), calib=files["calib"], val=files["val"],
-                        out=out, weights=files["ofa"], **SEARCH)
+                        out=out, weights=files["ofa"], progress=lines.append, **SEARCH)
+    result.summary["progress"] = lines
     return result
 
 
@@ -280,3 +283,120 @@ def test_params_budget_on_the_attentive_supernet(files):
     assert razorzoo.load_subnet(out / "subnet.yaml", family="attentive") == result.subnet
     assert razorzoo.count_flops(model, (1, 3, RESOLUTION, RESOLUTION)).params == result.params <= 15e6
     assert all(row["params"] <= 15e6 for row in candidates(out))
+
+
+# -- what the search says and writes -----------------------------------------------------------------------------
+_NUMBER = r"\d+(?:\.\d+)?"
+
+
+def test_progress_lines_say_what_their_numbers_are(searched):
+    import re
+
+    lines = searched.summary["progress"]
+    assert re.fullmatch(rf"reading 5 calibration images and 4 validation images at {RESOLUTION}px", lines[0])
+    assert re.fullmatch(r"generation 1/2: 6 random candidates meeting the constraint, from \d+ samples", lines[1])
+    candidate = re.compile(rf"generation ([12])/2, candidate ([1-6])/6: top-1 {_NUMBER}% on your validation images "
+                           rf"\(loss {_NUMBER}\), flops {_NUMBER}M")
+    assert sum(bool(candidate.fullmatch(line)) for line in lines) >= 7  # every candidate of both generations
+    assert any(re.fullmatch(rf"generation 2/2 done, best so far: top-1 {_NUMBER}% on your validation images "
+                            rf"\(loss {_NUMBER}\), flops {_NUMBER}M", line) for line in lines)
+    assert any(re.fullmatch(rf"finalist 1/\d: top-1 .*; measured {_NUMBER} ms end to end", line) for line in lines)
+    assert not any("score" in line for line in lines)  # no bare score tuples
+
+
+def test_the_budget_is_rechecked_on_the_written_network_and_the_card_says_so(searched):
+    budget = json.loads((searched.out / "specialize.json").read_text())["budget"]
+    model = razorzoo.build_classifier(searched.out / "subnet.yaml")
+    counted = razorzoo.count_flops(model, (1, 3, RESOLUTION, RESOLUTION)).flops
+    assert budget == {"constraint": "flops<=22M", "metric": "flops", "limit": 22e6, "measured": counted,
+                      "measured_by": "counted on the whole network", "met": True}
+    card = (searched.out / "README.md").read_text()
+    assert f"| budget `flops<=22M` | met: {counted / 1e6:.4g}M counted on the whole network |" in card
+    assert "population 6, 2 generations," in card and "of 4 images |" in card
+
+
+def test_the_pareto_plot_and_json_mark_the_chosen_subnet(searched):
+    from PIL import Image
+
+    rows = candidates(searched.out)
+    chosen = [row for row in rows if row["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["subnet"] == ChoiceSpace.for_family("ofa").to_json(_genome(searched.subnet))
+    import numpy as np
+
+    pixels = np.asarray(Image.open(searched.out / "pareto.png").convert("RGB")).astype(int)
+    star = np.array([0x2C, 0xA0, 0x2C])  # the chosen point's green; evaluated points are grey, the front red, the
+    assert (np.abs(pixels - star).max(axis=-1) <= 8).sum() > 20  # budget line blue: only the star is green
+
+
+def test_a_latency_budget_missed_end_to_end_is_said_not_hidden(files, tmp_path, capsys):
+    """A device profile that predicts 1% of the real block times: the search's candidates fit the budget on the
+    table, none when timed end to end. The output is written, and its card, summary and the command say the budget
+    is missed, by how much, measured how. (A first search with no real budget measures the candidates' blocks; the
+    same seed then samples the same candidates.)"""
+    def search(out: Path, budget: str, profile: Path) -> tuple[int, str]:
+        code = cli_main(["specialize", "ofa_supernet", "--latency", budget, "--calib", str(files["calib"]), "--val",
+                         str(files["val"]), "-o", str(out), "--weights", str(files["ofa"]), "--population", "3",
+                         "--generations", "1", "--resolution", str(RESOLUTION), "--profile", str(profile), "--quiet"])
+        return code, capsys.readouterr().err
+
+    measured = tmp_path / "measured.json"
+    assert search(tmp_path / "unbounded", "100000ms", measured)[0] == 0
+    profile = DeviceProfile.load(measured)
+    profile.entries = {key: value / 100 for key, value in profile.entries.items()}
+    profile.save(tmp_path / "optimistic.json")
+    limit = max(row["latency"] for row in candidates(tmp_path / "unbounded")) / 100 * 1.05
+    out = tmp_path / "missed"
+    code, err = search(out, f"{limit:.6f}ms", tmp_path / "optimistic.json")
+    assert code == 0
+    budget = json.loads((out / "specialize.json").read_text())["budget"]
+    assert budget["met"] is False and budget["measured"] > budget["limit"] == pytest.approx(limit, rel=1e-5)
+    assert budget["measured_by"] == f"timed end to end ({RESOLUTION}px, batch 1)"
+    card = (out / "README.md").read_text()
+    assert "| budget `latency<=" in card and "**missed**" in card and "1 generation," in card
+    assert "razorzoo: warning: the budget latency<=" in err and "is missed" in err
+
+
+def test_a_missing_plot_extra_fails_before_the_search(files, tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['matplotlib'] = None\n"  # as if the search extra were not installed
+            "from razorzoo.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-c", code, "specialize", "ofa_supernet", "--flops", OFA_FLOPS, "--calib",
+                          str(files["calib"]), "--val", str(files["val"]), "-o", str(out), "--weights",
+                          str(tmp_path / "never-read.pth")], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(Path(razorzoo.__file__).parent.parent)})
+    assert run.returncode == 2
+    assert "matplotlib, which is not installed: pip install 'razorzoo[search]'" in run.stderr
+    assert not out.exists()  # nothing read (the weights path does not exist), nothing searched, nothing written
+
+
+def _random_subnets(family: str, n: int, seed: int):
+    import random
+
+    space, rng = ChoiceSpace.for_family(family), random.Random(seed)
+    return [space.subnet(space.sample(rng)) for _ in range(n)] + [space.subnet(space.smallest())]
+
+
+@pytest.mark.parametrize("family, resolution", [("ofa", 64), ("attentive", 64), ("ofa", 224), ("attentive", 192)])
+def test_the_cost_table_gives_the_whole_network_counts(family, resolution):
+    """FLOPs and params summed from the unit table equal count_flops of the whole classifier, on random subnets,
+    the smallest, and the zoo's own subnets (AttentiveNAS ones resize their input to the YAML's input_shape)."""
+    from razorzoo.search.costs import CostTable
+
+    table = CostTable()
+    subnets = _random_subnets(family, 12 if resolution == 64 else 4, seed=resolution)
+    subnets += [razorzoo.load_subnet(card.subnet_path) for card in map(razorzoo.get_card, razorzoo.list_models())
+                if card.family == family and card.task == "classification"]
+    for subnet in subnets:
+        with torch.device("meta"):
+            model = _build(subnet)
+        report = razorzoo.count_flops(model, (1, 3, resolution, resolution))
+        costs = table.costs(subnet, resolution)
+        assert (costs.flops, costs.params) == (report.flops, report.params), subnet
+    counted = table.counted
+    for subnet in subnets:  # the second time everything comes from the table: nothing is built or run
+        table.costs(subnet, resolution)
+    assert table.counted == counted

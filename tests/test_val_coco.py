@@ -95,6 +95,17 @@ def _pycocotools(ann_file, results_file, max_dets=(1, 10, 100)) -> list[float]:
     return [float(v) for v in ev.stats[:6]]
 
 
+def _as_printed(stats: list[float]) -> list[float | None]:
+    """pycocotools' stats as razorzoo reports them: its -1 placeholder (no ground truth of that kind) is None."""
+    return [None if v == -1 else v for v in stats]
+
+
+def assert_same_stats(got: list, expected: list[float]) -> None:
+    expected = _as_printed(expected)
+    assert [v is None for v in got] == [v is None for v in expected]
+    assert [v for v in got if v is not None] == pytest.approx([v for v in expected if v is not None], abs=1e-12)
+
+
 @pytest.mark.parametrize(("width", "height", "canvas"), [
     (640, 480, (512, 672)),  # 480/640*20 + .5 = 15.5 -> 16 * 32
     (480, 640, (672, 512)),  # portrait: the transpose
@@ -148,13 +159,13 @@ def test_cli_ap_equals_pycocotools_on_the_saved_predictions(dataset, converted, 
             "--save-json", str(saved), "--json", "--batch", "2", "--workers", "2"]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert [printed[k] for k in STATS] == pytest.approx(_pycocotools(root / "instances.json", saved), abs=1e-12)
+    assert_same_stats([printed[k] for k in STATS], _pycocotools(root / "instances.json", saved))
     assert printed["images"] == 4 and printed["maxdets"] == [1, 10, 100]
     # MMYOLO's proposal_nums=(100, 1, 10): AP at 100, the other five at 10 detections per image
     mmyolo = _pycocotools(root / "instances.json", saved, max_dets=(100, 1, 10))
     stats = coco_stats(json.loads((root / "instances.json").read_text()), json.loads(saved.read_text()),
                        maxdets=(100, 1, 10))
-    assert [stats[k] for k in STATS] == pytest.approx(mmyolo, abs=1e-12)
+    assert_same_stats([stats[k] for k in STATS], mmyolo)
 
 
 def test_ground_truth_as_predictions_scores_ap_one(dataset):
@@ -163,7 +174,7 @@ def test_ground_truth_as_predictions_scores_ap_one(dataset):
                for a in data["annotations"]]
     stats = coco_stats(data, perfect)
     assert stats["AP"] == stats["AP50"] == stats["AP75"] == 1.0
-    assert {stats[k] for k in ("AP_small", "AP_medium", "AP_large")} <= {1.0, -1.0}  # -1: no GT of that size
+    assert {stats[k] for k in ("AP_small", "AP_medium", "AP_large")} <= {1.0, None}  # None: no GT of that size
 
 
 def test_results_do_not_depend_on_batch_or_workers(dataset, detector, val_run, tmp_path):
@@ -250,7 +261,7 @@ def test_val_on_onnxruntime_equals_predict_on_the_exported_graphs_square_canvas(
     assert main(["val", str(converted), "--backend", "onnxruntime", "--coco-ann", str(root / "instances.json"),
                  "--images", str(root / "images"), "--save-json", str(saved), "--json", "--batch", "2"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert [printed[k] for k in STATS] == pytest.approx(_pycocotools(root / "instances.json", saved), abs=1e-12)
+    assert_same_stats([printed[k] for k in STATS], _pycocotools(root / "instances.json", saved))
     assert len(list((tmp_path / "cache" / "exported").rglob("model.onnx"))) == 1
     results = _by_image(json.loads(saved.read_text()))
     ids = {image["file_name"]: image["id"] for image in data["images"]}
@@ -259,3 +270,57 @@ def test_val_on_onnxruntime_equals_predict_on_the_exported_graphs_square_canvas(
         found, wanted = results[image_id], detector.predict(str(root / "images" / name)).to_coco(image_id)
         assert len(found) == len(wanted) > 0
         assert_same_detections(found, wanted, detector.test_cfg.max_per_img, what=name)
+
+
+def _person_only(path, data: dict) -> dict:
+    """``data``'s images, one small (10 x 10) person on each, and only the person category: nothing medium or
+    large to score, and every other class the model finds is one the file does not have."""
+    annotations = [{"id": i + 1, "image_id": image["id"], "iscrowd": 0, "category_id": 1, "bbox": [5, 5, 10, 10],
+                    "area": 100} for i, image in enumerate(data["images"])]
+    small = {"images": data["images"], "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}
+    path.write_text(json.dumps(small))
+    return small
+
+
+def test_unscorable_metrics_read_n_a_and_unscored_classes_are_counted(dataset, converted, tmp_path, capsys):
+    root, data, _ = dataset
+    common = ["val", str(converted), "--images", str(root / "images"), "--json"]
+    assert main([*common, "--coco-ann", str(root / "instances.json")]) == 0
+    every = json.loads(capsys.readouterr().out)  # the 80 COCO categories: every detection is scored
+    assert every["detections_of_other_classes"] == 0 and every["detections"] > 0
+    _person_only(tmp_path / "person.json", data)
+    assert main([*common, "--coco-ann", str(tmp_path / "person.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["AP_medium"] is None and printed["AP_large"] is None  # JSON null, not pycocotools' -1
+    assert printed["AP_small"] is not None and printed["AP"] is not None
+    other = printed["detections_of_other_classes"]
+    assert other > 0 and printed["detections"] + other == every["detections"]  # the same boxes, sorted out
+
+    assert main(common[:-1] + ["--coco-ann", str(tmp_path / "person.json")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in table if line.startswith(("AP_medium", "AP_large"))] == [
+        ["AP_medium", "n/a", "n/a"], ["AP_large", "n/a", "n/a"]]
+    assert "n/a: no ground truth of that kind among the evaluated images" in "\n".join(table)
+    hint = [line for line in table if "of classes the annotation file has no category for" in line]
+    assert len(hint) == 1 and hint[0].startswith(f"{other} detections of classes") and hint[0].endswith(
+        f"were not scored; {printed['detections']} detection{'s' if printed['detections'] != 1 else ''} of its own "
+        "classes were")
+
+
+def test_nothing_detected_scores_zero_where_there_is_ground_truth_and_n_a_elsewhere(dataset, tmp_path):
+    _, data, _ = dataset
+    small = _person_only(tmp_path / "person.json", data)
+    assert coco_stats(small, []) == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "AP_small": 0.0, "AP_medium": None,
+                                     "AP_large": None}
+
+
+def test_val_says_in_its_own_terms_which_data_a_model_takes(dataset, converted, tmp_path, capsys):
+    root, _, _ = dataset
+    assert main(["val", str(converted), "--imagenet", str(root / "images")]) == 2
+    assert capsys.readouterr().err == ("razorzoo: error: " + str(converted) + " is a detector: evaluate it on COCO "
+                                       "with --coco-ann JSON --images DIR (--imagenet is for classifiers)\n")
+    assert main(["val", "attentive_a6", "--coco-ann", str(root / "instances.json"), "--images",
+                 str(root / "images")]) == 2
+    assert "attentive_a6 is a classifier: evaluate it on ImageNet with --imagenet DIR" in capsys.readouterr().err
+    assert main(["val", "yolov6", "--imagenet", str(root)]) == 2
+    assert "did you mean 'yolov6s-attentive_a6'" in capsys.readouterr().err

@@ -114,8 +114,8 @@ def test_cli_val_imagenet(classifier, photos, labelled, tmp_path, capsys):
     assert (printed["top1"], printed["top5"], printed["images"]) == (0.5, 0.75, 4)
     assert main(["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "val.txt")]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert [line.split() for line in table[:3]] == [["metric", "razorzoo", "published"], ["top1", "50.00"],
-                                                    ["top5", "75.00"]]
+    assert [line.split() for line in table[:3]] == [["metric", "razorzoo", "published"], ["top1", "50.00", "n/a"],
+                                                    ["top5", "75.00", "n/a"]]  # a file: no published figure
     assert table[3].startswith("4 images, ")
     (tmp_path / "bad.txt").write_text("just-a-path\n")
     assert main(["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "bad.txt")]) == 2

@@ -82,8 +82,8 @@ def test_missing_and_reshaped_tensors_without_a_yaml_explanation():
     del state_dict["head.fc.bias"]
     state_dict["head.fc.weight"] = state_dict["head.fc.weight"][:10]
     report = verify_pair(spec_with("spos_0.33M"), state_dict)
-    assert report.problems == ["1 tensors the YAML needs are missing: head.fc.bias",
-                               "1 tensors have other shapes: head.fc.weight [1000, 1024] in YAML, [10, 1024] in weights"]
+    assert report.problems == ["1 tensor the YAML needs is missing: head.fc.bias",
+                               "1 tensor has another shape: head.fc.weight [1000, 1024] in YAML, [10, 1024] in weights"]
 
 
 def test_classifier_weights_for_a_detector_and_the_reverse():
@@ -232,7 +232,8 @@ def test_missing_tensors_are_listed_up_to_five(dropped):
     assert all(k.startswith("backbone.conv1.") for k in gone)
     report = verify_pair(spec_with("spos_0.33M"), {k: v for k, v in weights.items() if k not in gone})
     more = f" (+{dropped - 5} more)" if dropped > 5 else ""
-    assert report.problems == [f"{dropped} tensors the YAML needs are missing: {', '.join(gone[:5])}{more}"]
+    needs = "1 tensor the YAML needs is" if dropped == 1 else f"{dropped} tensors the YAML needs are"
+    assert report.problems == [f"{needs} missing: {', '.join(gone[:5])}{more}"]
 
 
 def test_unexpected_tensors_are_listed():
@@ -267,7 +268,7 @@ def test_a_block_missing_a_conv_is_reported_as_missing_not_as_a_yaml_choice(mode
     weights = rule_state_dict(model)
     key = f"backbone.layer3.1.{conv}.conv.weight"
     del weights[key]
-    assert verify_pair(spec_with(model), weights).problems == [f"1 tensors the YAML needs are missing: {key}"]
+    assert verify_pair(spec_with(model), weights).problems == [f"1 tensor the YAML needs is missing: {key}"]
 
 
 def test_yaml_differences_after_a_missing_stage_are_still_named():
@@ -389,9 +390,9 @@ def test_a_nearly_largest_subnet_checkpoint_with_another_yaml_is_a_mismatch_not_
 def test_a_stage_without_any_linear_conv_is_reported_as_missing_tensors():
     weights = rule_state_dict("attentive_a6")
     gone = [k for k in weights if k.startswith("backbone.layer7.") and ".linear_conv.conv.weight" in k]
-    assert gone
+    assert gone == ["backbone.layer7.0.linear_conv.conv.weight"]  # A6's last stage has one block
     report = verify_pair(spec_with("attentive_a6"), {k: v for k, v in weights.items() if k not in gone})
-    assert report.problems == [f"{len(gone)} tensors the YAML needs are missing: {', '.join(gone)}"]
+    assert report.problems == [f"1 tensor the YAML needs is missing: {gone[0]}"]
 
 
 def test_a_depthwise_width_that_is_no_multiple_of_the_input_is_not_read_as_an_expand_ratio():
@@ -401,4 +402,4 @@ def test_a_depthwise_width_that_is_no_multiple_of_the_input_is_not_read_as_an_ex
     shape = tuple(weights[key].shape)
     weights[key] = torch.zeros(cin * 4 + 3, *shape[1:])  # 4.x times the input: no expand ratio gives it
     assert verify_pair(spec_with("attentive_a6"), weights).problems == [
-        f"1 tensors have other shapes: {key} {list(shape)} in YAML, {[cin * 4 + 3, *shape[1:]]} in weights"]
+        f"1 tensor has another shape: {key} {list(shape)} in YAML, {[cin * 4 + 3, *shape[1:]]} in weights"]

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "razorzoo.cli.hub",  # push
     "razorzoo.cli.specialize",  # specialize
     "razorzoo.cli.train",  # train
+    "razorzoo.cli.mirror",  # mirror, demo
 )
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from razorzoo.arch.spec import CARD_TASKS
 from razorzoo.bounded import check_number, safe_repr, terminal_safe
 from razorzoo.cli import CLIError
+from razorzoo.wording import did_you_mean
 
 # column -> (header, format); the keys are those of Card.summary()
 COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
@@ -79,7 +80,8 @@ def _list(args: argparse.Namespace) -> int:
     from razorzoo.zoo.registry import get_card, list_models, pareto_front
 
     if args.sort is not None and args.sort not in COLUMNS:
-        raise CLIError(f"--sort {safe_repr(args.sort)}: unknown column; columns: {', '.join(COLUMNS)}")
+        raise CLIError(f"--sort {safe_repr(args.sort)}: unknown column; columns: {', '.join(COLUMNS)}"
+                       f"{did_you_mean(args.sort, list(COLUMNS))}")
     filters = [_where(expr) for expr in args.where]  # all checked before any card is read
     axes = _pareto_axes(args.pareto) if args.pareto is not None else None
     rows = [get_card(name).summary() for name in list_models(args.pattern, task=args.task)]
@@ -93,11 +95,22 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
-        print("no models match", file=sys.stderr)
+        print(f"no models match{_hint(args.pattern)}", file=sys.stderr)
         return 1
     else:
         print(format_table(rows, _visible_columns(rows)))
     return 0
+
+
+def _hint(pattern: str) -> str:
+    """For a name that matches nothing: the names it resembles (a plain prefix such as ``yolov6`` is no pattern)."""
+    from razorzoo.zoo.registry import all_cards
+
+    if pattern == "*" or any(c in pattern for c in "*?["):
+        return ""
+    names = {spelling: card.name for card in all_cards() for spelling in (card.name, *card.aliases)}
+    close = did_you_mean(pattern, names)
+    return f" {safe_repr(pattern)}{close} (patterns take wildcards: '{pattern}*')" if close else ""
 
 
 def _where(expr: str) -> Callable[[dict[str, Any]], bool]:
@@ -110,7 +123,7 @@ def _where(expr: str) -> Callable[[dict[str, Any]], bool]:
     column, op, value = match.groups()
     if column not in COLUMNS:
         raise CLIError(f"--where {safe_repr(expr)}: unknown column {safe_repr(column)}; "
-                       f"columns: {', '.join(COLUMNS)}")
+                       f"columns: {', '.join(COLUMNS)}{did_you_mean(column, list(COLUMNS))}")
     if column in NUMERIC:
         target: Any = check_number(value, f"--where {safe_repr(expr)}: the value for {column}")
     elif op in ("=", "==", "!="):
@@ -204,7 +217,9 @@ def _search(args: argparse.Namespace) -> int:
             hits.append({"name": card.name, "task": card.task, "matched in": ", ".join(where),
                          "context": _snippet(card.body, words[0]) or card.description[:60]})
     if not hits:
-        print(f"no model matches {safe_repr(' '.join(args.text))}", file=sys.stderr)
+        names = {spelling: card.name for card in all_cards() for spelling in (card.name, *card.aliases)}
+        close = "".join(did_you_mean(word, names) for word in args.text[:1])
+        print(f"no model matches {safe_repr(' '.join(args.text))}{close}", file=sys.stderr)
         return 1
     print(format_table(hits, ["name", "task", "matched in", "context"]))
     return 0

@@ -64,6 +64,7 @@ def _file_pair(args: argparse.Namespace, weights: Path, *, ema: bool = False):
 
     if not weights.is_file():
         raise CLIError(f"checkpoint {weights} does not exist")
+    _spec(args.subnet, args)  # a mistyped --subnet or --detector fails before a large checkpoint is read
     checkpoint = read_checkpoint(weights, ema=ema)
     if args.task is None and args.detector is None:
         recipe = detect_recipe(checkpoint)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from razorzoo.constants import docs_url
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default="raw", choices=("raw", "decoded", "nms"),
                    help="detector outputs: raw = the head outputs per level (NMS runs outside the graph, exactly "
                         "as in eager predict); decoded = boxes and per-class scores for all priors; nms = decoding "
-                        "and NMS in the graph, outputs num_dets, boxes, scores, labels (docs/deploy.md)")
+                        "and NMS in the graph, outputs num_dets, boxes, scores, labels "
+                        f"({docs_url('deploy.md')})")
     p.add_argument("--min-agreement", type=float, default=1.0, metavar="F",
                    help="share of eager's detections the gate requires (default 1.0)")
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: torch's)")
@@ -40,12 +42,22 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from razorzoo.cli import CLIError
+    from razorzoo.cli.predict import MODEL_KINDS, model_task
     from razorzoo.loading import export
+    from razorzoo.progress import step
 
-    result = export(args.name, args.output, task=args.task, variant=args.variant, opset=args.opset,
-                    dynamic_batch=not args.static_batch, fp16=args.fp16, input_size=args.input_size,
-                    simplify=args.simplify, check=args.check, images=args.image,
-                    min_agreement=args.min_agreement)
+    held = model_task(args.name)
+    if args.task is not None and args.task not in (held, "backbone"):
+        raise CLIError(f"{args.name} is a {MODEL_KINDS.get(held, held)}: export it with --task {held} (or --task "
+                       "backbone for its backbone)")
+
+    gate = " and checking parity on ONNX Runtime" if args.check else ""
+    with step(f"exporting {args.name} to ONNX{gate} (tens of seconds)"):
+        result = export(args.name, args.output, task=args.task, variant=args.variant, opset=args.opset,
+                        dynamic_batch=not args.static_batch, fp16=args.fp16, input_size=args.input_size,
+                        simplify=args.simplify, check=args.check, images=args.image,
+                        min_agreement=args.min_agreement)
     size = result.path.stat().st_size / 1e6
     print(f"wrote {result.path} ({size:.1f} MB)")
     if result.parity is not None:

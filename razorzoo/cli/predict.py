@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from razorzoo.bounded import InputError, check_number, terminal_safe
+from razorzoo.bounded import InputError, check_number, safe_repr, terminal_safe
 from razorzoo.cli import CLIError, stream
+from razorzoo.constants import docs_url
 from razorzoo.files import atomic_write
+from razorzoo.wording import count
 
 _TABLE_ROWS = 10  # detections listed per image in the table; --json prints all
 
@@ -57,44 +59,54 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="classifiers: classes listed per image (default: 5)")
     p.add_argument("--backend", choices=("onnxruntime", "openvino"),
                    help="run the network on this runtime (default for an exported .onnx NAME or --weights: "
-                        "onnxruntime); anything else is exported once into the cache (docs/deploy.md)")
+                        "onnxruntime); anything else is exported once into the cache "
+                        f"({docs_url('deploy.md')})")
     stream.add_stream_arguments(p)
     p.set_defaults(handler=_predict)
 
 
 def _predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else None
-    task = _task(args)
+    task = model_task(args.name, args.weights)
     if task == "classification":
         given = [option for option, value in (("--score-thr", args.score_thr), ("--iou-thr", args.iou_thr),
-                                              ("--max-det", args.max_det), ("--out", args.out)) if value is not None]
+                                              ("--max-det", args.max_det), ("--out", args.out),
+                                              ("--save-dir", args.save_dir)) if value is not None]
         if given:
             raise CLIError(f"detector options ({', '.join(given)}) do not apply: {args.name} is a classifier, which "
-                           "takes --topk")
-        if stream.wanted(args):  # else --save-json and friends would be silently ignored
-            raise CLIError(f"{args.name} is a classifier: folders, globs, .txt lists, videos and the streaming options "
-                           "(--batch, --workers, --save-*, --skip-missing) are for detectors; pass image files, or "
-                           "measure accuracy with razorzoo val --imagenet")
-        return _classify(args)
-    _check_detector_inputs_and_outputs(args, out_dir)
-    return _detect(args, out_dir)
+                           "takes --topk (and --save-json/--save-csv for its top-k)")
+    elif task != "detection":
+        raise CLIError(f"{args.name} is a {MODEL_KINDS.get(task, task)}, which predicts nothing; give a detector or a "
+                       "classifier")
+    _check_inputs_and_outputs(args, out_dir)
+    return _classify(args) if task == "classification" else _detect(args, out_dir)
 
 
-def _check_detector_inputs_and_outputs(args: argparse.Namespace, out_dir: Path | None) -> None:
-    """Sources, counts and every output, before the detector loads: an output that is an input, a directory or a
-    fifo must not cost the run it follows."""
+def _check_inputs_and_outputs(args: argparse.Namespace, out_dir: Path | None) -> None:
+    """--weights, images, sources, counts and every output, before the model loads: a missing image, or an output
+    that is an input, a directory or a fifo must not cost the run it follows (or a download, or an export)."""
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise CLIError(f"--weights {safe_repr(args.weights, 300)}: no such file")
     if stream.wanted(args):
         stream.check(args)
-    elif out_dir is not None:
+        return
+    for image in args.images:
+        if not Path(image).is_file():
+            raise CLIError(f"image file not found: {safe_repr(image, 300)}")
+    if out_dir is not None:
         from razorzoo.files import check_output_dir, check_planned_outputs
 
         check_output_dir(out_dir, what="--out")
         check_planned_outputs(_output_paths(args.images, out_dir), what="--out", inputs=args.images)
 
 
-def _task(args: argparse.Namespace) -> str:
-    """What NAME (or --weights) holds: a converted file says so in its metadata, a registry card in its task."""
-    source = args.weights if args.weights is not None else args.name
+MODEL_KINDS = {"detection": "detector", "classification": "classifier", "backbone": "backbone", "supernet": "supernet"}
+
+
+def model_task(name: str, weights: str | None = None) -> str:
+    """What NAME (or --weights) holds, before any weights are loaded: a converted or exported file says so in its
+    metadata, a registry card in its task, a Hub repo in its ``model.safetensors`` (downloaded here, once)."""
+    source = weights if weights is not None else name
     if source.endswith(".onnx"):
         from razorzoo.deploy.metadata import read_metadata
 
@@ -103,11 +115,16 @@ def _task(args: argparse.Namespace) -> str:
         from razorzoo.weights.convert import read_spec
 
         return read_spec(source).task
-    if args.name.startswith("hf-hub:") or args.name.endswith(".safetensors"):
-        return "detection"
+    if name.startswith("hf-hub:"):  # the repo's model.safetensors is needed anyway: its metadata says
+        from razorzoo.storage.hub import download_hub_model
+        from razorzoo.weights.convert import read_spec
+
+        return read_spec(download_hub_model(name)).task
+    if name.endswith(".safetensors"):
+        return "detection"  # a file that is not there: the loader says so
     from razorzoo.zoo.registry import get_card
 
-    return get_card(args.name).task
+    return get_card(name).task
 
 
 def _load(args: argparse.Namespace, loader: Callable[..., Any], **options: Any) -> Any:
@@ -126,6 +143,8 @@ def _classify(args: argparse.Namespace) -> int:
     import razorzoo
 
     classifier = _load(args, razorzoo.load_classifier)
+    if stream.wanted(args):
+        return stream.run(args, classifier, "classification")
     results = [(image, classifier.predict(image, topk=args.topk)) for image in args.images]
     if args.json:
         json.dump([{"image": image, "indices": list(top.indices), "names": list(top.names), "probs": list(top.probs)}
@@ -133,9 +152,7 @@ def _classify(args: argparse.Namespace) -> int:
         print()
     else:
         for image, top in results:
-            print(f"{terminal_safe(image)}: top {len(top.indices)}")
-            for index, name, prob in zip(top.indices, top.names, top.probs):
-                print(f"  {terminal_safe(name):<28} {prob:6.3f}  (class {index})")
+            print(_top_k(image, top))
     return 0
 
 
@@ -144,7 +161,7 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
 
     detector = _load(args, razorzoo.load_detector, detector=args.name)
     if stream.wanted(args):
-        return stream.run(args, detector)
+        return stream.run(args, detector, "detection")
     results = []
     for image in args.images:
         detections = detector.predict(image, score_thr=args.score_thr, iou_thr=args.iou_thr, max_det=args.max_det)
@@ -170,8 +187,15 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
     return 0
 
 
+def _top_k(image: str, top) -> str:
+    lines = [f"{terminal_safe(image)}: top {len(top.indices)}"]
+    lines += [f"  {terminal_safe(name):<28} {prob:6.3f}  (class {index})"  # an exported file's names are its own
+              for index, name, prob in zip(top.indices, top.names, top.probs)]
+    return "\n".join(lines)
+
+
 def _table(image: str, detections) -> str:
-    lines = [f"{terminal_safe(image)}: {len(detections)} detections"]  # file names are anyone's text
+    lines = [f"{terminal_safe(image)}: {count(len(detections), 'detection')}"]  # file names are anyone's text
     if len(detections):
         lines.append(f"  {'class':<16} {'score':>6}  {'x1':>7} {'y1':>7} {'x2':>7} {'y2':>7}")
     for name, score, box in zip(detections.names[:_TABLE_ROWS], detections.scores.tolist(),

@@ -64,4 +64,9 @@ def _specialize(args: argparse.Namespace) -> int:
     predicted = f" (predicted {result.predicted_latency_ms:.2f} ms)" if result.predicted_latency_ms is not None else ""
     print(f"{result.out}: top-1 {result.top1:.2f}% on your images, {result.flops / 1e6:.1f} MFLOPs, "
           f"{result.params / 1e6:.2f} M params, {result.latency_ms:.2f} ms end to end{predicted}")
+    if not result.budget_met:
+        budget = result.summary["budget"]
+        print(f"razorzoo: warning: the budget {budget['constraint']} is missed: {budget['measured']:.2f} ms "
+              f"{budget['measured_by']} (no finalist met it when timed; its README.md says so); raise the budget or "
+              "search again", file=sys.stderr)
     return 0

@@ -9,7 +9,10 @@ import json
 import sys
 from pathlib import Path
 
+from razorzoo.bounded import terminal_safe
 from razorzoo.cli import CLIError
+from razorzoo.constants import docs_url
+from razorzoo.wording import count
 
 # what razorzoo measures -> the card metric it is compared with (cards store percent)
 _PUBLISHED = {"AP": "box_ap", "top1": "top1", "top5": "top5"}
@@ -27,7 +30,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate these weights (a .safetensors, or an upstream .pth verified against NAME)")
     p.add_argument("--backend", choices=("onnxruntime", "openvino"),
                    help="run the network on this runtime, exported once into the cache (default: eager PyTorch; "
-                        "docs/deploy.md)")
+                        f"{docs_url('deploy.md')})")
     data = p.add_argument_group("data (COCO for detectors, ImageNet for classifiers)")
     data.add_argument("--coco-ann", metavar="JSON", help="COCO annotation file, e.g. instances_val2017.json")
     data.add_argument("--images", metavar="DIR", help="folder of the COCO images, e.g. val2017/")
@@ -57,6 +60,7 @@ def _val(args: argparse.Namespace) -> int:
         raise CLIError("pass --coco-ann JSON and --images DIR (a detector) or --imagenet DIR (a classifier)")
     if args.imagenet is not None and args.coco_ann is not None:
         raise CLIError("pass either COCO (--coco-ann, --images) or ImageNet (--imagenet), not both")
+    _check_task(args)
     if args.imagenet is not None:
         from razorzoo.evaluation.imagenet import evaluate_imagenet, read_imagenet
 
@@ -70,8 +74,9 @@ def _val(args: argparse.Namespace) -> int:
                                    skip_missing=args.skip_missing, allow_outside=args.allow_outside)
         metrics = {"top1": result.top1, "top5": result.top5}
     else:
-        from razorzoo.evaluation.coco import evaluate_coco, read_coco
+        from razorzoo.evaluation.coco import evaluate_coco, read_coco, require_pycocotools
 
+        require_pycocotools()  # the [coco] extra, before the model is downloaded
         _, images, _ = read_coco(args.coco_ann, args.images, limit=args.limit, skip_missing=args.skip_missing,
                                  allow_outside=args.allow_outside)  # fail early
         if args.save_json is not None:  # before the model loads and hours of inference run
@@ -92,10 +97,39 @@ def _val(args: argparse.Namespace) -> int:
     print(f"{'metric':<10} {'razorzoo':>9} {'published':>10}")
     for key, value in metrics.items():
         card_value = published.get(_PUBLISHED.get(key, ""))
-        print(f"{key:<10} {value * 100:9.2f} {'' if card_value is None else f'{card_value:.2f}':>10}")
+        print(f"{key:<10} {_percent(value):>9} {_percent(card_value, scale=1):>10}")
+    if any(value is None for value in metrics.values()):
+        print("n/a: no ground truth of that kind among the evaluated images (e.g. no medium-sized object)")
     skipped = f", {len(result.skipped)} missing skipped" if result.skipped else ""
-    print(f"{result.num_images} images{skipped}, {result.seconds_per_image * 1000:.1f} ms per image")
+    print(f"{count(result.num_images, 'image')}{skipped}, {result.seconds_per_image * 1000:.1f} ms per image")
+    other = getattr(result, "other_classes", {})  # COCO only
+    if other:
+        names = ", ".join(terminal_safe(name) for name in list(other)[:5]) + (", ..." if len(other) > 5 else "")
+        print(f"{count(sum(other.values()), 'detection')} of classes the annotation file has no category for "
+              f"({names}) were not scored; {count(result.num_detections, 'detection')} of its own classes were")
     return 0
+
+
+def _percent(value: float | None, *, scale: float = 100) -> str:
+    """A metric in percent, or n/a where there is none (never pycocotools' -1 placeholder as a score)."""
+    return "n/a" if value is None else f"{value * scale:.2f}"
+
+
+def _check_task(args: argparse.Namespace) -> None:
+    """The data options must fit what NAME is, said in the command's own terms before anything is downloaded."""
+    from razorzoo.cli.predict import MODEL_KINDS, model_task
+
+    task = model_task(args.name, args.weights if args.weights and args.weights.endswith(
+        (".safetensors", ".onnx")) else None)
+    if task == "detection" and args.imagenet is not None:
+        raise CLIError(f"{args.name} is a detector: evaluate it on COCO with --coco-ann JSON --images DIR "
+                       "(--imagenet is for classifiers)")
+    if task == "classification" and args.imagenet is None:
+        raise CLIError(f"{args.name} is a classifier: evaluate it on ImageNet with --imagenet DIR (--coco-ann and "
+                       "--images are for detectors)")
+    if task not in ("detection", "classification"):
+        raise CLIError(f"{args.name} is a {MODEL_KINDS.get(task, task)}: val measures detectors (--coco-ann, --images)"
+                       " and classifiers (--imagenet)")
 
 
 def _load(args: argparse.Namespace, task: str):

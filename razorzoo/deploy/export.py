@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from razorzoo.version import __version__
 from razorzoo.bounded import safe_repr
-from razorzoo.deploy.metadata import FORMAT, TASKS, VARIANTS, require
+from razorzoo.deploy.metadata import FORMAT, TASKS, VARIANTS, require, require_deploy
 from razorzoo.errors import RazorzooError
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ def export(model_or_file: "nn.Module | str | os.PathLike", path: str | os.PathLi
 
     if variant not in VARIANTS:
         raise RazorzooError(f"unknown export variant {safe_repr(variant)}; expected one of {', '.join(VARIANTS)}")
+    require_deploy(export=check)  # the parity gate runs ONNX Runtime: checked now, not after the export
     require("onnxscript", "onnx")
     onnx = require("onnx", "onnx")
     path = Path(path)

@@ -13,7 +13,7 @@ from razorzoo.bounded import load_json, safe_repr
 from razorzoo.documents import Fields
 from razorzoo.errors import RazorzooError
 
-__all__ = ["FORMAT", "TASKS", "VARIANTS", "require", "read_metadata"]
+__all__ = ["FORMAT", "TASKS", "VARIANTS", "require", "require_deploy", "read_metadata"]
 
 FORMAT = "razorzoo-onnx/1"  # metadata "razorzoo_format": files without it were not written by razorzoo
 TASKS = ("detection", "classification", "backbone")
@@ -46,6 +46,25 @@ def require(module: str, extra: str) -> Any:
     except ImportError:
         raise RazorzooError(f"this needs the {module} package, which is not installed: "
                             f"pip install 'razorzoo[{extra}]'") from None
+
+
+def require_deploy(*, backend: str | None = None, export: bool = False) -> None:
+    """Check, before any download, conversion or export, that everything a deploy step needs is installed: exporting
+    needs onnx, onnxscript and (for the parity gate) onnxruntime; running needs the backend's runtime. The error
+    names every missing package and the one extra that installs them all (``[openvino]`` for OpenVINO: it brings the
+    ONNX packages too; ``[onnx]`` otherwise)."""
+    import importlib.util
+
+    modules = ["onnx", "onnxscript", "onnxruntime"] if export else []
+    if backend is not None:
+        modules.append(backend)
+    missing = [m for m in dict.fromkeys(modules) if importlib.util.find_spec(m) is None]
+    if missing:
+        extra = "openvino" if backend == "openvino" else "onnx"
+        doing = " and ".join(filter(None, ["exporting to ONNX" if export else "", f"running on {backend}" if backend
+                                           else ""]))
+        raise RazorzooError(f"{doing} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                            f"installed: pip install 'razorzoo[{extra}]'")
 
 
 @contextlib.contextmanager

@@ -203,6 +203,7 @@ class ExportedClassifier(ExportedModel):
 
     preprocess = ImageClassifier.preprocess
     predict = ImageClassifier.predict
+    classify = ImageClassifier.classify
 
     def __init__(self, model: str | os.PathLike | bytes, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)

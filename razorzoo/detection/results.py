@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 
+from razorzoo.wording import count
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -50,7 +52,7 @@ class Detections:
         """A subset: an int, a slice, a list of ints, an index tensor or a boolean mask; always a ``Detections``."""
         if isinstance(index, int):
             if not -len(self) <= index < len(self):
-                raise IndexError(f"detection index {index} out of range for {len(self)} detections")
+                raise IndexError(f"detection index {index} out of range for {count(len(self), 'detection')}")
             index = slice(index % len(self), index % len(self) + 1)
         elif not isinstance(index, (slice, torch.Tensor)):
             index = torch.as_tensor(index)  # lists, numpy index arrays or boolean masks

@@ -13,6 +13,7 @@ reproduces that.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
@@ -25,9 +26,10 @@ from razorzoo.bounded import safe_repr
 from razorzoo.errors import DatasetError, RazorzooError
 from razorzoo.evaluation.coco_format import CocoDocument, read_coco_document
 from razorzoo.files import check_output_file, confined, write_json_atomic
+from razorzoo.wording import count
 
 __all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "CocoResult", "read_coco",
-           "category_ids", "coco_stats", "evaluate_coco"]
+           "category_ids", "coco_stats", "evaluate_coco", "require_pycocotools"]
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")  # COCOeval.stats[0:6]
 STANDARD_MAXDETS = (1, 10, 100)
@@ -50,15 +52,18 @@ class CocoImage:
 class CocoResult:
     """What :func:`evaluate_coco` measured. ``stats`` holds :data:`STAT_NAMES` as fractions (0.38, not 38.0)."""
 
-    stats: dict[str, float]
+    stats: dict[str, float | None]  # None: no ground truth to score that metric against (pycocotools' -1)
     num_images: int
     num_detections: int
     seconds_per_image: float
     maxdets: tuple[int, int, int]
     skipped: tuple[str, ...] = field(default=(), repr=False)  # file names of missing images left out
+    # detections of classes the annotation file has no category for: not scored, counted by class name
+    other_classes: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.stats, "images": self.num_images, "detections": self.num_detections,
+                "detections_of_other_classes": sum(self.other_classes.values()),
                 "seconds_per_image": self.seconds_per_image, "maxdets": list(self.maxdets),
                 "skipped_images": len(self.skipped)}
 
@@ -85,10 +90,11 @@ def read_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, lim
     if missing and not skip_missing:
         names = ", ".join(safe_repr(m.file_name) for m in missing[:_LISTED_MISSING])
         more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
-        raise DatasetError(f"{len(missing)} of {len(entries)} images are missing from {str(images_dir)!r}: "
+        raise DatasetError(f"{len(missing)} of {count(len(entries), 'image')} {'is' if len(missing) == 1 else 'are'} "
+                           f"missing from {str(images_dir)!r}: "
                            f"{names}{more}; pass --skip-missing (skip_missing=True) to evaluate the others")
     if not images:
-        raise DatasetError(f"none of the {len(entries)} images is in {str(images_dir)!r}")
+        raise DatasetError(f"none of the {count(len(entries), 'image')} is in {str(images_dir)!r}")
     return document, images, tuple(m.file_name for m in missing)
 
 
@@ -102,7 +108,8 @@ def category_ids(class_names: Sequence[str], document: CocoDocument) -> list[int
     return ids
 
 
-def _pycocotools() -> tuple[type, type]:
+def require_pycocotools() -> tuple[type, type]:
+    """pycocotools' ``COCO`` and ``COCOeval``, or a one-line error naming the ``[coco]`` extra."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -113,15 +120,22 @@ def _pycocotools() -> tuple[type, type]:
 
 def coco_stats(data: dict[str, Any], results: list[dict[str, Any]], *, image_ids: Sequence[int] | None = None,
                category_ids: Sequence[int] | None = None, maxdets: Sequence[int] = STANDARD_MAXDETS
-               ) -> dict[str, float]:
+               ) -> dict[str, float | None]:
     """``COCOeval(..., "bbox")`` of ``results`` (COCO results-file entries) against ``data``: :data:`STAT_NAMES`.
 
     ``image_ids``/``category_ids`` restrict the evaluation (default: all in ``data``); ``maxdets`` is
-    ``COCOeval.params.maxDets`` (:data:`MMYOLO_MAXDETS` for MMYOLO's logged AP50...AP_large).
+    ``COCOeval.params.maxDets`` (:data:`MMYOLO_MAXDETS` for MMYOLO's logged AP50...AP_large). A metric without
+    ground truth to score against (no medium-sized object among the images, say) is ``None``, not pycocotools'
+    ``-1`` placeholder, which reads as a score.
     """
-    COCO, COCOeval = _pycocotools()
-    if not results:  # loadRes refuses an empty list; nothing detected scores 0
-        return {name: 0.0 for name in STAT_NAMES}
+    COCO, COCOeval = require_pycocotools()
+    if not results:  # loadRes refuses an empty list: one false positive of no area stands for "nothing found" (no
+        # true positive, so every AP with ground truth is 0, and one without stays unscored)
+        ids = list(image_ids) if image_ids is not None else [entry["id"] for entry in data["images"]]
+        evaluated = [i for i in category_ids or [c["id"] for c in data["categories"]] if i >= 0]
+        if not ids or not evaluated:
+            return dict.fromkeys(STAT_NAMES)
+        results = [{"image_id": ids[0], "category_id": evaluated[0], "bbox": [0.0, 0.0, 0.0, 0.0], "score": 0.0}]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         gt = COCO()
         gt.dataset = data
@@ -135,7 +149,7 @@ def coco_stats(data: dict[str, Any], results: list[dict[str, Any]], *, image_ids
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats[:6])}
+    return {name: float(value) if value >= 0 else None for name, value in zip(STAT_NAMES, evaluator.stats[:6])}
 
 
 def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, batch: int = 1,
@@ -164,7 +178,7 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
                                             show_progress)
 
     check_batching(batch, workers, limit)
-    _pycocotools()  # before hours of inference, not after
+    require_pycocotools()  # before hours of inference, not after
     document, images, skipped = read_coco(ann_file, images_dir, limit=limit, skip_missing=skip_missing,
                                           allow_outside=allow_outside)
     if save_json is not None:
@@ -191,18 +205,25 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
         return (image, *prepare(array, transform, shapes.get(image.id)))
 
     results: list[dict[str, Any]] = []
+    other_classes: collections.Counter[str] = collections.Counter()
     start = time.perf_counter()
     try:
         with tqdm(total=len(order), unit="img", desc="val", disable=not show_progress(progress)) as bar:
             for group in batches(prefetch(load, order, workers), batch):
                 found = detect(model, transform, [c for _, c, _ in group], [m for _, _, m in group])
                 for (image, _, _), detections in zip(group, found):
-                    results.extend(r for r in detections.to_coco(image.id, ids) if r["category_id"] >= 0)
+                    for name, entry in zip(detections.names, detections.to_coco(image.id, ids)):
+                        if entry["category_id"] >= 0:
+                            results.append(entry)
+                        else:
+                            other_classes[name] += 1
                 bar.update(len(group))
     finally:
         if save_json is not None:  # what was done so far, even on Ctrl-C
             write_json_atomic(save_json, results)
     elapsed = time.perf_counter() - start
     maxdets = MMYOLO_MAXDETS if mmyolo_maxdets else STANDARD_MAXDETS
-    stats = coco_stats(document.to_pycocotools(), results, image_ids=[image.id for image in images], category_ids=ids, maxdets=maxdets)
-    return CocoResult(stats, len(images), len(results), elapsed / len(images), maxdets, skipped)
+    stats = coco_stats(document.to_pycocotools(), results, image_ids=[image.id for image in images], category_ids=ids,
+                       maxdets=maxdets)
+    return CocoResult(stats, len(images), len(results), elapsed / len(images), maxdets, skipped,
+                      dict(other_classes.most_common()))

@@ -17,13 +17,13 @@ import numpy as np
 from razorzoo.bounded import read_text, safe_repr
 from razorzoo.errors import DatasetError
 from razorzoo.files import confined
+from razorzoo.wording import count
 
 if TYPE_CHECKING:
     from razorzoo.detection.transforms import ImageMeta
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_images", "check_missing", "read_video", "read_list_file",
-           "iter_source",
-           "predict_stream"]
+           "iter_source", "predict_stream", "classify_stream"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -55,7 +55,8 @@ def check_missing(paths: Sequence[Path], where: Any, *, skip_missing: bool) -> s
     if missing and not skip_missing:
         names = ", ".join(safe_repr(str(path)) for path in missing[:_LISTED_MISSING])
         more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
-        raise DatasetError(f"{len(missing)} of {len(paths)} images listed in {str(where)!r} are missing: "
+        verb = "is" if len(missing) == 1 else "are"
+        raise DatasetError(f"{len(missing)} of {count(len(paths), 'image')} listed in {str(where)!r} {verb} missing: "
                            f"{names}{more}; pass --skip-missing (skip_missing=True) to use the others")
     return present
 
@@ -225,5 +226,30 @@ def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2,
         for group in batches(prefetch(load, items, workers), batch):
             found = detect(model, transform, [canvas for _, canvas, _ in group], [meta for _, _, meta in group],
                            score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+            bar.update(len(group))
+            yield from zip((item for item, _, _ in group), found)
+
+
+def classify_stream(model: Any, source: Any, *, topk: int = 5, batch: int = 8, workers: int = 2,
+                    skip_missing: bool = False, progress: bool | None = None, allow_outside: bool = False
+                    ) -> Iterator[tuple[Any, Any]]:
+    """``(item, classification)`` for every image of ``source`` (see :func:`iter_source`), in order, batch by batch:
+    the streaming form of a classifier's ``predict(image, topk)``, whose result each one equals. ``workers`` threads
+    decode and run the classifier's test pipeline ahead of the model; ``model`` is any classifier with
+    ``preprocess`` and ``classify`` (eager or exported)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from razorzoo.evaluation.engine import batches, check_batching, prefetch, show_progress
+
+    check_batching(batch, workers)
+    items, total = iter_source(source, skip_missing=skip_missing, allow_outside=allow_outside)
+
+    def load(item: Any) -> tuple[Any, Any, None]:
+        return item, model.preprocess([item.image if isinstance(item, Frame) else item]), None
+
+    with tqdm(total=total, unit="img", desc="predict", disable=not show_progress(progress)) as bar:
+        for group in batches(prefetch(load, items, workers), batch):
+            found = model.classify(torch.cat([pixels for _, pixels, _ in group]), topk)
             bar.update(len(group))
             yield from zip((item for item, _, _ in group), found)

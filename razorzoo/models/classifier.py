@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from razorzoo.arch.subnet import Subnet
     from razorzoo.detection.transforms import ImageInput
 
-__all__ = ["ImageClassifier", "Classification", "ClsHead", "GlobalAveragePooling", "SqueezeMeanPooling",
+__all__ = ["ImageClassifier", "Classification", "ClsHead", "GlobalAveragePooling", "SqueezeMeanPooling", "build_neck",
            "build_classifier_from_subnet", "imagenet_classes"]
 
 
@@ -88,6 +88,11 @@ class SqueezeMeanPooling(nn.Module):
 _NECKS = {"spos": GlobalAveragePooling, "ofa": GlobalAveragePooling, "attentive": SqueezeMeanPooling}
 
 
+def build_neck(family: str) -> nn.Module:
+    """The classifier neck (global pooling) the family's upstream config uses."""
+    return _NECKS[family]()
+
+
 class ImageClassifier(nn.Module):
     """``m(x)`` returns logits ``(N, num_classes)``; ``m.backbone(x)`` the tuple of stage outputs.
 
@@ -121,16 +126,20 @@ class ImageClassifier(nn.Module):
     def predict(self, images: "ImageInput | Sequence[ImageInput]", topk: int = 5
                 ) -> "Classification | list[Classification]":
         """Classify: one image -> :class:`Classification`; a list or tuple of images -> a list of them."""
+        single = not isinstance(images, (list, tuple))
+        results = self.classify(self.preprocess([images] if single else list(images)), topk)
+        return results[0] if single else results
+
+    def classify(self, batch: torch.Tensor, topk: int = 5) -> "list[Classification]":
+        """The top-k classes of each image of a batch :meth:`preprocess` made (``razorzoo predict`` prepares images
+        on threads, then classifies them in batches)."""
         names = self.class_names
         topk = check_number(topk, "topk", minimum=1, maximum=len(names), integer=True)
-        single = not isinstance(images, (list, tuple))
-        batch = self.preprocess([images] if single else list(images))
         with torch.inference_mode():
             probs = self._logits(batch).float().softmax(dim=1)
             top, indices = probs.topk(topk, dim=1)
-        results = [Classification(tuple(idx), tuple(names[i] for i in idx), tuple(p))
-                   for idx, p in zip(indices.tolist(), top.tolist())]
-        return results[0] if single else results
+        return [Classification(tuple(idx), tuple(names[i] for i in idx), tuple(p))
+                for idx, p in zip(indices.tolist(), top.tolist())]
 
     def _logits(self, batch: torch.Tensor) -> torch.Tensor:
         reference = next(self.parameters())
@@ -157,5 +166,5 @@ def build_classifier_from_subnet(subnet: "Subnet", num_classes: int = 1000,
     """
     backbone = build_backbone_from_subnet(subnet)
     return ImageClassifier(backbone, backbone.out_channels[-1], input_shape=getattr(subnet, "input_shape", None),
-                           num_classes=num_classes, neck=_NECKS[subnet.family](),
+                           num_classes=num_classes, neck=build_neck(subnet.family),
                            preprocessing=preprocessing or CLASSIFIER_PREPROCESS[subnet.family])

@@ -7,7 +7,7 @@ has exactly the tensors MMRazor's export keeps.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,8 @@ from torch import nn
 from razorzoo.models.layers import ConvModule, check_out_indices, forward_stages
 from razorzoo.arch.subnet import MobileNetSpace, MobileNetSubnet, se_channels
 
-__all__ = ["AttentiveMobileNetV3", "MBBlock", "SELayer", "ShortcutLayer", "ChannelMask"]
+__all__ = ["AttentiveMobileNetV3", "MBBlock", "SELayer", "ShortcutLayer", "ChannelMask", "build_stem", "block_plans",
+           "build_tail"]
 
 
 class SELayer(nn.Module):
@@ -106,6 +107,57 @@ class ChannelMask(nn.Module):
         self.register_buffer("mask", mask)
 
 
+def build_stem(subnet: MobileNetSubnet) -> ConvModule:
+    """The first conv (``first_conv``): 3x3, stride 2, to ``first_channels``."""
+    return ConvModule(3, subnet.first_channels, 3, 2, act=subnet.space.first_act)
+
+
+def block_plans(subnet: MobileNetSubnet) -> list[tuple[int, dict[str, Any]]]:
+    """``(stage number, MBBlock keyword arguments)`` of every block the subnet builds, in forward order: one source
+    for the backbone and for cost tables that count each distinct block once (``razorzoo.search.costs``)."""
+    space: MobileNetSpace = subnet.space
+    plans = []
+    in_channels, in_max = subnet.first_channels, max(space.first_channels)
+    for i, (stage, stage_space) in enumerate(zip(subnet.stages, space.stages), start=1):
+        out_max = max(stage_space.out_channels)
+        for b, block in enumerate(stage.blocks[: stage.depth]):
+            block_stride = stage_space.stride if b == 0 else 1
+            if space.attentive_shortcut:
+                residual = "attentive"
+            elif block_stride == 1 and in_max == out_max:
+                # OFA: decided on the supernet's max widths, never on the subnet's (docs/upstream.md §7.9)
+                residual = "identity"
+            else:
+                residual = None
+            plans.append((i, dict(
+                in_channels=in_channels,
+                out_channels=stage.out_channels,
+                kernel_size=block.kernel_size,
+                expand_ratio=block.expand_ratio,
+                stride=block_stride,
+                act=stage_space.act,
+                se_channels=se_channels(in_channels, block.expand_ratio_se) if stage_space.with_se else None,
+                # the supernet block has no expand conv when the stage's only expand ratio is 1 (docs/upstream.md §2.2)
+                with_expand_conv=max(stage_space.expand_ratios) != 1,
+                residual=residual,
+            )))
+            in_channels, in_max = stage.out_channels, out_max
+    return plans
+
+
+def build_tail(subnet: MobileNetSubnet) -> nn.Sequential:
+    """``last_conv``: the final 1x1 expand conv, the global pool and the feature-mix conv to ``last_channels``."""
+    space: MobileNetSpace = subnet.space
+    in_channels = subnet.stages[-1].out_channels
+    expand_channels = in_channels * space.last_expand_ratio
+    return nn.Sequential(OrderedDict(
+        final_expand_layer=ConvModule(in_channels, expand_channels, 1, act=space.last_act),
+        pool=nn.AdaptiveAvgPool2d(1),
+        feature_mix_layer=ConvModule(expand_channels, subnet.last_channels, 1, norm=None, bias=False,
+                                     act=space.last_act),
+    ))
+
+
 class AttentiveMobileNetV3(nn.Module):
     """MMRazor's searchable MobileNetV3 with a fixed subnet.
 
@@ -121,47 +173,15 @@ class AttentiveMobileNetV3(nn.Module):
         space: MobileNetSpace = subnet.space
         n_stages = len(space.stages)
         self.out_indices = check_out_indices((n_stages,) if out_indices is None else out_indices, n_stages + 1)
-        self.first_conv = ConvModule(3, subnet.first_channels, 3, 2, act=space.first_act)
-
-        channels, strides = [], []
-        in_channels, in_max, stride = subnet.first_channels, max(space.first_channels), 2
+        self.first_conv = build_stem(subnet)
+        plans = block_plans(subnet)
+        channels, strides, stride = [], [], 2
         for i, (stage, stage_space) in enumerate(zip(subnet.stages, space.stages), start=1):
-            out_max = max(stage_space.out_channels)
-            blocks = []
-            for b, block in enumerate(stage.blocks[: stage.depth]):
-                block_stride = stage_space.stride if b == 0 else 1
-                if space.attentive_shortcut:
-                    residual = "attentive"
-                elif block_stride == 1 and in_max == out_max:
-                    # OFA: decided on the supernet's max widths, never on the subnet's (docs/upstream.md §7.9)
-                    residual = "identity"
-                else:
-                    residual = None
-                blocks.append(MBBlock(
-                    in_channels,
-                    stage.out_channels,
-                    kernel_size=block.kernel_size,
-                    expand_ratio=block.expand_ratio,
-                    stride=block_stride,
-                    act=stage_space.act,
-                    se_channels=se_channels(in_channels, block.expand_ratio_se) if stage_space.with_se else None,
-                    # the supernet block has no expand conv when the stage's only expand ratio is 1 (docs/upstream.md §2.2)
-                    with_expand_conv=max(stage_space.expand_ratios) != 1,
-                    residual=residual,
-                ))
-                in_channels, in_max = stage.out_channels, out_max
-            self.add_module(f"layer{i}", nn.Sequential(*blocks))
+            self.add_module(f"layer{i}", nn.Sequential(*(MBBlock(**kwargs) for s, kwargs in plans if s == i)))
             stride *= stage_space.stride
             channels.append(stage.out_channels)
             strides.append(stride)
-
-        expand_channels = in_channels * space.last_expand_ratio
-        self.last_conv = nn.Sequential(OrderedDict(
-            final_expand_layer=ConvModule(in_channels, expand_channels, 1, act=space.last_act),
-            pool=nn.AdaptiveAvgPool2d(1),
-            feature_mix_layer=ConvModule(expand_channels, subnet.last_channels, 1, norm=None, bias=False,
-                                         act=space.last_act),
-        ))
+        self.last_conv = build_tail(subnet)
         channels.append(subnet.last_channels)
         strides.append(stride)  # last_conv pools to 1x1; reported with the stride of the map it pools
         self.first_mutable_channels = ChannelMask(max(space.first_channels), subnet.first_channels)

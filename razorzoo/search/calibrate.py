@@ -54,7 +54,8 @@ class _Moments:
 
 @torch.no_grad()
 def calibrate_bn(model: nn.Module, data: "Iterable[torch.Tensor] | str | os.PathLike | Sequence[ImageInput]",
-                 n: int | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE) -> nn.Module:
+                 n: int | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 progress: bool | None = None) -> nn.Module:
     """Reset every BatchNorm's running statistics and recompute them on ``data``; return ``model`` in eval mode.
 
     Args:
@@ -64,11 +65,16 @@ def calibrate_bn(model: nn.Module, data: "Iterable[torch.Tensor] | str | os.Path
             model's own test pipeline (``model.preprocess``), as ``predict`` and ``val`` prepare them.
         n: use at most this many images (default: all).
         batch_size: images per forward pass when ``data`` is images.
+        progress: a progress bar of the images seen (default: on unless ``RAZORZOO_PROGRESS=0``).
 
     The result does not depend on how the images are split into batches except through the batch statistics the
     BN layers normalise with while calibrating (upstream's behaviour); it is deterministic for given batches.
     """
-    batches = _batches(model, data, n, batch_size)
+    from tqdm.auto import tqdm
+
+    from razorzoo.evaluation.engine import show_progress
+
+    batches, total = _batches(model, data, n, batch_size)
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     moments = {m: _Moments() for m in norms}
     hooks = [m.register_forward_pre_hook(lambda module, inputs: moments[module].update(inputs[0])) for m in norms]
@@ -77,9 +83,11 @@ def calibrate_bn(model: nn.Module, data: "Iterable[torch.Tensor] | str | os.Path
         m.train()  # normalise with batch statistics, as the supernet was trained
     seen = 0
     try:
-        for batch in batches:
-            model(on_device(batch, model))
-            seen += batch.shape[0]
+        with tqdm(total=total, unit="img", desc="calibrate_bn", disable=not show_progress(progress)) as bar:
+            for batch in batches:
+                model(on_device(batch, model))
+                seen += batch.shape[0]
+                bar.update(batch.shape[0])
     finally:
         for hook in hooks:
             hook.remove()
@@ -95,8 +103,9 @@ def calibrate_bn(model: nn.Module, data: "Iterable[torch.Tensor] | str | os.Path
     return model
 
 
-def _batches(model: nn.Module, data, n: int | None, batch_size: int) -> Iterable[torch.Tensor]:
-    """Tensors as given (cut to ``n`` images in all), or images through ``model.preprocess`` in batches."""
+def _batches(model: nn.Module, data, n: int | None, batch_size: int) -> tuple[Iterable[torch.Tensor], int | None]:
+    """Tensors as given (cut to ``n`` images in all), or images through ``model.preprocess`` in batches; and how
+    many images there are, when that is known before the first batch."""
     if isinstance(data, torch.Tensor):
         data = [data]
     if isinstance(data, (str, os.PathLike)) or (isinstance(data, Sequence) and data
@@ -106,8 +115,11 @@ def _batches(model: nn.Module, data, n: int | None, batch_size: int) -> Iterable
         if not callable(preprocess):
             raise ImageError(f"calibrate_bn got images, but {type(model).__name__} has no preprocess() to prepare "
                              "them; pass ready N x 3 x H x W batches")
-        return (_pixels(preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size))
-    return _first_images(data, n)
+        return (_pixels(preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size)), len(images)
+    if isinstance(data, Sequence) and all(isinstance(b, torch.Tensor) and b.dim() == 4 for b in data):
+        total = sum(b.shape[0] for b in data)
+        return _first_images(data, n), total if n is None else min(total, n)
+    return _first_images(data, n), n
 
 
 def calibration_images(source: "str | os.PathLike | Sequence[ImageInput]") -> "list[ImageInput]":

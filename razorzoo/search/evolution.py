@@ -22,6 +22,7 @@ from razorzoo.bounded import check_number, safe_repr
 from razorzoo.documents import Fields, read_json_file
 from razorzoo.errors import RazorzooError
 from razorzoo.files import write_json_atomic
+from razorzoo.wording import count
 
 __all__ = ["ChoiceSpace", "SearchSettings", "EvolutionSearch", "Genome"]
 
@@ -142,6 +143,7 @@ class EvolutionSearch:
     state_path: Path | None = None
     key: dict[str, Any] = field(default_factory=dict)  # what else must match to resume (constraint, supernet, ...)
     progress: Callable[[str], None] = lambda message: None
+    describe: Callable[[Genome], str] | None = None  # a scored candidate in progress lines (default: its score)
     generation: int = 0
     candidates: list[Genome] = field(default_factory=list)
     top_k: list[Genome] = field(default_factory=list)
@@ -163,23 +165,32 @@ class EvolutionSearch:
 
     def _generation(self) -> None:
         s = self.settings
-        self._fill()
+        where = f"generation {self.generation + 1}/{s.generations}"
+        bred = len(self.candidates)
+        tries = self._fill()
+        if tries:
+            self.progress(f"{where}: {count(len(self.candidates) - bred, 'random candidate')} meeting the "
+                          f"constraint, from {count(tries, 'sample')}"
+                          + (f", with {count(bred, 'candidate')} bred from the last generation" if bred else ""))
         for i, genome in enumerate(self.candidates, start=1):
             if genome not in self.scores:
                 self.scores[genome] = tuple(self.score(genome))
-            self.progress(f"generation {self.generation + 1}/{s.generations} candidate {i}/{len(self.candidates)}: "
-                          f"score {_fmt(self.scores[genome])}")
+            self.progress(f"{where}, candidate {i}/{len(self.candidates)}: {self._describe(genome)}")
         pool = list(dict.fromkeys(self.candidates + self.top_k))  # unique, first occurrence order
         pool.sort(key=lambda g: self.scores[g], reverse=True)  # stable: ties keep pool order
         self.top_k = pool[: s.top_k]
-        self.progress(f"generation {self.generation + 1}/{s.generations}: best {_fmt(self.scores[self.top_k[0]])}")
+        self.progress(f"{where} done, best so far: {self._describe(self.top_k[0])}")
         self.candidates = (self._offspring(s.num_mutation, lambda: self.space.mutate(
             self.rng.choice(self.top_k), self.rng, s.mutate_prob))
             + self._offspring(s.num_crossover, lambda: self.space.crossover(
                 self.rng.choice(self.top_k), self.rng.choice(self.top_k), self.rng)))
         self.generation += 1
 
-    def _fill(self) -> None:
+    def _describe(self, genome: Genome) -> str:
+        return self.describe(genome) if self.describe is not None else f"score {_fmt(self.scores[genome])}"
+
+    def _fill(self) -> int:
+        """Top the candidates up to the population with random feasible subnets; return the samples drawn."""
         tries = 0
         while len(self.candidates) < self.settings.population:
             genome = self.space.sample(self.rng)
@@ -187,8 +198,10 @@ class EvolutionSearch:
             if self.feasible(genome):
                 self.candidates.append(genome)
             elif tries > self.max_tries * self.settings.population:
-                raise RazorzooError(f"found only {len(self.candidates)} of {self.settings.population} subnets that "
-                                    f"meet the constraint in {tries} random samples; loosen the constraint")
+                raise RazorzooError(f"found only {len(self.candidates)} of {count(self.settings.population, 'subnet')}"
+                                    f" that meet the constraint in {count(tries, 'random sample')}; loosen the "
+                                    "constraint")
+        return tries
 
     def _offspring(self, count: int, make: Callable[[], Genome]) -> list[Genome]:
         """Up to ``count`` feasible children, at most ``10 * count`` attempts (upstream's limit)."""

@@ -25,8 +25,10 @@ from razorzoo.bounded import check_number, safe_repr
 from razorzoo.constants import MAX_BATCH
 from razorzoo.errors import CheckpointError, RazorzooError
 from razorzoo.files import check_output_file, check_run_dir, mark_run_dir, write_bytes_atomic, write_json_atomic
+from razorzoo.search.costs import CostTable
 from razorzoo.search.evolution import ChoiceSpace, EvolutionSearch, Genome, SearchSettings
-from razorzoo.search.latency import DeviceProfile, threads_limit, time_model
+from razorzoo.search.latency import BACKENDS, DeviceProfile, threads_limit, time_model
+from razorzoo.wording import count
 from razorzoo.zoo.registry import pareto_front
 
 __all__ = ["Constraint", "SpecializeResult", "specialize", "read_supernet", "search_preprocess", "OUTPUT_FILES"]
@@ -83,6 +85,7 @@ class SpecializeResult:
     latency_ms: float | None  # measured end to end
     predicted_latency_ms: float | None
     summary: dict[str, Any] = field(default_factory=dict)
+    budget_met: bool = True  # False: no finalist met the latency budget when timed end to end (the card says so)
 
 
 def read_supernet(supernet: str, weights: str | os.PathLike | None = None) -> tuple[str, dict, dict[str, str]]:
@@ -133,21 +136,19 @@ class _Evaluator:
     def __init__(self, space: ChoiceSpace, state_dict: dict, calib: torch.Tensor, val: torch.Tensor,
                  labels: torch.Tensor, resolution: int, profile: DeviceProfile | None, batch_size: int) -> None:
         self.space, self.state_dict, self.calib, self.val, self.labels = space, state_dict, calib, val, labels
-        self.input_shape = (1, 3, resolution, resolution)
+        self.resolution, self.input_shape = resolution, (1, 3, resolution, resolution)
         self.profile, self.batch_size = profile, batch_size
+        self.table = CostTable()  # FLOPs/params by units: no forward pass per candidate
         self._costs: dict[Genome, dict[str, float]] = {}
         self.results: dict[Genome, dict[str, float]] = {}
 
     def costs(self, genome: Genome) -> dict[str, float]:
         if genome not in self._costs:
-            from razorzoo.models.flops import count_flops
-
-            with torch.device("meta"):  # shapes are all counting needs
-                model = _build(self.space.subnet(genome))
-            report = count_flops(model, self.input_shape)
-            costs = {"flops": report.flops, "params": report.params}
+            subnet = self.space.subnet(genome)
+            counted = self.table.costs(subnet, self.resolution)
+            costs = {"flops": counted.flops, "params": counted.params}
             if self.profile is not None:
-                costs["latency"] = self.profile.predict(_build(self.space.subnet(genome)), self.input_shape)
+                costs["latency"] = self.profile.predict(_build(subnet), self.input_shape)
             self._costs[genome] = costs
         return self._costs[genome]
 
@@ -158,7 +159,7 @@ class _Evaluator:
         subnet = self.space.subnet(genome)
         model = _build(subnet)
         model.load_state_dict(extract_subnet(self.state_dict, subnet), strict=True)
-        return calibrate_bn(model, self.calib.split(self.batch_size))
+        return calibrate_bn(model, self.calib.split(self.batch_size), progress=False)  # one per candidate: no bars
 
     @torch.no_grad()
     def score(self, genome: Genome) -> tuple[float, float]:
@@ -231,6 +232,9 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
     from razorzoo.evaluation.imagenet import read_imagenet
     from razorzoo.search.calibrate import calibration_images
 
+    _matplotlib()  # the Pareto plot is written last: a missing extra must not cost a whole search
+    if backend not in BACKENDS:
+        raise RazorzooError(f"unknown latency backend {safe_repr(backend)}; available: {', '.join(BACKENDS)}")
     family, state_dict, source = read_supernet(supernet, weights)
     space = ChoiceSpace.for_family(family)
     calib_paths = calibration_images(calib)[:calib_images]
@@ -243,7 +247,8 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
         if (device.backend, device.threads) != (backend, threads):
             raise RazorzooError(f"device profile {safe_repr(str(profile_path))} was measured with {device.backend} "
                                 f"and {device.threads} threads, not {backend} and {threads}")
-    progress(f"reading {len(calib_paths)} calibration and {len(val_paths)} validation images at {resolution}px")
+    progress(f"reading {count(len(calib_paths), 'calibration image')} and {count(len(val_paths), 'validation image')}"
+             f" at {resolution}px")
     transform = ClassifierTransform(search_preprocess(family, resolution))
     evaluator = _Evaluator(space, state_dict, transform(calib_paths), transform(val_paths),
                            torch.tensor([label for _, label in val_samples]), resolution, device, batch_size)
@@ -256,6 +261,7 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
     search = EvolutionSearch(space, settings, score=evaluator.score,
                              feasible=lambda g: evaluator.costs(g)[constraint.metric] <= constraint.limit,
                              state_path=out / OUTPUT_FILES["state"], progress=progress,
+                             describe=lambda g: _describe(evaluator.results[g], constraint),
                              key={"supernet": source["name"], "supernet_sha256": source["sha256"],
                                   "constraint": str(constraint), "resolution": resolution, "calib": len(calib_paths),
                                   "val": len(val_paths)})
@@ -280,6 +286,14 @@ def search_preprocess(family: str, resolution: int) -> ClassifierPreprocess:
     return CLASSIFIER_PREPROCESS[family].at_crop(resolution)
 
 
+def _describe(result: dict[str, float], constraint: Constraint) -> str:
+    """A scored candidate in a progress line: what the numbers are, not bare scores."""
+    cost = _format(constraint.metric, result[constraint.metric])
+    what = "predicted " if constraint.metric == "latency" else ""
+    return (f"top-1 {result['top1']:.2f}% on your validation images (loss {result['loss']:.3f}), "
+            f"{what}{constraint.metric} {cost}")
+
+
 def _unscored(score: tuple) -> dict[str, float]:
     return {"top1": score[0], "loss": -score[1]}
 
@@ -292,34 +306,41 @@ def _write_output(out: Path, evaluator: _Evaluator, best: Genome, constraint: Co
     rows = [{"subnet": space.to_json(g), **r, "feasible": r[constraint.metric] <= constraint.limit}
             for g, r in evaluator.results.items()]
     front = pareto_front(rows, constraint.metric, "top1")
-    finalists = sorted({space.from_json(r["subnet"]) for r in front if r["feasible"]} | {best},
-                       key=lambda g: evaluator.results[g]["top1"], reverse=True)[:FINALISTS]
+    ranked = lambda g: (evaluator.results[g]["top1"], -evaluator.results[g]["loss"])  # noqa: E731 - the search's score
+    finalists = sorted({space.from_json(r["subnet"]) for r in front if r["feasible"]} | {best}, key=ranked,
+                       reverse=True)[:FINALISTS]
     measured: dict[Genome, float] = {}
-    for genome in finalists:  # the block sum misses the glue between blocks: re-time the finalists end to end
+    for i, genome in enumerate(finalists, start=1):  # the block sum misses the glue between blocks: re-time them
         measured[genome] = time_model(_build(space.subnet(genome)), evaluator.input_shape,
                                       backend=backend, threads=threads)
-        progress(f"finalist top-1 {evaluator.results[genome]['top1']:.2f}%: {measured[genome]:.2f} ms end to end")
+        verdict = ""
+        if constraint.metric == "latency":
+            verdict = f" ({'within' if measured[genome] <= constraint.limit else 'over'} {constraint})"
+        progress(f"finalist {i}/{len(finalists)}: {_describe(evaluator.results[genome], constraint)}; "
+                 f"measured {measured[genome]:.2f} ms end to end{verdict}")
+    chosen, budget = _choose(finalists, best, measured, evaluator, constraint, ranked)
     for row in rows:
         genome = space.from_json(row["subnet"])
         row["measured_latency"] = measured.get(genome)
         row["pareto"] = any(r is row for r in front)
+        row["chosen"] = genome == chosen
     write_json_atomic(out / OUTPUT_FILES["pareto"], {"constraint": str(constraint), "cost": constraint.metric,
                                                       "candidates": rows})
     _plot(out / OUTPUT_FILES["plot"], rows, constraint)
 
-    result = evaluator.results[best]
-    subnet = space.subnet(best)
-    model = evaluator.calibrated_model(best)
+    result = evaluator.results[chosen]
+    subnet = space.subnet(chosen)
+    model = evaluator.calibrated_model(chosen)
     summary = {
         "razorzoo_version": __version__, "supernet": source, "family": family, "constraint": str(constraint),
-        "resolution": resolution,
+        "resolution": resolution, "budget": budget,
         "search": {"algorithm": "evolution (MMRazor EvolutionSearchLoop)", **vars(settings)},
         "calibration": {"images": len(calib_paths), "source": os.path.basename(os.path.abspath(calib)),
                         "method": "exact mean / unbiased variance, batch statistics while calibrating",
                         "batch_size": evaluator.batch_size},
         "validation": {"images": len(evaluator.labels), "top1": result["top1"], "loss": result["loss"]},
         "flops": result["flops"], "params": result["params"],
-        "latency": {"backend": backend, "threads": threads, "measured_ms": measured[best],
+        "latency": {"backend": backend, "threads": threads, "measured_ms": measured[chosen],
                     "predicted_ms": result.get("latency"),
                     "profile": profile_path.name if device is not None else None},
     }
@@ -327,8 +348,29 @@ def _write_output(out: Path, evaluator: _Evaluator, best: Genome, constraint: Co
     write_bytes_atomic(out / OUTPUT_FILES["subnet"], subnet.to_yaml().encode())
     write_json_atomic(out / OUTPUT_FILES["summary"], summary)
     write_bytes_atomic(out / OUTPUT_FILES["card"], _card(summary, out).encode())
-    return SpecializeResult(out, subnet, result["top1"], int(result["flops"]), int(result["params"]), measured[best],
-                            result.get("latency"), summary)
+    return SpecializeResult(out, subnet, result["top1"], int(result["flops"]), int(result["params"]),
+                            measured[chosen], result.get("latency"), summary, budget_met=budget["met"])
+
+
+def _choose(finalists: list[Genome], best: Genome, measured: dict[Genome, float], evaluator: _Evaluator,
+            constraint: Constraint, ranked: Callable[[Genome], tuple]) -> tuple[Genome, dict[str, Any]]:
+    """The subnet to write and its budget re-checked on the final measurement: FLOPs and params counted again on
+    the whole network; latency timed end to end, where the most accurate finalist *within* the budget wins (the
+    search only had the block table's prediction). When no finalist meets a latency budget, the best is written and
+    ``met`` is false: the card says by how much it misses."""
+    from razorzoo.models.flops import count_flops
+
+    if constraint.metric == "latency":
+        within = [g for g in finalists if measured[g] <= constraint.limit]
+        chosen = max(within, key=ranked) if within else best
+        value, how = measured[chosen], f"timed end to end ({evaluator.input_shape[2]}px, batch 1)"
+    else:
+        chosen = best
+        with torch.device("meta"):
+            report = count_flops(_build(evaluator.space.subnet(chosen)), evaluator.input_shape)
+        value, how = float(getattr(report, constraint.metric)), "counted on the whole network"
+    return chosen, {"constraint": str(constraint), "metric": constraint.metric, "limit": constraint.limit,
+                    "measured": value, "measured_by": how, "met": value <= constraint.limit}
 
 
 def _write_weights(path: Path, model: torch.nn.Module, subnet: Any, source: dict[str, str],
@@ -345,12 +387,18 @@ def _write_weights(path: Path, model: torch.nn.Module, subnet: Any, source: dict
                        source_url=source["url"], source_sha256=source["sha256"], metadata=provenance)
 
 
-def _plot(path: Path, rows: list[dict[str, Any]], constraint: Constraint) -> None:
+def _matplotlib() -> Any:
+    """matplotlib, for the Pareto plot (the ``search`` extra)."""
     try:
         import matplotlib
     except ModuleNotFoundError:
-        raise RazorzooError("the Pareto plot needs matplotlib: pip install 'razorzoo[search]'") from None
-    matplotlib.use("Agg")
+        raise RazorzooError("razorzoo specialize draws its Pareto plot with matplotlib, which is not installed: "
+                            "pip install 'razorzoo[search]'") from None
+    return matplotlib
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], constraint: Constraint) -> None:
+    _matplotlib().use("Agg")
     import matplotlib.pyplot as plt
 
     scale, unit = (1.0, "ms (device profile)") if constraint.metric == "latency" else (1e6, "M")
@@ -361,6 +409,10 @@ def _plot(path: Path, rows: list[dict[str, Any]], constraint: Constraint) -> Non
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r[constraint.metric])
     ax.plot([r[constraint.metric] / scale for r in front], [r["top1"] for r in front], "o-", c="#d62728",
             label="Pareto front")
+    for row in rows:
+        if row["chosen"]:
+            ax.scatter([row[constraint.metric] / scale], [row["top1"]], s=160, marker="*", c="#2ca02c",
+                       edgecolors="black", linewidths=0.5, zorder=3, label=f"chosen: top-1 {row['top1']:.2f}%")
     ax.axvline(constraint.limit / scale, ls="--", c="#1f77b4", label=str(constraint))
     ax.set_xlabel(f"{label} [{unit}]")
     ax.set_ylabel("top-1 on your validation images [%]")
@@ -378,6 +430,12 @@ def _card(summary: dict[str, Any], out: Path) -> str:
     """A model card with the search's provenance; ``razorzoo push`` writes the Hub card from the same files."""
     latency = summary["latency"]
     predicted = f"{latency['predicted_ms']:.2f} ms" if latency["predicted_ms"] is not None else "n/a"
+    budget = summary["budget"]
+    value = _format(budget["metric"], budget["measured"])
+    over = _format(budget["metric"], budget["measured"] - budget["limit"])
+    verdict = (f"met: {value} {budget['measured_by']}" if budget["met"] else
+               f"**missed**: {value} {budget['measured_by']}, over by {over} (no finalist met it when measured; "
+               "raise the budget or search again)")
     base = BASE_ENTRIES[summary["family"]]
     top1 = summary["validation"]["top1"]
     metric = f" --metric top1={top1:.2f}" if top1 > 0 else ""  # the card schema takes percentages in (0, 100]
@@ -385,15 +443,16 @@ def _card(summary: dict[str, Any], out: Path) -> str:
         f"# {out.name}: {summary['family']} subnet specialized with razorzoo\n\n"
         f"Searched in `{summary['supernet']['name']}` for `{summary['constraint']}` at "
         f"{summary['resolution']}x{summary['resolution']}; weights are the supernet's, sliced (no retraining), with "
-        f"BatchNorm statistics recalibrated on {summary['calibration']['images']} images of "
+        f"BatchNorm statistics recalibrated on {count(summary['calibration']['images'], 'image')} of "
         f"`{summary['calibration']['source']}`.\n\n"
         "| | |\n|---|---|\n"
         f"| supernet | `{summary['supernet']['name']}` (sha256 `{summary['supernet']['sha256'][:16]}…`) |\n"
-        f"| search | evolution, population {summary['search']['population']}, {summary['search']['generations']} "
-        f"generations, top-k {summary['search']['top_k']}, mutation prob {summary['search']['mutate_prob']}, "
-        f"seed {summary['search']['seed']} |\n"
+        f"| budget `{budget['constraint']}` | {verdict} |\n"
+        f"| search | evolution, population {summary['search']['population']}, "
+        f"{count(summary['search']['generations'], 'generation')}, top-k {summary['search']['top_k']}, mutation prob "
+        f"{summary['search']['mutate_prob']}, seed {summary['search']['seed']} |\n"
         f"| top-1 on your validation images | {summary['validation']['top1']:.2f}% of "
-        f"{summary['validation']['images']} images |\n"
+        f"{count(summary['validation']['images'], 'image')} |\n"
         f"| FLOPs (multiply-accumulates) | {summary['flops'] / 1e6:.2f} M at {summary['resolution']}px |\n"
         f"| params | {summary['params'] / 1e6:.3f} M |\n"
         f"| latency ({latency['backend']}, {latency['threads']} threads, batch 1) | {latency['measured_ms']:.2f} ms "

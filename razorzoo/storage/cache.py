@@ -9,10 +9,14 @@ Layout (``root`` = ``cache_dir=``, else :func:`razorzoo.constants.cache_dir`)::
     <root>/models/index.json                                 name -> converted file, what it was made from
     <root>/hub/<org>/<name>/<commit>/<file>                  Hub files at one commit + meta.json (razorzoo.storage.hub)
     <root>/hub/<org>/<name>/refs.json                        branch/tag -> commit, for offline use
+    <root>/exported/<key>/model.onnx                         a model exported once for a runtime (razorzoo.deploy)
+    <root>/exported/<key>/meta.json                          which converted file (sha256) and task it was made from
+    .lock files beside each of them                          inter-process locks (razorzoo's too: listed, removed)
 
-The cache removes only what it wrote *and recorded*: the files a ``meta.json`` or ``index.json`` entry names, then
-the directories those files leave empty. Anything else a user put there survives ``razorzoo cache rm --all``. Every
-recorded name becomes a path through :func:`razorzoo.files.safe_join`, so an edited ``index.json`` or ``meta.json``
+The cache removes only what it wrote *and recorded*: the files a ``meta.json`` or ``index.json`` entry names, the
+files of an ``exported/<key>/`` folder (razorzoo names those folders by a content hash), the locks beside them, then
+the directories those files leave empty; :meth:`Cache.entries` lists every one of those files, with its size.
+Anything else a user put there survives ``razorzoo cache rm --all``. Every recorded name becomes a path through :func:`razorzoo.files.safe_join`, so an edited ``index.json`` or ``meta.json``
 (``../``, absolute paths) can never make razorzoo read or delete outside its own directories. File-system failures
 (a read-only cache, a cache path that is a file) become one-line :class:`CacheError`\\ s.
 """
@@ -31,11 +35,13 @@ from razorzoo.bounded import safe_repr
 from razorzoo.errors import RazorzooError
 from razorzoo.files import UnsafePathError, read_json, safe_join, write_json_atomic
 
-__all__ = ["Cache", "CacheError", "CachedFile", "CachedModel", "cache_root", "hash_matches", "sha256_of_file"]
+__all__ = ["Cache", "CacheError", "CachedFile", "CachedModel", "CacheEntry", "ENTRY_KINDS", "cache_root",
+           "hash_matches", "sha256_of_file"]
 
 DOWNLOADS_DIR = "downloads"
 MODELS_DIR = "models"
 HUB_DIR = "hub"
+EXPORTS_DIR = "exported"  # <cache>/exported/<content key>/model.onnx (razorzoo.deploy.cached)
 META_FILE = "meta.json"
 INDEX_FILE = "index.json"
 PARTIAL_SUFFIX = ".incomplete"
@@ -44,6 +50,9 @@ REFS_FILE = "refs.json"
 _LOCK = ".lock"
 _CHUNK = 1 << 20
 _ENTRY_NAME = re.compile(r"[0-9a-f]{16}")
+_EXPORT_KEY = re.compile(r"[0-9a-f]{16,64}")
+# what `razorzoo cache ls` shows, in its order: the files a user asked for, then razorzoo's own bookkeeping
+ENTRY_KINDS = ("model", "download", "hub", "export", "partial", "record", "lock")
 
 
 class CacheError(RazorzooError, OSError):
@@ -79,6 +88,24 @@ class CachedModel:
     weights_url: str
     weights_sha256: str  # full hash of the downloaded checkpoint
     subnet_url: str | None
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One file razorzoo wrote into the cache: ``kind`` (one of :data:`ENTRY_KINDS`), where, how big, and what it
+    is: the model or file ``name``, its recorded ``sha256``, ``of`` (the model an export or download belongs to)."""
+
+    kind: str
+    path: Path
+    size: int
+    name: str
+    sha256: str | None = None
+    pinned: bool = False
+    of: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "size": self.size, "sha256": self.sha256,
+                "pinned": self.pinned, "of": list(self.of), "path": str(self.path)}
 
 
 def hash_matches(expected: str | None, actual: str) -> bool:
@@ -262,7 +289,34 @@ class Cache:
             in_use = {url for other in models.values() for url in _source_urls(other)}
             for url in _source_urls(entry) - in_use:
                 removed += self.remove_download(url)
+            for export in self._exports():
+                if self._export_source(export) == entry.get("sha256"):
+                    removed += self._remove(self._export_files(export), stop=self.exports)
+        removed += self._remove([self.models / f".{name}.lock"], stop=self.models)
         return removed
+
+    def prune_downloads(self, *, dry_run: bool = False) -> list[Path]:
+        """Remove the downloads a converted model in the cache was made from (loading reads only the converted file;
+        a conversion redone later downloads them again); return the files removed (``dry_run``: that would be)."""
+        self.check()
+        if dry_run:
+            return [path for url in self._prunable(self.index()) for path in self._download_files(self.entry_dir(url))
+                    if path.is_file()]
+        with self.update_index() as models:
+            removed: list[Path] = []
+            for url in self._prunable(models):
+                removed += self.remove_download(url)
+        return removed
+
+    def _prunable(self, models: dict[str, Any]) -> list[str]:
+        """The download URLs of index entries whose converted file is there."""
+        return sorted({url for entry in models.values() if self._has_converted(entry) for url in _source_urls(entry)})
+
+    def _has_converted(self, entry: Any) -> bool:
+        try:
+            return self.model_file(entry).is_file()
+        except UnsafePathError:
+            return False
 
     def remove_converted(self, entry: dict[str, Any]) -> list[Path]:
         """Delete the converted file of an index entry (not the entry itself)."""
@@ -302,6 +356,48 @@ class Cache:
                           for suffix in ("", PARTIAL_SUFFIX, PARTIAL_META)]
         return files
 
+    # -- exports -------------------------------------------------------------------------------------------------
+    @property
+    def exports(self) -> Path:
+        return self.root / EXPORTS_DIR
+
+    def export_dir(self, key: str) -> Path:
+        """The folder of one export, named by its content key (hex)."""
+        if not _EXPORT_KEY.fullmatch(key):
+            raise ValueError(f"an export key is 16 to 64 lowercase hex digits, not {safe_repr(key)}")
+        return self.exports / key
+
+    def record_export(self, folder: Path, *, converted_sha256: str, task: str) -> None:
+        """Say which converted file (by hash) and task an export folder was made from, so removing that model
+        removes its exports too."""
+        try:
+            write_json_atomic(folder / META_FILE, {"converted_sha256": converted_sha256, "task": task})
+        except OSError as exc:
+            raise _os_error("record the export", exc) from None
+
+    def _exports(self) -> list[Path]:
+        return [d for d in self._subdirs(self.exports) if _EXPORT_KEY.fullmatch(d.name)]
+
+    def _export_source(self, folder: Path) -> str | None:
+        meta = read_json(folder / META_FILE)
+        source = meta.get("converted_sha256") if isinstance(meta, dict) else None
+        return source if isinstance(source, str) else None
+
+    def _export_files(self, folder: Path) -> list[Path]:
+        """Every regular file of an export folder (razorzoo made the folder; nothing else writes into it)."""
+        try:
+            return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink())
+        except OSError:
+            return []
+
+    def remove_exports(self) -> list[Path]:
+        """Remove every export (each is made again from its converted model when next needed)."""
+        self.check()
+        removed: list[Path] = []
+        for folder in self._exports():
+            removed += self._remove(self._export_files(folder), stop=self.exports)
+        return removed
+
     # -- the whole cache -----------------------------------------------------------------------------------------
     def remove_all(self) -> list[Path]:
         """Remove everything razorzoo recorded (downloads, converted models, Hub files); return what was removed.
@@ -320,7 +416,64 @@ class Cache:
             removed += self._remove(self._hub_written(snapshot, meta), stop=self.hub)
         for repo in [r for org in self._subdirs(self.hub) for r in self._subdirs(org)]:
             removed += self._remove([repo / REFS_FILE, repo / _LOCK], stop=self.hub)
+        removed += self.remove_exports()
+        removed += self._remove(self._model_locks(), stop=self.models)
         return removed
+
+    def _model_locks(self) -> list[Path]:
+        """The conversion locks ``models/.<name>.lock`` and the index lock."""
+        try:
+            return sorted(p for p in self.models.glob(".*.lock") if p.is_file())
+        except OSError:
+            return []
+
+    def entries(self) -> list[CacheEntry]:
+        """Every file razorzoo wrote into the cache that is there now, with its size: converted models, downloads,
+        Hub files, exports, partial downloads, records (``meta.json``, ``index.json``...) and locks. No hashing."""
+        self.check()
+        models = self.cached_models()
+        by_source: dict[str, list[str]] = {}
+        for entry_name, entry in self.index().items():
+            for url in _source_urls(entry):
+                by_source.setdefault(url, []).append(entry_name)
+        by_sha = {m.sha256: m.name for m in models}
+        found: list[CacheEntry] = [CacheEntry("model", m.path, 0, m.name, m.sha256) for m in models]
+        found += [CacheEntry("record", self.models / INDEX_FILE, 0, INDEX_FILE)]
+        found += [CacheEntry("lock", path, 0, path.name) for path in self._model_locks()]
+        for entry in self._subdirs(self.downloads):
+            if not _ENTRY_NAME.fullmatch(entry.name):
+                continue
+            record = self._record_at(entry)
+            if record is not None:
+                found.append(CacheEntry("download", record.path, 0, record.path.name, record.sha256, record.pinned,
+                                        tuple(by_source.get(record.url, ()))))
+            found += [CacheEntry(_bookkeeping_kind(path), path, 0, path.name)
+                      for path in self._download_files(entry) if record is None or path != record.path]
+        hub_files = {f.path: f for f in self.hub_files()}
+        for snapshot, meta in self._hub_snapshots():
+            for path in self._hub_written(snapshot, meta):
+                known = hub_files.get(path)
+                found.append(CacheEntry("hub", path, 0, f"{snapshot.parent.parent.name}/{snapshot.parent.name}/"
+                                        f"{path.name}", known.sha256) if known is not None
+                             else CacheEntry(_bookkeeping_kind(path), path, 0, path.name))
+        for repo in [r for org in self._subdirs(self.hub) for r in self._subdirs(org)]:
+            found += [CacheEntry(_bookkeeping_kind(p), p, 0, p.name) for p in (repo / REFS_FILE, repo / _LOCK)]
+        for folder in self._exports():
+            source = by_sha.get(self._export_source(folder) or "")
+            for path in self._export_files(folder):
+                kind = _bookkeeping_kind(path) if path.name in (META_FILE, _LOCK) else "export"
+                found.append(CacheEntry(kind, path, 0, f"{folder.name[:12]}/{path.name}" if kind == "export"
+                                        else path.name, of=(source,) if source else ()))
+        sized = []
+        for item in found:
+            try:
+                if item.path.is_file() and not item.path.is_symlink():
+                    sized.append(CacheEntry(item.kind, item.path, item.path.stat().st_size, item.name, item.sha256,
+                                            item.pinned, item.of))
+            except OSError:
+                continue
+        order = {kind: i for i, kind in enumerate(ENTRY_KINDS)}
+        return sorted(dict.fromkeys(sized), key=lambda e: (order[e.kind], str(e.path)))
 
     def scan(self) -> tuple[list[CachedModel], list[CachedFile]]:
         """(converted models, downloads + Hub files) as recorded; no hashing, no network."""
@@ -359,4 +512,13 @@ class Cache:
                 except OSError:  # not empty (someone else's files), or already gone
                     break
                 parent = parent.parent
-        return [p for p in removed if p.name not in (_LOCK, ".index.lock")]
+        return removed
+
+
+def _bookkeeping_kind(path: Path) -> str:
+    """``lock``, ``partial`` (an unfinished download, resumed next time) or ``record`` (meta.json and friends)."""
+    if path.name.endswith(".lock"):
+        return "lock"
+    if path.name.endswith(PARTIAL_SUFFIX):
+        return "partial"
+    return "record"

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from razorzoo.errors import CheckpointError, UnsafeCheckpointError
+from razorzoo.wording import count
 
 __all__ = ["Checkpoint", "read_checkpoint", "LAYOUTS", "ALLOWED_GLOBALS"]
 
@@ -265,9 +266,9 @@ def _normalize(state_dict: "OrderedDict[str, torch.Tensor]") -> tuple["OrderedDi
         if outside and prefix == "module.":
             continue  # only a wrapper prefix when every key has it
         state_dict = OrderedDict((k[len(prefix):], state_dict[k]) for k in inside)
-        note = f"stripped the {prefix!r} prefix from {len(inside)} keys"
+        note = f"stripped the {prefix!r} prefix from {count(len(inside), 'key')}"
         if outside:
-            note += f" and dropped {len(outside)} keys outside it (e.g. {outside[0]!r})"
+            note += f" and dropped {count(len(outside), 'key')} outside it (e.g. {outside[0]!r})"
         notes.append(note)
     return state_dict, tuple(notes)
 

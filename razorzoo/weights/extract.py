@@ -39,13 +39,16 @@ def extract_subnet(supernet_state_dict: Mapping[str, torch.Tensor], subnet: "Sub
                    ) -> dict[str, torch.Tensor]:
     """The state dict of ``subnet``'s classifier (or backbone) sliced out of a supernet state dict.
 
-    ``subnet`` is a parsed subnet or anything :func:`razorzoo.load_subnet` reads (YAML path, text, mapping).
+    ``subnet`` is a parsed subnet or anything :func:`razorzoo.load_subnet` reads (YAML path, text, mapping), or
+    the file name of a subnet the zoo ships (``"ATTENTIVE_SUBNET_A3.yaml"``).
     Keys may carry MMRazor's ``architecture.`` prefix. ``head.fc.*`` is extracted when the supernet has a head
     (``fc.weight[:, :last_channels]``). Output keys are in our model's order (``backbone.*``, ``head.fc.*``), each
     tensor a fresh contiguous copy. Raises :class:`CheckpointError` when a needed tensor is missing or too small.
     """
     if not isinstance(subnet, (SposSubnet, MobileNetSubnet)):
-        subnet = load_subnet(subnet)
+        from razorzoo.zoo.registry import subnet_source
+
+        subnet = load_subnet(subnet_source(subnet))
     supernet = {key.removeprefix("architecture."): value for key, value in supernet_state_dict.items()}
     if not any(key.startswith("backbone.") for key in supernet):
         raise CheckpointError("the supernet state dict has no 'backbone.*' (or 'architecture.backbone.*') keys")

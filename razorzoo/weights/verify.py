@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from razorzoo.arch.spec import ArchSpec
 from razorzoo.errors import PairMismatchError
 from razorzoo.weights.keys import model_keys, model_view
+from razorzoo.wording import count
 
 if TYPE_CHECKING:
     import torch
@@ -99,7 +100,7 @@ def verify_pair(spec: ArchSpec, checkpoint: "str | Path | Checkpoint | Mapping[s
                                 f"{len(report.mismatched)} differently shaped tensors")
     dropped = len(state_dict) - len(view)
     if dropped:
-        report.notes.append(f"the backbone uses {len(view)} of the checkpoint's {len(state_dict)} entries")
+        report.notes.append(f"the backbone uses {len(view)} of the checkpoint's {count(len(state_dict), 'entry')}")
     if report.ok:
         report.state_dict = OrderedDict((k, view[k]) for k in expected.shapes)
     return report
@@ -295,14 +296,21 @@ def _listing(keys: list[str]) -> str:
     return ", ".join(keys[:_MAX_LISTED]) + more
 
 
+def _are(items: list) -> str:
+    return "is" if len(items) == 1 else "are"
+
+
 def _key_differences(report: PairReport) -> list[str]:
     problems = []
     if report.missing:
-        problems.append(f"{len(report.missing)} tensors the YAML needs are missing: {_listing(report.missing)}")
+        problems.append(f"{count(len(report.missing), 'tensor')} the YAML needs {_are(report.missing)} missing: "
+                        f"{_listing(report.missing)}")
     if report.unexpected:
-        problems.append(f"{len(report.unexpected)} tensors in the checkpoint are not in the model: "
+        problems.append(f"{count(len(report.unexpected), 'tensor')} in the checkpoint {_are(report.unexpected)} not in "
+                        "the model: "
                         f"{_listing(report.unexpected)}")
     if report.mismatched:
         shapes = [f"{k} {list(yaml)} in YAML, {list(weights)} in weights" for k, yaml, weights in report.mismatched]
-        problems.append(f"{len(shapes)} tensors have other shapes: {_listing(shapes)}")
+        problems.append(f"{count(len(shapes), 'tensor')} {'has another shape' if len(shapes) == 1 else 'have other shapes'}: "
+                        f"{_listing(shapes)}")
     return problems

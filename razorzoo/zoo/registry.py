@@ -9,7 +9,6 @@ This module must stay cheap to import (no torch, no huggingface_hub): every ``ra
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import math
@@ -26,11 +25,12 @@ from razorzoo.bounded import MAX_YAML_BYTES, load_yaml, read_text, safe_repr
 from razorzoo.constants import extra_cards_dir
 from razorzoo.errors import CardError, RazorzooError, UnknownModelError
 from razorzoo.files import UnsafePathError, safe_join
+from razorzoo.wording import close_matches, did_you_mean
 
 MAX_CARD_CHARS = 2 * MAX_YAML_BYTES  # front matter plus prose; the zoo's cards are under 10 KB
 
-__all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "pareto_front", "CARDS_DIR",
-           "TASKS", "FAMILIES", "FLOP_UNITS", "METRICS"]
+__all__ = ["Card", "FileRef", "list_models", "get_card", "all_cards", "parse_card", "pareto_front", "subnet_source",
+           "CARDS_DIR", "TASKS", "FAMILIES", "FLOP_UNITS", "METRICS"]
 
 # In a checkout this is a symlink to the top-level cards/ (where maintainers edit them); wheels and sdists carry a copy.
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
@@ -354,11 +354,32 @@ def get_card(name: str) -> Card:
     cards, index = _registry()
     canonical = index.get(name.lower())
     if canonical is None:
-        close = difflib.get_close_matches(name.lower(), list(index), n=3, cutoff=0.5)
-        suggestions = dict.fromkeys(index[c] for c in close)  # several aliases may name one model
-        hint = f"; did you mean {', '.join(map(safe_repr, suggestions))}?" if close else ""
+        close = close_matches(name, index)  # several aliases may name one model: each named once
+        hint = f"; did you mean {', '.join(map(safe_repr, close))}?" if close else ""
         raise UnknownModelError(f"unknown model {safe_repr(name)}{hint} (razorzoo list shows all {len(cards)} models)")
     return cards[canonical]
+
+
+def subnet_source(source: Any) -> Any:
+    """A subnet source (for ``load_subnet``) as given, except a bare YAML/JSON file name that is not a file here: the
+    subnet the zoo ships under that name (``"ATTENTIVE_SUBNET_A3.yaml"``, as MMRazor's docs and the README name them),
+    so a snippet runs as written from any directory. A file of that name in the working directory is what the user
+    pointed at, and wins.
+
+    Raises:
+        SubnetError: a bare file name that is neither a file here nor a shipped subnet (with close matches).
+    """
+    from razorzoo.errors import SubnetError
+
+    if not isinstance(source, str) or "\n" in source or os.sep in source or "/" in source \
+            or not source.lower().endswith((".yaml", ".yml", ".json")) or os.path.exists(source):
+        return source
+    shipped = {path.name: path for card in all_cards() if (path := card.subnet_path) is not None}
+    by_lower = {name.lower(): path for name, path in shipped.items()}
+    if source.lower() in by_lower:
+        return by_lower[source.lower()]
+    raise SubnetError(f"subnet file {safe_repr(source)} does not exist here, and the zoo ships no subnet of that "
+                      f"name{did_you_mean(source, sorted(shipped))} (shipped: {', '.join(sorted(shipped))})")
 
 
 def pareto_front(rows: list[dict[str, Any]], x: str, y: str) -> list[dict[str, Any]]:

@@ -17,9 +17,14 @@ _REL_TOL = 1e-5
 
 def supernet_manifest(family: str) -> list[tuple[str, tuple[int, ...], str]]:
     """``[key, shape, dtype]`` of the family's classifier supernet: MMRazor's for AttentiveNAS and OFA; for SPOS,
-    every candidate op of every block, in upstream order (see :func:`_spos_manifest`)."""
+    every candidate op of every block, in upstream order. There is no MMRazor dump of the SPOS supernet: its list is
+    razorzoo's, made of our model's keys for each op, which test_classifiers checks against the upstream
+    ``spos_0.33M`` manifest for the ops it uses."""
     if family == "spos":
-        return _spos_manifest()
+        from razorzoo.weights.extract import supernet_state_dict_shapes
+
+        return [(key, shape, "torch.int64" if key.endswith("num_batches_tracked") else "torch.float32")
+                for key, shape in supernet_state_dict_shapes("spos").items()]
     entries = json.loads((SLICING / f"{family}_supernet.manifest.json").read_text())["state_dict"]
     return [(key, tuple(shape), dtype) for key, shape, dtype in entries]
 
@@ -64,34 +69,3 @@ def slice_mismatches(state_dict: "dict[str, torch.Tensor]", name: str) -> list[s
                 > _REL_TOL * (1 + samples.abs().max().item()):
             problems.append(f"{key}: values differ from MMRazor's slice")
     return problems
-
-
-def _spos_manifest() -> list[tuple[str, tuple[int, ...], str]]:
-    """SPOS supernet entries: for each block, the keys of every candidate op (``_candidates.<op>.*``).
-
-    There is no MMRazor dump of the SPOS supernet; slicing it is choosing one candidate by name, and each
-    candidate's keys are those of our model for an all-``op`` subnet, which test_classifiers checks against the
-    upstream ``spos_0.33M`` manifest for the ops it uses.
-    """
-    import re
-
-    from razorzoo.arch.subnet import SEARCH_SPACES, SposSubnet
-    from razorzoo.models.classifier import build_classifier_from_subnet
-
-    space = SEARCH_SPACES["spos"]
-    per_op = []
-    for op in space.ops:
-        with torch.device("meta"):
-            model = build_classifier_from_subnet(SposSubnet(tuple((op,) * n for n in space.stage_blocks)))
-        per_op.append([(k, tuple(v.shape), str(v.dtype)) for k, v in model.state_dict().items()])
-    block = re.compile(r"(backbone\.layers\.\d+\.\d+)\._candidates\.")
-    entries, done = [], set()
-    for key, shape, dtype in per_op[0]:
-        match = block.match(key)
-        if match is None:
-            entries.append((key, shape, dtype))
-        elif match.group(1) not in done:
-            done.add(match.group(1))
-            prefix = match.group(1) + "."
-            entries += [entry for op_entries in per_op for entry in op_entries if entry[0].startswith(prefix)]
-    return entries
