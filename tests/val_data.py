@@ -64,12 +64,13 @@ def write_images(folder: Path) -> dict[str, np.ndarray]:
 
 
 def coco_file(path: Path, boxes: dict[str, list[tuple[str, list[float]]]],
-              images: list[tuple[str, int, int]] | None = None) -> dict:
+              images: list[tuple[str, int, int]] | None = None, ids: dict[str, int] | None = None) -> dict:
     """Write a COCO annotation file with the 80 COCO categories, ``images`` as ``(file, width, height)`` (default:
-    the photos and generated images) and ``boxes[file] = [(class, xywh), ...]``."""
+    the photos and generated images) and ``boxes[file] = [(class, xywh), ...]``; image ids are ``ids[file]``
+    (default: the position in ``images``, from 1)."""
     if images is None:
         images = [(name, width, height) for name, (width, height, _) in (PHOTOS | GENERATED).items()]
-    images = [{"id": i + 1, "file_name": name, "width": width, "height": height}
+    images = [{"id": i + 1 if ids is None else ids[name], "file_name": name, "width": width, "height": height}
               for i, (name, width, height) in enumerate(images)]
     annotations = []
     for image in images:
