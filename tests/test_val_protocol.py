@@ -14,10 +14,8 @@ import contextlib
 import io
 import json
 import shutil
-import threading
 
 import pytest
-import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -25,6 +23,7 @@ import razorzoo
 from checkpoints import write_checkpoint
 from fixture_rule import rule_state_dict
 from helpers import assert_same_detections, unmatched_detections
+from helpers.feeding import FedBatches
 from razorzoo.cli import main
 from razorzoo.detection.results import COCO_CATEGORY_IDS
 from razorzoo.models.detector import Detector
@@ -101,27 +100,6 @@ def _pycocotools(ann_file, results: list[dict], max_dets=(1, 10, 100), image_ids
     return [float(v) for v in ev.stats[:6]]
 
 
-class _Fed:
-    """What the model is fed during a CLI run: the batch size of every forward pass of a ``Detector``, and the
-    image-loading threads alive at each (a forward pre-hook on every module, removed afterwards)."""
-
-    def __init__(self):
-        self.batches: list[int] = []
-        self.loaders: set[str] = set()
-
-    def __enter__(self):
-        def hook(module, args):
-            if isinstance(module, Detector):
-                self.batches.append(args[0].shape[0])
-                self.loaders |= {t.name for t in threading.enumerate() if t.name.startswith("razorzoo-load")}
-
-        self.handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-
-
 def _val(capsys, converted, root, *extra: str, images: str = "images") -> tuple[dict, list[dict]]:
     """``razorzoo val --json --save-json``: the printed object and the saved results."""
     saved = root / "run" / "preds.json"
@@ -137,7 +115,7 @@ def _of(results: list[dict], image_id: int) -> list[dict]:
 
 def test_saved_image_ids_are_the_annotation_files_and_ap_is_pycocotools_on_them(dataset, converted, capsys):
     root, expected = dataset
-    with _Fed() as fed:
+    with FedBatches(Detector) as fed:
         printed, results = _val(capsys, converted, root, "--batch", "2", "--workers", "2")
     assert {r["image_id"] for r in results} == set(IDS.values())
     for name, image_id in IDS.items():
@@ -171,7 +149,7 @@ def test_mmyolo_maxdets_runs_mmyolos_evaluation_whose_numbers_are_the_standard_o
 
 def test_limit_scores_only_the_evaluated_images(dataset, converted, capsys):
     root, expected = dataset
-    with _Fed() as fed:
+    with FedBatches(Detector) as fed:
         printed, results = _val(capsys, converted, root, "--limit", "2", "--workers", "0")
     first_two = [IDS[name] for name in ORDER[:2]]
     assert printed["images"] == 2 and {r["image_id"] for r in results} == set(first_two)
