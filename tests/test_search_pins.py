@@ -137,6 +137,17 @@ def test_resume_refuses_a_state_written_by_another_search(files, stopped_state, 
                       stop_after=1, **same) is None
 
 
+def test_resume_of_a_latency_search_refuses_other_threads(files, tmp_path):
+    """Latencies (hence which candidates are feasible) depend on the thread count they are measured with: a
+    latency search stopped with 1 thread is not resumed with 2, even with a profile measured with 2."""
+    options = dict(population=2, generations=2, seed=0, resolution=RESOLUTION, calib=files["calib"],
+                   val=files["val"], weights=files["ofa"], out=tmp_path / "out")
+    assert specialize("ofa_supernet", Constraint.parse("latency", "1s"), stop_after=1, **options) is None
+    with pytest.raises(RazorzooError, match="was written by a search with other key "):
+        specialize("ofa_supernet", Constraint.parse("latency", "1s"), resume=True, threads=2,
+                   profile=tmp_path / "two_threads.json", **options)
+
+
 def test_calib_images_is_the_number_of_images_calibrated_on(files, tmp_path, capsys):
     out = tmp_path / "two"
     assert cli_main(["specialize", "ofa_supernet", "--flops", "22M", "--calib", str(files["calib"]), "--val",

@@ -256,7 +256,9 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
                              key={"supernet": source["name"], "supernet_sha256": source["sha256"],
                                   "constraint": str(constraint), "limit": constraint.limit, "resolution": resolution,
                                   "calib": len(calib_paths), "val": len(val_paths), "batch_size": batch_size,
-                                  "images_sha256": evaluator.inputs_digest()})
+                                  "images_sha256": evaluator.inputs_digest(),
+                                  # latencies, hence feasibility, depend on what they are measured with
+                                  "latency": [backend, threads] if device is not None else None})
     if resume:
         search.resume(out / OUTPUT_FILES["state"])
         for genome in search.scores:  # scores are saved; the per-candidate metrics are recomputed from them
