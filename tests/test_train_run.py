@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 import razorzoo
 from checkpoints import write_checkpoint
 from fixture_rule import rule_state_dict
+from helpers.processes import python_module
 from razorzoo.builder import resolve_spec
 from razorzoo.errors import RazorzooError
 from razorzoo.training.state import StateError, load_state
@@ -215,9 +216,10 @@ def _free_port() -> int:
 
 
 def _train_command(model: Path, ann: Path, images: Path, run: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "razorzoo", "train", str(model), "--coco-ann", str(ann), "--images", str(images),
-            "-o", str(run), "--epochs", "2", "--batch", "2", "--workers", "0", "--img-size", "64",
-            "--warmup-iters", "3", "--log-interval", "1", "--quiet", *extra]
+    """``python -m razorzoo train ...`` with Python's SIGINT handler in the child (helpers.processes)."""
+    return python_module("razorzoo", "train", str(model), "--coco-ann", str(ann), "--images", str(images),
+                         "-o", str(run), "--epochs", "2", "--batch", "2", "--workers", "0", "--img-size", "64",
+                         "--warmup-iters", "3", "--log-interval", "1", "--quiet", *extra)
 
 
 @pytest.mark.slow
@@ -233,11 +235,12 @@ def test_ctrl_c_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, 
     process = subprocess.Popen(_train_command(model, ann, images, run), env=env, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # ready: a few iterations of epoch 1 done
+    ready = False
+    while not ready and process.poll() is None and time.monotonic() < deadline:  # a few iterations of epoch 1 done
         log = run / "log.jsonl"
-        if log.exists() and sum(1 for line in log.read_text().splitlines() if '"train"' in line) >= 3:
-            break
+        ready = log.exists() and sum(1 for line in log.read_text().splitlines() if '"train"' in line) >= 3
         time.sleep(0.05)
+    assert ready, f"the run never logged 3 iterations (exit code {process.poll()})"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 130, stderr

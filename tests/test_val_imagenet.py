@@ -123,3 +123,29 @@ def test_cli_val_imagenet(classifier, photos, labelled, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["val", str(converted), "--imagenet", str(tmp_path / "empty")]) == 2
     assert "no images found" in capsys.readouterr().err
+
+
+def test_cli_limit_and_skip_missing_choose_the_images_scored(classifier, photos, labelled, tmp_path, capsys):
+    """``--limit 3``: the first three listed images only (a top-1 hit, a top-5 hit, a miss: 1/3, 2/3);
+    ``--skip-missing``: a listed file that is not there is left out and counted, not scored as a miss."""
+    root = tmp_path / "val"
+    root.mkdir()
+    lines = []
+    for name, label in labelled.items():  # chelsea (top-1), rocket (top-5), astronaut (miss), portrait (top-1)
+        cv2.imwrite(str(root / f"{name}.png"), photos[name])
+        lines.append(f"{name}.png {label}\n")
+    lines.insert(1, "gone.png 7\n")
+    (tmp_path / "val.txt").write_text("".join(lines))
+    checkpoint = write_checkpoint(MODEL, "mmrazor-subnet", tmp_path / "model.pth")
+    argv = ["val", MODEL, "--weights", str(checkpoint), "--imagenet", str(root), "--ann-file",
+            str(tmp_path / "val.txt"), "--json"]
+    assert main(argv) == 2
+    assert "1 of 5 images listed" in capsys.readouterr().err
+    assert main([*argv, "--skip-missing"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["top1"], printed["top5"], printed["images"], printed["skipped_images"]) == (0.5, 0.75, 4, 1)
+    (tmp_path / "val.txt").write_text("".join(lines[:1] + lines[2:]))
+    assert main([*argv, "--limit", "3"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["top1"], printed["top5"], printed["images"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3), 3)
+    assert printed["published"] == {k: v / 100 for k, v in razorzoo.get_card(MODEL).metrics.items()}

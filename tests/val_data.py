@@ -18,6 +18,7 @@ import numpy as np
 import skimage
 
 from checkpoints import write_checkpoint
+from helpers.processes import python_module
 from razorzoo.arch.recipes import COCO_CLASSES
 from razorzoo.cli import main
 from razorzoo.detection.results import COCO_CATEGORY_IDS, Detections
@@ -64,12 +65,13 @@ def write_images(folder: Path) -> dict[str, np.ndarray]:
 
 
 def coco_file(path: Path, boxes: dict[str, list[tuple[str, list[float]]]],
-              images: list[tuple[str, int, int]] | None = None) -> dict:
+              images: list[tuple[str, int, int]] | None = None, ids: dict[str, int] | None = None) -> dict:
     """Write a COCO annotation file with the 80 COCO categories, ``images`` as ``(file, width, height)`` (default:
-    the photos and generated images) and ``boxes[file] = [(class, xywh), ...]``."""
+    the photos and generated images) and ``boxes[file] = [(class, xywh), ...]``; image ids are ``ids[file]``
+    (default: the position in ``images``, from 1)."""
     if images is None:
         images = [(name, width, height) for name, (width, height, _) in (PHOTOS | GENERATED).items()]
-    images = [{"id": i + 1, "file_name": name, "width": width, "height": height}
+    images = [{"id": i + 1 if ids is None else ids[name], "file_name": name, "width": width, "height": height}
               for i, (name, width, height) in enumerate(images)]
     annotations = []
     for image in images:
@@ -109,19 +111,22 @@ def converted_model(model: str, folder: Path) -> Path:
     return folder / "model.safetensors"
 
 
-def interrupt_cli(argv: list[str], progress_mark: bytes) -> tuple[int, bytes]:
-    """Run ``razorzoo ARGV`` in a subprocess, send it a real SIGINT once its progress bar shows ``progress_mark``
-    (e.g. ``b"2/4"``), and return its exit code and stderr."""
+def interrupt_cli(argv: list[str], progress_mark: bytes, ready_within: float = 300) -> tuple[int, bytes]:
+    """Run ``razorzoo ARGV`` in a subprocess (with Python's SIGINT handler, whatever the test run ignores), send it a
+    real SIGINT once its progress bar shows ``progress_mark`` (e.g. ``b"2/4"``), and return its exit code and
+    stderr. The mark is the readiness signal: no fixed sleep, so a slow or loaded machine only waits longer."""
     env = {**os.environ, "RAZORZOO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "razorzoo", *argv], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(python_module("razorzoo", *argv), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            env=env)
     seen = bytearray()
     reader = threading.Thread(target=lambda: [seen.extend(c) for c in iter(lambda: proc.stderr.read1(), b"")])
     reader.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_within
     while progress_mark not in seen and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    ready = progress_mark in seen
     proc.send_signal(signal.SIGINT)
-    code = proc.wait(timeout=60)
+    code = proc.wait(timeout=120)
     reader.join()
+    assert ready, f"the child never showed {progress_mark!r} (exit code {code}): {bytes(seen[-2000:])!r}"
     return code, bytes(seen)

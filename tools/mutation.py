@@ -1,6 +1,7 @@
 """Mutation testing of the modules that carry razorzoo's promises, with mutmut (not part of the default CI run).
 
-Usage: python tools/mutation.py TARGET [TARGET ...]   (targets: see TARGETS; ``all`` for every one)
+Usage: python tools/mutation.py [--jobs N] TARGET [TARGET ...]   (targets: see TARGETS; ``all`` for every one;
+``--jobs``: mutants tested at a time, default one per CPU core)
 
 Each target names the module(s) to mutate, the test files that guard them, and which of their functions to mutate
 (``checkpoint``, ``nms`` and ``hub`` focus on the allow-list, NMS and revision-resolution functions, to finish in
@@ -40,6 +41,22 @@ TARGETS = {  # name -> (modules to mutate, tests that guard them, mutant-name pa
             ["*x_check_revision*", "*x_parse_hub_ref*", "*x__head*", "*x__resolve*", "*x__git_blob_sha1*",
              "*x__hub_file*", "*x__recorded*", "*x__record__*", "*x_fetch_hub_files*", "*x_download_hub_model*",
              "*x_download_hub_onnx*", "*x_load_hub_card*"]),
+    # the newer layers (issue 21): every function, against the tests that cover each module
+    "transforms": (["razorzoo/detection/transforms.py"],
+                   ["tests/test_preprocess.py", "tests/test_classifiers.py", "tests/test_detection_promises.py",
+                    "tests/hostile/test_images_and_args.py"], ["*"]),
+    "publish": (["razorzoo/publish.py"],
+                ["tests/test_hub.py", "tests/hostile/test_storage_and_hub.py",
+                 "tests/test_train_run.py::test_push_publishes_a_trained_run_with_its_classes_and_training_card"],
+                ["*"]),
+    "evaluation": (["razorzoo/evaluation/coco.py", "razorzoo/evaluation/engine.py", "razorzoo/evaluation/imagenet.py",
+                    "razorzoo/evaluation/sources.py", "razorzoo/evaluation/batch_shapes.py"],
+                   ["tests/test_val_coco.py", "tests/test_val_protocol.py", "tests/test_val_imagenet.py",
+                    "tests/test_sources.py", "tests/test_predict_flags.py"], ["*"]),
+    "ray": (["razorzoo/evaluation/ray_adapter.py"], ["tests/test_ray.py"], ["*"]),
+    "search": (["razorzoo/search/evolution.py", "razorzoo/search/latency.py", "razorzoo/search/calibrate.py",
+                "razorzoo/search/specialize.py"],
+               ["tests/test_search_pins.py", "tests/test_specialize.py", "tests/test_calibrate.py"], ["*"]),
 }
 COPY = ("razorzoo", "tests", "cards", "conversion", "setup.cfg", "setup.py", "pyproject.toml", "README.md")
 
@@ -55,7 +72,7 @@ def _config(modules: list[str], tests: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run(target: str) -> int:
+def run(target: str, jobs: int | None = None) -> int:
     modules, tests, functions = TARGETS[target]
     work = Path(tempfile.mkdtemp(prefix=f"razorzoo-mutation-{target}-"))
     work.chmod(0o755)  # readable like a checkout: a hostile-input test runs an operation as an unprivileged user
@@ -71,16 +88,20 @@ def run(target: str) -> int:
     env = {**os.environ, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     mutmut = [sys.executable, "-m", "mutmut"]
     print(f"== {target}: mutating {', '.join(modules)} against {', '.join(tests)} in {work}", flush=True)
-    code = subprocess.call([*mutmut, "run", *functions], cwd=work, env=env)
+    children = [] if jobs is None else ["--max-children", str(jobs)]
+    code = subprocess.call([*mutmut, "run", *children, *functions], cwd=work, env=env)
     subprocess.call([*mutmut, "results"], cwd=work, env=env)
     return code
 
 
 if __name__ == "__main__":
     names = sys.argv[1:] or ["--help"]
+    jobs = None
+    if names[0] == "--jobs" and len(names) > 2 and names[1].isdigit():
+        jobs, names = int(names[1]), names[2:]
     if names == ["all"]:
         names = list(TARGETS)
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
-        sys.exit(f"usage: python tools/mutation.py TARGET ... (one of {', '.join(TARGETS)} or all)")
-    sys.exit(max(run(name) for name in names))
+        sys.exit(f"usage: python tools/mutation.py [--jobs N] TARGET ... (one of {', '.join(TARGETS)} or all)")
+    sys.exit(max(run(name, jobs) for name in names))

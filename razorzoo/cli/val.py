@@ -46,7 +46,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-json", metavar="PATH", help="write the COCO results list (image_id, category_id, bbox "
                                                        "xywh, score); kept, valid, if interrupted")
     p.add_argument("--mmyolo-maxdets", action="store_true",
-                   help="AP50/AP75/AP_s/m/l at 10 detections per image, as MMYOLO's logs (proposal_nums=(100,1,10))")
+                   help="pass MMYOLO's maxDets=[100, 1, 10] to pycocotools, which sorts it: the same numbers as the "
+                        "default, which are MMYOLO's logged ones (docs/evaluate.md)")
     p.add_argument("--json", action="store_true", help="print one JSON object (metrics as fractions)")
     p.set_defaults(handler=_val)
 

@@ -8,8 +8,8 @@ ids; scored by ``pycocotools.COCOeval`` restricted to the evaluated images and t
 ``pycocotools`` is the evaluator mmdet's ``CocoMetric`` itself runs, so the numbers are comparable with upstream logs
 without a second implementation to trust. Its ``summarize()`` computes AP50/AP75/AP_small/medium/large at
 ``maxDets[2]``; the standard ``maxDets = [1, 10, 100]`` gives all six at 100 detections per image. MMYOLO's configs
-set ``proposal_nums=(100, 1, 10)``, so their logs show those five at 10 detections: ``mmyolo_maxdets=True``
-reproduces that.
+set ``proposal_nums=(100, 1, 10)``, which ``COCOeval.evaluate()`` sorts into ``[1, 10, 100]``: their logs hold the
+standard numbers too (``mmyolo_maxdets=True`` makes MMYOLO's exact call, with the same result).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ __all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "Coc
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")  # COCOeval.stats[0:6]
 STANDARD_MAXDETS = (1, 10, 100)
-MMYOLO_MAXDETS = (100, 1, 10)  # mmdet CocoMetric(proposal_nums=(100, 1, 10)) in the three detector configs
+MMYOLO_MAXDETS = (100, 1, 10)  # CocoMetric(proposal_nums=(100, 1, 10)) of the detector configs; COCOeval sorts it
 _LISTED_MISSING = 5  # missing images named in the error; the rest are counted
 
 
@@ -124,9 +124,9 @@ def coco_stats(data: dict[str, Any], results: list[dict[str, Any]], *, image_ids
     """``COCOeval(..., "bbox")`` of ``results`` (COCO results-file entries) against ``data``: :data:`STAT_NAMES`.
 
     ``image_ids``/``category_ids`` restrict the evaluation (default: all in ``data``); ``maxdets`` is
-    ``COCOeval.params.maxDets`` (:data:`MMYOLO_MAXDETS` for MMYOLO's logged AP50...AP_large). A metric without
-    ground truth to score against (no medium-sized object among the images, say) is ``None``, not pycocotools'
-    ``-1`` placeholder, which reads as a score.
+    ``COCOeval.params.maxDets`` (:data:`MMYOLO_MAXDETS` for MMYOLO's call; ``evaluate()`` sorts it). A metric
+    without ground truth to score against (no medium-sized object among the images, say) is ``None``, not
+    pycocotools' ``-1`` placeholder, which reads as a score.
     """
     COCO, COCOeval = require_pycocotools()
     if not results:  # loadRes refuses an empty list: one false positive of no area stands for "nothing found" (no
@@ -166,7 +166,8 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
         limit: evaluate the first ``limit`` images of the file. skip_missing: leave out images not on disk.
         save_json: write the COCO results list there (also, valid, with what was done if interrupted); checked
             before the first image runs, and never one of the inputs.
-        mmyolo_maxdets: ``maxDets = (100, 1, 10)`` as MMYOLO's logs; default the standard ``(1, 10, 100)``.
+        mmyolo_maxdets: pass ``maxDets = (100, 1, 10)`` as MMYOLO does; pycocotools sorts it, so the numbers are
+            the standard ``(1, 10, 100)`` ones (docs/evaluate.md).
         allow_outside: read images whose ``file_name`` leads outside ``images_dir`` (refused by default).
     """
     from tqdm.auto import tqdm

@@ -9,6 +9,7 @@ profile's latency) -> Pareto front -> finalists re-timed end to end -> ``OUT/`` 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -142,6 +143,15 @@ class _Evaluator:
         self._costs: dict[Genome, dict[str, float]] = {}
         self.results: dict[Genome, dict[str, float]] = {}
 
+    def inputs_digest(self) -> str:
+        """sha256 of the calibration and validation pixels and the labels: what every score depends on besides the
+        weights (a resumed search must see the same images, prepared the same way)."""
+        digest = hashlib.sha256()
+        for tensor in (self.calib, self.val, self.labels):
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(memoryview(tensor.contiguous().numpy()).cast("B"))
+        return digest.hexdigest()
+
     def costs(self, genome: Genome) -> dict[str, float]:
         if genome not in self._costs:
             subnet = self.space.subnet(genome)
@@ -263,8 +273,11 @@ def _specialize(supernet: str, constraint: Constraint, *, calib, val, out: Path,
                              state_path=out / OUTPUT_FILES["state"], progress=progress,
                              describe=lambda g: _describe(evaluator.results[g], constraint),
                              key={"supernet": source["name"], "supernet_sha256": source["sha256"],
-                                  "constraint": str(constraint), "resolution": resolution, "calib": len(calib_paths),
-                                  "val": len(val_paths)})
+                                  "constraint": str(constraint), "limit": constraint.limit, "resolution": resolution,
+                                  "calib": len(calib_paths), "val": len(val_paths), "batch_size": batch_size,
+                                  "images_sha256": evaluator.inputs_digest(),
+                                  # latencies, hence feasibility, depend on what they are measured with
+                                  "latency": [backend, threads] if device is not None else None})
     if resume:
         search.resume(out / OUTPUT_FILES["state"])
         for genome in search.scores:  # scores are saved; the per-candidate metrics are recomputed from them

@@ -1,0 +1,219 @@
+"""The search's promises at their edges: a budget equal to a candidate's cost admits it, a resumed search draws the
+random numbers an uninterrupted one does, a state is resumed only by the search that wrote it, ``--calib-images`` is
+the number of images calibrated on, a latency table tells input sizes apart, and every ``specialize`` option changes
+what it says. Budget: ~1 minute on one core (OFA at 64 px, populations of 2-3, one generation).
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import razorzoo
+from helpers.slicing import supernet_state_dict
+from razorzoo.arch.recipes import ClassifierPreprocess
+from razorzoo.cli import main as cli_main
+from razorzoo.detection.transforms import ClassifierTransform
+from razorzoo.errors import RazorzooError
+from razorzoo.search.evolution import ChoiceSpace, EvolutionSearch, SearchSettings
+from razorzoo.search.latency import DeviceProfile, block_signatures, threads_limit
+from razorzoo.search.specialize import Constraint, specialize
+from test_specialize import RESOLUTION, files, write_supernet  # noqa: F401  (files: the module's image folders)
+
+SPACE = ChoiceSpace.for_family("ofa")
+
+
+def _flops(genome, resolution: int = RESOLUTION) -> int:
+    """FLOPs of a genome's classifier counted here, on a real (not meta) model."""
+    model = razorzoo.build_classifier(SPACE.subnet(genome).to_yaml())
+    return razorzoo.count_flops(model, (1, 3, resolution, resolution)).flops
+
+
+def _scored(out: Path) -> list[tuple]:
+    return [SPACE.from_json(e["subnet"]) for e in json.loads((out / "search_state.json").read_text())["scores"]]
+
+
+def _search(files, out: Path, constraint: Constraint, **options):
+    settings = dict(population=3, generations=1, seed=0, resolution=RESOLUTION) | options
+    return specialize("ofa_supernet", constraint, calib=files["calib"], val=files["val"], out=out,
+                      weights=files["ofa"], **settings)
+
+
+def test_a_budget_equal_to_a_candidates_cost_admits_it(files):
+    """The same seed under no budget and under a budget exactly equal to the largest first-generation cost: the
+    same candidates, the one at the budget marked feasible."""
+    free = files["root"] / "budget_free"
+    _search(files, free, Constraint.parse("flops", "1G"))
+    first = _scored(free)
+    costs = [_flops(g) for g in first]
+    assert len(first) == 3 and len(set(costs)) == 3
+    exact = files["root"] / "budget_exact"
+    result = _search(files, exact, Constraint("flops", float(max(costs))))
+    assert _scored(exact) == first
+    rows = json.loads((exact / "pareto.json").read_text())["candidates"]
+    assert sorted(r["flops"] for r in rows) == sorted(costs) and all(r["feasible"] for r in rows)
+    assert result.flops <= max(costs)
+
+
+def _toy_search(state: Path, generations: int = 4) -> EvolutionSearch:
+    """A real search over the OFA space with a cheap objective: feasible when the choices sum to at most 1820 (about
+    half of random subnets; some children are not, so generations also draw fresh candidates), scored by a weighted
+    sum."""
+    weights = random.Random(7).choices(range(-3, 4), k=len(SPACE.keys))
+    return EvolutionSearch(SPACE, SearchSettings.for_population(8, generations, seed=3),
+                           score=lambda g: (sum(w * v for w, v in zip(weights, g)), 0.0),
+                           feasible=lambda g: sum(g) <= 1820, state_path=state)
+
+
+def test_resume_continues_the_random_draws_of_the_stopped_search(tmp_path):
+    straight = _toy_search(tmp_path / "straight.json")
+    straight.run()
+    stopped = _toy_search(tmp_path / "stopped.json")
+    stopped.run(stop_after=1)
+    resumed = _toy_search(tmp_path / "resumed.json")
+    resumed.resume(tmp_path / "stopped.json")
+    assert resumed.generation == 1 and resumed.rng.getstate() == stopped.rng.getstate()
+    resumed.run()
+    assert list(resumed.scores) == list(straight.scores) and resumed.top_k == straight.top_k
+    assert resumed.rng.getstate() == straight.rng.getstate()
+    # the generations after the first are drawn: a fresh generator (seed 3 again) would breed other candidates
+    fresh = _toy_search(tmp_path / "fresh.json")
+    fresh.run(stop_after=1)
+    fresh.rng = random.Random(3)
+    fresh.run()
+    assert list(fresh.scores) != list(straight.scores)
+
+
+@pytest.fixture(scope="module")
+def stopped_state(files):
+    """A search stopped after its first generation (population 3 of 2 generations)."""
+    out = files["root"] / "stopped"
+    assert _search(files, out, Constraint.parse("flops", "22M"), generations=2, stop_after=1) is None
+    return out
+
+
+@pytest.mark.parametrize("change, what", [
+    ({"constraint": Constraint.parse("flops", "22.004M")}, "key"),  # prints as 22M too
+    ({"constraint": Constraint.parse("params", "22M")}, "key"),
+    ({"population": 4}, "settings"),
+    ({"seed": 1}, "settings"),
+    ({"generations": 3}, "settings"),
+    ({"resolution": 72}, "key"),
+    ({"calib_images": 4}, "key"),
+    ({"batch_size": 2}, "key"),
+    ({"supernet": "other weights"}, "key"),
+    ({"calib": "other images"}, "key"),
+])
+def test_resume_refuses_a_state_written_by_another_search(files, stopped_state, tmp_path, change, what):
+    state = stopped_state / "search_state.json"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "search_state.json").write_bytes(state.read_bytes())
+    options = dict(population=3, generations=2, seed=0, resolution=RESOLUTION, calib=files["calib"],
+                   weights=files["ofa"], constraint=Constraint.parse("flops", "22M"))
+    if change.get("supernet"):
+        tensors = supernet_state_dict("ofa", "architecture.")
+        tensors["architecture.head.fc.weight"] += 1e-3
+        options["weights"] = tmp_path / "other.pth"
+        torch.save({"state_dict": dict(tensors), "meta": {}}, options["weights"])
+    elif change.get("calib"):
+        other = tmp_path / "calib"
+        other.mkdir()
+        for i, path in enumerate(sorted(files["calib"].iterdir())):  # as many images, one of them another photo
+            (other / path.name).write_bytes((files["calib"] / ("coffee.png" if i == 0 else path.name)).read_bytes())
+        options["calib"] = other
+    else:
+        options.update(change)
+    constraint = options.pop("constraint")
+    with pytest.raises(RazorzooError, match=f"was written by a search with other {what} "):
+        specialize("ofa_supernet", constraint, val=files["val"], out=out, resume=True, **options)
+    # the same options resume it
+    same = dict(population=3, generations=2, seed=0, resolution=RESOLUTION, calib=files["calib"], weights=files["ofa"])
+    assert specialize("ofa_supernet", Constraint.parse("flops", "22M"), val=files["val"], out=out, resume=True,
+                      stop_after=1, **same) is None
+
+
+def test_resume_of_a_latency_search_refuses_other_threads(files, tmp_path):
+    """Latencies (hence which candidates are feasible) depend on the thread count they are measured with: a
+    latency search stopped with 1 thread is not resumed with 2, even with a profile measured with 2."""
+    options = dict(population=2, generations=2, seed=0, resolution=RESOLUTION, calib=files["calib"],
+                   val=files["val"], weights=files["ofa"], out=tmp_path / "out")
+    assert specialize("ofa_supernet", Constraint.parse("latency", "1s"), stop_after=1, **options) is None
+    with pytest.raises(RazorzooError, match="was written by a search with other key "):
+        specialize("ofa_supernet", Constraint.parse("latency", "1s"), resume=True, threads=2,
+                   profile=tmp_path / "two_threads.json", **options)
+
+
+def test_calib_images_is_the_number_of_images_calibrated_on(files, tmp_path, capsys):
+    out = tmp_path / "two"
+    assert cli_main(["specialize", "ofa_supernet", "--flops", "22M", "--calib", str(files["calib"]), "--val",
+                     str(files["val"]), "-o", str(out), "--weights", str(files["ofa"]), "--population", "2",
+                     "--generations", "1", "--resolution", str(RESOLUTION), "--calib-images", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "reading 2 calibration and 4 validation images at 64px" in err  # progress lines, without --quiet
+    assert "generation 1/1 candidate 2/2" in err
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["razorzoo_calibration"])["images"] == 2
+    model = razorzoo.load_classifier(out / "model.safetensors")
+    subnet = razorzoo.load_subnet(out / "subnet.yaml")
+    expected = razorzoo.build_classifier(out / "subnet.yaml")
+    expected.load_state_dict(razorzoo.extract_subnet(torch.load(files["ofa"])["state_dict"], subnet))
+    first_two = sorted(files["calib"].iterdir())[:2]  # astronaut.png, chelsea.png
+    with threads_limit(1):
+        razorzoo.calibrate_bn(expected, ClassifierTransform(ClassifierPreprocess(73, 64, backend="pillow"))(first_two))
+    for key, value in expected.state_dict().items():
+        if key.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_latency_table_entries_are_per_input_size(files):
+    """A unit's latency depends on the size it runs at: a profile measured at 64 px has no entry for the same
+    network at 96 px, and measuring there adds one entry per unit instead of reusing the 64 px ones. Only OFA's
+    head (after the last conv's global pooling) sees 1 x 1 at both sizes: the same work, one entry."""
+    model = razorzoo.build_classifier(SPACE.subnet(SPACE.smallest()).to_yaml())
+    small = {s: shape for s, _, shape in block_signatures(model, (1, 3, 64, 64))}
+    large = {s: shape for s, _, shape in block_signatures(model, (1, 3, 96, 96))}
+    shared = set(small) & set(large)
+    assert [s.split(":")[:2] for s in shared] == [["head", "1024x1x1"]] and len(small) > 10
+    assert list(small.values())[:2] == [(1, 3, 64, 64), (1, 16, 32, 32)]  # the stem sees the input, the first block half
+    profile = DeviceProfile(repeats=1)
+    profile.predict(model, (1, 3, 64, 64))
+    assert set(profile.entries) == set(small)
+    with pytest.raises(RazorzooError, match="no entry for 'first_conv:3x96x96:"):
+        profile.predict(model, (1, 3, 96, 96), measure=False)
+    profile.predict(model, (1, 3, 96, 96))
+    assert set(profile.entries) == set(small) | set(large)
+
+
+def test_specialize_options_change_what_they_say(files, tmp_path, capsys):
+    """--latency with --threads and --profile: the profile is measured with those threads, saved where asked and
+    reused; --seed chooses the candidates; --resolution is what FLOPs are counted at; --quiet prints no progress;
+    an unknown --backend is refused."""
+    profile = tmp_path / "profile.json"
+    out = tmp_path / "latency"
+    argv = ["specialize", "ofa_supernet", "--calib", str(files["calib"]), "--val", str(files["val"]), "--weights",
+            str(files["ofa"]), "--population", "2", "--generations", "1", "--quiet"]
+    assert cli_main([*argv, "--latency", "1s", "-o", str(out), "--threads", "2", "--profile", str(profile),
+                     "--resolution", "48", "--seed", "4"]) == 0
+    assert capsys.readouterr().err == ""
+    saved = DeviceProfile.load(profile)
+    assert saved.threads == 2 and saved.entries and not (out / "device_profile.json").exists()
+    summary = json.loads((out / "specialize.json").read_text())
+    assert summary["latency"]["threads"] == 2 and summary["resolution"] == 48
+    assert summary["flops"] == _flops(_genome_of(out), 48) != _flops(_genome_of(out), RESOLUTION)
+    state = json.loads((out / "search_state.json").read_text())
+    assert state["settings"]["seed"] == 4 and len(state["scores"]) == 2
+    other_seed = tmp_path / "seed0"
+    assert cli_main([*argv, "--flops", "1G", "-o", str(other_seed), "--resolution", "48"]) == 0
+    assert _scored(other_seed) != _scored(out)
+    code = cli_main([*argv, "--latency", "1s", "-o", str(tmp_path / "onnx"), "--backend", "onnx"])
+    assert code == 2 and "unknown latency backend 'onnx'" in capsys.readouterr().err
+
+
+def _genome_of(out: Path) -> tuple:
+    values = {k.removeprefix("backbone."): v for k, v in razorzoo.load_subnet(out / "subnet.yaml").to_dict().items()}
+    return tuple(values[k] for k in SPACE.keys)
