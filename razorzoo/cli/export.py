@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from razorzoo.cli import CLIError
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -36,18 +37,68 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="also compare detections on this image in the parity gate (repeatable)")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="skip the ONNX checker and the parity gate")
+    int8 = p.add_argument_group("int8 (OpenVINO, NNCF post-training quantization: pip install 'razorzoo[int8]')")
+    int8.add_argument("--int8", action="store_true",
+                      help="quantize to int8 for OpenVINO; -o must then name an OpenVINO IR FILE.xml (its .bin is "
+                           "written beside it); the cost against float32 is always printed")
+    int8.add_argument("--calib", nargs="+", metavar="DIR|IMAGE",
+                      help="calibration images: a folder, or image files (a few hundred like the deployment's)")
+    int8.add_argument("--calib-n", type=int, default=300, metavar="N",
+                      help="calibrate with the first N images (default 300); up to 100 more measure the cost")
+    int8.add_argument("--coco-ann", metavar="JSON", help="also measure box AP of float32 and int8 on this COCO "
+                                                          "annotation file (with --images)")
+    int8.add_argument("--images", metavar="DIR", help="with --coco-ann: the folder of its images")
+    int8.add_argument("--imagenet", metavar="DIR", help="also measure top-1 of float32 and int8 on this ImageNet-style "
+                                                        "folder (classifiers)")
+    int8.add_argument("--limit", type=int, metavar="N", help="with --coco-ann/--imagenet: the first N images only")
     p.set_defaults(handler=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from razorzoo.loading import export
 
+    measured = [flag for flag, value in (("--coco-ann", args.coco_ann), ("--imagenet", args.imagenet)) if value]
+    if not args.int8 and (args.calib or measured):
+        raise CLIError(f"{', '.join(['--calib'] * bool(args.calib) + measured)} are for --int8 exports")
+    if args.coco_ann and not args.images:
+        raise CLIError("--coco-ann needs --images DIR, the folder of its images")
+    calib = args.calib
+    if calib is not None and len(calib) == 1 and Path(calib[0]).is_dir():
+        calib = calib[0]  # a folder: its images, sorted by name
     result = export(args.name, args.output, task=args.task, variant=args.variant, opset=args.opset,
                     dynamic_batch=not args.static_batch, fp16=args.fp16, input_size=args.input_size,
                     simplify=args.simplify, check=args.check, images=args.image,
-                    min_agreement=args.min_agreement)
-    size = result.path.stat().st_size / 1e6
-    print(f"wrote {result.path} ({size:.1f} MB)")
+                    min_agreement=args.min_agreement, int8=args.int8, calib=calib, calib_n=args.calib_n)
+    size = result.path.stat().st_size + (result.path.with_suffix(".bin").stat().st_size if args.int8 else 0)
+    print(f"wrote {result.path} ({size / 1e6:.1f} MB)")
     if result.parity is not None:
         print(f"parity with eager on onnxruntime: {result.parity}")
+    if result.int8_cost is not None:
+        print(f"int8 cost: {result.int8_cost}")
+    if measured:
+        _accuracy(args, result.path)
     return 0
+
+
+def _accuracy(args: argparse.Namespace, exported: object) -> None:
+    """float32 (eager) and int8 on the same COCO or ImageNet images: what quantization costs in AP or top-1."""
+    import razorzoo
+
+    loaders = {True: razorzoo.load_classifier, False: razorzoo.load_detector}
+    classify = args.imagenet is not None
+    models = {"float32": loaders[classify](args.name),
+              "int8": loaders[classify](exported, backend="openvino")}
+    for precision, model in models.items():
+        if classify:
+            from razorzoo.evaluation.imagenet import evaluate_imagenet
+
+            result = evaluate_imagenet(model, args.imagenet, limit=args.limit)
+            line = f"top-1 {result.top1 * 100:.2f}, top-5 {result.top5 * 100:.2f}"
+        else:
+            from razorzoo.evaluation.coco import evaluate_coco
+
+            result = evaluate_coco(model, args.coco_ann, args.images, limit=args.limit)
+            line = f"box AP {result.stats['AP'] * 100:.2f}, AP50 {result.stats['AP50'] * 100:.2f}"
+        print(f"{precision:<8} {line} on {result.num_images} images")

@@ -43,6 +43,13 @@ def wanted(args: argparse.Namespace) -> bool:
         or (glob.has_magic(image) and not Path(image).exists()) for image in args.images)
 
 
+def runtime_fields(model: Any) -> dict[str, Any]:
+    """``{"runtime": {backend, precision, variant}}`` for an exported model (``--json`` shows what ran it), else
+    nothing."""
+    runtime = getattr(model, "runtime", None)
+    return {"runtime": runtime} if runtime is not None else {}
+
+
 def run(args: argparse.Namespace, detector: Any) -> int:
     from razorzoo.evaluation.sources import Frame, iter_source, predict_stream
     from razorzoo.files import write_bytes_atomic
@@ -72,7 +79,8 @@ def run(args: argparse.Namespace, detector: Any) -> int:
                 rows.extend(found)
                 images += 1
                 if args.json:
-                    print(json.dumps({"image": image, "frame": frame, **detections.to_dict()}), flush=True)
+                    print(json.dumps({"image": image, "frame": frame, **runtime_fields(detector),
+                                      **detections.to_dict()}), flush=True)
                 if save_dir is not None:
                     picture = detections.draw(item.image if isinstance(item, Frame) else item)
                     with io.BytesIO() as buffer:

@@ -74,7 +74,7 @@ def _val(args: argparse.Namespace) -> int:
         metrics = dict(result.stats)
     published = _published(args.name)
     if args.json:
-        json.dump({"model": args.name, **result.to_dict(),
+        json.dump({"model": args.name, "runtime": getattr(model, "runtime", {"backend": "eager"}), **result.to_dict(),
                    "published": {k: published[v] / 100 for k, v in _PUBLISHED.items() if v in published}},
                   sys.stdout)
         print()
