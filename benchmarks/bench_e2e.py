@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -40,19 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from fixture_rule import rule_state_dict  # noqa: E402
 from helpers import DATA, fixture_model  # noqa: E402
+from timing import median  # noqa: E402
 
 MODELS = ("yolov5s-spos_0.33M", "yolov6s-attentive_a6", "rtmdet_tiny-ofa_lat31")
 SETTINGS = {"predict": 0.25, "eval": None}  # score_thr; None: the recipe's test_cfg
-
-
-def _median(fn, runs: int, warmup: int) -> tuple[float, object]:
-    times, result = [], None
-    for i in range(warmup + runs):
-        start = time.perf_counter()
-        result = fn()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def _runtimes(name: str, folder: Path, threads: int, calib: Path | None) -> dict[str, object]:
@@ -82,7 +71,8 @@ def _runtimes(name: str, folder: Path, threads: int, calib: Path | None) -> dict
     return rows
 
 
-def _upstream(python: str, name: str, image: Path, score_thr: float | None, args, folder: Path) -> tuple[float, Detections]:
+def _upstream(python: str, name: str, image: Path, score_thr: float | None, args: argparse.Namespace,
+              folder: Path) -> tuple[float, Detections]:
     """MMYOLO's ``inference_detector`` in the reference environment: its median seconds and detections."""
     weights, out = folder / f"{name}.pt", folder / f"{name}-upstream.json"
     if not weights.exists():
@@ -149,7 +139,7 @@ def main() -> None:
                     timed["MMYOLO"] = _upstream(args.upstream_python, name, image, score_thr, args, folder)
                 with torch.inference_mode():
                     for label, model in rows.items():
-                        timed[label] = _median(lambda: model.predict(str(image), score_thr=score_thr), args.runs,
+                        timed[label] = median(lambda: model.predict(str(image), score_thr=score_thr), args.runs,
                                                args.warmup)
                 base = timed["MMYOLO" if args.upstream_python else "eager"][0]
                 reference = timed["eager"][1]

@@ -11,9 +11,7 @@ places it keeps). Goal: post <= 25% of the network at both thresholds.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ from razorzoo.detection.postprocess import with_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers import DETECTORS, fixture_model  # noqa: E402
+from timing import median  # noqa: E402
 
 
 def _full_sort(scores: torch.Tensor, score_thr: float, topk: int):
@@ -35,16 +34,6 @@ def _full_sort(scores: torch.Tensor, score_thr: float, topk: int):
     scores, idxs = scores.sort(descending=True)
     keep_idxs, labels = valid_idxs[idxs[:num_topk]].unbind(dim=1)
     return scores[:num_topk], labels, keep_idxs
-
-
-def _median(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _as_set(detections) -> list:
@@ -65,10 +54,10 @@ def main() -> None:
         batch, metas = net.preprocess([synthetic_images()[0]])
         with torch.inference_mode():
             raw = net(batch)
-            seconds_net = _median(lambda: net(batch), args.runs)
+            seconds_net, _ = median(lambda: net(batch), args.runs, 1)
             for score_thr in (0.25, 0.001):
                 cfg = with_overrides(net.test_cfg, score_thr=score_thr)
-                post = _median(lambda: net.postprocess(raw, metas, score_thr=score_thr), args.runs)
+                post, _ = median(lambda: net.postprocess(raw, metas, score_thr=score_thr), args.runs, 1)
                 fast = net.postprocess(raw, metas, score_thr=score_thr)[0]
                 original = module.filter_scores_and_topk
                 module.filter_scores_and_topk = _full_sort

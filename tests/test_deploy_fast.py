@@ -121,7 +121,7 @@ def test_the_gate_sees_a_wrong_value_in_any_one_output(exports, tmp_path):
     detector's nine head outputs, the second and the last (the first is no proof that the rest are compared). The
     score outputs' change is too small to move a detection (at most 7.5e-5), so only the output comparison sees
     it."""
-    backbone = fixture_model(CLASSIFIERS[0]).backbone
+    backbone = fixture_model(MODEL).backbone  # the detector's: three stage outputs
     path = razorzoo.export(backbone, tmp_path / "backbone.onnx", input_size=64).path
     names = [output.name for output in onnx.load(path).graph.output]
     assert len(names) == 3
