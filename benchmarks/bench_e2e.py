@@ -7,8 +7,9 @@ Per model and setting, the median over ``--runs`` calls (after ``--warmup``) of 
 PyTorch; ONNX Runtime and OpenVINO f32 with the ``raw`` export (NMS in Python) and the ``nms`` export (decoding and
 NMS in the runtime: what ``load_detector(name, backend=...)`` uses); OpenVINO bf16 and int8 with the ``nms`` export
 (where the CPU has them; int8 needs the ``[int8]`` extra and is calibrated with ``--calib``, default: the tests'
-sample photos and drawings). With ``--upstream-python``, MMYOLO's ``inference_detector`` on the same weights and
-image runs in that environment in the same run (``benchmarks/upstream_e2e.py``) and ratios are to it; else to eager.
+sample photos and drawings; it uses the ``raw`` export where OpenVINO cannot compile the end-to-end one in int8).
+With ``--upstream-python``, MMYOLO's ``inference_detector`` on the same weights and image runs in that environment in
+the same run (``benchmarks/upstream_e2e.py``) and ratios are to it; else to eager.
 
 Settings: ``predict`` = score_thr 0.25 (a deployment threshold), ``eval`` = the recipe's ``test_cfg`` (0.001 for
 YOLO: NMS-heavy). Weights are the tests' fixture rule (tests/fixture_rule.py) and the image the fixtures' own
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 import razorzoo
+from razorzoo.deploy.export import end_to_end_or_raw
 from razorzoo.deploy.parity import match_by_overlap, match_detections
 from razorzoo.detection.results import Detections
 from razorzoo.errors import RazorzooError
@@ -61,10 +63,11 @@ def _runtimes(name: str, folder: Path, threads: int, calib: Path | None) -> dict
                                                            precision="bf16", threads=threads)
     else:
         print(f"# {name}: openvino-bf16 n/a (CPU capabilities: {', '.join(capabilities)})")
-    try:
-        result = razorzoo.export(eager, folder / f"{name}-nms-int8.xml", variant="nms", check=False, int8=True,
-                                 calib=calib)
-        rows["openvino-int8 nms"] = razorzoo.load_detector(result.path, backend="openvino", threads=threads)
+    try:  # the end-to-end graph when OpenVINO compiles it in int8, else the raw one (as load_detector does)
+        result = end_to_end_or_raw(lambda variant: razorzoo.export(
+            eager, folder / f"{name}-{variant}-int8.xml", variant=variant, check=False, int8=True, calib=calib), name)
+        variant = result.path.stem.split("-")[-2]
+        rows[f"openvino-int8 {variant}"] = razorzoo.load_detector(result.path, backend="openvino", threads=threads)
         print(f"# {name}: {result.int8_cost}")
     except RazorzooError as exc:
         print(f"# {name}: openvino-int8 n/a ({exc})")

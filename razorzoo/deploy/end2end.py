@@ -110,6 +110,7 @@ class EndToEnd(Decoded):
             top = flat.topk(self.nms_pre, dim=1).indices
             flat = torch.zeros_like(flat).scatter(1, top, flat.gather(1, top))
         scores = flat.view(n, p, c).transpose(1, 2)  # (N, C, P) as NonMaxSuppression wants
+        boxes, scores = boxes.float(), scores.float()  # float16 exports: runtimes' NMS takes float32
         selected = torch.ops.razorzoo.nms(boxes, scores.contiguous(), self.max_det, iou_thr, score_thr)
         kept = torch.zeros_like(scores).index_put((selected[:, 0], selected[:, 1], selected[:, 2]),
                                                   torch.ones_like(selected[:, 0], dtype=scores.dtype))

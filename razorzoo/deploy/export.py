@@ -282,8 +282,8 @@ def _half_precision(model: "nn.Module") -> "nn.Module":
             super().__init__()
             self.inner = inner.half()
 
-        def forward(self, x: torch.Tensor) -> Any:
-            return tree_map(lambda t: t.float(), self.inner(x.half()))
+        def forward(self, x: torch.Tensor, *thresholds: torch.Tensor) -> Any:  # an nms graph's stay float32
+            return tree_map(lambda t: t.float() if t.is_floating_point() else t, self.inner(x.half(), *thresholds))
 
     return Half(copy.deepcopy(model)).eval()
 

@@ -4,7 +4,7 @@ NNCF's recipe for detectors and CNNs: the ``MIXED`` preset (symmetric weights, a
 sigmoid outputs are not centred), statistics from calibration images run through the model's own ``preprocess``,
 fast bias correction, and an ignored scope that keeps the sensitive layers in float32 — the first convolution (it
 sees raw pixels) and the head's last convolutions (their outputs are the logits and box deltas) — together with
-everything after them (decoding and NMS in the ``decoded``/``nms`` graphs). OpenVINO then runs the quantized layers
+everything that does not feed them (decoding, priors and NMS in the ``decoded``/``nms`` graphs). OpenVINO then runs the quantized layers
 on int8 kernels (VNNI/AMX). The result is an OpenVINO IR (``.xml`` + ``.bin``) carrying razorzoo's metadata in
 its ``rt_info``.
 
@@ -168,22 +168,25 @@ def quantize_int8(onnx_model: bytes, prepare: Callable[[np.ndarray], torch.Tenso
 
 
 def _kept_in_float(graph: Any) -> list[str]:
-    """Friendly names of the first convolutions (fed by the images), the last ones (no convolution after them)
-    and every operation after the last ones: NNCF's ignored scope."""
-    convolutions = [op for op in graph.get_ordered_ops() if op.get_type_name() == "Convolution"]
-    after: dict[str, set[str]] = {}
-    for op in reversed(graph.get_ordered_ops()):  # children come later in topological order
+    """Friendly names of what NNCF must leave in float: the first convolutions (fed by the images), the last ones
+    (no convolution after them) and every operation that does not feed the last ones — decoding, the priors made
+    from the input's shape, NMS: the quantized part is the network proper, nothing of the post-processing."""
+    ops = graph.get_ordered_ops()
+    convolutions = [op for op in ops if op.get_type_name() == "Convolution"]
+    feeds: dict[str, set[str]] = {}  # an operation -> every operation it (transitively) feeds
+    for op in reversed(ops):  # consumers come later in topological order
         below: set[str] = set()
         for output in op.outputs():
             for target in output.get_target_inputs():
-                child = target.get_node()
-                below |= {child.get_friendly_name()} | after.get(child.get_friendly_name(), set())
-        after[op.get_friendly_name()] = below
+                child = target.get_node().get_friendly_name()
+                below |= {child} | feeds.get(child, set())
+        feeds[op.get_friendly_name()] = below
     conv_names = {op.get_friendly_name() for op in convolutions}
-    last = [op.get_friendly_name() for op in convolutions if not after[op.get_friendly_name()] & conv_names]
-    first = [op.get_friendly_name() for op in convolutions
-             if op.input_value(0).get_node().get_type_name() == "Parameter"]
-    return sorted(set(first) | set(last) | set().union(*(after[name] for name in last)))
+    last = {name for name in conv_names if not feeds[name] & conv_names}
+    first = {op.get_friendly_name() for op in convolutions
+             if op.input_value(0).get_node().get_type_name() == "Parameter"}
+    network = {name for name, below in feeds.items() if below & last}
+    return sorted(first | last | {op.get_friendly_name() for op in ops} - network)
 
 
 def measure_cost(model: "nn.Module", quantized: Any, task: str, prepare: Callable[[np.ndarray], torch.Tensor],
@@ -214,6 +217,7 @@ def save_int8(onnx_model: bytes, model: "nn.Module", task: str, input_size: tupl
     """Quantize ``onnx_model``, measure the cost, and write the IR to ``path`` (``.xml``; its ``.bin`` beside it)
     with ``metadata``, the precision, the calibration set and the cost in its ``rt_info``. Nothing is left at
     ``path`` unless all of it worked; the ``.bin`` is replaced before the ``.xml`` that names it."""
+    from razorzoo.deploy.parity import ParityError
     from razorzoo.deploy.runtime import open_exported
 
     ov = require("openvino", "int8")
@@ -223,7 +227,12 @@ def save_int8(onnx_model: bytes, model: "nn.Module", task: str, input_size: tupl
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
         draft = Path(tmp) / "model.xml"
         _save(ov, quantized, info, draft)
-        cost = measure_cost(model, open_exported(draft, backend="openvino"), task, prepare, calibration)
+        try:
+            runtime = open_exported(draft, backend="openvino")
+        except RazorzooError as exc:  # OpenVINO's int8 transformations fail on some decoding graphs (distance coder)
+            verdict = f"OpenVINO cannot compile it in int8 ({exc})"
+            raise ParityError(f"{path}: {verdict}; export the 'raw' variant in int8 instead", verdict) from None
+        cost = measure_cost(model, runtime, task, prepare, calibration)
         info["razorzoo_int8_cost"] = json.dumps(cost.to_dict())
         final = Path(tmp) / path.name
         _save(ov, quantized, info, final)
