@@ -13,9 +13,7 @@ directions, eager's test_cfg). bf16 needs a CPU with BF16 support (OpenVINO's ``
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import sys
@@ -29,29 +27,20 @@ from razorzoo.errors import RazorzooError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fixture_rule import rule_state_dict  # noqa: E402
+from timing import median  # noqa: E402
 
 MODELS = ("yolov5s-spos_0.33M", "yolov6s-attentive_a6", "rtmdet_tiny-ofa_lat31")
 BACKENDS = ("eager", "fused", "onnxruntime", "openvino-f32", "openvino-bf16")
 
 
-def _median(fn, runs: int, warmup: int) -> tuple[float, object]:
-    times, result = [], None
-    for i in range(warmup + runs):
-        start = time.perf_counter()
-        result = fn()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def _predict_split(model, image, runs: int, warmup: int, score_thr: float | None
                    ) -> tuple[float, float, float, list]:
     """Medians of pre-processing, network and post-processing of ``predict`` on one image, and its detections."""
-    pre, _ = _median(lambda: model.preprocess([image]), runs, warmup)
+    pre, _ = median(lambda: model.preprocess([image]), runs, warmup)
     batch, metas = model.preprocess([image])
     with torch.inference_mode():
-        infer, raw = _median(lambda: model(batch), runs, warmup)
-        post, detections = _median(lambda: model.postprocess(raw, metas, score_thr=score_thr), runs, warmup)
+        infer, raw = median(lambda: model(batch), runs, warmup)
+        post, detections = median(lambda: model.postprocess(raw, metas, score_thr=score_thr), runs, warmup)
     return pre, infer, post, detections
 
 
@@ -108,7 +97,7 @@ def main() -> None:
                         continue
                     model = models[backend]
                     with torch.inference_mode():
-                        net, _ = _median(lambda: model(batch), args.runs, args.warmup)
+                        net, _ = median(lambda: model(batch), args.runs, args.warmup)
                     pre, infer, post, (detections,) = _predict_split(model, image, args.runs, args.warmup,
                                                                      args.score_thr)
                     e2e = pre + infer + post

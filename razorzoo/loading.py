@@ -43,8 +43,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".onnx", ".xm
 def load_detector(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "cpu",
                   cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                   subnet: Any = None, detector: str | None = None, backend: str | None = None,
-                  precision: str = "f32", threads: int | None = None, num_classes: int | None = None,
-                  class_names: Sequence[str] | None = None) -> "Detector":
+                  precision: str = "f32", threads: int | None = None, calib: Any = None, calib_n: int = 300,
+                  num_classes: int | None = None, class_names: Sequence[str] | None = None) -> "Detector":
     """A COCO detector, ready for ``predict``.
 
     Args:
@@ -57,9 +57,11 @@ def load_detector(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "c
         offline: use only the cache (default ``RAZORZOO_OFFLINE`` / ``HF_HUB_OFFLINE``).
         subnet: for a ``.pth``: the subnet YAML (path, text or dict) or a registry name whose subnet to use.
         detector: for a ``.pth`` with a bare YAML: the neck/head recipe id or a detection entry's name.
-        backend: ``"onnxruntime"`` or ``"openvino"``: run an exported ``.onnx`` (a name is exported once into the
-            cache) with the same ``predict``; ``precision`` (OpenVINO: ``"f32"``, ``"bf16"``, ``"fp16"``) and
-            ``threads`` configure it (docs/deploy.md).
+        backend: ``"onnxruntime"`` or ``"openvino"``: run an exported ``.onnx`` (an int8 ``.xml``), with the same
+            ``predict``; a name, ``hf-hub:`` id or ``.safetensors`` is exported once into the cache, as the
+            end-to-end graph (NMS in the runtime) when it reproduces eager ``predict``, else the raw one.
+            ``precision`` (OpenVINO: ``"f32"``, ``"bf16"``, ``"fp16"``, or ``"int8"``: quantized once with the
+            ``calib`` images, the first ``calib_n``) and ``threads`` configure it (docs/deploy.md).
         num_classes, class_names: fine-tune on other classes: the weights load as published, then the class-
             dependent head layers are replaced and initialised as upstream does (``Detector.set_classes``);
             backbone, neck and the rest of the head keep their trained weights (docs/train.md).
@@ -70,7 +72,7 @@ def load_detector(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "c
             raise RazorzooError("num_classes/class_names re-initialise head layers for training; an exported model "
                                 "runs as exported: load it without backend= to fine-tune")
         return _load_exported(name_or_path_or_hub_id, "detection", backend=backend, precision=precision,
-                              threads=threads, cache_dir=cache_dir, offline=offline)
+                              threads=threads, cache_dir=cache_dir, offline=offline, calib=calib, calib_n=calib_n)
     detector_model = _load(name_or_path_or_hub_id, "detection", device=device, cache_dir=cache_dir, offline=offline,
                            subnet=subnet, detector=detector)
     return detector_model if names is None else detector_model.set_classes(names)
@@ -79,11 +81,11 @@ def load_detector(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "c
 def load_classifier(name_or_path_or_hub_id: str | os.PathLike, *, device: str = "cpu",
                     cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
                     subnet: Any = None, backend: str | None = None, precision: str = "f32",
-                    threads: int | None = None) -> "nn.Module":
+                    threads: int | None = None, calib: Any = None, calib_n: int = 300) -> "nn.Module":
     """An ImageNet classifier (same sources and arguments as :func:`load_detector`)."""
     if backend is not None:
         return _load_exported(name_or_path_or_hub_id, "classification", backend=backend, precision=precision,
-                              threads=threads, cache_dir=cache_dir, offline=offline)
+                              threads=threads, cache_dir=cache_dir, offline=offline, calib=calib, calib_n=calib_n)
     return _load(name_or_path_or_hub_id, "classification", device=device, cache_dir=cache_dir, offline=offline,
                  subnet=subnet)
 
@@ -111,10 +113,9 @@ def _load(source: str | os.PathLike, task: str, *, device: str, cache_dir, offli
         if not path.is_file():
             raise RazorzooError(f"{safe_repr(str(path), 200)} is not a file (expected a razorzoo .safetensors file or "
                                 f"an OpenMMLab .pth checkpoint)")
-        if path.suffix == ".onnx":
+        if path.suffix in (".onnx", ".xml"):
             raise RazorzooError(f"{safe_repr(str(path), 200)} is an exported model: run it with backend='onnxruntime' "
                                 f"or backend='openvino' ({constants.docs_url('deploy.md')})")
-        _refuse_openvino_ir(path)
         if path.suffix != ".safetensors":
             return _load_checkpoint(path, task, device, subnet, detector, out_indices)
         return _load_file(path, task, device, out_indices)
@@ -159,27 +160,31 @@ def export(model_or_source: Any, path: str | os.PathLike, *, cache_dir: str | os
 
 
 def _load_exported(source: str | os.PathLike, task: str, *, backend: str, precision: str, threads: int | None,
-                   cache_dir, offline) -> Any:
-    """``backend=``: a ``.onnx`` file as is; an ``hf-hub:`` repo's ``model.onnx`` when it has one; anything else
-    exported once into the cache (:func:`razorzoo.deploy.cached.cached_export`), then run on ``backend``."""
-    from razorzoo.deploy.cached import cached_export
+                   cache_dir, offline, calib: Any = None, calib_n: int = 300) -> Any:
+    """``backend=``: a ``.onnx`` (int8: ``.xml``) file as is; an ``hf-hub:`` repo's ``model.onnx`` when it has one
+    (and no int8 is asked for); anything else exported once into the cache
+    (:func:`razorzoo.deploy.cached.detector_export`, :func:`~razorzoo.deploy.cached.cached_export`; int8 with the
+    ``calib`` images), then run on ``backend``."""
+    from razorzoo.deploy.cached import cached_export, detector_export
     from razorzoo.deploy.metadata import require_deploy
-    from razorzoo.deploy.runtime import BACKENDS, open_exported
+    from razorzoo.deploy.runtime import check_precision, open_exported
 
-    if backend not in BACKENDS:
-        raise RazorzooError(f"unknown backend {safe_repr(backend)}; expected one of {', '.join(BACKENDS)}")
+    check_precision(backend, precision)
     kind, value = source_kind(source)
-    path = Path(value).expanduser() if kind == "file" and value.lower().endswith(".onnx") else None
-    if kind == "file":
-        _refuse_openvino_ir(Path(value))
+    path = Path(value).expanduser() if kind == "file" and value.lower().endswith((".onnx", ".xml")) else None
+    if path is None and calib is not None and precision != "int8":
+        raise RazorzooError("calib= is for precision='int8' (the images int8 quantization is calibrated with)")
     require_deploy(backend=backend, export=path is None and kind != "hub")  # before any download or export
-    if kind == "hub":  # a repo pushed with --onnx carries its own export
+    if kind == "hub" and precision != "int8":  # a repo pushed with --onnx carries its own export
         from razorzoo.storage.hub import download_hub_onnx
 
         path = download_hub_onnx(value, cache_dir=cache_dir, offline=offline)
     if path is None:
         require_deploy(backend=backend, export=True)
-        path = cached_export(converted_file(source, cache_dir=cache_dir, offline=offline), task, cache_dir=cache_dir)
+        converted = converted_file(source, cache_dir=cache_dir, offline=offline)
+        options = {"int8": True, "calib": calib, "calib_n": calib_n} if precision == "int8" else {}
+        path = (detector_export(converted, cache_dir=cache_dir, **options) if task == "detection"
+                else cached_export(converted, task, cache_dir=cache_dir, **options))
     model = open_exported(path, backend=backend, precision=precision, threads=threads)
     if model.task != task:
         raise RazorzooError(f"{safe_repr(value, 200)} holds an exported {model.task} model; load it with "
@@ -198,15 +203,6 @@ def source_kind(source: Any) -> tuple[str, str]:
     if source.lower().endswith(WEIGHT_SUFFIXES) or "/" in source or os.sep in source:
         return "file", source
     return "name", source
-
-
-def _refuse_openvino_ir(path: Path) -> None:
-    """An OpenVINO IR (``.xml`` + ``.bin``) carries no razorzoo recipe: say what works instead of calling it an
-    OpenMMLab checkpoint."""
-    if path.suffix.lower() == ".xml":
-        raise RazorzooError(f"{safe_repr(str(path), 200)} is an OpenVINO IR file, which razorzoo does not load (it "
-                            "carries no recipe); export the model to ONNX (razorzoo export NAME -o model.onnx) and run "
-                            "that with backend='openvino'")
 
 
 def _refuse_supernet(name: str, task: str) -> None:

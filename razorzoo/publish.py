@@ -132,10 +132,13 @@ def push_to_hub(
     with tempfile.TemporaryDirectory(prefix="razorzoo-push-") as tmp:
         files = _write_repo_files(Path(tmp), repo_id, spec, card, weights, metric_values, card_extra, constraint,
                                   training)
-        if onnx:
-            from razorzoo.deploy.export import export
+        if onnx:  # a detector's end-to-end export when it reproduces eager predict, as load_detector would make
+            from razorzoo.deploy.export import end_to_end_or_raw, export
 
-            files[ONNX_FILE] = export(files[WEIGHTS_FILE], Path(tmp) / ONNX_FILE).path
+            target = Path(tmp) / ONNX_FILE
+            files[ONNX_FILE] = (end_to_end_or_raw(lambda variant: export(files[WEIGHTS_FILE], target, variant=variant),
+                                                  repo_id) if spec.task == "detection"
+                                else export(files[WEIGHTS_FILE], target)).path
         with hub_errors("cannot push", repo_id):
             url = hub.create_repo(repo_id, private=private, exist_ok=True)
             if revision is not None:

@@ -44,3 +44,24 @@ def installed(tmp_path_factory):
     from helpers.installed import install_wheel
 
     return install_wheel(tmp_path_factory.mktemp("installed"))
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory):
+    """``exports(model) -> (eager model, exported file)``: each fixture model exported once per session (``raw``, gate
+    on; classifiers at the goldens' 128 px input), for every test file that needs an export."""
+    import razorzoo
+    from helpers import DETECTORS, fixture_model
+
+    done = {}
+
+    def get(model: str):
+        if model not in done:
+            net = fixture_model(model)
+            path = tmp_path_factory.mktemp("onnx") / f"{model}.onnx"
+            result = razorzoo.export(net, path, input_size=None if model in DETECTORS else 128)
+            assert result.path == path and path.is_file() and result.parity.passed
+            done[model] = net, path
+        return done[model]
+
+    return get

@@ -1,9 +1,10 @@
 """Export to ONNX and run on ONNX Runtime / OpenVINO: raw outputs, MMYOLO goldens, batches, round trip, bad input.
 
 Budget: exports dominate (9-16 s each on an idle 2-core machine, 30-150 s under heavy load). Each of the 6 fixture
-models is exported once (module-scoped ``exports``; classifiers at the goldens' 128 px input) and reused by every
-backend and test; six more exports (bad-input file, fp16, backbone, nms, the cache and the CLI) use the smallest
-models at 64 px where the test allows. About 3-4 min idle; 9 min measured with ~7 other jobs on the machine.
+models is exported once per session (``exports`` in conftest.py; classifiers at the goldens' 128 px input) and reused
+by every backend and test; five more exports (bad-input file, fp16, backbone, the cache and the CLI) use the smallest
+models at 64 px where the test allows. The end-to-end (``nms``) variant, the gate's checks of every output and the
+exported-model cache are in test_deploy_fast.py.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 import razorzoo
-from helpers import CLASSIFIERS, DATA, DETECTORS, has_partner
-from fixture_rule import rule_state_dict
+from helpers import CLASSIFIERS, DATA, DETECTORS, fixture_model, unmatched_above_cutoff
+from helpers.graphs import offset, rewired
 from razorzoo.deploy import ParityError, check_parity, open_exported
 from razorzoo.detection.transforms import ClassifierTransform, ImageMeta
 from razorzoo.errors import RazorzooError
@@ -31,57 +32,6 @@ pytest.importorskip("openvino", reason="needs the openvino extra: pip install -e
 
 BACKENDS = ("onnxruntime", "openvino")
 SMALL = "spos_0.33M"  # the cheapest model to export: the fp16 and bad-input tests use it
-
-
-def _eager(model: str) -> torch.nn.Module:
-    """The fixture weights loaded into razorzoo's own architecture (what the goldens were recorded from)."""
-    net = razorzoo.build_detector(model) if model in DETECTORS else razorzoo.build_classifier(model)
-    net.load_state_dict(rule_state_dict(model), strict=True)
-    if hasattr(net, "tie_weights"):
-        net.tie_weights()
-    return net.eval()
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """``exports(model) -> (eager model, exported file)``: each model exported once, with the parity gate on."""
-    done: dict[str, tuple[torch.nn.Module, Path]] = {}
-
-    def get(model: str) -> tuple[torch.nn.Module, Path]:
-        if model not in done:
-            net = _eager(model)
-            path = tmp_path_factory.mktemp("onnx") / f"{model}.onnx"
-            result = razorzoo.export(net, path, input_size=None if model in DETECTORS else 128)
-            assert result.path == path and path.is_file() and result.parity.passed
-            done[model] = net, path
-        return done[model]
-
-    return get
-
-
-def _unmatched_above_cutoff(found, boxes, scores, labels, max_det: int, iou_thr: float) -> int:
-    """Expected detections without a partner in ``found`` (score within 1e-3, box within 1e-2 px: the export
-    gate's tolerances), robust to exact and near ties (fixture weights give runs of scores equal to ~1e-7):
-
-    * expected detections tied with the cut-off of a full list (``max_det`` reached) are not required: which of
-      several equal scores fill the last places depends on float summation order (eager predict itself misses
-      some of MMYOLO's there);
-    * an expected detection whose place NMS gave to a neighbour (same label, IoU > ``iou_thr``, score within 1e-5)
-      counts as matched: between two scores 1e-7 apart, the runtime's rounding decides which one suppresses the other.
-    """
-    cutoffs = [r.min().item() for r in (found.scores, scores) if len(r) == max_det]
-    above = scores > max(cutoffs) + 1e-6 if cutoffs else torch.ones_like(scores, dtype=torch.bool)
-    missing = 0
-    for box, score, label in zip(boxes[above], scores[above], labels[above]):
-        if has_partner(found, box, score, label, score_tol=1e-3, box_tol=1e-2):
-            continue
-        x1, y1 = torch.maximum(found.boxes[:, 0], box[0]), torch.maximum(found.boxes[:, 1], box[1])
-        x2, y2 = torch.minimum(found.boxes[:, 2], box[2]), torch.minimum(found.boxes[:, 3], box[3])
-        inter = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-        area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-        iou = inter / (area(found.boxes) + area(box) - inter)
-        missing += not bool(((found.labels == label) & ((found.scores - score).abs() <= 1e-5) & (iou > iou_thr)).any())
-    return missing
 
 
 def _leaves(outputs) -> list[torch.Tensor]:
@@ -122,7 +72,7 @@ def test_predict_reproduces_the_mmyolo_goldens(exports, model, backend):
         expected = [goldens[f"e2e.{name}.pred.{key}"] for key in ("bboxes", "scores", "labels")]
         assert len(found) == len(expected[1]) > 0
         cfg = net.recipe.test_cfg
-        assert _unmatched_above_cutoff(found, *expected, cfg.max_per_img, cfg.iou_threshold) == 0, name
+        assert unmatched_above_cutoff(found, *expected, cfg.max_per_img, cfg.iou_threshold) == 0, name
 
 
 @pytest.mark.parametrize("model", DETECTORS)
@@ -164,27 +114,6 @@ def test_an_exported_classifier_predicts_with_its_stored_pipeline(exports):
     assert probs.max() - probs[found.indices[0]] <= 1e-4  # top-1 up to ties
 
 
-@pytest.mark.parametrize("model", [DETECTORS[0]])
-def test_the_nms_variant_gives_eager_predicts_detections(model, tmp_path):
-    """Decoding, nms_pre, class-aware NMS and max_det inside the graph (the letterboxed YOLOv5 with objectness:
-    the variant's most involved recipe); docs/deploy.md has the measured agreement of all three detectors."""
-    net = _eager(model)
-    result = razorzoo.export(net, tmp_path / "nms.onnx", variant="nms")
-    assert result.parity.max_raw_diff is None and result.parity.passed and result.parity.total > 0
-    max_det, iou_thr = net.recipe.test_cfg.max_per_img, net.recipe.test_cfg.iou_threshold
-    for backend in BACKENDS:
-        runtime = razorzoo.load_detector(result.path, backend=backend)
-        num_dets, boxes, scores, labels = runtime(net.preprocess(DATA / model / "image.png")[0])
-        assert num_dets.shape == (1, 1) and boxes.shape == (1, max_det, 4) and labels.dtype == torch.int64
-        for name in ("image", "image_portrait"):
-            expected, found = net.predict(DATA / model / f"{name}.png"), runtime.predict(DATA / model / f"{name}.png")
-            assert len(found) == len(expected) > 0
-            for a, b in ((expected, found), (found, expected)):
-                assert _unmatched_above_cutoff(b, a.boxes, a.scores, a.labels, max_det, iou_thr) == 0, (backend, name)
-        with pytest.raises(RazorzooError, match="thresholds built into the graph"):
-            runtime.predict(DATA / model / "image.png", score_thr=0.5)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("model", [DETECTORS[0], CLASSIFIERS[0]])
 def test_batch_of_three_equals_three_batches_of_one(exports, model, backend):
@@ -197,7 +126,7 @@ def test_batch_of_three_equals_three_batches_of_one(exports, model, backend):
             alone = runtime.predict(image)
             assert len(batch_result) == len(alone) > 0
             cfg = net.recipe.test_cfg
-            assert _unmatched_above_cutoff(batch_result, alone.boxes, alone.scores, alone.labels, cfg.max_per_img,
+            assert unmatched_above_cutoff(batch_result, alone.boxes, alone.scores, alone.labels, cfg.max_per_img,
                                            cfg.iou_threshold) == 0
     else:
         x = torch.randn(3, 3, 128, 128, generator=torch.Generator().manual_seed(1))
@@ -209,12 +138,39 @@ def test_batch_of_three_equals_three_batches_of_one(exports, model, backend):
 
 @pytest.mark.parametrize("model", [DETECTORS[2], CLASSIFIERS[1]])
 def test_the_file_alone_loads_offline_with_an_empty_cache(exports, model, tmp_path):
-    """Round trip: export -> copy of the file -> a fresh process (no cards, empty cache, offline) -> same results."""
+    """Round trip: export -> copy of the file -> a fresh process (empty cache, offline) -> same outputs."""
     net, path = exports(model)
+    copy = tmp_path / "elsewhere" / "model.onnx"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    x = torch.randn(1, 3, 960, 960) if model in DETECTORS else torch.randn(2, 3, 128, 128)
+    np.save(tmp_path / "x.npy", x.numpy())
+    code = ("import sys, numpy as np, torch, razorzoo\n"
+            "load = razorzoo.load_detector if sys.argv[2] == 'detection' else razorzoo.load_classifier\n"
+            "runtime = load(sys.argv[1], backend='openvino')\n"
+            "out = runtime(torch.from_numpy(np.load(sys.argv[3])))\n"
+            "flat = [out] if isinstance(out, torch.Tensor) else [t for group in out for t in group]\n"
+            "np.savez(sys.argv[4], *[t.numpy() for t in flat])\n")
+    env = {**os.environ, "RAZORZOO_CACHE": str(tmp_path / "empty-cache"), "RAZORZOO_OFFLINE": "1",
+           "PYTHONPATH": str(Path(razorzoo.__file__).parent.parent)}
+    task = "detection" if model in DETECTORS else "classification"
+    out = subprocess.run([sys.executable, "-c", code, str(copy), task, str(tmp_path / "x.npy"), str(tmp_path / "y")],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with torch.no_grad():
+        expected = net(x)
+    found = np.load(tmp_path / "y.npz")
+    leaves = _leaves(expected)
+    assert len(found.files) == len(leaves) > 0
+    for i, leaf in enumerate(leaves):
+        assert (torch.from_numpy(found[f"arr_{i}"]) - leaf).abs().max() <= 1e-4
+    assert not (tmp_path / "empty-cache").exists() or not any((tmp_path / "empty-cache").rglob("*.onnx"))
+
+
 @pytest.mark.parametrize("model", [DETECTORS[1], CLASSIFIERS[2]])
 def test_the_parity_gate_fails_for_other_weights(exports, model):
     net, path = exports(model)
-    other = _eager(model)
+    other = fixture_model(model)
     with torch.no_grad():
         for p in other.parameters():
             p.mul_(1.05)
@@ -228,7 +184,7 @@ def test_the_parity_gate_fails_for_other_weights(exports, model):
 def test_fp16_export_stores_half_weights_behind_float32_inputs(tmp_path):
     import onnx
 
-    net = _eager(SMALL)
+    net = fixture_model(SMALL)
     result = razorzoo.export(net, tmp_path / "half.onnx", input_size=64, fp16=True)
     assert result.parity.passed and result.parity.tolerance == 1e-2
     weights = [init for init in onnx.load(result.path).graph.initializer if len(init.dims) == 4]
@@ -241,7 +197,7 @@ def test_fp16_export_stores_half_weights_behind_float32_inputs(tmp_path):
 
 
 def test_a_backbone_exports_its_stage_outputs(tmp_path):
-    backbone = _eager(SMALL).backbone
+    backbone = fixture_model(SMALL).backbone
     result = razorzoo.export(backbone, tmp_path / "backbone.onnx", input_size=64)
     assert result.parity.passed and result.parity.what == ""  # raw outputs only
     runtime = open_exported(result.path, backend="openvino")
@@ -260,7 +216,7 @@ def test_a_backbone_exports_its_stage_outputs(tmp_path):
 def detector_file(tmp_path_factory):
     """A small valid export to damage: the SPOS classifier at 64 px (the cheapest model to export)."""
     path = tmp_path_factory.mktemp("bad") / "model.onnx"
-    razorzoo.export(_eager(SMALL), path, input_size=64, check=False)
+    razorzoo.export(fixture_model(SMALL), path, input_size=64, check=False)
     return path
 
 
@@ -336,13 +292,15 @@ def test_unknown_backend_wrong_task_and_precisions(detector_file):
     for precision, capability, ov_type in (("bf16", "BF16", openvino.Type.bf16), ("fp16", "FP16", openvino.Type.f16)):
         if capability in capabilities:
             model = razorzoo.load_classifier(detector_file, backend="openvino", precision=precision)
-            assert model._session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov_type
+            [(compiled, _)] = model._session.compiled.values()
+            assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov_type
         else:
             with pytest.raises(RazorzooError) as exc:
                 razorzoo.load_classifier(detector_file, backend="openvino", precision=precision)
             assert f"cannot run OpenVINO in {precision}" in _one_line(exc)
     f32 = razorzoo.load_classifier(detector_file, backend="openvino")
-    assert f32._session.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    [(compiled, _)] = f32._session.compiled.values()
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
 
 
 @pytest.mark.parametrize("module, extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
@@ -439,7 +397,7 @@ def test_predict_command_on_a_runtime(exports, capsys):
     found = razorzoo.Detections(torch.tensor(result["boxes"]).view(-1, 4), torch.tensor(result["scores"]),
                                 torch.tensor(result["labels"]), net.class_names)
     assert len(found) == len(expected) == 5
-    assert _unmatched_above_cutoff(found, expected.boxes, expected.scores, expected.labels, 5,
+    assert unmatched_above_cutoff(found, expected.boxes, expected.scores, expected.labels, 5,
                                    net.recipe.test_cfg.iou_threshold) == 0
     # an .onnx file without --backend runs on ONNX Runtime
     assert main(["predict", str(path), image, "--json", "--score-thr", "0.2", "--max-det", "5"]) == 0
@@ -449,7 +407,7 @@ def test_predict_command_on_a_runtime(exports, capsys):
 
 def test_the_decoded_variant_returns_every_priors_box_and_scores(tmp_path):
     model = DETECTORS[0]  # YOLOv5: anchors and objectness, the most involved decoding
-    net = _eager(model)
+    net = fixture_model(model)
     result = razorzoo.export(net, tmp_path / "decoded.onnx", variant="decoded")
     assert result.parity.passed
     runtime = open_exported(result.path)
@@ -468,3 +426,7 @@ def test_the_decoded_variant_returns_every_priors_box_and_scores(tmp_path):
     assert (scores[0, close, best.labels[0]] - best.scores[0]).abs().min() <= 1e-5
     with pytest.raises(RazorzooError, match="for your own filtering"):
         runtime.predict(DATA / model / "image.png")
+    for name in ("boxes", "scores"):  # the gate compares both outputs: boxes relative to the canvas (1 px: 1.6e-3)
+        wrong = rewired(result.path, tmp_path / f"{name}.onnx", name, offset(3e-4 if name == "scores" else 1.0))
+        report = check_parity(net, wrong)
+        assert not report.passed and report.max_raw_diff > 1e-4, name

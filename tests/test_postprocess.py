@@ -256,3 +256,53 @@ def test_overrides_accept_their_boundaries():
     assert (cfg.score_thr, cfg.iou_threshold, cfg.max_per_img) == (0, 1, 1)
     cfg = with_overrides(base, score_thr=1, iou_thr=0)
     assert (cfg.score_thr, cfg.iou_threshold, cfg.max_per_img) == (1, 0, base.max_per_img)
+
+
+def _full_sort_topk(scores: torch.Tensor, score_thr: float, topk: int):
+    """mmdet ``filter_scores_and_topk`` as upstream writes it: sort every valid score (what is replayed)."""
+    valid_mask = scores > score_thr
+    values, order = scores[valid_mask].sort(descending=True)
+    keep_idxs, labels = torch.nonzero(valid_mask)[order[:topk]].unbind(dim=1)
+    return values[:topk], labels, keep_idxs
+
+
+@pytest.mark.parametrize("n, levels, k", [(17, 3, 5), (100, 2, 40), (1000, 7, 333), (5000, 50, 1000),
+                                          (40000, 3, 30000), (200000, 1000, 30000), (200000, 200000, 1000)])
+def test_sort_prefix_equals_torchs_sort_ties_included(n, levels, k):
+    """The first k places of torch's (unstable) CPU sort, equal values in its order, on tie-heavy data."""
+    from razorzoo.detection.sort_prefix import sort_prefix
+
+    values = (torch.randint(0, levels, (n,), generator=torch.Generator().manual_seed(n)) / levels).numpy()
+    expected = torch.from_numpy(values).sort(descending=True).indices[:k].numpy()
+    assert (sort_prefix(values.copy(), k) == expected).all()
+    payload = torch.arange(n, dtype=torch.int64).numpy() * 3 + 1
+    assert (sort_prefix(values.copy(), k, payload.copy()) == payload[expected]).all()
+    assert len(sort_prefix(values.copy(), n + 5)) == n
+
+
+def test_sort_prefix_with_nan_is_torchs_sort():
+    from razorzoo.detection.sort_prefix import sort_prefix
+
+    values = torch.rand(300, generator=torch.Generator().manual_seed(0))
+    values[[3, 70, 71]] = float("nan")
+    expected = values.sort(descending=True).indices[:50].numpy()
+    assert (sort_prefix(values.numpy().copy(), 50) == expected).all()
+
+
+@pytest.mark.parametrize("score_thr", [0.001, 0.3])
+def test_the_topk_of_a_dense_model_output_is_upstreams_full_sort_bit_for_bit(score_thr):
+    """YOLOv5 with the fixture weights on a synthetic image: ~2 million (box, class) scores, with runs of exactly
+    equal ones (the letterbox padding): the same kept pairs in the same order as the full sort."""
+    from helpers import fixture_model
+    from razorzoo.deploy.parity import synthetic_images
+    from razorzoo.detection.postprocess import decode_outputs
+
+    net = fixture_model(DETECTORS[0])
+    with torch.inference_mode():
+        _, scores, objectness = decode_outputs(net(net.preprocess([synthetic_images()[0]])[0]), net.coder,
+                                               net.recipe.strides)
+    scores = scores[0] * objectness[0, :, None]
+    expected = _full_sort_topk(scores, score_thr, 30000)
+    assert len(expected[0].unique()) < len(expected[0]) - 1000  # over a thousand tied places among those kept
+    for found, wanted in zip(filter_scores_and_topk(scores, score_thr, 30000), expected, strict=True):
+        assert torch.equal(found, wanted)

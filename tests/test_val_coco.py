@@ -24,7 +24,7 @@ from fixture_rule import rule_state_dict
 from helpers import MAX_PER_IMG, assert_same_detections, unmatched_detections
 from razorzoo.cli import main
 from razorzoo.detection.transforms import ImageMeta
-from razorzoo.evaluation.batch_shapes import batch_shape, letterbox_to_batch_shape
+from razorzoo.detection.batch_shapes import batch_shape, letterbox_to_batch_shape
 from razorzoo.evaluation.coco import coco_stats, evaluate_coco, read_coco
 from val_data import GENERATED, PHOTOS, SHAPES, coco_file, converted_model, interrupt_cli, write_images
 
@@ -249,27 +249,30 @@ def test_val_parser_and_import_razorzoo_do_not_import_torch():
     assert out.strip() == "False"
 
 
-def test_val_on_onnxruntime_equals_predict_on_the_exported_graphs_square_canvas(dataset, detector, converted,
-                                                                                 tmp_path, monkeypatch, capsys):
-    """``val --backend onnxruntime``: the converted file is exported once (gate on) into the cache; the graph has
-    one input size, so every image is letterboxed to 640 x 640 (no batch shapes) and the saved predictions are
-    eager ``predict``'s, up to the max_per_img cut. Budget: one YOLOv5 export (~30-60 s)."""
+def test_val_on_a_runtime_keeps_the_batch_shapes_and_equals_eager_val(dataset, detector, converted, val_run,
+                                                                      tmp_path, capsys):
+    """``val --backend``: the converted file is exported once (gate on) into the session's cache, as the end-to-end
+    graph with a free height and width, so every image runs on its own ``BatchShapePolicy`` canvas like eager
+    ``val``: the same detections per image and the same AP. Budget: one YOLOv5 export (~30-60 s), shared with
+    test_deploy_fast.py."""
     pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx]'")
     root, data, _ = dataset
-    monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "cache"))
+    eager, eager_results = val_run
     saved = tmp_path / "preds.json"
     assert main(["val", str(converted), "--backend", "onnxruntime", "--coco-ann", str(root / "instances.json"),
                  "--images", str(root / "images"), "--save-json", str(saved), "--json", "--batch", "2"]) == 0
     printed = json.loads(capsys.readouterr().out)
+    assert printed["runtime"] == {"backend": "onnxruntime", "precision": "f32", "variant": "nms"}
+    assert [printed[k] is None for k in STATS] == [eager.stats[k] is None for k in STATS]
+    assert [printed[k] for k in STATS if printed[k] is not None] == pytest.approx(
+        [eager.stats[k] for k in STATS if eager.stats[k] is not None], abs=1e-9)
     assert_same_stats([printed[k] for k in STATS], _pycocotools(root / "instances.json", saved))
     assert len(list((tmp_path / "cache" / "exported").rglob("model.onnx"))) == 1
     results = _by_image(json.loads(saved.read_text()))
-    ids = {image["file_name"]: image["id"] for image in data["images"]}
-    assert printed["images"] == len(ids) == len(results)
-    for name, image_id in ids.items():
-        found, wanted = results[image_id], detector.predict(str(root / "images" / name)).to_coco(image_id)
-        assert len(found) == len(wanted) > 0
-        assert_same_detections(found, wanted, detector.test_cfg.max_per_img, what=name)
+    assert printed["images"] == len(eager_results) == len(results) == len(data["images"])
+    for image in data["images"]:
+        assert_same_detections(results[image["id"]], eager_results[image["id"]], detector.test_cfg.max_per_img,
+                               what=image["file_name"])
 
 
 def _person_only(path, data: dict) -> dict:

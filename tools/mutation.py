@@ -50,7 +50,7 @@ TARGETS = {  # name -> (modules to mutate, tests that guard them, mutant-name pa
                  "tests/test_train_run.py::test_push_publishes_a_trained_run_with_its_classes_and_training_card"],
                 ["*"]),
     "evaluation": (["razorzoo/evaluation/coco.py", "razorzoo/evaluation/engine.py", "razorzoo/evaluation/imagenet.py",
-                    "razorzoo/evaluation/sources.py", "razorzoo/evaluation/batch_shapes.py"],
+                    "razorzoo/evaluation/sources.py", "razorzoo/detection/batch_shapes.py"],
                    ["tests/test_val_coco.py", "tests/test_val_protocol.py", "tests/test_val_imagenet.py",
                     "tests/test_sources.py", "tests/test_predict_flags.py"], ["*"]),
     "ray": (["razorzoo/evaluation/ray_adapter.py"], ["tests/test_ray.py"], ["*"]),

@@ -179,7 +179,8 @@ def _detect(args: argparse.Namespace, out_dir: Path | None) -> int:
             except OSError as exc:  # a full disk, a directory made read-only meanwhile
                 raise CLIError(f"cannot write --out {path}: {exc.strerror or type(exc).__name__}") from None
     if args.json:
-        json.dump([{"image": image, **detections.to_dict()} for image, detections in results], sys.stdout)
+        runtime = stream.runtime_fields(detector)
+        json.dump([{"image": image, **runtime, **detections.to_dict()} for image, detections in results], sys.stdout)
         print()
     else:
         for image, detections in results:

@@ -84,6 +84,13 @@ def _workers(args: argparse.Namespace) -> int:
     return 2 if args.workers is None else args.workers
 
 
+def runtime_fields(model: Any) -> dict[str, Any]:
+    """``{"runtime": {backend, precision, variant}}`` for an exported model (``--json`` shows what ran it), else
+    nothing."""
+    runtime = getattr(model, "runtime", None)
+    return {"runtime": runtime} if runtime is not None else {}
+
+
 def run(args: argparse.Namespace, model: Any, task: str) -> int:
     """Stream every source (checked by :func:`check`) through ``model`` (a detector, or a classifier when ``task``
     is ``"classification"``), printing and saving as it goes."""
@@ -113,7 +120,7 @@ def run(args: argparse.Namespace, model: Any, task: str) -> int:
                 images += 1
                 if args.json:
                     found = _classification_dict(result) if classifying else result.to_dict()
-                    print(json.dumps({"image": image, "frame": frame, **found}), flush=True)
+                    print(json.dumps({"image": image, "frame": frame, **runtime_fields(model), **found}), flush=True)
                 if save_dir is not None:
                     picture = result.draw(item.image if isinstance(item, Frame) else item)
                     with io.BytesIO() as buffer:

@@ -90,7 +90,7 @@ def _val(args: argparse.Namespace) -> int:
         metrics = dict(result.stats)
     published = _published(args.name)
     if args.json:
-        json.dump({"model": args.name, **result.to_dict(),
+        json.dump({"model": args.name, "runtime": getattr(model, "runtime", {"backend": "eager"}), **result.to_dict(),
                    "published": {k: published[v] / 100 for k, v in _PUBLISHED.items() if v in published}},
                   sys.stdout)
         print()
@@ -98,7 +98,7 @@ def _val(args: argparse.Namespace) -> int:
     print(f"{'metric':<10} {'razorzoo':>9} {'published':>10}")
     for key, value in metrics.items():
         card_value = published.get(_PUBLISHED.get(key, ""))
-        print(f"{key:<10} {_percent(value):>9} {_percent(card_value, scale=1):>10}")
+        print(f"{key:<10} {percent(value):>9} {percent(card_value, scale=1):>10}")
     if any(value is None for value in metrics.values()):
         print("n/a: no ground truth of that kind among the evaluated images (e.g. no medium-sized object)")
     skipped = f", {len(result.skipped)} missing skipped" if result.skipped else ""
@@ -111,7 +111,7 @@ def _val(args: argparse.Namespace) -> int:
     return 0
 
 
-def _percent(value: float | None, *, scale: float = 100) -> str:
+def percent(value: float | None, *, scale: float = 100) -> str:
     """A metric in percent, or n/a where there is none (never pycocotools' -1 placeholder as a score)."""
     return "n/a" if value is None else f"{value * scale:.2f}"
 

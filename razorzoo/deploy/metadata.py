@@ -13,10 +13,11 @@ from razorzoo.bounded import load_json, safe_repr
 from razorzoo.documents import Fields
 from razorzoo.errors import RazorzooError
 
-__all__ = ["FORMAT", "TASKS", "VARIANTS", "require", "require_deploy", "read_metadata"]
+__all__ = ["FORMAT", "TASKS", "VARIANTS", "MAX_SIDE", "require", "require_deploy", "read_metadata", "is_openvino_ir"]
 
 FORMAT = "razorzoo-onnx/1"  # metadata "razorzoo_format": files without it were not written by razorzoo
 TASKS = ("detection", "classification", "backbone")
+MAX_SIDE = 4096  # the largest height/width a free-size detector graph takes
 
 
 _RUNTIMES = ("onnxruntime", "openvino")  # both write telemetry ids under $HOME when imported
@@ -88,21 +89,29 @@ def _private_home() -> Iterator[None]:
                 os.environ[name] = value
 
 
+def is_openvino_ir(model: str | os.PathLike | bytes) -> bool:
+    """Whether ``model`` names an OpenVINO IR (``.xml`` + ``.bin``: razorzoo's int8 exports), not an ONNX file."""
+    return not isinstance(model, bytes) and os.fspath(model).lower().endswith(".xml")
+
+
 def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
-    """The razorzoo metadata of an ONNX file (or its bytes), checked field by field; refuses files that are not
-    razorzoo exports, and metadata of the wrong type, size or range (class names must be printable: they reach the
-    terminal)."""
-    onnx = require("onnx", "onnx")
+    """The razorzoo metadata of an ONNX file (or its bytes) or of an OpenVINO IR (int8 exports: in its
+    ``rt_info``), checked field by field; refuses files that are not razorzoo exports, and metadata of the wrong
+    type, size or range (class names must be printable: they reach the terminal)."""
     where = "the ONNX bytes" if isinstance(model, bytes) else str(model)
-    try:
-        proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model),
-                                                                                        load_external_data=False)
-    except FileNotFoundError:
-        raise RazorzooError(f"{where} does not exist") from None
-    except Exception as exc:  # protobuf's DecodeError and friends: truncated or not ONNX at all
-        raise RazorzooError(f"{where} is not a readable ONNX file ({safe_repr(str(exc), 120)}); "
-                            "export the model again with `razorzoo export`") from None
-    metadata = {p.key: p.value for p in proto.metadata_props}
+    if is_openvino_ir(model):
+        metadata = _read_ir(os.fspath(model))
+    else:
+        onnx = require("onnx", "onnx")
+        try:
+            proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(os.fspath(model),
+                                                                                            load_external_data=False)
+        except FileNotFoundError:
+            raise RazorzooError(f"{where} does not exist") from None
+        except Exception as exc:  # protobuf's DecodeError and friends: truncated or not ONNX at all
+            raise RazorzooError(f"{where} is not a readable ONNX file ({safe_repr(str(exc), 120)}); "
+                                "export the model again with `razorzoo export`") from None
+        metadata = {p.key: p.value for p in proto.metadata_props}
     if metadata.get("razorzoo_format") != FORMAT:
         raise RazorzooError(f"{where} is an ONNX file razorzoo did not write (no {FORMAT} metadata), so its "
                             "pre-processing and outputs are unknown; export it with `razorzoo export NAME -o FILE`")
@@ -118,15 +127,20 @@ def _check(metadata: dict[str, str], what: str) -> None:
             if len(metadata[key]) > _MAX_VALUE:
                 raise RazorzooError(f"{what}: {key} has {len(metadata[key])} characters, more than {_MAX_VALUE}")
             fields[key] = load_json(metadata[key], what=f"{what}: {key}", error=RazorzooError)
-    for key in ("razorzoo_task", "razorzoo_variant"):
+    for key in ("razorzoo_task", "razorzoo_variant", "razorzoo_precision"):
         fields[key] = metadata.get(key)
     doc = Fields(fields, what, error=RazorzooError)
     task = doc.text("razorzoo_task", choices=TASKS)
     doc.text("razorzoo_variant", choices=VARIANTS)
-    doc.numbers("razorzoo_input_size", length=2, minimum=32, maximum=4096)
+    doc.numbers("razorzoo_input_size", length=2, minimum=32, maximum=MAX_SIDE)
     if not all(type(v) is int for v in fields["razorzoo_input_size"]):
         raise doc.fail("razorzoo_input_size", "two integer sides", fields["razorzoo_input_size"])
     _output_names(fields.get("razorzoo_outputs"), doc)
+    doc.boolean("razorzoo_fp16", default=False)
+    doc.int("razorzoo_size_divisor", minimum=1, maximum=MAX_SIDE, default=None)
+    doc.text("razorzoo_precision", choices=("int8",), default=None)
+    doc.object("razorzoo_calibration", default=None)
+    doc.object("razorzoo_int8_cost", default=None)
     if task == "classification":
         doc.texts("razorzoo_class_names", max_items=_MAX_CLASSES, min_items=1, max_chars=256)
         doc.object("razorzoo_preprocessing")
@@ -147,7 +161,23 @@ def _output_names(names: Any, doc: Fields, depth: int = 0) -> None:
 
 
 _JSON_KEYS = ("razorzoo_outputs", "razorzoo_input_size", "razorzoo_class_names", "razorzoo_preprocessing",
-              "razorzoo_recipe")
+              "razorzoo_recipe", "razorzoo_fp16", "razorzoo_size_divisor", "razorzoo_calibration",
+              "razorzoo_int8_cost")
 VARIANTS = ("raw", "decoded", "nms")
 _MAX_VALUE = 4 << 20  # characters of one metadata value (class names of a 21k-class model fit)
 _MAX_CLASSES = 100_000
+
+
+def _read_ir(path: str) -> dict[str, str]:
+    """The ``razorzoo_*`` entries of an OpenVINO IR's ``rt_info``."""
+    ov = require("openvino", "openvino")
+    if not os.path.isfile(path):
+        raise RazorzooError(f"{path} does not exist")
+    try:
+        model = ov.Core().read_model(path)
+    except Exception as exc:  # a truncated .xml, a missing or short .bin
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RazorzooError(f"{path} is not a readable OpenVINO IR ({safe_repr(first, 120)}); export the model "
+                            "again with `razorzoo export`") from None
+    return {key: model.get_rt_info(key).astype(str) for key in model.get_rt_info().keys()
+            if key.startswith("razorzoo_")}

@@ -9,6 +9,7 @@ gave to an overlapping near-tied neighbour counts as agreeing.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -24,11 +25,18 @@ if TYPE_CHECKING:
     from razorzoo.deploy.runtime import ExportedModel
     from razorzoo.detection.results import Detections
 
-__all__ = ["ParityError", "ParityReport", "check_parity", "match_detections", "synthetic_images"]
+__all__ = ["ParityError", "ParityReport", "check_parity", "match_detections", "match_by_overlap", "synthetic_images",
+           "default_tolerance",
+           "F32_TOLERANCE", "FP16_TOLERANCE"]
 
 
 class ParityError(RazorzooError):
-    """An exported model's outputs or detections differ from the eager model's beyond the tolerances."""
+    """An exported model's outputs or detections differ from the eager model's beyond the tolerances; ``verdict``
+    is the gate's finding alone (the report's text), for messages that name the file otherwise."""
+
+    def __init__(self, message: str, verdict: str = "") -> None:
+        super().__init__(message)
+        self.verdict = verdict or message
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class ParityReport:
     def raise_for_failure(self, where: str) -> None:
         if not self.passed:
             raise ParityError(f"{where}: the exported model does not reproduce the eager one: {self}; nothing was "
-                              "written (report this with the model and the razorzoo/torch/runtime versions)")
+                              "written (report this with the model and the razorzoo/torch/runtime versions)", str(self))
 
 
 def synthetic_images() -> list[np.ndarray]:
@@ -117,6 +125,24 @@ def match_detections(expected: "Detections", found: "Detections", *, score_thr: 
     return len(required) - len(unmatched), len(required)
 
 
+def match_by_overlap(expected: "Detections", found: "Detections", iou_thr: float) -> int:
+    """How many of ``expected``'s detections ``found`` also reports, one to one, best score first: same label and
+    IoU >= ``iou_thr`` (scores not compared). How reduced precision (int8, bf16) is measured against float32, whose
+    scores it changes by more than rounding."""
+    if not len(expected) or not len(found):
+        return 0
+    overlap = _iou(expected.boxes, found.boxes)
+    candidates = (overlap >= iou_thr) & (expected.labels[:, None] == found.labels[None, :])
+    used = torch.zeros(len(found), dtype=torch.bool)
+    matched = 0
+    for i in expected.scores.argsort(descending=True).tolist():
+        free = candidates[i] & ~used
+        if free.any():
+            used[overlap[i].masked_fill(~free, -1).argmax()] = True
+            matched += 1
+    return matched
+
+
 def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU matrix of xyxy boxes ``a`` x ``b``."""
     lt, rb = torch.maximum(a[:, None, :2], b[None, :, :2]), torch.minimum(a[:, None, 2:], b[None, :, 2:])
@@ -125,63 +151,88 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
+F32_TOLERANCE, FP16_TOLERANCE = 1e-4, 1e-2  # raw outputs: float32 noise is ~1e-6, float16 weights' ~1e-3
+
+
+def default_tolerance(metadata: dict[str, str]) -> float:
+    """The raw-output tolerance an export is held to: float32's, or float16's for half weights."""
+    return FP16_TOLERANCE if json.loads(metadata.get("razorzoo_fp16", "false")) else F32_TOLERANCE
+
+
 def check_parity(model: "nn.Module", exported: "ExportedModel | str | os.PathLike | bytes",
                  images: Sequence[Any] | None = None, *, backend: str = "onnxruntime", precision: str = "f32",
-                 threads: int | None = None, tolerance: float = 1e-4, score_tol: float = 1e-4,
+                 threads: int | None = None, tolerance: float | None = None, score_tol: float = 1e-4,
                  box_tol: float = 1e-2, min_agreement: float = 1.0) -> ParityReport:
-    """Run eager ``model`` and the exported one on the same inputs and compare.
+    """Run eager ``model`` and the exported one on the same inputs and compare every output.
 
-    Detectors: :func:`synthetic_images` plus ``images`` go through ``model.preprocess``; the raw head outputs are
-    compared, then both are post-processed with the recipe's ``test_cfg`` and matched with
-    :func:`match_detections` in both directions. Classifiers and backbones: a seeded random normalized batch;
-    classifiers also compare top-1 labels (a label counts as agreeing if its eager logit ties the eager maximum).
-    An ``nms`` export has no raw outputs to compare: its detections are matched with eager ``predict``'s. A
-    ``decoded`` export is compared with eager decoding (box differences relative to the canvas size).
-    The report passes when the raw difference is within ``tolerance`` and ``min_agreement`` of the required
-    detections (labels) agree.
+    Detectors: :func:`synthetic_images` plus ``images`` go through ``model.preprocess``; a free-size graph (the
+    letterbox detectors') also runs each synthetic image on its ``BatchShapePolicy`` canvas, as ``val`` does. Every
+    raw head output is compared, then both are post-processed with the recipe's ``test_cfg`` and matched with
+    :func:`match_detections` in both directions (a detection either side lacks fails). Classifiers and backbones: a
+    seeded random normalized batch; classifiers also compare top-1 labels (a label counts as agreeing if its eager
+    logit ties the eager maximum). An ``nms`` export has no raw outputs to compare: its detections are matched with
+    eager ``predict``'s. A ``decoded`` export's boxes and scores are compared with eager decoding (box differences
+    relative to the canvas size). The report passes when the largest raw difference is within ``tolerance``
+    (default: :func:`default_tolerance` of the file) and ``min_agreement`` of the required detections (labels) agree.
     """
     from razorzoo.deploy.runtime import ExportedModel, open_exported
 
     if not isinstance(exported, ExportedModel):
         exported = open_exported(exported, backend=backend, precision=precision, threads=threads)
-    if exported.task == "detection":
-        batch, metas = model.preprocess([*synthetic_images(), *(images or [])])
-    else:
-        generator = torch.Generator().manual_seed(0)
-        batch, metas = torch.randn(3, 3, *exported.input_size, generator=generator), None
+    tolerance = default_tolerance(exported.metadata) if tolerance is None else tolerance
     variant = exported.metadata["razorzoo_variant"]
-    with torch.inference_mode():
-        if variant == "decoded":
-            from razorzoo.deploy.end2end import Decoded
-
-            size = exported.input_size[0]
-            (boxes, scores), (found_boxes, found_scores) = Decoded(model).eval()(batch), exported(batch)
-            # boxes are pixels up to the canvas size: their difference counts relative to it, scores' as is
-            diff = max((boxes - found_boxes).abs().max().item() / size, (scores - found_scores).abs().max().item())
-            return ParityReport(diff, tolerance, 0, 0, "")  # bare decoded outputs have no predict to compare
-        eager = model(batch)
-        runtime = exported(batch)
-    end_to_end = variant == "nms"
-    max_diff = None if end_to_end else _max_diff(eager, runtime)
+    diffs: list[float] = []
     matched = total = 0
-    what = ""
-    if exported.task == "detection":
-        what = "detections"
-        cfg = model.test_cfg
+    what = {"detection": "detections", "classification": "top-1 labels"}.get(exported.task, "")
+    if variant == "decoded":
+        what = ""  # bare decoded outputs have no predict to compare
+    for batch, metas in _gate_batches(model, exported, images):
         with torch.inference_mode():
-            pairs = zip(model.postprocess(eager, metas), exported.postprocess(runtime, metas))
-            for a, b in pairs:
-                for expected, found in ((a, b), (b, a)):
-                    m, t = match_detections(expected, found, score_thr=cfg.score_thr, max_det=cfg.max_per_img,
-                                            iou_thr=cfg.iou_threshold, score_tol=score_tol, box_tol=box_tol)
-                    matched, total = matched + m, total + t
-    elif exported.task == "classification":
-        what = "top-1 labels"
-        top = runtime.argmax(1)
-        picked = eager.gather(1, top[:, None])[:, 0]
-        matched = int(((eager.max(1).values - picked) <= tolerance).sum())
-        total = len(top)
-    return ParityReport(max_diff, tolerance, matched, total, what, min_agreement)
+            if variant == "decoded":
+                from razorzoo.deploy.end2end import Decoded
+
+                (boxes, scores), (found_boxes, found_scores) = Decoded(model).eval()(batch), exported(batch)
+                # boxes are pixels up to the canvas size: their difference counts relative to it, scores' as is
+                diffs.append(max((boxes - found_boxes).abs().max().item() / max(batch.shape[2:]),
+                                 (scores - found_scores).abs().max().item()))
+                continue
+            eager, runtime = model(batch), exported(batch)
+        if variant != "nms":
+            diffs.append(_max_diff(eager, runtime))
+        if exported.task == "detection":
+            cfg = model.test_cfg
+            with torch.inference_mode():
+                for a, b in zip(model.postprocess(eager, metas), exported.postprocess(runtime, metas), strict=True):
+                    for expected, found in ((a, b), (b, a)):
+                        m, t = match_detections(expected, found, score_thr=cfg.score_thr, max_det=cfg.max_per_img,
+                                                iou_thr=cfg.iou_threshold, score_tol=score_tol, box_tol=box_tol)
+                        matched, total = matched + m, total + t
+        elif exported.task == "classification":
+            top = runtime.argmax(1)
+            picked = eager.gather(1, top[:, None])[:, 0]
+            matched += int(((eager.max(1).values - picked) <= tolerance).sum())
+            total += len(top)
+    return ParityReport(max(diffs) if diffs else None, tolerance, matched, total, what, min_agreement)
+
+
+def _gate_batches(model: "nn.Module", exported: "ExportedModel", images: Sequence[Any] | None
+                  ) -> list[tuple[torch.Tensor, Any]]:
+    """The gate's ``(batch, metas)`` pairs: for detectors the images on the test canvas (one batch), then for a
+    free-size graph each synthetic image alone on its batch-shape canvas; else one seeded random batch."""
+    if exported.task != "detection":
+        generator = torch.Generator().manual_seed(0)
+        return [(torch.randn(3, 3, *exported.input_size, generator=generator), None)]
+    groups = [model.preprocess([*synthetic_images(), *(images or [])])]
+    if exported.size_divisor is not None:
+        from razorzoo.detection.batch_shapes import batch_shape, letterbox_to_batch_shape
+
+        resize = model.transform.resize
+        for image in synthetic_images():
+            shape = batch_shape(image.shape[1], image.shape[0], img_size=resize.size,
+                                size_divisor=exported.size_divisor)
+            canvas, meta = letterbox_to_batch_shape(image, resize.size, resize.pad_value, shape)
+            groups.append(model.transform.collate([canvas], [meta]))
+    return groups
 
 
 def _max_diff(eager: Any, runtime: Any) -> float:

@@ -19,8 +19,8 @@ import torch
 from razorzoo import constants
 from razorzoo.arch.recipes import ClassifierPreprocess, Recipe, TestConfig
 from razorzoo.bounded import load_json, safe_repr
-from razorzoo.deploy.metadata import read_metadata, require
-from razorzoo.deploy.end2end import from_end_to_end
+from razorzoo.deploy.metadata import MAX_SIDE, read_metadata, require
+from razorzoo.deploy.end2end import THRESHOLD_INPUTS, from_end_to_end, thresholds
 from razorzoo.detection.coders import build_coder
 from razorzoo.detection.results import Detections
 from razorzoo.detection.transforms import ClassifierTransform, DetectionTransform, ImageMeta
@@ -28,11 +28,12 @@ from razorzoo.errors import RazorzooError
 from razorzoo.models.classifier import ImageClassifier
 from razorzoo.models.detector import Detector
 
-__all__ = ["BACKENDS", "PRECISIONS", "ExportedModel", "ExportedClassifier", "ExportedDetector", "open_exported"]
+__all__ = ["BACKENDS", "PRECISIONS", "ExportedModel", "ExportedClassifier", "ExportedDetector", "open_exported",
+           "check_precision"]
 
 BACKENDS = ("onnxruntime", "openvino")
-PRECISIONS = {"onnxruntime": ("f32",), "openvino": ("f32", "bf16", "fp16")}
-_OPENVINO_TYPES = {"f32": "f32", "bf16": "bf16", "fp16": "f16"}
+PRECISIONS = {"onnxruntime": ("f32",), "openvino": ("f32", "bf16", "fp16")}  # and "int8": an int8 export
+_OPENVINO_TYPES = {"f32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: the float layers' hint
 _OPENVINO_CAPABILITIES = {"bf16": "BF16", "fp16": "FP16"}  # ov.properties.device.capability names
 
 
@@ -45,25 +46,23 @@ class _OnnxRuntimeSession:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        size = self.session.get_inputs()[0].shape[0]
+        self.batch_size = size if isinstance(size, int) else None
 
-    @property
-    def batch_size(self) -> int | None:
-        size = self.input.shape[0]
-        return size if isinstance(size, int) else None
-
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run on a worker thread while this one waits: Ctrl-C (which Python delivers only between bytecodes of the
         main thread) sets ``RunOptions.terminate``, so even a graph with an endless ``Loop`` stops."""
         ort = require("onnxruntime", "onnx")
         options = ort.RunOptions()
         options.log_severity_level = 4  # a terminated run is logged as an error; the KeyboardInterrupt says it
+        feeds = dict(zip(self.input_names, inputs, strict=True))
         outcome: dict[str, Any] = {}
         finished = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C may report the thread gone
 
         def run() -> None:
             try:
-                outcome["outputs"] = self.session.run(None, {self.input.name: batch}, options)
+                outcome["outputs"] = self.session.run(None, feeds, options)
             except Exception as exc:  # noqa: BLE001 - re-raised on the calling thread
                 outcome["error"] = exc
             finally:
@@ -85,44 +84,83 @@ class _OnnxRuntimeSession:
 
 
 class _OpenVinoSession:
-    def __init__(self, model: str, *, threads: int | None, precision: str) -> None:
-        ov = require("openvino", "openvino")
-        core = ov.Core()
-        if precision != "f32":
-            capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-            if _OPENVINO_CAPABILITIES[precision] not in capabilities:
-                raise RazorzooError(f"this CPU cannot run OpenVINO in {precision} (its capabilities: "
-                                    f"{', '.join(capabilities)}); use precision='f32'")
-        # set explicitly: OpenVINO's CPU default is bf16 wherever the CPU has AMX, which changes the outputs
-        config = {"INFERENCE_PRECISION_HINT": _OPENVINO_TYPES[precision], "PERFORMANCE_HINT": "LATENCY"}
-        if threads is not None:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(core.read_model(model), "CPU", config)
-        self.request = self.compiled.create_infer_request()
-        shape = self.compiled.inputs[0].get_partial_shape()[0]
-        self.batch_size = None if shape.is_dynamic else shape.get_length()
+    """An OpenVINO model on the CPU. A graph with free input sizes is compiled once per input shape it meets (a few
+    at a time): OpenVINO's CPU plugin runs a static shape markedly faster than a dynamic one."""
 
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+    _SHAPES_KEPT = 8  # compiled shapes kept (val meets a handful of batch-shape canvases, predict one)
+
+    def __init__(self, model: str, *, threads: int | None, precision: str, first_shape: tuple[int, ...]) -> None:
+        ov = require("openvino", "openvino")
+        self.core = core = ov.Core()
+        # set explicitly: OpenVINO's CPU default is bf16 wherever the CPU has AMX, which changes the outputs (an
+        # int8 model's float layers, its first and last convolutions, stay float32 too)
+        self.config = {"INFERENCE_PRECISION_HINT": _OPENVINO_TYPES[precision], "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            self.config["INFERENCE_NUM_THREADS"] = threads
+        self.model = core.read_model(model)
+        self.input_names = [i.get_any_name() for i in self.model.inputs]
+        shape = self.model.inputs[0].get_partial_shape()
+        self.batch_size = None if shape[0].is_dynamic else shape[0].get_length()
+        self.static = not shape.is_dynamic
+        self.compiled: dict[tuple[int, ...], tuple[Any, Any]] = {}
+        # compiled now, for one image of the graph's own size: errors show at load, and predict starts warm
+        self._compiled(tuple(shape.to_shape()) if self.static else first_shape)
+
+    def _compiled(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
+        if shape not in self.compiled:
+            if len(self.compiled) >= self._SHAPES_KEPT:
+                self.compiled.pop(next(iter(self.compiled)))
+            model = self.model
+            if not self.static:
+                model = model.clone()
+                model.reshape({self.input_names[0]: list(shape)})
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            self.compiled[shape] = compiled, compiled.create_infer_request()
+        return self.compiled[shape]
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Started asynchronously and waited for in short steps, so Ctrl-C cancels the request (OpenVINO stops
         between operations: one operation that never ends, such as an endless ``Loop``, cannot be cancelled)."""
+        compiled, request = self._compiled(tuple(inputs[0].shape))
         try:
-            self.request.start_async([batch])
-            while not self.request.wait_for(50):
+            request.start_async(dict(zip(self.input_names, inputs, strict=True)))
+            while not request.wait_for(50):
                 pass
         except KeyboardInterrupt:
-            self.request.cancel()
+            request.cancel()
             raise
         except Exception as exc:  # noqa: BLE001 - the runtime's own errors
             raise RazorzooError(f"openvino failed to run the model: {runtime_reason(exc)}") from None
-        return [np.array(self.request.get_output_tensor(i).data) for i in range(len(self.compiled.outputs))]
+        return [np.array(request.get_output_tensor(i).data) for i in range(len(compiled.outputs))]
 
 
-def _session(model: str | bytes, backend: str, precision: str, threads: int | None) -> Any:
+def check_precision(backend: str, precision: str) -> None:
+    """Refuse, in one line, a backend or precision that cannot run here (before minutes of export, not after)."""
     if backend not in BACKENDS:
         raise RazorzooError(f"unknown backend {safe_repr(backend)}; expected one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS[backend]:
+    if precision == "int8" and backend != "openvino":
+        raise RazorzooError("int8 runs on OpenVINO (razorzoo quantizes with NNCF for it): use backend='openvino'")
+    if precision not in (*PRECISIONS[backend], *(("int8",) if backend == "openvino" else ())):
         raise RazorzooError(f"backend {backend!r} does not run precision {safe_repr(precision)}; it runs "
-                            f"{', '.join(PRECISIONS[backend])}")
+                            f"{', '.join(PRECISIONS[backend])}" + (" and int8" if backend == "openvino" else ""))
+    capability = {"int8": "INT8", **_OPENVINO_CAPABILITIES}.get(precision)
+    if backend == "openvino" and capability is not None:
+        capabilities = require("openvino", "openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if capability not in capabilities:
+            raise RazorzooError(f"this CPU cannot run OpenVINO in {precision} (its capabilities: "
+                                f"{', '.join(capabilities)}); use precision='f32'")
+
+
+def _session(model: str | bytes, backend: str, precision: str, threads: int | None, int8: bool,
+             first_shape: tuple[int, ...]) -> Any:
+    if int8:
+        if precision not in ("int8", "f32"):
+            raise RazorzooError(f"{model} is an int8 export: its precision is int8, not {safe_repr(precision)}")
+        precision = "int8"
+    elif precision == "int8":
+        raise RazorzooError("precision='int8' needs an int8 export: load a registry name, hf-hub: id or .safetensors "
+                            "with precision='int8', calib=IMAGES, or export one (razorzoo export --int8 --calib DIR)")
+    check_precision(backend, precision)
     if threads is not None:
         constants.check_threads(threads, "threads")
     if backend == "openvino" and isinstance(model, bytes):
@@ -130,7 +168,7 @@ def _session(model: str | bytes, backend: str, precision: str, threads: int | No
     try:
         if backend == "onnxruntime":
             return _OnnxRuntimeSession(model, threads=threads)
-        return _OpenVinoSession(model, threads=threads, precision=precision)
+        return _OpenVinoSession(model, threads=threads, precision=precision, first_shape=first_shape)
     except RazorzooError:
         raise
     except Exception as exc:  # the runtimes' own errors (unparsable graph, unsupported operator, ...)
@@ -160,31 +198,63 @@ class ExportedModel:
         model = model if isinstance(model, bytes) else os.fspath(model)
         self.metadata = read_metadata(model) if metadata is None else metadata
         self.task = self.metadata["razorzoo_task"]
-        self.backend, self.precision = backend, precision
+        int8 = self.metadata.get("razorzoo_precision") == "int8"
+        self.backend, self.precision = backend, "int8" if int8 else precision
         self.source = "<bytes>" if isinstance(model, bytes) else model
-        self._session = _session(model, backend, precision, threads)
         self._names = json.loads(self.metadata["razorzoo_outputs"])
+        self.variant = self.metadata["razorzoo_variant"]
         self.input_size = tuple(json.loads(self.metadata["razorzoo_input_size"]))  # (H, W) of the graph
+        self._session = _session(model, backend, precision, threads, int8, (1, 3, *self.input_size))
+        # free-size graphs take any height and width that are multiples of this (the letterbox detectors')
+        self.size_divisor: int | None = json.loads(self.metadata.get("razorzoo_size_divisor", "null"))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.source!r}, backend={self.backend!r}, precision={self.precision!r})"
+        return (f"{type(self).__name__}({self.source!r}, backend={self.backend!r}, precision={self.precision!r}, "
+                f"variant={self.variant!r})")
+
+    @property
+    def runtime(self) -> dict[str, str]:
+        """What runs the model: ``backend``, ``precision`` and the export ``variant`` (the CLI's ``--json`` shows it)."""
+        return {"backend": self.backend, "precision": self.precision, "variant": self.variant}
 
     def eval(self) -> "ExportedModel":
         """A no-op, for code written against ``nn.Module`` (an exported model is always in inference mode)."""
         return self
 
-    def run(self, batch: torch.Tensor | np.ndarray) -> list[np.ndarray]:
-        """The graph's outputs for a float32 ``(N, 3, H, W)`` batch, flat; a batch-1 graph runs image by image."""
+    def run(self, batch: torch.Tensor | np.ndarray, extra: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
+        """The graph's outputs for a float32 ``(N, 3, H, W)`` batch (and the graph's ``extra`` inputs), flat; a
+        batch-1 graph runs image by image."""
         array = np.ascontiguousarray(batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else batch,
                                      dtype=np.float32)
+        self._check_shape(array.shape)
         if self._session.batch_size in (None, len(array)):
-            return self._session(array)
-        per_image = [self._session(array[i:i + 1]) for i in range(len(array))]
+            return self._session([array, *extra])
+        per_image = [self._session([array[i:i + 1], *extra]) for i in range(len(array))]
         return [np.concatenate(outputs) for outputs in zip(*per_image)]
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        """Refuse a batch the graph cannot take, in one line (the runtimes' own errors are pages long)."""
+        if len(shape) != 4 or shape[1] != 3 or shape[0] < 1:
+            raise RazorzooError(f"{self.source}: expected a (N, 3, H, W) batch, got shape {tuple(shape)}")
+        height, width = shape[2:]
+        if self.size_divisor is None:
+            if (height, width) != self.input_size:
+                raise RazorzooError(f"{self.source}: the graph takes {self.input_size[0]} x {self.input_size[1]} "
+                                    f"inputs, got {height} x {width}")
+        elif height % self.size_divisor or width % self.size_divisor or max(height, width) > MAX_SIDE:
+            raise RazorzooError(f"{self.source}: the graph takes heights and widths that are multiples of "
+                                f"{self.size_divisor} up to {MAX_SIDE}, got {height} x {width}")
+
+    def _extra_inputs(self) -> list[np.ndarray]:
+        """The graph's inputs after the images (none but an ``nms`` detector's thresholds)."""
+        return []
 
     def forward(self, batch: torch.Tensor | np.ndarray) -> Any:
         """Outputs as torch tensors, nested like the eager model's (a tensor, a tuple, or a tuple of lists)."""
-        flat = iter(torch.from_numpy(output) for output in self.run(batch))
+        return self._nest(self.run(batch, self._extra_inputs()))
+
+    def _nest(self, outputs: list[np.ndarray]) -> Any:
+        flat = iter(torch.from_numpy(output) for output in outputs)
 
         def rebuild(names: Any, top: bool) -> Any:
             if isinstance(names, str):
@@ -194,7 +264,8 @@ class ExportedModel:
 
         return rebuild(self._names, True)
 
-    __call__ = forward
+    def __call__(self, batch: torch.Tensor | np.ndarray) -> Any:
+        return self.forward(batch)
 
 
 class ExportedClassifier(ExportedModel):
@@ -222,12 +293,13 @@ class ExportedClassifier(ExportedModel):
 
 class ExportedDetector(ExportedModel):
     """An exported detector with the eager :class:`Detector`'s typed parts, rebuilt from the recipe stored in the file
-    (``recipe``, ``transform``, ``coder``, ``test_cfg``), and its ``preprocess``/``postprocess``/``predict``: a
-    ``raw`` export's outputs are post-processed as eager ones; an ``nms`` export's only need mapping back to image
-    pixels."""
+    (``recipe``, ``transform``, ``coder``, ``test_cfg``), and its ``preprocess``/``postprocess``/``detect``/
+    ``predict``: a ``raw`` export's outputs are post-processed as eager ones; an ``nms`` export runs its graph with the
+    thresholds asked for and only maps boxes back to image pixels."""
 
     preprocess = Detector.preprocess
     postprocess = Detector.postprocess
+    detect = Detector.detect
     predict = Detector.predict
     class_names = Detector.class_names
 
@@ -241,21 +313,37 @@ class ExportedDetector(ExportedModel):
         self.transform = DetectionTransform(self.recipe.preprocess, self.recipe.normalize)
         self.coder = build_coder(self.recipe.coder)
         self.test_cfg = self.recipe.test_cfg
+        if self.variant == "nms" and self._session.input_names[1:] != THRESHOLD_INPUTS:
+            raise RazorzooError(f"{self.source}: this 'nms' export has its thresholds fixed in the graph (an earlier "
+                                "razorzoo wrote it); export the model again")
+
+    def _extra_inputs(self, test_cfg: TestConfig | None = None) -> list[np.ndarray]:
+        return thresholds(test_cfg or self.test_cfg) if self.variant == "nms" else []
 
     def _forward(self, batch: torch.Tensor) -> Any:
         return self(batch)
 
+    def _detect(self, batch: torch.Tensor, metas: Sequence[ImageMeta], test_cfg: TestConfig) -> list[Detections]:
+        """The network and post-processing at ``test_cfg``; an ``nms`` graph is run with its thresholds."""
+        if self.variant != "nms":
+            return self._postprocess(self._forward(batch), metas, test_cfg)
+        rows = self.test_cfg.max_per_img
+        if test_cfg.max_per_img > rows:
+            raise RazorzooError(f"this 'nms' export returns at most {rows} detections per image, asked for "
+                                f"{test_cfg.max_per_img}; use max_det <= {rows} or the 'raw' variant")
+        outputs = self._nest(self.run(batch, self._extra_inputs(test_cfg)))
+        return from_end_to_end(outputs, metas, self.class_names, test_cfg.max_per_img)
+
     def _postprocess(self, outputs: Any, metas: Sequence[ImageMeta], test_cfg: TestConfig) -> list[Detections]:
         """Graph outputs -> one :class:`~razorzoo.Detections` per image, in original-image pixels."""
-        variant = self.metadata["razorzoo_variant"]
-        if variant == "raw":
+        if self.variant == "raw":
             return Detector._postprocess(self, outputs, metas, test_cfg)
-        if variant == "decoded":
+        if self.variant == "decoded":
             raise RazorzooError("a 'decoded' export returns boxes and scores for every prior, for your own filtering; "
                                 "export the 'raw' (or 'nms') variant to predict with it")
         if test_cfg != self.test_cfg:
-            raise RazorzooError("an 'nms' export has its thresholds built into the graph; export it again with "
-                                "other ones, or use the 'raw' variant")
+            raise RazorzooError("an 'nms' export's outputs are post-processed in its graph, at the thresholds it ran "
+                                "with; pass thresholds to predict() or detect(), which run the graph with them")
         return from_end_to_end(outputs, metas, self.class_names)
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import torch
 
 from razorzoo.arch.recipes import TestConfig
 from razorzoo.bounded import check_number
 from razorzoo.detection.nms import batched_nms
 from razorzoo.detection.results import Detections
+from razorzoo.detection.sort_prefix import sort_prefix
 from razorzoo.errors import RazorzooError
 
 if TYPE_CHECKING:
@@ -32,15 +34,20 @@ def filter_scores_and_topk(scores: torch.Tensor, score_thr: float, topk: int
     """mmdet ``filter_scores_and_topk`` for a ``(num_boxes, num_classes)`` matrix: every (box, class) pair with
     ``score > score_thr``, best first, at most ``topk``. Returns ``(scores, labels, box_indices)``.
 
-    Uses ``Tensor.sort(descending=True)`` like upstream, so equal scores come out in the same order.
+    The order is upstream's ``Tensor.sort(descending=True)`` of the valid scores, equal scores included, but only its
+    first ``topk`` places are computed (:func:`~razorzoo.detection.sort_prefix.sort_prefix`): at the evaluation
+    threshold that is 30000 places of two million scores, whose full sort would cost more than the network.
     """
-    valid_mask = scores > score_thr
-    scores = scores[valid_mask]
-    valid_idxs = torch.nonzero(valid_mask)
-    num_topk = min(topk, valid_idxs.size(0))
-    scores, idxs = scores.sort(descending=True)
-    keep_idxs, labels = valid_idxs[idxs[:num_topk]].unbind(dim=1)
-    return scores[:num_topk], labels, keep_idxs
+    flat = scores.detach().cpu().numpy().reshape(-1)  # row-major (box, class): the order of torch.nonzero
+    valid = flat > np.float32(score_thr)
+    if valid.all():  # the evaluation threshold on a dense model: no gather needed
+        kept = sort_prefix(flat.copy(), topk)
+    else:
+        positions = np.flatnonzero(valid)
+        kept = sort_prefix(flat[positions], topk, positions)
+    kept = torch.from_numpy(kept).to(scores.device)
+    num_classes = scores.shape[1]
+    return scores.reshape(-1)[kept], kept % num_classes, kept // num_classes
 
 
 def with_overrides(test_cfg: TestConfig, *, score_thr: float | None = None, iou_thr: float | None = None,
@@ -76,7 +83,7 @@ def decode_outputs(raw_outputs: Sequence[Sequence[torch.Tensor]], coder: "BoxCod
     num_classes = cls_scores[0].shape[1] // num_base_priors
     flat_stride = torch.cat([priors.new_full((h * w * num_base_priors,), stride)
                              for (h, w), stride in zip(featmap_sizes, strides)])
-    scores = flatten_levels(cls_scores, num_classes).sigmoid()
+    scores = flatten_levels(cls_scores, num_classes).sigmoid_()  # in place: flatten_levels made a new tensor
     boxes = coder.decode(priors[None], flatten_levels(bbox_preds, 4), flat_stride)
     objectness = flatten_levels(objectnesses, 1)[..., 0].sigmoid() if objectnesses is not None else None
     return boxes, scores, objectness
@@ -127,7 +134,8 @@ def postprocess(
             objectness = objectness_all[i]
             if score_thr > 0:  # YOLOv5 drops low-objectness boxes before multiplying (docs/upstream.md §7.19)
                 confident = objectness > score_thr
-                boxes, scores, objectness = boxes[confident], scores[confident], objectness[confident]
+                if not bool(confident.all()):  # (copying all of them would change nothing)
+                    boxes, scores, objectness = boxes[confident], scores[confident], objectness[confident]
             scores = scores * objectness[:, None]
         if multi_label:
             scores, labels, keep = filter_scores_and_topk(scores, score_thr, nms_pre)

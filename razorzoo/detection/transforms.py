@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["ImageInput", "ImageMeta", "MAX_IMAGE_PIXELS", "load_image", "letterbox", "resize_pad", "resize_edge",
+__all__ = ["ImageInput", "ImageMeta", "MAX_IMAGE_PIXELS", "IMAGE_SUFFIXES", "load_image", "letterbox", "resize_pad", "resize_edge",
            "center_crop", "normalize", "DetectionTransform", "ClassifierTransform"]
 
 ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray]
@@ -46,6 +46,7 @@ ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray]
 # Largest image decoded from a file: 2^27 pixels (~1.5x Pillow's default warning limit, 11585 x 11585). A PNG of a
 # few MB can declare 30000 x 30000 pixels (2.7 GB as BGR); the header is checked before anything is decoded.
 MAX_IMAGE_PIXELS = 2**27
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what a folder of images holds
 _TOO_LARGE = f"more than {MAX_IMAGE_PIXELS} pixels, the most razorzoo decodes (a decompression bomb? else downscale it)"
 _PATH_CHARS = 300  # paths in messages: long enough to keep the file name
 

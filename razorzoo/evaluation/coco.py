@@ -174,7 +174,7 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
 
     from razorzoo.arch.recipes import Letterbox
     from razorzoo.detection.transforms import load_image
-    from razorzoo.evaluation.batch_shapes import batch_shape
+    from razorzoo.detection.batch_shapes import batch_shape
     from razorzoo.evaluation.engine import (batches, check_batching, detect, detection_transform, prefetch, prepare,
                                             show_progress)
 
@@ -187,11 +187,14 @@ def evaluate_coco(model: Any, ann_file: str | os.PathLike, images_dir: str | os.
     ids = category_ids(model.recipe.class_names, document)
     transform = detection_transform(model)
     resize = transform.resize
-    # MMYOLO's batch shapes (letterbox recipes) need a network that takes any canvas; an exported graph has one
-    # input size (razorzoo.deploy), so there every image is letterboxed to the test size
-    fixed_input = getattr(model, "input_size", None) is not None
+    # MMYOLO's batch shapes (letterbox recipes): each image on its own canvas, which an exported graph takes when its
+    # height and width are free (razorzoo.deploy exports letterbox detectors so; a fixed-size graph cannot)
+    if isinstance(resize, Letterbox) and getattr(model, "input_size", None) is not None \
+            and getattr(model, "size_divisor", None) is None:
+        raise RazorzooError("this export takes one input size only, so it cannot run MMYOLO's per-image batch shapes "
+                            "(its AP would differ from eager val); export the model again with this razorzoo")
     shapes = {image.id: batch_shape(image.width, image.height, img_size=resize.size)
-              for image in images} if isinstance(resize, Letterbox) and not fixed_input else {}
+              for image in images} if isinstance(resize, Letterbox) else {}
     # images of one canvas size next to each other (first-seen order), so batches never mix sizes
     first_seen: dict[Any, int] = {}
     for i, image in enumerate(images):

@@ -1,8 +1,9 @@
 """The inference loop shared by validation and streaming prediction.
 
 Decoding and resizing run in a thread pool ahead of the model (OpenCV releases the GIL), the model sees batches of
-equal-size canvases, and nothing depends on the model being an ``nn.Module``: any object with ``recipe``, a call on a
-batch and ``postprocess(raw, metas, ...)`` works, so ONNX backends run through the same code. The pipeline is the
+equal-size canvases, and nothing depends on the model being an ``nn.Module``: any object with ``recipe`` and
+``detect(batch, metas, ...)`` (or a call on a batch and ``postprocess(raw, metas, ...)``) works, so ONNX backends
+run through the same code. The pipeline is the
 recipe's :class:`~razorzoo.detection.transforms.DetectionTransform`, the one ``Detector.preprocess`` runs, split in
 two: ``resize_image`` on the loader threads, ``collate`` (normalization) on each batch.
 """
@@ -18,7 +19,7 @@ import torch
 from razorzoo import constants
 from razorzoo.bounded import check_number
 from razorzoo.detection.transforms import DetectionTransform, ImageMeta, load_image
-from razorzoo.evaluation.batch_shapes import letterbox_to_batch_shape
+from razorzoo.detection.batch_shapes import letterbox_to_batch_shape
 
 if TYPE_CHECKING:
     from razorzoo.detection.results import Detections
@@ -107,7 +108,11 @@ def on_device(batch: torch.Tensor, model: Any) -> torch.Tensor:
 
 def detect(model: Any, transform: DetectionTransform, canvases: Sequence[np.ndarray], metas: Sequence[ImageMeta],
            **thresholds: Any) -> list["Detections"]:
-    """Run ``model`` on equal-size canvases from :func:`prepare`; one ``Detections`` per canvas."""
+    """Run ``model`` on equal-size canvases from :func:`prepare`; one ``Detections`` per canvas. Its ``detect``
+    (network and post-processing: an exported end-to-end graph runs with the thresholds) when it has one, else a
+    call on the batch and ``postprocess``."""
     batch, metas = transform.collate(canvases, metas)
+    if hasattr(model, "detect"):
+        return model.detect(batch, metas, **thresholds)
     with torch.inference_mode():
         return model.postprocess(model(on_device(batch, model)), metas, **thresholds)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from razorzoo.bounded import read_text, safe_repr
+from razorzoo.detection.transforms import IMAGE_SUFFIXES
 from razorzoo.errors import DatasetError
 from razorzoo.files import confined
 from razorzoo.wording import count
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_images", "check_missing", "read_video", "read_list_file",
            "iter_source", "predict_stream", "classify_stream"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 _LISTED_MISSING = 5
 MAX_LIST_BYTES = 256 << 20  # ImageNet's train list (1.28 M lines) is 40 MB
@@ -208,7 +208,7 @@ def predict_stream(model: Any, source: Any, *, batch: int = 8, workers: int = 2,
     ``item`` is the image path for files, a :class:`Frame` for video frames, the object itself for in-memory
     images. Each detection set equals ``model.predict(image, ...)`` of that image (up to float summation order):
     the inference canvas and the recipe's ``test_cfg`` (``score_thr``... override it). ``workers`` threads decode
-    and resize ahead of the model; ``model`` is any detector with ``recipe``, a call on a batch and ``postprocess``.
+    and resize ahead of the model; ``model`` is any detector with ``recipe`` and ``detect`` (or a call and ``postprocess``).
     """
     from tqdm.auto import tqdm
 

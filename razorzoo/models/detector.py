@@ -191,8 +191,19 @@ class Detector(nn.Module):
         test_cfg = with_overrides(self.test_cfg, score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)  # fail early
         batch, metas = self.preprocess([images] if single else list(images))
         with torch.inference_mode():
-            detections = self._postprocess(self._forward(batch), metas, test_cfg)
+            detections = self._detect(batch, metas, test_cfg)
         return detections[0] if single else detections
+
+    def detect(self, batch: torch.Tensor, metas: Sequence["ImageMeta"], *, score_thr: float | None = None,
+               iou_thr: float | None = None, max_det: int | None = None) -> list["Detections"]:
+        """The network and post-processing on a preprocessed batch (``preprocess``'s output, or any canvases of
+        one size with their metas): one :class:`Detections` per image, thresholds as in :meth:`postprocess`."""
+        test_cfg = with_overrides(self.test_cfg, score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+        with torch.inference_mode():
+            return self._detect(batch, metas, test_cfg)
+
+    def _detect(self, batch: torch.Tensor, metas: Sequence["ImageMeta"], test_cfg: TestConfig) -> list["Detections"]:
+        return self._postprocess(self._forward(batch), metas, test_cfg)
 
     def _forward(self, batch: torch.Tensor) -> tuple[list[torch.Tensor], ...]:
         """The network on a preprocessed batch, moved to the weights' device and dtype."""

@@ -46,8 +46,9 @@ class ShortcutLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
-            # upstream pads by the parity of the *width* only, on both axes (docs/upstream.md §7.20)
-            x = F.avg_pool2d(x, self.stride, padding=x.size(-1) & 1)
+            # upstream pads by the parity of the *width* only, on both axes (docs/upstream.md §7.20); `% 2`, not
+            # `& 1`: an exported graph with a free width (a multiple of 32) then knows the parity is even
+            x = F.avg_pool2d(x, self.stride, padding=x.size(-1) % 2)
         if self.conv.in_channels != self.conv.out_channels:
             x = self.conv(x)
         return x

@@ -20,6 +20,19 @@ DETECTOR_PARAMS = {"yolov5s-spos_0.33M": 7_041_517, "yolov6s-attentive_a6": 18_3
                    "rtmdet_tiny-ofa_lat31": 3_910_656}
 
 
+def fixture_model(model: str) -> torch.nn.Module:
+    """A detector or classifier holding the fixture-rule weights (tied weights re-shared), in eval mode: what the
+    goldens were recorded from."""
+    import razorzoo
+    from fixture_rule import rule_state_dict
+
+    net = razorzoo.build_detector(model) if model in DETECTORS else razorzoo.build_classifier(model)
+    net.load_state_dict(rule_state_dict(model), strict=True)
+    if hasattr(net, "tie_weights"):
+        net.tie_weights()
+    return net.eval()
+
+
 def loaded_detector(model: str):
     """``razorzoo.build_detector(model)`` holding the fixture-rule weights the goldens were recorded with."""
     import razorzoo
