@@ -8,14 +8,15 @@ warm (offline) load and ``predict``. Torch is imported only inside the handlers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from razorzoo.bounded import terminal_safe
+from razorzoo.bounded import safe_repr, terminal_safe
 from razorzoo.cli import CLIError
 from razorzoo.wording import count
 
@@ -94,31 +95,36 @@ def _demo(args: argparse.Namespace) -> int:
     if card.task == "supernet":
         raise CLIError(f"{card.name} is a supernet, which is sliced, not loaded; try a model sliced from it, e.g. "
                        "razorzoo demo attentive_a3")
-    if args.image is not None and not Path(args.image).is_file():
-        raise CLIError(f"--image {args.image}: no such file")
+    image, label = _test_pattern(), "a test pattern"
+    if args.image is not None:  # decoded now: a path that is not an image must not cost the mirror and the loads
+        from razorzoo.detection.transforms import load_image
+
+        if not Path(args.image).is_file():
+            problem = "not a regular file" if Path(args.image).exists() else "no such file"
+            raise CLIError(f"--image {safe_repr(args.image)}: {problem}")
+        image, label = load_image(args.image), Path(args.image).name
     import razorzoo
 
     print(f"razorzoo demo: {card.name} ({card.task}) with demo weights, through a local mirror, in a temporary "
           "directory")
     print("  the weights are untrained: the predictions mean nothing; the point is the path and its timings")
-    with tempfile.TemporaryDirectory(prefix="razorzoo-demo-") as tmp:
+    load = razorzoo.load_detector if card.task == "detection" else razorzoo.load_classifier
+    with tempfile.TemporaryDirectory(prefix="razorzoo-demo-") as tmp, _mirror_environment() as environ:
+        cache = Path(tmp) / "cache"
         start = time.perf_counter()
         mirror = build_mirror(Path(tmp) / "mirror", [card.name])
         print(f"  mirror: {count(len(mirror.files), 'file')}, {mirror.size / 1e6:.1f} MB, in the "
               f"{card.weights.layout} layout: {time.perf_counter() - start:.2f} s")
         with MirrorServer(mirror.www) as server:
-            os.environ.update(RAZORZOO_MIRROR=server.url, RAZORZOO_CARDS=str(mirror.cards),
-                              RAZORZOO_CACHE=str(Path(tmp) / "cache"))
-            load = razorzoo.load_detector if card.task == "detection" else razorzoo.load_classifier
+            environ.update(RAZORZOO_MIRROR=server.url, RAZORZOO_CARDS=str(mirror.cards))
             start = time.perf_counter()
-            load(card.name)
+            load(card.name, cache_dir=cache, offline=False)  # the loopback mirror, whatever RAZORZOO_OFFLINE says
             cold = time.perf_counter() - start
             print(f"  cold load (download, hash check, verify, convert, build): {cold:.2f} s")
         start = time.perf_counter()
-        model = load(card.name, offline=True)  # the server is gone: this can only come from the cache
+        model = load(card.name, cache_dir=cache, offline=True)  # the server is gone: only the cache can serve this
         warm = time.perf_counter() - start
         print(f"  warm load (offline, from the cache): {warm:.3f} s ({cold / warm:.0f}x faster)")
-        image, label = (args.image, Path(args.image).name) if args.image else (_test_pattern(), "a test pattern")
         start = time.perf_counter()
         result = model.predict(image)
         took = time.perf_counter() - start
@@ -126,6 +132,21 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"next: razorzoo download {card.name} fetches the real weights (README: \"Weights without "
           "download.openmmlab.com\" if that host is out of reach)")
     return 0
+
+
+@contextlib.contextmanager
+def _mirror_environment() -> Iterator[dict[str, str]]:
+    """``os.environ``, to point downloads and cards at the demo's mirror; the caller's values come back afterwards
+    (``main`` may run in a longer-lived process)."""
+    saved = {name: os.environ.get(name) for name in ("RAZORZOO_MIRROR", "RAZORZOO_CARDS")}
+    try:
+        yield os.environ
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _print_prediction(label: str, result: Any, seconds: float) -> None:

@@ -30,6 +30,11 @@ ERROR_PATHS: dict[str, list[list[str]]] = {
     "cache ls": [["--cache-dir", "{file}"]],
     "cache rm": [["no-such-model"], ["attentive_a6"], ["--all", "--cache-dir", "{file}"]],
     "cache verify": [["--cache-dir", "{file}"]],
+    "cache prune": [["attentive_a6"]],
+    "mirror": [["{file}"], ["{tmp}/m", "no-such-model"], ["{tmp}/m", "x" * 10_000], ["{tmp}/m", "ofa_lat31", "--port",
+                                                                                   "nan"]],
+    "demo": [["no-such-model"], ["ofa_supernet"], ["attentive_a6", "--image", "{missing}"],
+             ["attentive_a6", "--image", "{file}"], ["attentive_a6", "--image", "{fifo}"], ["\x1b[2J"]],
     "verify": [["no-such-model"], ["--subnet", "{missing}", "--weights", "{file}"], ["--subnet", "{file}"],
                ["attentive_a6", "--subnet", "{file}"], ["--subnet", "{fifo}", "--weights", "{fifo}"]],
     "convert": [["{missing}", "--subnet", "{file}", "-o", "{tmp}/o.safetensors"],
@@ -96,7 +101,7 @@ def test_every_subcommand_has_error_paths_here():
     assert _commands() == set(ERROR_PATHS)
 
 
-NEED_ARGUMENTS = set(ERROR_PATHS) - {"list", "cache ls", "cache verify"}  # these run fine without any
+NEED_ARGUMENTS = set(ERROR_PATHS) - {"list", "cache ls", "cache verify", "cache prune", "demo"}  # these run fine without any
 CASES = [(command, args) for command, cases in ERROR_PATHS.items()
          for args in [*cases, *([[]] if command in NEED_ARGUMENTS else []), ["--no-such-option"]]]
 
