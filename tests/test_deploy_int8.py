@@ -92,6 +92,30 @@ def test_an_int8_export_runs_on_openvino_only(int8_export):
     assert "backend='openvino'" in _one_line(exc)
 
 
+def test_an_openvino_ir_razorzoo_did_not_write_is_refused_like_a_foreign_onnx_file(int8_export, tmp_path):
+    """The IR's razorzoo metadata is its contract: an IR without it (here: the same graph, its rt_info stripped) or
+    with a field out of range is one line, never loaded with guessed pre-processing."""
+    import openvino as ov
+
+    _, result = int8_export
+    core = ov.Core()
+    foreign = core.read_model(str(result.path))
+    for key in list(foreign.get_rt_info().keys()):
+        if key.startswith("razorzoo_"):
+            foreign.set_rt_info("", key)
+    ov.save_model(foreign, str(tmp_path / "foreign.xml"))
+    with pytest.raises(RazorzooError) as exc:
+        razorzoo.load_classifier(tmp_path / "foreign.xml", backend="openvino")
+    assert "is an OpenVINO IR razorzoo did not write" in _one_line(exc)
+
+    tampered = core.read_model(str(result.path))
+    tampered.set_rt_info(json.dumps([1, 2]), "razorzoo_input_size")
+    ov.save_model(tampered, str(tmp_path / "tampered.xml"))
+    with pytest.raises(RazorzooError) as exc:
+        read_metadata(tmp_path / "tampered.xml")
+    assert "razorzoo_input_size" in _one_line(exc)
+
+
 def test_bad_int8_input_is_one_line_before_any_export_work(calib, tmp_path, exports):
     net = fixture_model(MODEL)
     out = tmp_path / "m.xml"

@@ -44,6 +44,8 @@ REPLACEMENTS = {
     "README.md": [("@<commit>", "@{commit}")],
     "hub.md": [("@<commit-sha>", "@{commit}")],
     # a full search (population 50, 20 generations at 224 px) takes hours on a test machine: 4 candidates at 64 px
+    # 100 epochs at 640 px is a day's CPU work: one epoch at 96 px runs the same path (train, validate, best.safetensors)
+    "train.md": [('output="runs/cats", epochs=100)', 'output="runs/cats", epochs=1, img_size=96, batch=2)')],
     "specialize.md": [('out="my_subnet/")', 'out="my_subnet/", population=4, generations=1, resolution=64)')],
 }
 
@@ -70,8 +72,12 @@ def _files(cwd: Path) -> None:
              "chelsea.png": [("cat", [140.0, 80.0, 150.0, 150.0])]}
     sizes = [(name, width, height) for name, (width, height, _) in PHOTOS.items()]
     coco_file(cwd / "instances_val2017.json", boxes, images=sizes)
-    shutil.copytree(cwd / "val2017", cwd / "data" / "images")  # docs/train.md's training set
-    coco_file(cwd / "data" / "instances_train.json", boxes, images=sizes)
+    for split in ("train", "val"):  # docs/train.md's training and validation sets
+        shutil.copytree(cwd / "val2017", cwd / "data" / split)
+        coco_file(cwd / "data" / f"{split}.json", boxes, images=sizes)
+    (cwd / "calib").mkdir()  # docs/deploy.md's int8 calibration images
+    for name in PHOTOS:
+        shutil.copy(SKIMAGE_DATA / name, cwd / "calib" / name)
     for folder, names in {"photos": PHOTOS, "labelled/281_tabby": ["chelsea.png"], "labelled/812": ["rocket.jpg"],
                           "imagenet/train_sample/n02123045": PHOTOS}.items():
         (cwd / folder).mkdir(parents=True)

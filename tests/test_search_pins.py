@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,10 +110,8 @@ def stopped_state(files):
     ({"calib": "other images"}, "key"),
 ])
 def test_resume_refuses_a_state_written_by_another_search(files, stopped_state, tmp_path, change, what):
-    state = stopped_state / "search_state.json"
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "search_state.json").write_bytes(state.read_bytes())
+    shutil.copytree(stopped_state, out)  # the state and the folder's run marker
     options = dict(population=3, generations=2, seed=0, resolution=RESOLUTION, calib=files["calib"],
                    weights=files["ofa"], constraint=Constraint.parse("flops", "22M"))
     if change.get("supernet"):
@@ -154,8 +153,8 @@ def test_calib_images_is_the_number_of_images_calibrated_on(files, tmp_path, cap
                      str(files["val"]), "-o", str(out), "--weights", str(files["ofa"]), "--population", "2",
                      "--generations", "1", "--resolution", str(RESOLUTION), "--calib-images", "2"]) == 0
     err = capsys.readouterr().err
-    assert "reading 2 calibration and 4 validation images at 64px" in err  # progress lines, without --quiet
-    assert "generation 1/1 candidate 2/2" in err
+    assert "reading 2 calibration images and 4 validation images at 64px" in err  # progress lines, without --quiet
+    assert "generation 1/1, candidate 2/2: " in err
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert json.loads(f.metadata()["razorzoo_calibration"])["images"] == 2
     model = razorzoo.load_classifier(out / "model.safetensors")

@@ -267,7 +267,6 @@ def test_val_on_a_runtime_keeps_the_batch_shapes_and_equals_eager_val(dataset, d
     assert [printed[k] for k in STATS if printed[k] is not None] == pytest.approx(
         [eager.stats[k] for k in STATS if eager.stats[k] is not None], abs=1e-9)
     assert_same_stats([printed[k] for k in STATS], _pycocotools(root / "instances.json", saved))
-    assert len(list((tmp_path / "cache" / "exported").rglob("model.onnx"))) == 1
     results = _by_image(json.loads(saved.read_text()))
     assert printed["images"] == len(eager_results) == len(results) == len(data["images"])
     for image in data["images"]:

@@ -60,9 +60,11 @@ def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from razorzoo.cli.predict import MODEL_KINDS, model_task
+    from razorzoo.files import check_output_file
     from razorzoo.loading import export
     from razorzoo.progress import step
 
+    check_output_file(args.output, what="-o", inputs=[args.name])  # before the input is even read
     held = model_task(args.name)
     if args.task is not None and args.task not in (held, "backbone"):
         raise CLIError(f"{args.name} is a {MODEL_KINDS.get(held, held)}: export it with --task {held} (or --task "

@@ -113,7 +113,8 @@ def read_metadata(model: str | os.PathLike | bytes) -> dict[str, str]:
                                 "export the model again with `razorzoo export`") from None
         metadata = {p.key: p.value for p in proto.metadata_props}
     if metadata.get("razorzoo_format") != FORMAT:
-        raise RazorzooError(f"{where} is an ONNX file razorzoo did not write (no {FORMAT} metadata), so its "
+        kind = "an OpenVINO IR" if is_openvino_ir(model) else "an ONNX file"
+        raise RazorzooError(f"{where} is {kind} razorzoo did not write (no {FORMAT} metadata), so its "
                             "pre-processing and outputs are unknown; export it with `razorzoo export NAME -o FILE`")
     _check(metadata, f"{where}: razorzoo metadata")
     return metadata

@@ -218,9 +218,9 @@ class _Run:
     def _check_validation(self) -> None:
         if self.settings["val_ann"] is None:
             return
-        from razorzoo.evaluation.coco import _pycocotools
+        from razorzoo.evaluation.coco import require_pycocotools
 
-        _pycocotools()  # the evaluator, before hours of training, not after
+        require_pycocotools()  # the evaluator, before hours of training, not after
         for key in ("val_ann", "val_images"):
             if not Path(self.settings[key]).exists():
                 raise RazorzooError(f"--{key.replace('_', '-')} {safe_repr(self.settings[key])} does not exist")
@@ -418,7 +418,8 @@ class _Run:
                                    progress=self.progress_bars)
         finally:
             detector.train()
-        stats = {name: (value if math.isfinite(value) and value >= 0 else None) for name, value in result.stats.items()}
+        stats = {name: (value if value is not None and math.isfinite(value) and value >= 0 else None)
+                 for name, value in result.stats.items()}  # None: no ground truth of that kind (no large box, say)
         self._append_log({"type": "val", "epoch": progress.epoch, "iteration": progress.iteration, **stats,
                           "images": result.num_images, "time": time.time()})
         return stats["AP"] or 0.0
