@@ -44,6 +44,10 @@ REPLACEMENTS = {
     "README.md": [("@<commit>", "@{commit}")],
     "hub.md": [("@<commit-sha>", "@{commit}")],
     # a full search (population 50, 20 generations at 224 px) takes hours on a test machine: 4 candidates at 64 px
+    # int8: the same call on the YOLOv5 detector, whose end-to-end graph OpenVINO compiles in int8 (YOLOv6's is
+    # quantized twice, end to end then raw: minutes here)
+    "deploy.md": [('razorzoo.export("yolov6s-attentive_a6", "yolov6-int8.xml"',
+                   'razorzoo.export("yolov5s-spos_0.33M", "yolov6-int8.xml"')],
     # 100 epochs at 640 px is a day's CPU work: one epoch at 96 px runs the same path (train, validate, best.safetensors)
     "train.md": [('output="runs/cats", epochs=100)', 'output="runs/cats", epochs=1, img_size=96, batch=2)')],
     "specialize.md": [('out="my_subnet/")', 'out="my_subnet/", population=4, generations=1, resolution=64)')],
