@@ -300,6 +300,8 @@ def _to_onnx(model: "nn.Module", example: tuple["torch.Tensor", ...], input_name
     import torch
 
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # "no torchvision"
+    # "Attribute type is ambiguous ... Defaulted to INTS": the exporter's own empty attributes, right as defaulted
+    logging.getLogger("onnx_ir._convenience").setLevel(logging.ERROR)
     Dim = torch.export.Dim
     image_dims: dict[int, Any] = {0: Dim("batch", min=1, max=_MAX_BATCH)} if dynamic_batch else {}
     if size_divisor is not None:
