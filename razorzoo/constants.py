@@ -22,15 +22,17 @@ Limits that are not variables: :func:`max_threads` (thread counts), :data:`MAX_B
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit
 
 from razorzoo.bounded import InputError, check_number, safe_repr
 
 __all__ = ["UPSTREAM_BASE_URL", "PROJECT_URL", "docs_url", "cache_dir", "mirror", "extra_cards_dir", "offline",
            "progress_bars", "http_timeout", "stall_timeout", "max_download_bytes", "hub_endpoint", "THREADS_PER_CPU",
-           "MAX_BATCH", "max_threads", "check_threads"]
+           "MAX_BATCH", "max_threads", "check_threads", "environment"]
 
 UPSTREAM_BASE_URL = "https://download.openmmlab.com"  # every upstream file in cards/ lives under it (docs/upstream.md §8)
 PROJECT_URL = "https://github.com/razorzoo/razorzoo"  # setup.cfg's url and project_urls say the same
@@ -181,3 +183,19 @@ def max_threads() -> int:
 def check_threads(value: object, what: str, *, minimum: int = 1) -> int:
     """``value`` as a thread count in ``minimum`` .. :func:`max_threads`, or :class:`InputError` naming ``what``."""
     return int(check_number(value, what, minimum=minimum, maximum=max_threads(), integer=True))
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set these environment variables for the ``with`` block, then give back the caller's values (or their
+    absence): commands such as ``razorzoo demo`` may run inside a longer-lived process."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,5 +1,6 @@
 """Weights without download.openmmlab.com: ``razorzoo mirror`` / ``razorzoo demo`` from an installed wheel, the demo
 weights against the goldens' fixture rule, and a cache copied to another machine."""
+import os
 import shutil
 import subprocess
 import threading
@@ -131,3 +132,17 @@ def test_mirror_and_demo_refuse_what_they_cannot_do(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert cli(["demo", "attentive_supernet"]) == 2
     assert "is a supernet, which is sliced, not loaded" in capsys.readouterr().err
+
+
+def test_the_demo_runs_under_offline_mode_and_gives_the_environment_back(tmp_path, monkeypatch, capsys):
+    """``RAZORZOO_OFFLINE=1`` in the user's shell must not break the demo (its downloads come from its own loopback
+    mirror), and ``main`` in a longer-lived process must not keep pointing at the demo's vanished mirror and cards."""
+    monkeypatch.setenv("RAZORZOO_OFFLINE", "1")
+    monkeypatch.setenv("RAZORZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAZORZOO_MIRROR", "http://127.0.0.1:9/the-users-own")
+    monkeypatch.delenv("RAZORZOO_CARDS", raising=False)
+    assert cli(["demo", CLASSIFIERS[0]]) == 0
+    out = capsys.readouterr().out
+    assert "cold load" in out and "warm load (offline, from the cache)" in out and "predict(a test pattern)" in out
+    assert os.environ["RAZORZOO_MIRROR"] == "http://127.0.0.1:9/the-users-own" and "RAZORZOO_CARDS" not in os.environ
+    assert not (tmp_path / "cache").exists()  # the demo's cache lived in its temporary directory

@@ -8,14 +8,14 @@ warm (offline) load and ``predict``. Torch is imported only inside the handlers.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from razorzoo import constants
 from razorzoo.bounded import safe_repr, terminal_safe
 from razorzoo.cli import CLIError
 from razorzoo.wording import count
@@ -109,44 +109,29 @@ def _demo(args: argparse.Namespace) -> int:
           "directory")
     print("  the weights are untrained: the predictions mean nothing; the point is the path and its timings")
     load = razorzoo.load_detector if card.task == "detection" else razorzoo.load_classifier
-    with tempfile.TemporaryDirectory(prefix="razorzoo-demo-") as tmp, _mirror_environment() as environ:
+    with tempfile.TemporaryDirectory(prefix="razorzoo-demo-") as tmp:
         cache = Path(tmp) / "cache"
         start = time.perf_counter()
         mirror = build_mirror(Path(tmp) / "mirror", [card.name])
         print(f"  mirror: {count(len(mirror.files), 'file')}, {mirror.size / 1e6:.1f} MB, in the "
               f"{card.weights.layout} layout: {time.perf_counter() - start:.2f} s")
-        with MirrorServer(mirror.www) as server:
-            environ.update(RAZORZOO_MIRROR=server.url, RAZORZOO_CARDS=str(mirror.cards))
+        with constants.environment(RAZORZOO_CARDS=str(mirror.cards)):  # the demo weights' hashes
+            with MirrorServer(mirror.www) as server, constants.environment(RAZORZOO_MIRROR=server.url):
+                start = time.perf_counter()
+                load(card.name, cache_dir=cache, offline=False)  # the loopback mirror, whatever RAZORZOO_OFFLINE says
+                cold = time.perf_counter() - start
+                print(f"  cold load (download, hash check, verify, convert, build): {cold:.2f} s")
             start = time.perf_counter()
-            load(card.name, cache_dir=cache, offline=False)  # the loopback mirror, whatever RAZORZOO_OFFLINE says
-            cold = time.perf_counter() - start
-            print(f"  cold load (download, hash check, verify, convert, build): {cold:.2f} s")
-        start = time.perf_counter()
-        model = load(card.name, cache_dir=cache, offline=True)  # the server is gone: only the cache can serve this
-        warm = time.perf_counter() - start
-        print(f"  warm load (offline, from the cache): {warm:.3f} s ({cold / warm:.0f}x faster)")
-        start = time.perf_counter()
-        result = model.predict(image)
-        took = time.perf_counter() - start
+            model = load(card.name, cache_dir=cache, offline=True)  # the server is gone: only the cache serves this
+            warm = time.perf_counter() - start
+            print(f"  warm load (offline, from the cache): {warm:.3f} s ({cold / warm:.0f}x faster)")
+            start = time.perf_counter()
+            result = model.predict(image)
+            took = time.perf_counter() - start
     _print_prediction(label, result, took)
     print(f"next: razorzoo download {card.name} fetches the real weights (README: \"Weights without "
           "download.openmmlab.com\" if that host is out of reach)")
     return 0
-
-
-@contextlib.contextmanager
-def _mirror_environment() -> Iterator[dict[str, str]]:
-    """``os.environ``, to point downloads and cards at the demo's mirror; the caller's values come back afterwards
-    (``main`` may run in a longer-lived process)."""
-    saved = {name: os.environ.get(name) for name in ("RAZORZOO_MIRROR", "RAZORZOO_CARDS")}
-    try:
-        yield os.environ
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _print_prediction(label: str, result: Any, seconds: float) -> None:

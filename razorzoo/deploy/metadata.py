@@ -73,20 +73,12 @@ def _private_home() -> Iterator[None]:
     from razorzoo import constants
 
     home = constants.cache_dir() / "runtimes"
-    saved = {name: os.environ.get(name) for name in ("HOME", "XDG_CACHE_HOME")}
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError:
         pass  # a read-only cache: the runtimes then fail to write their ids, which is fine
-    os.environ["HOME"], os.environ["XDG_CACHE_HOME"] = str(home), str(home / ".cache")
-    try:
+    with constants.environment(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache")):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def is_openvino_ir(model: str | os.PathLike | bytes) -> bool:
