@@ -150,8 +150,11 @@ def read_only(request, tmp_path):
             finally:
                 subprocess.run(["chattr", "-i", *map(str, directories)], check=True)
         modes = _chmod(directories, lambda mode: 0o555)
-        # the child must reach tmp_path, whose parents pytest creates 0700 for root
-        parents = [p for p in (tmp_path, *tmp_path.parents) if not p.stat().st_mode & 1]
+        # the child must reach tmp_path, whose parents pytest creates 0700 for root, and the package it imports
+        # (a checkout under a 0700 folder: mktemp -d, a private home)
+        package = Path(razorzoo.__file__).resolve().parent
+        parents = [p for p in dict.fromkeys((tmp_path, *tmp_path.parents, *package.parents))
+                   if not p.stat().st_mode & 1]
         parents = [] if technique == "chmod 555" else parents
         reach = _chmod(parents, lambda mode: mode | 0o001)
         try:
