@@ -2,6 +2,15 @@ import os
 
 import pytest
 
+# The suite runs on pytest-xdist workers (setup.cfg: ``-n auto``), one per CPU. These must be set before torch is
+# imported: each worker (and the processes it starts) gets its share of the cores, and an OpenMP thread waiting for
+# work sleeps instead of spinning, so a test that pins more threads than its share (the golden-loss tests pin 2) does
+# not slow to a crawl while another worker holds the other core (measured: 175 s -> 21 s for one such test).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_environment(tmp_path_factory):

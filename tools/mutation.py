@@ -67,7 +67,9 @@ def _config(modules: list[str], tests: list[str]) -> str:
     lines += ["pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests]
     # mutmut copies only the .py files of the package: the package data goes in as also_copy
     data = ["cards", "conversion", "razorzoo/zoo/cards", "razorzoo/zoo/gallery_assets"]
-    lines += ["pytest_add_cli_args =", "    -p", "    no:randomly", "    -x", "also_copy ="] + [f"    {d}" for d in data]
+    # in-process pytest (``-n 0``: none of setup.cfg's xdist workers), in file order, stopping at the first kill
+    lines += ["pytest_add_cli_args =", "    -p", "    no:randomly", "    -n", "    0", "    -x", "also_copy ="]
+    lines += [f"    {d}" for d in data]
     lines.append("")
     return "\n".join(lines)
 
