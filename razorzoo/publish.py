@@ -342,8 +342,11 @@ def render_hub_readme(repo_id: str, spec: "ArchSpec", base: "Card", *, stats: Ma
 
 def _training_section(spec: "ArchSpec", training: Mapping[str, Any], settings: Mapping[str, Any]) -> str:
     """The card's account of a ``razorzoo train`` run: recipe, data, length, result (values quoted, bounded)."""
+    def cell(text: str) -> str:  # stays inside its table cell: no column bar, no code-span backtick
+        return text.replace("`", "'").replace("|", "/")
+
     def value(key: str) -> str:
-        return safe_repr(settings.get(key), 80).replace("`", "'").replace("|", "/")
+        return cell(safe_repr(settings.get(key), 80))
 
     classes = spec.class_names or ()
     best = training.get("best_ap")
@@ -354,7 +357,7 @@ def _training_section(spec: "ArchSpec", training: Mapping[str, Any], settings: M
         f"EMA):\n\n"
         f"| setting | value |\n|---|---|\n"
         f"| annotations | {value('coco_ann')} (sha256 {value('coco_ann_sha256')}) |\n"
-        f"| classes | {safe_repr(shown, 400).replace('|', '/')} |\n"
+        f"| classes | {cell(safe_repr(shown, 400))} |\n"
         f"| epochs | {value('epochs')} (weights after epoch {safe_repr(training.get('epoch'), 12)}) |\n"
         f"| batch, lr, canvas | {value('batch')} x {value('world_size')} processes, {value('lr')}, "
         f"{value('img_size')} px |\n"

@@ -180,6 +180,76 @@ def test_push_publishes_a_trained_run_with_its_classes_and_training_card(overfit
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), local.state_dict().values()))
 
 
+@pytest.mark.parametrize("validated", [False, True])
+def test_a_pushed_runs_card_quotes_its_settings_and_validation(tmp_path, converted, validated, monkeypatch):
+    """The card's training section from a short run's own record: the data file and its hash, the settings as
+    given, a long class list cut at 20 with the count, and a ``|`` or backtick in a class name that cannot break
+    the table; without validation data the AP row says so instead of a number."""
+    import hashlib
+
+    from hub_server import HubServer
+
+    from razorzoo.publish import push_to_hub
+
+    ann, images = write_boxes(tmp_path / "data", 4)
+    document = json.loads(ann.read_text())
+    names = ["red | box", "green `box`"] + [f"extra {i}" for i in range(20)]
+    document["categories"] = [{"id": i + 1, "name": name} for i, name in enumerate(names)]
+    ann.write_text(json.dumps(document))
+    validation = dict(val_ann=ann, val_images=images, val_interval=1) if validated else {}
+    result = train(converted("rtmdet_tiny-ofa_lat31"), coco_ann=ann, images=images, output=tmp_path / "run", epochs=1,
+                   batch=4, workers=0, img_size=64, lr=0.003, progress=False, **validation)
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_alice")
+        push_to_hub("alice/run", weights=result.best if validated else result.last)
+        readme = hub.repos["alice/run"].commits[-1].files["README.md"].decode()
+    section = readme.split("## Training", 1)[1]
+    rows = dict(line.strip("|").split(" | ", 1) for line in section.splitlines() if line.startswith("| ")
+                and not line.startswith("| setting") and not line.startswith("|---"))
+    rows = {key.strip(): value.strip(" |") for key, value in rows.items()}
+    digest = hashlib.sha256(ann.read_bytes()).hexdigest()
+    # each value is quoted and bounded (80 characters): a long path is cut, the hash is whole
+    assert rows["annotations"].startswith(repr(str(ann))[:60]) and rows["annotations"].endswith(f"(sha256 {digest!r})")
+    assert rows["classes"] == "'red / box, green 'box', " + ", ".join(f"extra {i}" for i in range(18)) + \
+        ", ... (22 in all)'"
+    assert rows["epochs"] == "1 (weights after epoch 1)"
+    assert rows["batch, lr, canvas"] == "4 x 1 processes, 0.003, 64 px"
+    assert "datasets:\n- instances.json" in readme  # the user's data is named, not COCO
+    if validated:
+        assert result.best_ap is not None
+        assert rows["best validation AP"] == f"{100 * result.best_ap:.2f} (epoch 1)"
+        assert f"box_ap | {round(100 * result.best_ap, 2):g} |" in readme
+    else:
+        assert result.best is None and rows["best validation AP"] == "not validated"
+        assert "| (none reported) | |" in readme
+
+
+@pytest.mark.parametrize("record", ["not json", "[1, 2]", '{"settings": [1]}', ""])
+def test_an_unreadable_training_record_publishes_no_training_section(tmp_path, converted, record, monkeypatch):
+    """A file whose training record was edited into something else is still publishable: as a plain file."""
+    from hub_server import HubServer
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from razorzoo.publish import push_to_hub
+
+    ann, images = write_boxes(tmp_path / "data", 4)
+    result = train(converted("rtmdet_tiny-ofa_lat31"), coco_ann=ann, images=images, output=tmp_path / "run", epochs=1,
+                   batch=4, workers=0, img_size=64, progress=False)
+    with safe_open(result.last, "pt") as handle:
+        metadata = {**handle.metadata(), "razorzoo_training": record}
+    edited = tmp_path / "edited.safetensors"
+    save_file(load_file(result.last), edited, metadata=metadata)
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_alice")
+        push_to_hub("alice/edited", weights=edited)
+        readme = hub.repos["alice/edited"].commits[-1].files["README.md"].decode()
+    assert "## Training" not in readme and "datasets:\n- coco" in readme
+    assert razorzoo.load_detector(edited).class_names == ("red box", "green box")
+
+
 def test_fine_tune_from_a_registry_detector_with_two_classes(tmp_path, shapes, monkeypatch):
     """`razorzoo train NAME --num-classes 2`: the published weights download through a mirror, the head takes the
     dataset's two classes, and a class count that does not match the data is one line."""

@@ -290,8 +290,8 @@ def _validate_numbers(meta: dict[str, Any], fail) -> None:
     for metric, value in metrics.items():
         if metric not in METRICS:
             raise fail("razorzoo.metrics", f"unknown metric {safe_repr(metric)}; expected one of {', '.join(METRICS)}")
-        if not _finite(value) or not 0 < value <= 100:
-            raise fail(f"razorzoo.metrics.{metric}", f"{safe_repr(value)} is not a percentage")
+        if not _finite(value) or not 0 <= value <= 100:  # 0: a run that has not learned yet, published as it is
+            raise fail(f"razorzoo.metrics.{metric}", f"{safe_repr(value)} is not a percentage from 0 to 100")
 
 
 def _card_dirs() -> tuple[Path, ...]:

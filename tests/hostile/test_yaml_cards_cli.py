@@ -164,6 +164,17 @@ def test_non_finite_card_numbers_are_refused(spelling, field, cards):
     assert f"razorzoo.{field}" in message
 
 
+@pytest.mark.parametrize("value, valid", [("0", True), ("0.0", True), ("100", True), ("37.5", True),
+                                          ("-0.01", False), ("100.01", False), ("1000", False)])
+def test_card_metrics_are_percentages_from_0_to_100(value, valid, cards):
+    cards("percent", card_text("percent", metrics=f"{{box_ap: {value}}}"))
+    if valid:
+        assert "percent" in list_models() and get_card("percent").metrics == {"box_ap": float(value)}
+    else:
+        message = _one_line_error(CardError, list_models)
+        assert "razorzoo.metrics.box_ap" in message and "is not a percentage from 0 to 100" in message
+
+
 @pytest.mark.parametrize("expr", ["params>nan", "top1>inf", "box_ap<-inf", "flops>=1e999", "params>NaN",
                                   "top1 > +Infinity", "input==nan"])
 def test_non_finite_where_values_are_refused(expr, capsys):
