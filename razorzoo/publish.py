@@ -166,6 +166,7 @@ def _check_namespace(hub: "HfApi", repo_id: str) -> None:
 def _source_of(weights: Any, subnet: Any, base: str | None) -> tuple["ArchSpec", "Card", dict[str, Any] | None]:
     """The spec, base card and training record to publish: from a razorzoo file's own metadata, or from the subnet
     YAML and the base entry for an OpenMMLab checkpoint."""
+    from razorzoo.arch.subnet import load_subnet
     from razorzoo.errors import CheckpointError
     from razorzoo.weights.convert import read_converted_metadata
     from razorzoo.zoo.registry import all_cards, get_card
@@ -175,7 +176,7 @@ def _source_of(weights: Any, subnet: Any, base: str | None) -> tuple["ArchSpec",
             spec, metadata = read_converted_metadata(weights)
         except CheckpointError as exc:
             raise HubError(f"cannot push {safe_repr(str(weights))}: {exc}") from None
-        if subnet is not None and _spec_for(subnet, get_card(base) if base else None, spec).subnet != spec.subnet:
+        if subnet is not None and load_subnet(subnet, family=spec.subnet.family) != spec.subnet:
             raise HubError(f"--subnet does not describe {safe_repr(str(weights))}; leave it out: the file carries "
                            "its own subnet")
         if base is None:
@@ -207,16 +208,12 @@ def _training_record(text: str | None) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _spec_for(subnet: Any, card: "Card | None", like: "ArchSpec | None" = None) -> "ArchSpec":
+def _spec_for(subnet: Any, card: "Card") -> "ArchSpec":
     """The spec of a custom subnet following ``card``: same task, family and detector recipe."""
     from razorzoo.arch.spec import ArchSpec
     from razorzoo.arch.subnet import load_subnet
     from razorzoo.zoo.registry import subnet_source
 
-    if like is not None:  # compare with a file's own spec
-        return ArchSpec(like.task, load_subnet(subnet, family=like.subnet.family), recipe=like.recipe,
-                        class_names=like.class_names, input_size=like.input_size)
-    assert card is not None
     if card.task not in ("classification", "detection"):
         raise HubError(f"base {card.name!r} is a {card.task}; pass a classification or detection entry as base")
     parsed = load_subnet(subnet_source(subnet), family=card.family)  # validates against the search space

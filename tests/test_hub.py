@@ -301,6 +301,29 @@ def test_invalid_pair_is_refused(hub, classifier_files, tmp_path):
     assert "alice/mismatch" not in hub.repos
 
 
+def test_a_razorzoo_file_is_pushed_as_it_describes_itself_and_a_subnet_that_differs_is_refused(
+        hub, pushed_classifier, classifier_files, fresh_cache):
+    """A converted file carries its subnet: ``subnet=`` may repeat it, never contradict it (the registry's A6 is
+    another subnet of the same space)."""
+    subnet, _, _ = classifier_files
+    converted = download_hub_model("hf-hub:alice/attentive-custom")
+    push_to_hub("alice/again", weights=converted, subnet=subnet)  # base: a built-in entry of its task and family
+    from razorzoo.arch.subnet import load_subnet
+    from razorzoo.zoo.registry import get_card
+
+    pushed = hub.repos["alice/again"].commits[-1].files["subnet.yaml"].decode()
+    assert load_subnet(pushed, family="attentive") == load_subnet(subnet.read_text(), family="attentive")
+    base = get_card(load_hub_card("hf-hub:alice/again").meta["base"])
+    assert (base.task, base.family) == ("classification", "attentive")
+    a6 = get_card("attentive_a6").subnet_path.read_text()
+    with pytest.raises(HubError) as info:
+        push_to_hub("alice/contradicted", weights=converted, subnet=a6, base="attentive_a6")
+    message = str(info.value)  # the path is quoted and bounded
+    assert message.startswith("--subnet does not describe '") and message.endswith(
+        "; leave it out: the file carries its own subnet")
+    assert "alice/contradicted" not in hub.repos
+
+
 def test_subnet_outside_the_search_space_is_refused(hub, classifier_files):
     _, weights_path, _ = classifier_files
     with pytest.raises(SubnetError, match="kernel_size"):
@@ -380,6 +403,20 @@ def test_cli_push(hub, classifier_files, capsys):
     assert code == 2
     assert "metric 'box_ap' has no value" in capsys.readouterr().err
     assert "alice/from-cli-2" not in hub.repos
+
+
+@pytest.mark.parametrize("given, message", [
+    (["box_ap"], "metric 'box_ap' has no value: pass it as NAME=VALUE, e.g. box_ap=45.1"),
+    (["box_ap=4=5"], "metric 'box_ap' must be a number, not '4=5'; expected e.g. box_ap=45.1"),  # the first '='
+    ({"top1": " "}, "metric 'top1' has no value: pass it as NAME=VALUE, e.g. box_ap=45.1"),
+])
+def test_metric_arguments_split_at_the_first_equals_sign_and_name_what_is_wrong(given, message):
+    from razorzoo.publish import parse_metrics
+
+    assert parse_metrics([" top1 = 76.5 ", "box_ap=0"]) == {"top1": 76.5, "box_ap": 0.0}
+    with pytest.raises(HubError) as info:
+        parse_metrics(given)
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize("ref, repo_id, revision", [

@@ -180,39 +180,49 @@ def test_push_publishes_a_trained_run_with_its_classes_and_training_card(overfit
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), local.state_dict().values()))
 
 
-@pytest.mark.parametrize("validated", [False, True])
-def test_a_pushed_runs_card_quotes_its_settings_and_validation(tmp_path, converted, validated, monkeypatch):
-    """The card's training section from a short run's own record: the data file and its hash, the settings as
-    given, a long class list cut at 20 with the count, and a ``|`` or backtick in a class name that cannot break
-    the table; without validation data the AP row says so instead of a number."""
-    import hashlib
-
+def _pushed_card_rows(weights: Path, monkeypatch, repo: str = "alice/run") -> tuple[str, dict[str, str] | None]:
+    """Push ``weights`` to a Hub on loopback: the card, and its training table as ``{setting: value}`` (or None)."""
     from hub_server import HubServer
 
     from razorzoo.publish import push_to_hub
 
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_alice")
+        push_to_hub(repo, weights=weights)
+        readme = hub.repos[repo].commits[-1].files["README.md"].decode()
+    if "## Training" not in readme:
+        return readme, None
+    lines = readme.split("## Training", 1)[1].splitlines()
+    cells = [line.strip("|").split(" | ", 1) for line in lines if line.startswith("| ") and " | " in line[2:]]
+    return readme, {key.strip(): value.strip(" |") for key, value in cells[1:]}  # after the header row
+
+
+@pytest.mark.parametrize("validated, classes", [(False, 20), (False, 21), (True, 22)])
+def test_a_pushed_runs_card_quotes_its_settings_and_validation(tmp_path, converted, validated, classes, monkeypatch):
+    """The card's training section from a short run's own record: the data file and its hash, the settings as
+    given, up to 20 class names then the count (the cell cut at 400 characters), a ``|`` or backtick in a class name
+    that cannot break the table; without validation data the AP row says so instead of a number."""
+    import hashlib
+
+    from razorzoo.bounded import safe_repr
+
     ann, images = write_boxes(tmp_path / "data", 4)
     document = json.loads(ann.read_text())
-    names = ["red | box", "green `box`"] + [f"extra {i}" for i in range(20)]
+    extra = "extra class with a long name" if classes > 21 else "extra"  # 22: the cell's 400 characters are cut
+    names = ["red | box", "green `box`"] + [f"{extra} {i:02d}" for i in range(classes - 2)]
     document["categories"] = [{"id": i + 1, "name": name} for i, name in enumerate(names)]
     ann.write_text(json.dumps(document))
     validation = dict(val_ann=ann, val_images=images, val_interval=1) if validated else {}
     result = train(converted("rtmdet_tiny-ofa_lat31"), coco_ann=ann, images=images, output=tmp_path / "run", epochs=1,
                    batch=4, workers=0, img_size=64, lr=0.003, progress=False, **validation)
-    with HubServer() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_TOKEN", "hf_alice")
-        push_to_hub("alice/run", weights=result.best if validated else result.last)
-        readme = hub.repos["alice/run"].commits[-1].files["README.md"].decode()
-    section = readme.split("## Training", 1)[1]
-    rows = dict(line.strip("|").split(" | ", 1) for line in section.splitlines() if line.startswith("| ")
-                and not line.startswith("| setting") and not line.startswith("|---"))
-    rows = {key.strip(): value.strip(" |") for key, value in rows.items()}
+    readme, rows = _pushed_card_rows(result.best if validated else result.last, monkeypatch)
     digest = hashlib.sha256(ann.read_bytes()).hexdigest()
     # each value is quoted and bounded (80 characters): a long path is cut, the hash is whole
     assert rows["annotations"].startswith(repr(str(ann))[:60]) and rows["annotations"].endswith(f"(sha256 {digest!r})")
-    assert rows["classes"] == "'red / box, green 'box', " + ", ".join(f"extra {i}" for i in range(18)) + \
-        ", ... (22 in all)'"
+    listed = ", ".join(names[:20]) + (f", ... ({classes} in all)" if classes > 20 else "")
+    assert rows["classes"] == safe_repr(listed, 400).replace("|", "/").replace("`", "'")
+    assert ("chars)" in rows["classes"]) == (classes == 22)  # only the long list is cut
     assert rows["epochs"] == "1 (weights after epoch 1)"
     assert rows["batch, lr, canvas"] == "4 x 1 processes, 0.003, 64 px"
     assert "datasets:\n- instances.json" in readme  # the user's data is named, not COCO
@@ -225,29 +235,49 @@ def test_a_pushed_runs_card_quotes_its_settings_and_validation(tmp_path, convert
         assert "| (none reported) | |" in readme
 
 
-@pytest.mark.parametrize("record", ["not json", "[1, 2]", '{"settings": [1]}', ""])
-def test_an_unreadable_training_record_publishes_no_training_section(tmp_path, converted, record, monkeypatch):
-    """A file whose training record was edited into something else is still publishable: as a plain file."""
-    from hub_server import HubServer
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, converted):
+    ann, images = write_boxes(tmp_path_factory.mktemp("short"), 4)
+    return train(converted("rtmdet_tiny-ofa_lat31"), coco_ann=ann, images=images,
+                 output=tmp_path_factory.mktemp("short") / "run", epochs=1, batch=4, workers=0, img_size=64,
+                 progress=False).last
+
+
+def _with_training_record(weights: Path, record: str, path: Path) -> Path:
+    """``weights`` with its ``razorzoo_training`` metadata replaced: a file someone edited."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from razorzoo.publish import push_to_hub
-
-    ann, images = write_boxes(tmp_path / "data", 4)
-    result = train(converted("rtmdet_tiny-ofa_lat31"), coco_ann=ann, images=images, output=tmp_path / "run", epochs=1,
-                   batch=4, workers=0, img_size=64, progress=False)
-    with safe_open(result.last, "pt") as handle:
+    with safe_open(weights, "pt") as handle:
         metadata = {**handle.metadata(), "razorzoo_training": record}
-    edited = tmp_path / "edited.safetensors"
-    save_file(load_file(result.last), edited, metadata=metadata)
-    with HubServer() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_TOKEN", "hf_alice")
-        push_to_hub("alice/edited", weights=edited)
-        readme = hub.repos["alice/edited"].commits[-1].files["README.md"].decode()
-    assert "## Training" not in readme and "datasets:\n- coco" in readme
+    save_file(load_file(weights), path, metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize("record", ["not json", "[1, 2]", '{"settings": [1]}', ""])
+def test_an_unreadable_training_record_publishes_no_training_section(tmp_path, short_run, record, monkeypatch):
+    """A file whose training record was edited into something else is still publishable: as a plain file."""
+    edited = _with_training_record(short_run, record, tmp_path / "edited.safetensors")
+    readme, rows = _pushed_card_rows(edited, monkeypatch)
+    assert rows is None and "datasets:\n- coco" in readme
     assert razorzoo.load_detector(edited).class_names == ("red box", "green box")
+
+
+def test_an_edited_training_records_values_are_shown_bounded(tmp_path, short_run, monkeypatch):
+    """Every value of the record reaches the card quoted and cut to its cell's bound, whatever its size."""
+    from razorzoo.bounded import safe_repr
+
+    huge = "9" * 300
+    record = {"epoch": huge, "best_epoch": huge, "best_ap": 0.4567,
+              "settings": {"coco_ann": "a" * 1000 + ".json", "coco_ann_sha256": "b" * 1000, "epochs": huge,
+                           "batch": huge, "world_size": 2, "lr": 0.01, "img_size": 320}}
+    edited = _with_training_record(short_run, json.dumps(record), tmp_path / "edited.safetensors")
+    readme, rows = _pushed_card_rows(edited, monkeypatch)
+    assert rows["annotations"] == f"{safe_repr('a' * 1000 + '.json', 80)} (sha256 {safe_repr('b' * 1000, 80)})"
+    assert rows["epochs"] == f"{safe_repr(huge, 80)} (weights after epoch {safe_repr(huge, 12)})"
+    assert rows["batch, lr, canvas"] == f"{safe_repr(huge, 80)} x 2 processes, 0.01, 320 px"
+    assert rows["best validation AP"] == f"45.67 (epoch {safe_repr(huge, 12)})"
+    assert "box_ap | 45.67 |" in readme and max(len(line) for line in readme.splitlines()) < 500
 
 
 def test_fine_tune_from_a_registry_detector_with_two_classes(tmp_path, shapes, monkeypatch):
