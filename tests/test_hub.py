@@ -133,6 +133,23 @@ def test_push_writes_one_commit_with_the_four_files(hub, pushed_classifier):
     assert config["task"] == "classification" and config["family"] == "attentive" and config["base"] == "attentive_a6"
     assert config["razorzoo_version"] == razorzoo.__version__
     assert ArchSpec.from_dict(config).subnet == razorzoo.load_subnet(CUSTOM_SUBNET)
+    # the card names each file by its public Hub address and its content's hash (what a registry download checks)
+    import yaml
+
+    block = yaml.safe_load(pushed.files["README.md"].decode().split("---\n")[1])["razorzoo"]
+    for key, name in (("subnet", "subnet.yaml"), ("weights", "model.safetensors")):
+        assert block[key]["sha256"] == hashlib.sha256(pushed.files[name]).hexdigest()
+        assert block[key]["url"] == f"https://huggingface.co/alice/attentive-custom/resolve/main/{name}"
+
+
+def test_card_file_urls_name_an_https_endpoint_and_the_public_hub_for_any_other(monkeypatch):
+    """Cards require https addresses: a plain-http endpoint (like the loopback Hub here) is named by the public form."""
+    from razorzoo.publish import _file_url
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org")
+    assert _file_url("alice/x", "subnet.yaml") == "https://hub.example.org/alice/x/resolve/main/subnet.yaml"
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:8080")
+    assert _file_url("alice/x", "subnet.yaml") == "https://huggingface.co/alice/x/resolve/main/subnet.yaml"
 
 
 def test_load_classifier_by_id_matches_the_local_model(hub, pushed_classifier, fresh_cache):
