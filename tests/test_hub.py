@@ -136,7 +136,10 @@ def test_push_writes_one_commit_with_the_four_files(hub, pushed_classifier):
     # the card names each file by its public Hub address and its content's hash (what a registry download checks)
     import yaml
 
-    block = yaml.safe_load(pushed.files["README.md"].decode().split("---\n")[1])["razorzoo"]
+    front = yaml.safe_load(pushed.files["README.md"].decode().split("---\n")[1])
+    # what the Hub indexes: the library (list_hub_models' filter on the real Hub) and the task
+    assert (front["library_name"], front["pipeline_tag"]) == ("razorzoo", "image-classification")
+    block = front["razorzoo"]
     for key, name in (("subnet", "subnet.yaml"), ("weights", "model.safetensors")):
         assert block[key]["sha256"] == hashlib.sha256(pushed.files[name]).hexdigest()
         assert block[key]["url"] == f"https://huggingface.co/alice/attentive-custom/resolve/main/{name}"

@@ -278,6 +278,15 @@ def test_an_edited_training_records_values_are_shown_bounded(tmp_path, short_run
     assert rows["batch, lr, canvas"] == f"{safe_repr(huge, 80)} x 2 processes, 0.01, 320 px"
     assert rows["best validation AP"] == f"45.67 (epoch {safe_repr(huge, 12)})"
     assert "box_ap | 45.67 |" in readme and max(len(line) for line in readme.splitlines()) < 500
+    assert f"datasets:\n- {'a' * 100}\n" in readme  # the annotation file's name, cut at 100 characters
+
+
+@pytest.mark.parametrize("settings, dataset", [({"coco_ann": "/data/shapes/train.json"}, "train.json"),
+                                               ({"coco_ann": "/"}, "custom"), ({}, "custom")])
+def test_the_card_names_the_dataset_by_the_annotation_files_name(tmp_path, short_run, settings, dataset, monkeypatch):
+    record = json.dumps({"epoch": 1, "best_ap": None, "settings": settings})
+    readme, rows = _pushed_card_rows(_with_training_record(short_run, record, tmp_path / "e.safetensors"), monkeypatch)
+    assert f"datasets:\n- {dataset}\n" in readme and rows["best validation AP"] == "not validated"
 
 
 def test_fine_tune_from_a_registry_detector_with_two_classes(tmp_path, shapes, monkeypatch):

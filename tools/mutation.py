@@ -50,7 +50,8 @@ TARGETS = {  # name -> (modules to mutate, tests that guard them, mutant-name pa
                  # the card's training section from one-epoch runs (the overfit run's fixture outlasts a mutant)
                  "tests/test_train_run.py::test_a_pushed_runs_card_quotes_its_settings_and_validation",
                  "tests/test_train_run.py::test_an_unreadable_training_record_publishes_no_training_section",
-                 "tests/test_train_run.py::test_an_edited_training_records_values_are_shown_bounded"],
+                 "tests/test_train_run.py::test_an_edited_training_records_values_are_shown_bounded",
+                 "tests/test_train_run.py::test_the_card_names_the_dataset_by_the_annotation_files_name"],
                 ["*"]),
     "evaluation": (["razorzoo/evaluation/coco.py", "razorzoo/evaluation/engine.py", "razorzoo/evaluation/imagenet.py",
                     "razorzoo/evaluation/sources.py", "razorzoo/detection/batch_shapes.py"],
