@@ -139,6 +139,12 @@ def test_push_writes_one_commit_with_the_four_files(hub, pushed_classifier):
     front = yaml.safe_load(pushed.files["README.md"].decode().split("---\n")[1])
     # what the Hub indexes: the library (list_hub_models' filter on the real Hub) and the task
     assert (front["library_name"], front["pipeline_tag"]) == ("razorzoo", "image-classification")
+    assert front["tags"] == ["razorzoo", "mmrazor", "nas", "attentive", "image-classification", "base:attentive_a6"]
+    assert front["datasets"] == ["imagenet-1k"] and "base_model" not in front  # a built-in base has no Hub repo
+    # the Hub's model-index schema: the metric passed to push, on ImageNet, for this repo
+    assert front["model-index"] == [{"name": "alice/attentive-custom", "results": [{
+        "task": {"type": "image-classification"}, "dataset": {"type": "imagenet-1k", "name": "ImageNet-1k"},
+        "metrics": [{"type": "top1", "name": "top1", "value": 77.7}]}]}]
     block = front["razorzoo"]
     for key, name in (("subnet", "subnet.yaml"), ("weights", "model.safetensors")):
         assert block[key]["sha256"] == hashlib.sha256(pushed.files[name]).hexdigest()
