@@ -149,6 +149,13 @@ def test_push_writes_one_commit_with_the_four_files(hub, pushed_classifier):
     for key, name in (("subnet", "subnet.yaml"), ("weights", "model.safetensors")):
         assert block[key]["sha256"] == hashlib.sha256(pushed.files[name]).hexdigest()
         assert block[key]["url"] == f"https://huggingface.co/alice/attentive-custom/resolve/main/{name}"
+    a6 = razorzoo.zoo.registry.get_card("attentive_a6").meta  # the search is the base entry's, as it says it
+    assert {key: block[key] for key in ("name", "task", "family", "aliases", "base", "hub_id", "algorithm",
+                                        "search_space", "constraint")} == {
+        "name": "attentive-custom", "task": "classification", "family": "attentive", "aliases": [],
+        "base": "attentive_a6", "hub_id": "alice/attentive-custom", "algorithm": a6["algorithm"],
+        "search_space": a6["search_space"], "constraint": "flops<=400M"}
+    assert "recipe" not in block  # a classifier has no detector recipe
 
 
 def test_card_file_urls_name_an_https_endpoint_and_the_public_hub_for_any_other(monkeypatch):
@@ -187,6 +194,8 @@ def test_detector_round_trip(hub, tmp_path, fresh_cache):
     assert_same_outputs(got, expected)
     card = load_hub_card("hf-hub:razor-team/yolov6-custom")
     assert (card.task, card.recipe, card.metrics) == ("detection", "yolov6_l_d12", {"box_ap": 41.5})
+    assert "constraint" not in card.meta  # none was given: none is claimed
+    assert card.front_matter["datasets"] == ["coco"] and card.front_matter["pipeline_tag"] == "object-detection"
 
 
 def test_revision_pinning_returns_the_old_weights(hub, classifier_files, tmp_path, fresh_cache):
