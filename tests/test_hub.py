@@ -156,6 +156,9 @@ def test_push_writes_one_commit_with_the_four_files(hub, pushed_classifier):
         "base": "attentive_a6", "hub_id": "alice/attentive-custom", "algorithm": a6["algorithm"],
         "search_space": a6["search_space"], "constraint": "flops<=400M"}
     assert "recipe" not in block  # a classifier has no detector recipe
+    assert block["weights"]["layout"] == "razorzoo"  # a converted file: no key mapping on download
+    # the card's usage snippet runs as written
+    assert 'model = razorzoo.load_classifier("hf-hub:alice/attentive-custom")' in pushed.files["README.md"].decode()
 
 
 def test_card_file_urls_name_an_https_endpoint_and_the_public_hub_for_any_other(monkeypatch):
@@ -195,6 +198,8 @@ def test_detector_round_trip(hub, tmp_path, fresh_cache):
     card = load_hub_card("hf-hub:razor-team/yolov6-custom")
     assert (card.task, card.recipe, card.metrics) == ("detection", "yolov6_l_d12", {"box_ap": 41.5})
     assert "constraint" not in card.meta  # none was given: none is claimed
+    readme = hub.repos["razor-team/yolov6-custom"].commits[-1].files["README.md"].decode()
+    assert 'model = razorzoo.load_detector("hf-hub:razor-team/yolov6-custom")' in readme
     assert card.front_matter["datasets"] == ["coco"] and card.front_matter["pipeline_tag"] == "object-detection"
 
 
