@@ -157,8 +157,18 @@ def test_push_writes_one_commit_with_the_four_files(hub, pushed_classifier):
         "search_space": a6["search_space"], "constraint": "flops<=400M"}
     assert "recipe" not in block  # a classifier has no detector recipe
     assert block["weights"]["layout"] == "razorzoo"  # a converted file: no key mapping on download
-    # the card's usage snippet runs as written
-    assert 'model = razorzoo.load_classifier("hf-hub:alice/attentive-custom")' in pushed.files["README.md"].decode()
+    # the card's body: what was searched, its size at the base's FLOPs input, the metric, a usage snippet that runs
+    body = pushed.files["README.md"].decode().split("---\n", 2)[2]
+    model = razorzoo.build_classifier(CUSTOM_SUBNET)
+    flops = razorzoo.count_flops(model, (1, 3, 224, 224)).flops
+    assert body.startswith(
+        "\n# alice/attentive-custom\n\nA subnet of the AttentiveMobileNetV3 search space found by AttentiveNAS "
+        "search, published with razorzoo. It follows the built-in entry `attentive_a6`.\n\n"
+        f"- Search: {a6['algorithm']}, constraint `flops<=400M`\n"
+        f"- Params: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M; FLOPs: {flops / 1e9:.3f} G "
+        "(multiply-accumulates) at input [1, 3, 224, 224]\n\n| metric | value |\n|---|---|\n| top1 | 77.7 |\n")
+    assert 'model = razorzoo.load_classifier("hf-hub:alice/attentive-custom")' in body
+    assert body.endswith("in the metadata of `model.safetensors`.\n")  # no training section: not trained here
 
 
 def test_card_file_urls_name_an_https_endpoint_and_the_public_hub_for_any_other(monkeypatch):
@@ -187,7 +197,7 @@ def test_detector_round_trip(hub, tmp_path, fresh_cache):
     weights = rule_weights(build())
     path = write_checkpoint(DETECTOR_BASE, "mmdet-publish", tmp_path / "yolov6_custom.pth", weights)
     push_to_hub("razor-team/yolov6-custom", subnet=CUSTOM_SUBNET, weights=path, base=DETECTOR_BASE,
-                metrics=["box_ap=41.5"])
+                metrics=["box_ap=41.5", "AP50=60.25"])
     config = json.loads(hub.repos["razor-team/yolov6-custom"].commits[-1].files["config.json"])
     assert config["task"] == "detection" and config["recipe"] == "yolov6_l_d12"
     x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(7))
@@ -200,6 +210,8 @@ def test_detector_round_trip(hub, tmp_path, fresh_cache):
     assert "constraint" not in card.meta  # none was given: none is claimed
     readme = hub.repos["razor-team/yolov6-custom"].commits[-1].files["README.md"].decode()
     assert 'model = razorzoo.load_detector("hf-hub:razor-team/yolov6-custom")' in readme
+    assert f"`{DETECTOR_BASE}` (detector recipe `yolov6_l_d12`).\n\n- Search: {card.meta['algorithm']}\n" in readme
+    assert "| metric | value |\n|---|---|\n| box_ap | 41.5 |\n| AP50 | 60.25 |\n" in readme  # every metric passed
     assert card.front_matter["datasets"] == ["coco"] and card.front_matter["pipeline_tag"] == "object-detection"
 
 
