@@ -217,7 +217,7 @@ def _spec_for(subnet: Any, card: "Card") -> "ArchSpec":
     if card.task not in ("classification", "detection"):
         raise HubError(f"base {card.name!r} is a {card.task}; pass a classification or detection entry as base")
     parsed = load_subnet(subnet_source(subnet), family=card.family)  # validates against the search space
-    return ArchSpec(card.task, parsed, recipe=card.recipe if card.task == "detection" else None)
+    return ArchSpec(card.task, parsed, recipe=card.recipe)  # None for a classification entry
 
 
 def _write_repo_files(out: Path, repo_id: str, spec: "ArchSpec", base: "Card", weights, metrics: dict[str, float],

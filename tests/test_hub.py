@@ -376,6 +376,19 @@ def test_a_razorzoo_file_is_pushed_as_it_describes_itself_and_a_subnet_that_diff
     assert "alice/contradicted" not in hub.repos
 
 
+def test_a_subnet_is_read_in_its_bases_search_space_and_a_supernet_base_is_refused(hub, classifier_files):
+    """An SPOS YAML pushed as an AttentiveNAS subnet is refused by the AttentiveNAS space, before any upload."""
+    _, weights_path, _ = classifier_files
+    spos = (Path(__file__).parent / "data" / "spos_0.33M" / "subnet.yaml").read_text()
+    with pytest.raises(SubnetError, match="missing key 'backbone.first_channels'"):
+        push_to_hub("alice/other-space", subnet=spos, weights=weights_path, base="attentive_a6")
+    with pytest.raises(HubError) as info:
+        push_to_hub("alice/on-a-supernet", subnet=CUSTOM_SUBNET, weights=weights_path, base="attentive_supernet")
+    assert str(info.value) == ("base 'attentive_supernet' is a supernet; pass a classification or detection entry "
+                               "as base")
+    assert "alice/other-space" not in hub.repos and "alice/on-a-supernet" not in hub.repos
+
+
 def test_subnet_outside_the_search_space_is_refused(hub, classifier_files):
     _, weights_path, _ = classifier_files
     with pytest.raises(SubnetError, match="kernel_size"):
