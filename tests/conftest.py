@@ -56,20 +56,29 @@ def installed(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def exports(tmp_path_factory):
-    """``exports(model) -> (eager model, exported file)``: each fixture model exported once per session (``raw``, gate
-    on; classifiers at the goldens' 128 px input), for every test file that needs an export."""
+def exports(tmp_path_factory, worker_id):
+    """``exports(model) -> (eager model, exported file)``: each fixture model exported once per run (``raw``, gate
+    on; classifiers at the goldens' 128 px input), for every test file that needs an export. The files are shared
+    by the run's xdist workers (in the run's temporary root, under a lock): an export is the suite's most expensive
+    step (10-30 s a detector), and test files that export the same model often land on different workers."""
+    from filelock import FileLock
+
     import razorzoo
     from helpers import DETECTORS, fixture_model
 
+    root = tmp_path_factory.getbasetemp()
+    shared = (root if worker_id == "master" else root.parent) / "shared-exports"
+    shared.mkdir(exist_ok=True)
     done = {}
 
     def get(model: str):
         if model not in done:
             net = fixture_model(model)
-            path = tmp_path_factory.mktemp("onnx") / f"{model}.onnx"
-            result = razorzoo.export(net, path, input_size=None if model in DETECTORS else 128)
-            assert result.path == path and path.is_file() and result.parity.passed
+            path = shared / f"{model}.onnx"
+            with FileLock(str(shared / f"{model}.lock")):
+                if not path.is_file():  # the gate refuses to write a file that does not reproduce the model
+                    result = razorzoo.export(net, path, input_size=None if model in DETECTORS else 128)
+                    assert result.path == path and path.is_file() and result.parity.passed
             done[model] = net, path
         return done[model]
 

@@ -213,11 +213,9 @@ def test_a_backbone_exports_its_stage_outputs(tmp_path):
 
 # -- bad input: each a one-line RazorzooError ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def detector_file(tmp_path_factory):
-    """A small valid export to damage: the SPOS classifier at 64 px (the cheapest model to export)."""
-    path = tmp_path_factory.mktemp("bad") / "model.onnx"
-    razorzoo.export(fixture_model(SMALL), path, input_size=64, check=False)
-    return path
+def classifier_file(exports):
+    """A valid export to damage or misuse (never changed in place): the SPOS classifier, the cheapest to export."""
+    return exports(SMALL)[1]
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -226,9 +224,9 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
     return text
 
 
-def test_truncated_and_garbage_files_are_refused(detector_file, tmp_path):
+def test_truncated_and_garbage_files_are_refused(classifier_file, tmp_path):
     truncated = tmp_path / "truncated.onnx"
-    truncated.write_bytes(detector_file.read_bytes()[: detector_file.stat().st_size // 2])
+    truncated.write_bytes(classifier_file.read_bytes()[: classifier_file.stat().st_size // 2])
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     for bad in (truncated, garbage):
@@ -252,10 +250,10 @@ def test_an_onnx_file_razorzoo_did_not_write_is_refused(tmp_path):
     assert "did not write" in _one_line(exc)
 
 
-def test_corrupt_razorzoo_metadata_is_refused(detector_file, tmp_path):
+def test_corrupt_razorzoo_metadata_is_refused(classifier_file, tmp_path):
     import onnx
 
-    proto = onnx.load(detector_file)
+    proto = onnx.load(classifier_file)
     for prop in proto.metadata_props:
         if prop.key == "razorzoo_outputs":
             prop.value = "[\"logits\""  # cut JSON
@@ -266,24 +264,24 @@ def test_corrupt_razorzoo_metadata_is_refused(detector_file, tmp_path):
     assert "damaged.onnx: razorzoo metadata: razorzoo_outputs is not JSON" in _one_line(exc)
 
 
-def test_an_onnx_file_without_a_backend_says_to_pass_one(detector_file):
+def test_an_onnx_file_without_a_backend_says_to_pass_one(classifier_file):
     with pytest.raises(RazorzooError) as exc:
-        razorzoo.load_classifier(str(detector_file))
+        razorzoo.load_classifier(str(classifier_file))
     assert "backend='onnxruntime'" in _one_line(exc)
 
 
-def test_unknown_backend_wrong_task_and_precisions(detector_file):
+def test_unknown_backend_wrong_task_and_precisions(classifier_file):
     with pytest.raises(RazorzooError) as exc:
-        razorzoo.load_classifier(detector_file, backend="tensorrt")
+        razorzoo.load_classifier(classifier_file, backend="tensorrt")
     assert "onnxruntime, openvino" in _one_line(exc)
     with pytest.raises(RazorzooError) as exc:
-        razorzoo.load_detector(detector_file, backend="onnxruntime")
+        razorzoo.load_detector(classifier_file, backend="onnxruntime")
     assert "classification" in _one_line(exc)
     with pytest.raises(RazorzooError) as exc:
-        razorzoo.load_classifier(detector_file, backend="onnxruntime", precision="bf16")
+        razorzoo.load_classifier(classifier_file, backend="onnxruntime", precision="bf16")
     assert "f32" in _one_line(exc)
     with pytest.raises(RazorzooError) as exc:
-        razorzoo.load_classifier(detector_file, backend="openvino", precision="int4")
+        razorzoo.load_classifier(classifier_file, backend="openvino", precision="int4")
     assert "bf16" in _one_line(exc)
     # a precision this CPU lacks is refused by name; one it has runs (and is what OpenVINO reports it runs)
     import openvino
@@ -291,20 +289,20 @@ def test_unknown_backend_wrong_task_and_precisions(detector_file):
     capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     for precision, capability, ov_type in (("bf16", "BF16", openvino.Type.bf16), ("fp16", "FP16", openvino.Type.f16)):
         if capability in capabilities:
-            model = razorzoo.load_classifier(detector_file, backend="openvino", precision=precision)
+            model = razorzoo.load_classifier(classifier_file, backend="openvino", precision=precision)
             [(compiled, _)] = model._session.compiled.values()
             assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov_type
         else:
             with pytest.raises(RazorzooError) as exc:
-                razorzoo.load_classifier(detector_file, backend="openvino", precision=precision)
+                razorzoo.load_classifier(classifier_file, backend="openvino", precision=precision)
             assert f"cannot run OpenVINO in {precision}" in _one_line(exc)
-    f32 = razorzoo.load_classifier(detector_file, backend="openvino")
+    f32 = razorzoo.load_classifier(classifier_file, backend="openvino")
     [(compiled, _)] = f32._session.compiled.values()
     assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
 
 
 @pytest.mark.parametrize("module, extra", [("onnxruntime", "onnx"), ("openvino", "openvino")])
-def test_a_missing_runtime_package_names_the_extra(detector_file, module, extra):
+def test_a_missing_runtime_package_names_the_extra(classifier_file, module, extra):
     backend = "onnxruntime" if module == "onnxruntime" else "openvino"
     code = (f"import sys; sys.modules[{module!r}] = None\n"  # makes `import {module}` fail like an absent package
             "import razorzoo\n"
@@ -313,7 +311,7 @@ def test_a_missing_runtime_package_names_the_extra(detector_file, module, extra)
             f"    razorzoo.load_classifier(sys.argv[1], backend={backend!r})\n"
             "except RazorzooError as exc:\n"
             "    print(exc)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(detector_file)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code, str(classifier_file)], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(Path(razorzoo.__file__).parent.parent)}, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"pip install 'razorzoo[{extra}]'" in out.stdout and module in out.stdout
