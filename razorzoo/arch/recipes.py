@@ -266,8 +266,8 @@ def _typed(cls: type, data: Any, what: str) -> Any:
     except TypeError as exc:  # a missing field
         raise RazorzooError(f"{what}: {safe_repr(str(exc), 120)}") from None
 
-_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-_BACKENDS = ("cv2", "pillow")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # the resize filters of mmcls's ResizeEdge
+RESIZE_BACKENDS = ("cv2", "pillow")
 
 
 @dataclass(frozen=True)
@@ -287,10 +287,10 @@ class ClassifierPreprocess:
     bgr_to_rgb: bool = True
 
     def __post_init__(self) -> None:
-        if self.interpolation not in _INTERPOLATIONS:
-            raise RazorzooError(f"interpolation must be one of {', '.join(_INTERPOLATIONS)}")
-        if self.backend not in _BACKENDS:
-            raise RazorzooError(f"backend must be one of {', '.join(_BACKENDS)}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise RazorzooError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}")
+        if self.backend not in RESIZE_BACKENDS:
+            raise RazorzooError(f"backend must be one of {', '.join(RESIZE_BACKENDS)}")
         if not 1 <= self.crop <= self.resize <= 4096:
             raise RazorzooError("need 1 <= crop <= resize <= 4096")
         if len(self.mean) != 3 or len(self.std) != 3 or not all(s > 0 for s in self.std):

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Sequence, Union
 import cv2
 import numpy as np
 
-from razorzoo.arch.recipes import ClassifierPreprocess, Letterbox, Normalize, ResizePad
+from razorzoo.arch.recipes import (INTERPOLATIONS, RESIZE_BACKENDS, ClassifierPreprocess, Letterbox, Normalize,
+                                   ResizePad)
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import ImageError
 
@@ -228,13 +229,16 @@ def resize_edge(image: np.ndarray, size: int, interpolation: str = "bilinear", b
     ``backend="pillow"`` resizes like ``mmcv.imresize(..., backend='pillow')`` (Pillow's filter, which antialiases
     when shrinking); ``"cv2"`` like ``cv2.resize`` (no antialiasing).
     """
+    if size < 1:  # the long side only grows with the short one: the size is all there is to check
+        raise ImageError(f"the short side must be resized to at least 1 pixel, not {safe_repr(size)}")
+    if interpolation not in INTERPOLATIONS or backend not in RESIZE_BACKENDS:
+        raise ImageError(f"resize_edge takes interpolation {'/'.join(INTERPOLATIONS)} and backend "
+                         f"{'/'.join(RESIZE_BACKENDS)}, not {safe_repr(interpolation)} and {safe_repr(backend)}")
     h, w = image.shape[:2]
     if w < h:
         width, height = size, int(size * h / w)
     else:
         height, width = size, int(size * w / h)
-    if min(width, height) < 1:
-        raise ImageError(f"a {w}x{h} image is too elongated to resize its short side to {size}")
     if backend == "pillow":
         from PIL import Image
 
