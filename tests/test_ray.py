@@ -9,7 +9,7 @@ import torch
 
 import razorzoo
 from razorzoo.detection.results import Detections
-from razorzoo.errors import DatasetError
+from razorzoo.errors import DatasetError, ImageError
 from razorzoo.evaluation.ray_adapter import RayDetector
 from helpers import unmatched_detections
 from val_data import converted_model, write_images
@@ -99,3 +99,35 @@ def test_bytes_column_and_other_columns_pass_through(converted, photos, expected
         RayDetector(converted)({"name": np.array(NAMES)})
     _, png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))
     assert len(RayDetector(converted)({"bytes": np.array([png.tobytes()], dtype=object)})["boxes"]) == 1
+
+
+def test_the_constructors_options_reach_load_detector_and_predict(exports, photos):
+    """The callable in this process (as a Ray worker calls it; a mutation tool sees only in-process calls): ``backend``
+    loads an exported file on its runtime (which a file needs), ``score_thr``/``max_det`` filter every row exactly as
+    ``predict`` does, for ``path`` rows and RGB ``image`` rows in two forward passes; undecodable ``bytes`` are one
+    clear error naming their size."""
+    _, path = exports(MODEL)
+    folder, arrays = photos
+    runtime = razorzoo.load_detector(path, backend="onnxruntime")
+    thresholds = {"score_thr": 0.3, "max_det": 5}
+    detector = RayDetector(path, backend="onnxruntime", batch=2, **thresholds)
+    by_path = detector({"name": np.array(NAMES), "path": np.array([str(folder / name) for name in NAMES])})
+    rgb = np.empty(len(NAMES), dtype=object)
+    rgb[:] = [np.ascontiguousarray(arrays[name][..., ::-1]) for name in NAMES]
+    by_image = detector({"name": np.array(NAMES), "image": rgb})
+    assert set(by_path) == {"name", "path", "boxes", "scores", "labels"} and set(by_image) == {"name", "boxes",
+                                                                                                "scores", "labels"}
+    for i, name in enumerate(NAMES):
+        everything, wanted = runtime.predict(folder / name), runtime.predict(folder / name, **thresholds)
+        assert len(everything) > len(wanted) > 0  # the thresholds make a difference on this image
+        for out in (by_path, by_image):
+            found = _detections({k: out[k][i] for k in out}, runtime.class_names)
+            assert not unmatched_detections(found, wanted, 5) and len(found) == len(wanted), name
+    with pytest.raises(ImageError) as info:
+        RayDetector(path, backend="onnxruntime")({"bytes": np.array([b"not an image"], dtype=object)})
+    assert str(info.value) == "cannot decode 12 bytes as an image"
+    for batch in (0, -1, 2.0, True):
+        with pytest.raises(DatasetError) as info:
+            RayDetector(path, backend="onnxruntime", batch=batch)
+        assert str(info.value) == ("RayDetector's batch is the number of images per forward pass, at least 1; "
+                                   f"got {batch!r}")

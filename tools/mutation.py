@@ -90,8 +90,13 @@ def run(target: str, jobs: int | None = None) -> int:
             shutil.copy2(source, work / name)
     setup = work / "setup.cfg"
     setup.write_text(setup.read_text() + "\n" + _config(modules, tests))
-    # one thread: mutmut forks a warmed-up pytest per mutant, and a forked OpenMP pool deadlocks
-    env = {**os.environ, "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # one thread: mutmut forks a warmed-up pytest per mutant, and a forked OpenMP pool deadlocks. mutmut tests a
+    # mutant only with the tests that call its function in the pytest process (a call in a Ray worker or a CLI
+    # subprocess is not seen: test such code in-process too); PYTHONPATH makes the processes those tests start run
+    # the mutated copy, not the unmutated checkout. The folder must exist before Python starts: a PYTHONPATH entry
+    # missing at the first import is skipped for the whole process
+    (work / "mutants").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(work / "mutants"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     mutmut = [sys.executable, "-m", "mutmut"]
     print(f"== {target}: mutating {', '.join(modules)} against {', '.join(tests)} in {work}", flush=True)
     children = [] if jobs is None else ["--max-children", str(jobs)]

@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from razorzoo.bounded import safe_repr
+
 __all__ = ["RayDetector"]
 
 
@@ -40,8 +42,12 @@ class RayDetector:
         from razorzoo.evaluation.engine import detection_transform
         from razorzoo.loading import load_detector
 
-        options = {"device": device} if backend is None else {"device": device, "backend": backend}
-        self.detector = load_detector(model, **options)
+        from razorzoo.errors import DatasetError
+
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise DatasetError(f"RayDetector's batch is the number of images per forward pass, at least 1; "
+                               f"got {safe_repr(batch)}")
+        self.detector = load_detector(model, device=device, backend=backend)
         self.transform = detection_transform(self.detector)
         self.batch = batch
         self.thresholds = {"score_thr": score_thr, "iou_thr": iou_thr, "max_det": max_det}
