@@ -52,9 +52,9 @@ def _hand_logits(classifier, image: np.ndarray, name: str) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def labelled(classifier, photos):
-    """Labels chosen from each image's hand-computed logits: a top-1 hit, a top-5-only hit (rank 3), a miss (the
-    lowest logit), another top-1 hit -> top-1 2/4, top-5 3/4."""
-    ranks = {"chelsea.png": 0, "rocket.jpg": 2, "astronaut.png": 999, "portrait.png": 0}
+    """Labels chosen from each image's hand-computed logits: a top-1 hit, a top-5-only hit (the second logit: not a
+    top-1 hit), a miss (the sixth logit: not a top-5 hit), another top-1 hit -> top-1 2/4, top-5 3/4."""
+    ranks = {"chelsea.png": 0, "rocket.jpg": 1, "astronaut.png": 5, "portrait.png": 0}
     return {name: int(_hand_logits(classifier, photos[name], name).argsort(descending=True)[rank])
             for name, rank in ranks.items()}
 
@@ -149,3 +149,48 @@ def test_cli_limit_and_skip_missing_choose_the_images_scored(classifier, photos,
     printed = json.loads(capsys.readouterr().out)
     assert (printed["top1"], printed["top5"], printed["images"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3), 3)
     assert printed["published"] == {k: v / 100 for k, v in razorzoo.get_card(MODEL).metrics.items()}
+
+
+def test_the_python_calls_options_each_do_what_they_say(classifier, photos, labelled, tmp_path, capsys):
+    """``evaluate_imagenet``'s own defaults and pass-throughs: another pipeline with ``preprocessing=`` (needed by a
+    model without ``preprocess``), a listed file outside the root refused unless ``allow_outside``, a missing file
+    refused unless ``skip_missing``, a limit below 1 refused, the progress bar on stderr only when asked, and the
+    per-image time within the call's own."""
+    import time
+
+    from razorzoo.bounded import InputError
+
+    root = tmp_path / "val"
+    root.mkdir()
+    for name in labelled:
+        cv2.imwrite(str(root / f"{name}.png"), photos[name])
+    listed = tmp_path / "val.txt"
+    listed.write_text("".join(f"{name}.png {label}\n" for name, label in labelled.items()))
+    bare = torch.nn.Sequential(classifier)  # logits from a batch, no preprocess()
+    with pytest.raises(DatasetError) as info:
+        evaluate_imagenet(bare, root, ann_file=listed, progress=False)
+    assert str(info.value) == "Sequential has no preprocess(); pass preprocessing= (the test pipeline)"
+    start = time.perf_counter()
+    result = evaluate_imagenet(bare, root, ann_file=listed, preprocessing=classifier.preprocessing, progress=True)
+    wall = time.perf_counter() - start
+    assert (result.top1, result.top5, result.num_images) == (0.5, 0.75, 4)
+    assert 0 < result.seconds_per_image * 4 <= wall
+    bar = capsys.readouterr().err
+    assert "val: 100%" in bar and "4/4" in bar and "img/s" in bar, bar
+    evaluate_imagenet(classifier, root, ann_file=listed, progress=False)
+    assert capsys.readouterr().err == ""
+
+    outside = tmp_path / "outside.png"
+    cv2.imwrite(str(outside), photos["chelsea.png"])
+    (tmp_path / "out.txt").write_text(f"../outside.png {labelled['chelsea.png']}\n")
+    with pytest.raises(DatasetError, match="outside"):
+        evaluate_imagenet(classifier, root, ann_file=tmp_path / "out.txt", progress=False)
+    assert evaluate_imagenet(classifier, root, ann_file=tmp_path / "out.txt", allow_outside=True,
+                             progress=False).top1 == 1.0
+    (tmp_path / "gone.txt").write_text(f"gone.png 3\nchelsea.png.png {labelled['chelsea.png']}\n")
+    with pytest.raises(DatasetError, match="1 of 2 images listed"):
+        evaluate_imagenet(classifier, root, ann_file=tmp_path / "gone.txt", progress=False)
+    assert evaluate_imagenet(classifier, root, ann_file=tmp_path / "gone.txt", skip_missing=True,
+                             progress=False).skipped == (str(root / "gone.png"),)
+    with pytest.raises(InputError, match="limit"):
+        evaluate_imagenet(classifier, root, ann_file=listed, limit=0, progress=False)
