@@ -253,3 +253,58 @@ def test_cli_refuses_detector_options_for_a_classifier(classifier_file, photos, 
     err = _error(capsys, "predict", str(converted), str(folder), "--save-dir", str(tmp_path / "drawn"))
     assert "detector options (--save-dir) do not apply" in err and "takes --topk" in err
     assert not (tmp_path / "drawn").exists()
+
+
+def test_missing_listed_files_are_named_five_at_most_then_counted(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from razorzoo.evaluation.sources import check_missing
+
+    monkeypatch.chdir(tmp_path)
+    present = Path("here.png")
+    present.write_bytes(b"\x89PNG")
+    gone = [Path(f"gone{i}.png") for i in range(7)]
+    advice = "; pass --skip-missing (skip_missing=True) to use the others"
+    for missing, wording in ((gone[:1], "1 of 2 images listed in 'list.txt' is missing: "),
+                             (gone[:5], "5 of 6 images listed in 'list.txt' are missing: "),
+                             (gone, "7 of 8 images listed in 'list.txt' are missing: ")):
+        with pytest.raises(DatasetError) as info:
+            check_missing([present, *missing], "list.txt", skip_missing=False)
+        named = ", ".join(repr(str(path)) for path in missing[:5])
+        assert str(info.value) == wording + named + (" and 2 more" if len(missing) == 7 else "") + advice
+        assert check_missing([present, *missing], "list.txt", skip_missing=True) == {present}
+
+
+def test_classify_stream_options_each_do_what_they_say(photos, tmp_path, capsys):
+    """The classifier's stream: ``topk`` results per image, a listed file outside the list's folder refused unless
+    ``allow_outside``, a missing one unless ``skip_missing``, and a progress bar on stderr only when asked."""
+    import shutil
+
+    from helpers import fixture_model
+    from razorzoo.evaluation.sources import classify_stream, list_images
+
+    classifier = fixture_model("spos_0.33M")
+    names = [path.name for path in list_images(photos[0])[:2]]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(photos[0] / name, folder / name)
+    shutil.copy(folder / names[0], tmp_path / "outside.png")
+    listed = folder / "list.txt"
+    listed.write_text("".join(f"{name}\n" for name in names))
+    found = list(classify_stream(classifier, listed, progress=True))
+    bar = capsys.readouterr().err
+    assert "predict: 100%" in bar and "2/2" in bar and "img/s" in bar, bar
+    for (item, result), name in zip(found, names, strict=True):
+        expected = classifier.predict(folder / name)
+        assert str(item) == str(folder / name) and len(result.indices) == 5 and result.indices == expected.indices
+    assert [len(r.indices) for _, r in classify_stream(classifier, listed, topk=3, progress=False)] == [3, 3]
+    assert capsys.readouterr().err == ""
+    listed.write_text("../outside.png\n")
+    with pytest.raises(DatasetError, match="outside"):
+        list(classify_stream(classifier, listed, progress=False))
+    assert len(list(classify_stream(classifier, listed, allow_outside=True, progress=False))) == 1
+    listed.write_text(f"{names[0]}\ngone.png\n")
+    with pytest.raises(DatasetError, match="1 of 2 images listed"):
+        list(classify_stream(classifier, listed, progress=False))
+    assert len(list(classify_stream(classifier, listed, skip_missing=True, progress=False))) == 1
