@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -256,8 +257,6 @@ def test_cli_refuses_detector_options_for_a_classifier(classifier_file, photos, 
 
 
 def test_missing_listed_files_are_named_five_at_most_then_counted(tmp_path, monkeypatch):
-    from pathlib import Path
-
     from razorzoo.evaluation.sources import check_missing
 
     monkeypatch.chdir(tmp_path)
@@ -308,3 +307,48 @@ def test_classify_stream_options_each_do_what_they_say(photos, tmp_path, capsys)
     with pytest.raises(DatasetError, match="1 of 2 images listed"):
         list(classify_stream(classifier, listed, progress=False))
     assert len(list(classify_stream(classifier, listed, skip_missing=True, progress=False))) == 1
+
+
+def test_each_kind_of_source_is_told_apart(photos, tmp_path, monkeypatch):
+    """An image file is itself (even a missing one: it is refused by name when decoded), an object is one item, a
+    folder is its own images (not its subfolders'), a pattern globs from the working directory or the folder before
+    its first wildcard, and a list file's lines are bounded; each problem is one exact line."""
+    import shutil
+
+    from razorzoo.evaluation.sources import MAX_LIST_LINE, list_images
+
+    image = list_images(photos[0])[0]
+    assert iter_source(str(image)) == ([str(image)], 1)
+    assert iter_source(tmp_path / "missing.png") == ([str(tmp_path / "missing.png")], 1)
+    array = np.zeros((4, 4, 3), np.uint8)
+    items, total = iter_source(array)
+    assert total == 1 and items[0] is array
+    with pytest.raises(DatasetError) as info:
+        iter_source([])
+    assert str(info.value) == "no images given"
+    monkeypatch.chdir(tmp_path)  # short relative paths: messages quote them whole
+    (tmp_path / "f" / "deeper").mkdir(parents=True)
+    shutil.copy(image, tmp_path / "f" / "a.png")
+    shutil.copy(image, tmp_path / "f" / "deeper" / "b.png")
+    assert list_images("f") == [Path("f/a.png")]
+    assert list_images("f", recursive=True) == [Path("f/a.png"), Path("f/deeper/b.png")]
+    assert iter_source("f") == (["f/a.png"], 1)
+    assert iter_source("f/**/*.png") == (["f/a.png", "f/deeper/b.png"], 2)
+    monkeypatch.chdir(tmp_path / "f")
+    assert iter_source("*.png") == (["a.png"], 1)
+    with pytest.raises(DatasetError) as info:
+        iter_source("*.jpg")
+    assert str(info.value) == "the pattern '*.jpg' matches no image files"
+    Path("empty.txt").write_text("# nothing listed\n\n")
+    with pytest.raises(DatasetError) as info:
+        iter_source("empty.txt")
+    assert str(info.value) == "the list file 'empty.txt' names no images"
+    Path("long.txt").write_text("a.png\n" + "x" * (MAX_LIST_LINE + 1) + "\n")
+    with pytest.raises(DatasetError) as info:
+        iter_source("long.txt")
+    assert str(info.value) == (f"the list file 'long.txt' line 2 has {MAX_LIST_LINE + 1} characters, more than the "
+                               f"{MAX_LIST_LINE} a path may have")
+    Path("long.txt").write_text("a.png\n" + "x/" * (MAX_LIST_LINE // 2 - 3) + "bb.png\n")  # MAX_LIST_LINE exactly
+    with pytest.raises(DatasetError) as info:
+        iter_source("long.txt")
+    assert str(info.value).startswith("1 of 2 images listed in 'long.txt' is missing: ")
