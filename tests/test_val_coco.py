@@ -326,3 +326,38 @@ def test_val_says_in_its_own_terms_which_data_a_model_takes(dataset, converted, 
     assert "attentive_a6 is a classifier: evaluate it on ImageNet with --imagenet DIR" in capsys.readouterr().err
     assert main(["val", "yolov6", "--imagenet", str(root)]) == 2
     assert "did you mean 'yolov6s-attentive_a6'" in capsys.readouterr().err
+
+
+def test_a_batch_shape_canvas_holds_the_resized_image_exactly_or_is_refused():
+    """The canvas may equal the resized image's size (no padding) but not be smaller in either direction; it is a
+    uint8 BGR canvas; the defaults are MMYOLO's (640 px, stride 32, half a stride of padding)."""
+    image = np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8)  # resized to 640 x 480
+    # 290 / 400 = 0.725: 0.725 * 640 / 32 + 0.5 is 15.0 exactly, so the ceil keeps 15 strides (at 641 px: 16)
+    assert batch_shape(400, 290) == (15 * 32, 21 * 32)
+    canvas, meta = letterbox_to_batch_shape(image, 640, 114, (480, 640))
+    assert canvas.dtype == np.uint8 and canvas.shape == (480, 640, 3) and meta.pad_param == (0.0, 0.0, 0.0, 0.0)
+    for shape in ((479, 640), (480, 639), (479, 800), (800, 639)):
+        with pytest.raises(ValueError) as info:
+            letterbox_to_batch_shape(image, 640, 114, shape)
+        assert str(info.value) == f"batch shape {shape} is smaller than the 640x480 resized image"
+
+
+def test_batches_go_to_the_models_device_and_dtype():
+    """A float64 model gets float64 batches; a model on another device gets them there (the meta device stands in
+    for a GPU); anything that is not a module gets the batch as it is."""
+    from razorzoo.evaluation.engine import on_device
+
+    batch = torch.zeros(1, 3, 4, 4)
+    assert on_device(batch, torch.nn.Conv2d(3, 1, 1).double()).dtype == torch.float64
+    moved = on_device(batch, torch.nn.Conv2d(3, 1, 1, device="meta"))
+    assert moved.device.type == "meta" and moved.dtype == torch.float32
+    assert on_device(batch, lambda x: x) is batch
+
+
+def test_the_result_dictionary_has_every_key_the_cli_prints():
+    from razorzoo.evaluation.coco import CocoResult
+
+    result = CocoResult(stats={"AP": 0.5}, num_images=3, num_detections=7, seconds_per_image=0.25,
+                        maxdets=(1, 10, 100), skipped=("a.jpg",), other_classes={"dog": 2})
+    assert result.to_dict() == {"AP": 0.5, "images": 3, "detections": 7, "detections_of_other_classes": 2,
+                                "seconds_per_image": 0.25, "maxdets": [1, 10, 100], "skipped_images": 1}
