@@ -109,12 +109,17 @@ def test_folder_glob_and_list_file_name_the_same_images(photos, tmp_path):
     assert list(iter_source(folder)[0]) == expected
     listing = tmp_path / "images.txt"
     listing.write_text(f"# a comment\n{folder / 'chelsea.png'}\n\n{os.path.relpath(folder / 'rocket.jpg', tmp_path)}\n")
-    with pytest.raises(DatasetError, match=r"line 2: '.*chelsea.png' is outside .*--allow-outside"):
+    # messages cut long paths (safe_repr): what is quoted is the path's start, however deep the temporary folder
+    with pytest.raises(DatasetError) as info:
         iter_source(listing)  # the photos are not in the list file's folder
+    assert f" line 2: {str(folder / 'chelsea.png')[:40]!r}"[:-1] in str(info.value)
+    assert " is outside " in str(info.value) and "--allow-outside" in str(info.value)
     assert list(iter_source(listing, allow_outside=True)[0]) == expected
     listing.write_text(f"{folder / 'chelsea.png'}\n{folder / 'gone.png'}\n")
-    with pytest.raises(DatasetError, match=r"1 of 2 images listed .* missing: '.*gone.png'.*--skip-missing"):
+    with pytest.raises(DatasetError) as info:
         iter_source(listing, allow_outside=True)
+    assert "1 of 2 images listed " in str(info.value) and "--skip-missing" in str(info.value)
+    assert f" missing: {str(folder / 'gone.png')[:40]!r}"[:-1] in str(info.value)
     assert list(iter_source(listing, skip_missing=True, allow_outside=True)[0]) == [str(folder / "chelsea.png")]
 
 

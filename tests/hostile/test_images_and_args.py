@@ -276,13 +276,14 @@ def test_convert_output_never_replaces_the_checkpoint_or_a_special_file(spos_che
 
 
 @pytest.mark.parametrize("kind", ["directory", "fifo", "socket"])
-def test_predict_out_never_replaces_a_special_file(tmp_path, capsys, kind):
+def test_predict_out_never_replaces_a_special_file(tmp_path, capsys, kind, monkeypatch):
     """``--out DIR`` writes DIR/<image stem>.png; one that is not a regular file is refused before the model loads."""
     out = tmp_path / "out"
     out.mkdir()
     taken = out / f"{PHOTO.stem}.png"
     listening = socket.socket(socket.AF_UNIX)
-    {"directory": taken.mkdir, "fifo": lambda: os.mkfifo(taken), "socket": lambda: listening.bind(str(taken))}[kind]()
+    monkeypatch.chdir(out)  # a socket is bound by its relative name: AF_UNIX paths stop at 108 bytes
+    {"directory": taken.mkdir, "fifo": lambda: os.mkfifo(taken), "socket": lambda: listening.bind(taken.name)}[kind]()
     assert main(["predict", "rtmdet_tiny-ofa_lat31", str(PHOTO), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     expected = "is a directory" if kind == "directory" else "exists and is not a regular file"
