@@ -81,6 +81,15 @@ def confined(root: str | os.PathLike, name: str, *, allow_outside: bool = False,
     return path
 
 
+def is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; ``False`` for one the system cannot look up (longer than PATH_MAX: a listed name
+    joined to its folder), which callers then report as missing instead of raising ``OSError``."""
+    try:
+        return path.is_file()
+    except OSError:  # ENAMETOOLONG
+        return False
+
+
 def _quote(path: Any) -> str:
     """A path in an error message: long enough to tell which file (both the folder and the name)."""
     return safe_repr(str(path), 200)

@@ -361,3 +361,19 @@ def test_the_result_dictionary_has_every_key_the_cli_prints():
                         maxdets=(1, 10, 100), skipped=("a.jpg",), other_classes={"dog": 2})
     assert result.to_dict() == {"AP": 0.5, "images": 3, "detections": 7, "detections_of_other_classes": 2,
                                 "seconds_per_image": 0.25, "maxdets": [1, 10, 100], "skipped_images": 1}
+
+
+def test_a_file_name_too_long_for_the_system_is_a_missing_image(tmp_path):
+    """A file_name that fits the annotation file's bounds but not PATH_MAX once joined to the image folder is
+    reported like any missing image (one line; --skip-missing leaves it out), never as an OSError."""
+    from razorzoo.errors import DatasetError
+
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    deep = "x/" * 2045 + "b.png"  # 4095 characters: within the file_name bound
+    coco_file(tmp_path / "ann.json", {}, images=[("a.png", 8, 8), (deep, 8, 8)])
+    with pytest.raises(DatasetError) as info:
+        read_coco(tmp_path / "ann.json", tmp_path / "images")
+    assert str(info.value).startswith("1 of 2 images is missing from ") and "--skip-missing" in str(info.value)
+    _, images, skipped = read_coco(tmp_path / "ann.json", tmp_path / "images", skip_missing=True)
+    assert [image.file_name for image in images] == ["a.png"] and skipped == (deep,)

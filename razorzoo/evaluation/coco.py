@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from razorzoo.bounded import safe_repr
 from razorzoo.errors import DatasetError, RazorzooError
 from razorzoo.evaluation.coco_format import CocoDocument, read_coco_document
-from razorzoo.files import check_output_file, confined, write_json_atomic
+from razorzoo.files import check_output_file, confined, is_file, write_json_atomic
 from razorzoo.wording import count
 
 __all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "CocoResult", "read_coco",
@@ -86,7 +86,7 @@ def read_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, lim
         path = confined(images_dir, entry.file_name, allow_outside=allow_outside,
                         what=f"{document.source}: the file_name of image {entry.id}", error=DatasetError)
         image = CocoImage(entry.id, entry.file_name, entry.width, entry.height, path)
-        (images if image.path.is_file() else missing).append(image)
+        (images if is_file(image.path) else missing).append(image)
     if missing and not skip_missing:
         names = ", ".join(safe_repr(m.file_name) for m in missing[:_LISTED_MISSING])
         more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""

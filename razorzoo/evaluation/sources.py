@@ -17,7 +17,7 @@ import numpy as np
 from razorzoo.bounded import read_text, safe_repr
 from razorzoo.detection.transforms import IMAGE_SUFFIXES
 from razorzoo.errors import DatasetError
-from razorzoo.files import confined
+from razorzoo.files import confined, is_file
 from razorzoo.wording import count
 
 if TYPE_CHECKING:
@@ -49,9 +49,8 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = False) -> list[P
 
 
 def check_missing(paths: Sequence[Path], where: Any, *, skip_missing: bool) -> set[Path]:
-    """The ``paths`` that are files; a missing one is an error naming the first few, unless ``skip_missing``. A
-    path the system cannot look up (longer than it allows) is missing too."""
-    present = {path for path in paths if _is_file(path)}
+    """The ``paths`` that are files; a missing one is an error naming the first few, unless ``skip_missing``."""
+    present = {path for path in paths if is_file(path)}
     missing = [path for path in paths if path not in present]
     if missing and not skip_missing:
         names = ", ".join(safe_repr(str(path)) for path in missing[:_LISTED_MISSING])
@@ -60,13 +59,6 @@ def check_missing(paths: Sequence[Path], where: Any, *, skip_missing: bool) -> s
         raise DatasetError(f"{len(missing)} of {count(len(paths), 'image')} listed in {str(where)!r} {verb} missing: "
                            f"{names}{more}; pass --skip-missing (skip_missing=True) to use the others")
     return present
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # ENAMETOOLONG: a listed path over PATH_MAX once joined to its folder
-        return False
 
 
 def read_video(path: str | os.PathLike) -> Iterator[Frame]:

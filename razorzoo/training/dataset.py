@@ -41,7 +41,7 @@ from razorzoo.bounded import safe_repr
 from razorzoo.detection.coco_file import describe_path, read_coco_file
 from razorzoo.detection.transforms import MAX_IMAGE_PIXELS, load_image
 from razorzoo.errors import DatasetError, ImageError
-from razorzoo.files import UnsafePathError, safe_join
+from razorzoo.files import UnsafePathError, is_file, safe_join
 
 __all__ = ["Sample", "ImageRecord", "CocoTrainingSet", "MAX_COORDINATE"]
 
@@ -305,7 +305,7 @@ class CocoTrainingSet:
         return tuple(records)
 
     def _check_files(self) -> None:
-        missing = [record for record in self.records if not record.path.is_file()]
+        missing = [record for record in self.records if not is_file(record.path)]
         if missing:
             names = ", ".join(f"{safe_repr(record.file_name)} (id {record.img_id})"
                               for record in missing[:_LISTED_MISSING])
