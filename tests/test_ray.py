@@ -9,6 +9,7 @@ import torch
 
 import razorzoo
 from razorzoo.detection.results import Detections
+from razorzoo.bounded import InputError
 from razorzoo.errors import DatasetError, ImageError
 from razorzoo.evaluation.ray_adapter import RayDetector
 from helpers import unmatched_detections
@@ -126,8 +127,9 @@ def test_the_constructors_options_reach_load_detector_and_predict(exports, photo
     with pytest.raises(ImageError) as info:
         RayDetector(path, backend="onnxruntime")({"bytes": np.array([b"not an image"], dtype=object)})
     assert str(info.value) == "cannot decode 12 bytes as an image"
-    for batch in (0, -1, 2.0, True):
-        with pytest.raises(DatasetError) as info:
+    for batch, wrong in ((0, "must be >= 1 and <= 1024, not 0"), (-1, "must be >= 1 and <= 1024, not -1"),
+                         (1025, "must be >= 1 and <= 1024, not 1025"), (2.0, "must be an integer, not 2.0"),
+                         (True, "must be a number, not True")):
+        with pytest.raises(InputError) as info:
             RayDetector(path, backend="onnxruntime", batch=batch)
-        assert str(info.value) == ("RayDetector's batch is the number of images per forward pass, at least 1; "
-                                   f"got {batch!r}")
+        assert str(info.value) == f"RayDetector's batch {wrong}"

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from razorzoo.bounded import safe_repr
+from razorzoo.bounded import check_number
 
 __all__ = ["RayDetector"]
 
@@ -39,17 +39,14 @@ class RayDetector:
     def __init__(self, model: str | os.PathLike, *, backend: str | None = None, batch: int = 8,
                  score_thr: float | None = None, iou_thr: float | None = None, max_det: int | None = None,
                  device: str = "cpu") -> None:
+        from razorzoo.constants import MAX_BATCH
         from razorzoo.evaluation.engine import detection_transform
         from razorzoo.loading import load_detector
 
-        from razorzoo.errors import DatasetError
-
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise DatasetError(f"RayDetector's batch is the number of images per forward pass, at least 1; "
-                               f"got {safe_repr(batch)}")
+        # images per forward pass: checked like every other batch, before the model loads
+        self.batch = int(check_number(batch, "RayDetector's batch", minimum=1, maximum=MAX_BATCH, integer=True))
         self.detector = load_detector(model, device=device, backend=backend)
         self.transform = detection_transform(self.detector)
-        self.batch = batch
         self.thresholds = {"score_thr": score_thr, "iou_thr": iou_thr, "max_det": max_det}
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
