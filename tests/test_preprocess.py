@@ -315,8 +315,8 @@ def _png_header(width: int, height: int) -> bytes:
     import zlib
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-            + struct.pack(">I", 100) + b"IDAT" + bytes(10))
+    header = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + header + struct.pack(">I", 100) + b"IDAT" + bytes(10)
 
 
 def test_the_pixel_limit_is_inclusive_and_a_truncated_file_says_what_pillow_found(tmp_path):

@@ -203,11 +203,11 @@ def test_list_lines_are_split_at_the_last_space_and_labels_are_0_to_999(photos, 
     from pathlib import Path
 
     monkeypatch.chdir(tmp_path)  # short relative paths: messages quote them whole
-    tmp_path = Path(".")
-    root = tmp_path / "val"
+    here = Path(".")
+    root = here / "val"
     (root / "my dir").mkdir(parents=True)
     cv2.imwrite(str(root / "my dir" / "a cat.png"), photos["chelsea.png"])
-    listed = tmp_path / "val.txt"
+    listed = here / "val.txt"
     listed.write_text("my dir/a cat.png 999\n")
     assert read_imagenet(root, listed) == ([(root / "my dir" / "a cat.png", 999)], ())
     for line in ("my dir/a cat.png 1000", "my dir/a cat.png 0999", "my dir/a cat.png -1", "my dir/a cat.png x",
@@ -215,16 +215,16 @@ def test_list_lines_are_split_at_the_last_space_and_labels_are_0_to_999(photos, 
         listed.write_text(f"my dir/a cat.png 1\n{line}\n")
         with pytest.raises(DatasetError) as info:
             read_imagenet(root, listed)
-        assert str(info.value) == (f"the image list {str(listed)!r} line 2 is {line.strip()!r}, not 'relative/path label' with "
-                                   "a label 0-999"), line
+        assert str(info.value) == (f"the image list {str(listed)!r} line 2 is {line.strip()!r}, not "
+                                   "'relative/path label' with a label 0-999"), line
     listed.write_text("../elsewhere.png 1\n")
     with pytest.raises(DatasetError) as info:
         read_imagenet(root, listed)
     assert str(info.value).startswith(f"the image list {str(listed)!r} line 1: ")
     with pytest.raises(DatasetError) as info:
-        read_imagenet(tmp_path / "nowhere")
-    assert str(info.value) == f"ImageNet folder not found: {str(tmp_path / 'nowhere')!r}"
-    by_folder = tmp_path / "by_folder"
+        read_imagenet(here / "nowhere")
+    assert str(info.value) == f"ImageNet folder not found: {str(here / 'nowhere')!r}"
+    by_folder = here / "by_folder"
     (by_folder / "281").mkdir(parents=True)
     cv2.imwrite(str(by_folder / "281" / "cat.png"), photos["chelsea.png"])
     cv2.imwrite(str(by_folder / "stray.png"), photos["rocket.jpg"])  # in no class folder
