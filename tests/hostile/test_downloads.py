@@ -14,6 +14,7 @@ from http_server import HOSTILE, FileServer
 from hub_server import HubServer, Repo
 from razorzoo.cli import main as cli
 from razorzoo.errors import FetchError, HubError, RazorzooError
+from razorzoo.storage import fetch as fetch_module
 from razorzoo.storage.fetch import fetch
 from razorzoo.storage.hub import download_hub_model, parse_hub_ref
 
@@ -27,7 +28,9 @@ EXPECTED = {"endless": "too long", "longer": "too long", "gzip": "encoded", "tri
 @pytest.fixture
 def limits(monkeypatch):
     """Small limits, so that every hostile answer is cut within seconds: 0.5 s stall window and read timeout,
-    1 MiB for a download whose size nobody states."""
+    1 MiB for a download whose size nobody states, and 20 ms before the first retry (the stalled tries' backoff
+    is test_fetch_promises.py's; here it would only add 7.5 s of sleep to each trickle)."""
+    monkeypatch.setattr(fetch_module, "_BACKOFF_S", 0.01)
     monkeypatch.setenv("RAZORZOO_STALL_TIMEOUT", str(STALL_S))
     monkeypatch.setenv("RAZORZOO_HTTP_TIMEOUT", "2")
     monkeypatch.setenv("RAZORZOO_MAX_DOWNLOAD_MB", "1")
