@@ -174,3 +174,19 @@ def test_hostile_images_are_refused_like_everywhere_else(tmp_path):
     (tmp_path / "bomb" / "b.png").write_bytes(png)
     with pytest.raises(ImageError, match="decompression bomb"):
         razorzoo.calibrate_bn(rule_model(), tmp_path / "bomb")
+
+
+def test_a_detectors_images_calibrate_on_the_batches_its_preprocess_makes():
+    """A detector's ``preprocess`` returns ``(batch, metas)``: the batch is what goes through the network."""
+    from helpers import DETECTORS, fixture_model
+    from val_data import generated_image
+
+    detector = fixture_model(DETECTORS[0])
+    images = [generated_image(96, 64, seed=1), generated_image(64, 96, seed=2)]
+    given = []
+    handle = detector.register_forward_pre_hook(lambda m, args: given.append(args[0].clone()))
+    razorzoo.calibrate_bn(detector, images, batch_size=1)
+    handle.remove()
+    assert len(given) == 2 and all(isinstance(x, torch.Tensor) for x in given)
+    for x, image in zip(given, images, strict=True):
+        assert torch.equal(x, detector.preprocess([image])[0])

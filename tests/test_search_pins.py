@@ -216,3 +216,65 @@ def test_specialize_options_change_what_they_say(files, tmp_path, capsys):
 def _genome_of(out: Path) -> tuple:
     values = {k.removeprefix("backbone."): v for k, v in razorzoo.load_subnet(out / "subnet.yaml").to_dict().items()}
     return tuple(values[k] for k in SPACE.keys)
+
+
+def test_progress_lines_name_each_generations_best_score(tmp_path):
+    lines = []
+    search = _toy_search(tmp_path / "state.json", generations=2)
+    search.progress = lines.append
+    search.run()
+    best = [line for line in lines if "best so far" in line]
+    top = search.scores[search.top_k[0]]  # (weighted sum, 0.0): both parts shown, as :.4g numbers
+    assert len(best) == 2 and best[-1].endswith(f"best so far: score {top[0]:.4g}, {top[1]:.4g}"), best
+
+
+def test_a_saved_candidate_that_is_not_an_object_is_named_in_the_refusal(tmp_path):
+    search = _toy_search(tmp_path / "state.json", generations=2)
+    search.run(stop_after=1)
+    state = json.loads((tmp_path / "state.json").read_text())
+    for wrong, shown in ((5, "5"), ([5, 6], "a list of 2 items")):
+        state["candidates"][0] = wrong
+        (tmp_path / "state.json").write_text(json.dumps(state))
+        with pytest.raises(RazorzooError) as info:
+            _toy_search(tmp_path / "other.json", generations=2).resume(tmp_path / "state.json")
+        message = str(info.value)
+        assert message.startswith("search state '") and "\n" not in message
+        assert message.endswith(f": a saved candidate is {shown}, not an object of choices"), message
+
+
+RNG_CHANGES = {
+    "a word over 32 bits": lambda rng: rng[1].__setitem__(0, 1 << 32),
+    "a negative word": lambda rng: rng[1].__setitem__(5, -1),
+    "a float word": lambda rng: rng[1].__setitem__(5, 1.0),
+    "too few words": lambda rng: rng.__setitem__(1, rng[1][:624]),
+    "the index past the words": lambda rng: rng[1].__setitem__(624, 625),
+    "another version": lambda rng: rng.__setitem__(0, 2),
+    "gauss not finite": lambda rng: rng.__setitem__(2, float("inf")),
+    "gauss text": lambda rng: rng.__setitem__(2, "0.5"),
+}
+
+
+@pytest.mark.parametrize("change", RNG_CHANGES)
+def test_a_saved_random_state_is_checked_word_by_word(change, tmp_path):
+    search = _toy_search(tmp_path / "state.json", generations=2)
+    search.run(stop_after=1)
+    state = json.loads((tmp_path / "state.json").read_text())
+    RNG_CHANGES[change](state["rng"])
+    (tmp_path / "state.json").write_text(json.dumps(state).replace("Infinity", "1e999"))
+    with pytest.raises(RazorzooError) as info:
+        _toy_search(tmp_path / "other.json", generations=2).resume(tmp_path / "state.json")
+    assert str(info.value).endswith(": rng is not a random-generator state razorzoo wrote"), str(info.value)
+
+
+def test_a_saved_candidate_outside_the_space_is_refused_as_another_searchs(tmp_path):
+    search = _toy_search(tmp_path / "state.json", generations=2)
+    search.run(stop_after=1)
+    state = json.loads((tmp_path / "state.json").read_text())
+    key = next(iter(state["candidates"][0]))
+    state["candidates"][0][key] = 10 ** 6
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(RazorzooError) as info:
+        _toy_search(tmp_path / "other.json", generations=2).resume(tmp_path / "state.json")
+    message = str(info.value)
+    assert message.startswith("search state '") and message.endswith(
+        ": a saved ofa candidate is outside the search space; the state file was written for another search"), message
