@@ -81,12 +81,22 @@ def test_partners_are_one_to_one():
     assert match(dets(A, A), dets(A, A), iou_thr=1.0) == (2, 2)
 
 
+def test_the_default_tolerances_are_1e_4_for_scores_and_a_hundredth_of_a_pixel_for_boxes():
+    def agrees(score: float, x2: float) -> bool:
+        matched, required = match_detections(dets(A), dets((0, 0, x2, 10, score, 0)), score_thr=0.25, max_det=100,
+                                             iou_thr=1.0)
+        return matched == required == 1
+
+    assert agrees(0.5 + 5e-5, 10.005) and not agrees(0.5 + 2e-4, 10) and not agrees(0.5, 10.02)
+
+
 @pytest.mark.parametrize("neighbour, iou_thr, agrees", [
     ((0, 0, 10, 12, 0.5 + 2 ** -6, 0), 0.8, True),  # IoU 100/120 = 0.833 > 0.8: NMS kept the near-tied neighbour
+    ((0, 0, 10, 12, 0.5 - SCORE_TOL, 0), 0.8, True),  # tied within score_tol, inclusive
     ((0, 0, 10, 12, 0.5 + 2 ** -6, 0), 0.85, False),  # overlapping too little
     ((0, 0, 10, 12, 0.5 + 2 ** -6, 1), 0.8, False),  # another label
     ((0, 0, 10, 12, 0.5 + 2 * SCORE_TOL, 0), 0.8, False),  # not tied
-], ids=["kept-instead", "too-little-overlap", "other-label", "not-tied"])
+], ids=["kept-instead", "tied-at-the-tolerance", "too-little-overlap", "other-label", "not-tied"])
 def test_a_near_tied_overlapping_neighbour_excuses_a_missing_partner(neighbour, iou_thr, agrees):
     assert match(dets(A), dets(neighbour), iou_thr=iou_thr) == (int(agrees), 1)
 
@@ -106,6 +116,21 @@ def test_reduced_precision_is_matched_by_overlap_best_score_first():
     assert match_by_overlap(dets(A), dets((0, 0, 10, 12.5, 0.5, 0)), 0.81) == 0
     # one to one: two eager detections on one runtime box
     assert match_by_overlap(dets(A, A), dets(A), 0.5) == 1
+    # each takes its best-overlapping free partner: x takes f1 (IoU 1, not f2's 0.8); y and z then share f2
+    x, y, z = (0, 0, 10, 10, 0.875, 0), (0, 0, 10, 12.5, 0.5, 0), (0, 0, 10, 12.5, 0.25, 0)
+    assert match_by_overlap(dets(x, y, z), dets((0, 0, 10, 10, 0.5, 0), (0, 0, 10, 12.5, 0.5, 0)), 0.8) == 2
+
+
+@pytest.mark.parametrize("other, iou", [
+    ((25, 22, 55, 42), 120 / 780),  # 15 x 8 of 30 x 10 and 30 x 20 boxes
+    ((39.5, 20, 69.5, 30), 5 / 595),  # half a pixel wide: an overlap under one pixel is not rounded up
+    ((40, 30, 50, 40), 0.0),  # touching corners
+])
+def test_overlap_is_the_intersection_over_the_union_of_offset_boxes(other, iou):
+    box = (10, 20, 40, 30, 0.5, 0)  # not at the origin, not square: every coordinate counts
+    for a, b in ((box, (*other, 0.5, 0)), ((*other, 0.5, 0), box)):
+        assert match_by_overlap(dets(a), dets(b), iou * 0.99 if iou else 1e-9) == (1 if iou else 0)
+        assert match_by_overlap(dets(a), dets(b), iou * 1.01 if iou else 1e-9) == 0
 
 
 def test_a_report_passes_within_its_tolerance_and_agreement():
