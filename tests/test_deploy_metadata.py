@@ -126,6 +126,11 @@ def test_a_missing_field_is_named(field, tmp_path):
     assert field in refusal(tmp_path / "m.onnx", **{field: None})
 
 
+def test_a_value_that_is_not_json_is_named(tmp_path):
+    message = refusal(tmp_path / "m.onnx", razorzoo_outputs="[logits")
+    assert ": razorzoo metadata: razorzoo_outputs is not JSON" in message, message
+
+
 def test_input_sizes_are_two_integer_sides(tmp_path):
     assert refusal(tmp_path / "m.onnx", razorzoo_input_size="[64.0, 64]").endswith(
         ": razorzoo_input_size must be two integer sides, not a list of 2 items")
@@ -156,8 +161,8 @@ def test_files_razorzoo_did_not_write_or_cannot_read_are_one_line_each(tmp_path)
     with pytest.raises(RazorzooError) as info:
         read_metadata(garbage)
     message = str(info.value)
-    assert message.startswith(f"{garbage} is not a readable ONNX file (") and message.endswith(
-        "); export the model again with `razorzoo export`") and "\n" not in message, message
+    assert message == (f"{garbage} is not a readable ONNX file (\"Error parsing message with type 'onnx.ModelProto': "
+                       "Wire format was corrupt\"); export the model again with `razorzoo export`"), message
     with pytest.raises(RazorzooError) as info:
         read_metadata(tmp_path / "missing.onnx")
     assert str(info.value) == f"{tmp_path / 'missing.onnx'} does not exist"
@@ -169,3 +174,34 @@ def test_files_razorzoo_did_not_write_or_cannot_read_are_one_line_each(tmp_path)
 def test_an_openvino_ir_is_told_by_its_suffix_in_any_case():
     assert is_openvino_ir("model.xml") and is_openvino_ir(Path("dir") / "MODEL.XML")
     assert not is_openvino_ir("model.onnx") and not is_openvino_ir("xml") and not is_openvino_ir(b"model.xml")
+
+
+def test_an_openvino_irs_metadata_is_read_from_its_rt_info(tmp_path):
+    """razorzoo's int8 exports are OpenVINO IRs carrying the same metadata in ``rt_info``."""
+    ov = pytest.importorskip("openvino", reason="needs the openvino extra: pip install -e '.[onnx,openvino]'")
+
+    def ir(path: Path, metadata: dict[str, str]) -> Path:
+        model = ov.convert_model(str(write(tmp_path / "plain.onnx", {})))
+        for key, value in metadata.items():
+            model.set_rt_info(value, key)
+        ov.save_model(model, str(path))
+        return path
+
+    path = ir(tmp_path / "m.xml", {**CLASSIFIER, "razorzoo_precision": "int8", "other_tool": "x"})
+    assert read_metadata(path) == {**CLASSIFIER, "razorzoo_precision": "int8"}  # razorzoo's keys only
+    with pytest.raises(RazorzooError) as info:
+        read_metadata(ir(tmp_path / "foreign.xml", {"other_tool": "x"}))
+    assert str(info.value).startswith(f"{tmp_path / 'foreign.xml'} is an OpenVINO IR razorzoo did not write (no ")
+    with pytest.raises(RazorzooError) as info:
+        read_metadata(ir(tmp_path / "bad.xml", {**CLASSIFIER, "razorzoo_variant": "int8"}))
+    assert str(info.value).startswith(f"{tmp_path / 'bad.xml'}: razorzoo metadata: razorzoo_variant must be one of")
+    with pytest.raises(RazorzooError) as info:
+        read_metadata(tmp_path / "missing.xml")
+    assert str(info.value) == f"{tmp_path / 'missing.xml'} does not exist"
+    truncated = tmp_path / "truncated.xml"
+    truncated.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(RazorzooError) as info:
+        read_metadata(truncated)
+    message = str(info.value)
+    assert message.startswith(f"{truncated} is not a readable OpenVINO IR (") and message.endswith(
+        "); export the model again with `razorzoo export`") and "\n" not in message, message
