@@ -6,6 +6,7 @@ Whole-file refusals (hostile class names, NaN sizes) are in tests/hostile/test_d
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,11 @@ def test_an_openvino_irs_metadata_is_read_from_its_rt_info(tmp_path):
     message = str(info.value)
     assert message.startswith(f"{truncated} is not a readable OpenVINO IR (") and message.endswith(
         "); export the model again with `razorzoo export`") and "\n" not in message, message
+
+
+def test_without_the_onnx_package_the_refusal_names_the_extra(tmp_path, monkeypatch):
+    path = write(tmp_path / "m.onnx", CLASSIFIER)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now fails, as when not installed
+    with pytest.raises(RazorzooError) as info:
+        read_metadata(path)
+    assert str(info.value) == "this needs the onnx package, which is not installed: pip install 'razorzoo[onnx]'"
