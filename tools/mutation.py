@@ -58,9 +58,16 @@ TARGETS = {  # name -> (modules to mutate, tests that guard them, mutant-name pa
                    ["tests/test_val_coco.py", "tests/test_val_protocol.py", "tests/test_val_imagenet.py",
                     "tests/test_sources.py", "tests/test_predict_flags.py"], ["*"]),
     "ray": (["razorzoo/evaluation/ray_adapter.py"], ["tests/test_ray.py"], ["*"]),
-    "search": (["razorzoo/search/evolution.py", "razorzoo/search/latency.py", "razorzoo/search/calibrate.py",
-                "razorzoo/search/specialize.py"],
-               ["tests/test_search_pins.py", "tests/test_specialize.py", "tests/test_calibrate.py"], ["*"]),
+    # deploy/'s rules that need no export: the gate's matching and verdicts, the metadata schema (each mutant of an
+    # exporting function re-exports, 10-30 s a test: those stay with the hand mutations of issue 21)
+    "deploy": (["razorzoo/deploy/parity.py", "razorzoo/deploy/metadata.py"],
+               ["tests/test_parity_matching.py", "tests/test_deploy_metadata.py", "tests/hostile/test_documents.py"],
+               ["*x_match_detections*", "*x_match_by_overlap*", "*x__iou*", "*ParityReport*", "*x_default_tolerance*",
+                "*x_synthetic_images*", "*x_read_metadata*", "*x__check*", "*x__output_names*", "*x_is_openvino_ir*"]),
+    # the search's machinery against the tests that run it on toy objectives and small inputs; specialize.py and
+    # costs.py, whose tests search real supernets (a minute or two a mutant on two cores), are not in this run
+    "search": (["razorzoo/search/evolution.py", "razorzoo/search/latency.py", "razorzoo/search/calibrate.py"],
+               ["tests/test_search_pins.py", "tests/test_calibrate.py", "tests/hostile/test_documents.py"], ["*"]),
 }
 COPY = ("razorzoo", "tests", "cards", "conversion", "setup.cfg", "setup.py", "pyproject.toml", "README.md")
 
@@ -74,6 +81,11 @@ def _config(modules: list[str], tests: list[str]) -> str:
     # in-process pytest (``-n 0``: none of setup.cfg's xdist workers), in file order, stopping at the first kill
     lines += ["pytest_add_cli_args =", "    -p", "    no:randomly", "    -n", "    0", "    -x", "also_copy ="]
     lines += [f"    {d}" for d in data]
+    # a mutant that loops for ever (a search's `while`, a retry) is stopped at 6x its tests' CPU time, not 30x;
+    # mutants run in processes forked from a server that never ran a test: forked from mutmut's own process, which
+    # ran the suite once, a test that sets torch's threads above one (latency tables) inherits an OpenMP pool that
+    # hangs in the child, and the hang counted as a kill (a timeout)
+    lines += ["timeout_multiplier = 3", "process_isolation = forkserver"]
     lines.append("")
     return "\n".join(lines)
 
