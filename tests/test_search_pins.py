@@ -278,3 +278,30 @@ def test_a_saved_candidate_outside_the_space_is_refused_as_another_searchs(tmp_p
     message = str(info.value)
     assert message.startswith("search state '") and message.endswith(
         ": a saved ofa candidate is outside the search space; the state file was written for another search"), message
+
+
+PROFILE = {"format": "razorzoo-device-profile", "version": 1, "backend": "torch", "threads": 2, "batch_size": 1,
+           "repeats": 20, "unit": "ms", "machine": {"cpu": "x" * 256}, "entries": {"block:a": 0.5}}
+
+
+def test_a_device_profile_reads_back_and_each_refusal_names_the_file_and_field(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a short relative name: the message quotes it whole
+
+    def write(**changes) -> str:
+        Path("p.json").write_text(json.dumps({**PROFILE, **changes}))
+        return "p.json"
+
+    profile = DeviceProfile.load(write())
+    assert (profile.backend, profile.threads, profile.repeats) == ("torch", 2, 20)
+    assert profile.entries == {"block:a": 0.5} and profile.machine == {"cpu": "x" * 256}
+    refusals = {"version 0": {"version": 0}, "version 2": {"version": 2},
+                "machine text 257": {"machine": {"cpu": "x" * 257}}, "machine number": {"machine": {"cpu": 5}}}
+    messages = {}
+    for case, changes in refusals.items():
+        with pytest.raises(RazorzooError) as info:
+            DeviceProfile.load(write(**changes))
+        messages[case] = str(info.value)
+        assert messages[case].startswith("device profile 'p.json': "), messages[case]
+    assert "version" in messages["version 0"] and "version" in messages["version 2"]
+    assert messages["machine number"].endswith(" must be a string of at most 256 characters, not 5")
+    assert "cpu" in messages["machine text 257"] and "(257 chars)" in messages["machine text 257"]
