@@ -305,3 +305,12 @@ def test_a_device_profile_reads_back_and_each_refusal_names_the_file_and_field(t
     assert "version" in messages["version 0"] and "version" in messages["version 2"]
     assert messages["machine number"].endswith(" must be a string of at most 256 characters, not 5")
     assert "cpu" in messages["machine text 257"] and "(257 chars)" in messages["machine text 257"]
+
+
+def test_a_saved_device_profile_is_the_documented_file_and_loads_back_equal(tmp_path):
+    profile = DeviceProfile(threads=2, repeats=5, entries={"block:b": 0.25, "block:a": 0.5}, machine={"cpu": "x"})
+    path = profile.save(tmp_path / "new" / "folder" / "p.json")  # folders made as needed
+    assert json.loads(path.read_text()) == {
+        "format": "razorzoo-device-profile", "version": 1, "backend": "torch", "threads": 2, "batch_size": 1,
+        "repeats": 5, "unit": "ms", "machine": {"cpu": "x"}, "entries": {"block:a": 0.5, "block:b": 0.25}}
+    assert DeviceProfile.load(path) == profile
