@@ -178,7 +178,8 @@ def test_latency_table_entries_are_per_input_size(files):
     large = {s: shape for s, _, shape in block_signatures(model, (1, 3, 96, 96))}
     shared = set(small) & set(large)
     assert [s.split(":")[:2] for s in shared] == [["head", "1024x1x1"]] and len(small) > 10
-    assert list(small.values())[:2] == [(1, 3, 64, 64), (1, 16, 32, 32)]  # the stem sees the input, the first block half
+    # the stem sees the input, the first block half of it
+    assert list(small.values())[:2] == [(1, 3, 64, 64), (1, 16, 32, 32)]
     profile = DeviceProfile(repeats=1)
     profile.predict(model, (1, 3, 64, 64))
     assert set(profile.entries) == set(small)
@@ -314,3 +315,30 @@ def test_a_saved_device_profile_is_the_documented_file_and_loads_back_equal(tmp_
         "format": "razorzoo-device-profile", "version": 1, "backend": "torch", "threads": 2, "batch_size": 1,
         "repeats": 5, "unit": "ms", "machine": {"cpu": "x"}, "entries": {"block:a": 0.5, "block:b": 0.25}}
     assert DeviceProfile.load(path) == profile
+
+
+def test_a_units_signature_is_its_input_and_every_layer_in_a_stable_text():
+    """The keys a saved profile's entries are read back by (a profile measured on one machine is shared with
+    another razorzoo): the unit, its input shape, and each leaf layer with its sizes, then a residual."""
+    model = razorzoo.build_classifier(SPACE.subnet(SPACE.smallest()).to_yaml())
+    signatures = [s for s, _, _ in block_signatures(model, (1, 3, 64, 64))]
+    assert signatures[0] == "first_conv:3x64x64:conv3-16k3s2g1,bn,hardswish"
+    assert signatures[1] == "block:16x32x32:conv16-16k3s1g16,bn,relu,conv16-16k1s1g1,bn,res-identity"
+    assert signatures[2] == "block:16x32x32:conv16-48k1s1g1,bn,relu,conv48-48k3s2g48,bn,relu,conv48-16k1s1g1,bn"
+    assert signatures[4] == ("block:16x16x16:conv16-48k1s1g1,bn,relu,conv48-48k3s2g48,bn,relu,adaptiveavgpool2d,"
+                             "conv48-16k1s1g1,relu,conv16-48k1s1g1,hsigmoid,conv48-24k1s1g1,bn")
+    assert signatures[-1] == "head:1024x1x1:adaptiveavgpool2d,fc1024-1000"
+    assert len(set(signatures)) == len(signatures) == 14
+
+
+@pytest.mark.parametrize("model", ["spos_0.33M", "yolov5s-spos_0.33M"])
+def test_latency_tables_refuse_networks_that_are_not_mobilenet_classifiers(model):
+    from helpers import fixture_model
+
+    net = fixture_model(model)
+    with pytest.raises(RazorzooError) as info:
+        block_signatures(net, (1, 3, 64, 64))
+    assert str(info.value) == ("latency tables cover AttentiveNAS/OFA classifiers (razorzoo.build_classifier of an "
+                               f"attentive or ofa subnet), not {type(net).__name__}")
+    with pytest.raises(RazorzooError, match="not Linear$"):
+        block_signatures(torch.nn.Linear(2, 2), (1, 2))
