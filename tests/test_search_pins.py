@@ -342,3 +342,18 @@ def test_latency_tables_refuse_networks_that_are_not_mobilenet_classifiers(model
                                f"attentive or ofa subnet), not {type(net).__name__}")
     with pytest.raises(RazorzooError, match="not Linear$"):
         block_signatures(torch.nn.Linear(2, 2), (1, 2))
+
+
+def test_a_new_profile_records_the_machine_it_is_measured_on():
+    import platform
+
+    from razorzoo.version import __version__
+
+    machine = DeviceProfile().machine
+    cpu = platform.processor()
+    if not cpu:  # Linux leaves it empty: the kernel's CPU model name is recorded instead
+        names = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else ""
+    assert machine == {"machine": platform.machine(), "processor": cpu, "system": platform.system(),
+                       "python": platform.python_version(), "torch": torch.__version__, "razorzoo": __version__}
+    assert machine["machine"]
