@@ -357,3 +357,18 @@ def test_a_new_profile_records_the_machine_it_is_measured_on():
     assert machine == {"machine": platform.machine(), "processor": cpu, "system": platform.system(),
                        "python": platform.python_version(), "torch": torch.__version__, "razorzoo": __version__}
     assert machine["machine"]
+
+
+def test_a_prediction_is_the_sum_of_the_units_entries_and_repeats_are_bounded():
+    model = razorzoo.build_classifier(SPACE.subnet(SPACE.smallest()).to_yaml())
+    signatures = [s for s, _, _ in block_signatures(model, (1, 3, 64, 64))]
+    entries = {s: 0.25 * (i + 1) for i, s in enumerate(signatures)}  # exact in binary: the sum is exact too
+    profile = DeviceProfile(entries=dict(entries))
+    assert profile.predict(model, (1, 3, 64, 64), measure=False) == sum(entries.values()) == 0.25 * 14 * 15 / 2
+    assert profile.entries == entries  # nothing measured
+    for repeats in (1, 1000):
+        assert DeviceProfile(repeats=repeats).repeats == repeats
+    for repeats in (0, 1001, 2.5, True):
+        with pytest.raises(RazorzooError) as info:
+            DeviceProfile(repeats=repeats)
+        assert str(info.value).startswith("repeats must be "), str(info.value)
