@@ -366,9 +366,26 @@ def test_a_prediction_is_the_sum_of_the_units_entries_and_repeats_are_bounded():
     profile = DeviceProfile(entries=dict(entries))
     assert profile.predict(model, (1, 3, 64, 64), measure=False) == sum(entries.values()) == 0.25 * 14 * 15 / 2
     assert profile.entries == entries  # nothing measured
+    with pytest.raises(RazorzooError) as info:  # another size: no entries, and measuring was not allowed
+        profile.predict(model, (1, 3, 96, 96), measure=False)
+    assert str(info.value).startswith("the device profile has no entry for 'first_conv:3x96x96:") and \
+        str(info.value).endswith("; measure it on this machine (measure=True)")
     for repeats in (1, 1000):
         assert DeviceProfile(repeats=repeats).repeats == repeats
     for repeats in (0, 1001, 2.5, True):
         with pytest.raises(RazorzooError) as info:
             DeviceProfile(repeats=repeats)
         assert str(info.value).startswith("repeats must be "), str(info.value)
+
+
+@pytest.mark.parametrize("word, value", [(3, 0), (3, (1 << 32) - 1), (624, 624), (624, 0)],
+                         ids=["word 0", "word 2^32-1", "index 624", "index 0"])
+def test_a_saved_random_state_at_the_edges_of_its_range_resumes(word, value, tmp_path):
+    search = _toy_search(tmp_path / "state.json", generations=2)
+    search.run(stop_after=1)
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["rng"][1][word] = value
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    resumed = _toy_search(tmp_path / "other.json", generations=2)
+    resumed.resume(tmp_path / "state.json")
+    assert resumed.rng.getstate()[1][word] == value
