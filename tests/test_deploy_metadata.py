@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 onnx = pytest.importorskip("onnx", reason="needs the onnx extra: pip install -e '.[onnx,openvino]'")
-from onnx import helper, numpy_helper  # noqa: E402
 
+from helpers.graphs import tagged_relu  # noqa: E402
 from razorzoo.deploy.metadata import FORMAT, MAX_SIDE, is_openvino_ir, read_metadata  # noqa: E402
 from razorzoo.errors import RazorzooError  # noqa: E402
 
@@ -25,33 +25,6 @@ DETECTOR = {"razorzoo_format": FORMAT, "razorzoo_task": "detection", "razorzoo_v
             "razorzoo_recipe": '{"class_names": ["person"]}', "razorzoo_size_divisor": "32", "razorzoo_fp16": "false"}
 
 
-def model_proto(metadata: dict[str, str], *, external: bool = False) -> onnx.ModelProto:
-    """A one-Relu graph with ``metadata``; ``external``: plus a weight stored in a ``w.bin`` beside the file."""
-    x = helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 4, 4])
-    y = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 3, 4, 4])
-    nodes, initializers = [helper.make_node("Relu", ["images"], ["logits"])], []
-    if external:
-        import numpy as np
-
-        weight = numpy_helper.from_array(np.zeros((1024,), np.float32), "w")
-        weight.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in {"location": "w.bin", "offset": "0", "length": "4096"}.items():
-            weight.external_data.add(key=key, value=value)
-        weight.ClearField("raw_data")
-        initializers.append(weight)
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=initializers),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    for key, value in metadata.items():
-        model.metadata_props.add(key=key, value=value)
-    return model
-
-
-def write(path: Path, metadata: dict[str, str], **options) -> Path:
-    path.write_bytes(model_proto(metadata, **options).SerializeToString())
-    return path
-
-
 def refusal(path: Path, **changes: str | None) -> str:
     """The one-line message read_metadata refuses ``CLASSIFIER`` (``DETECTOR`` with ``task=detection``) with
     ``changes`` (None: the key removed)."""
@@ -59,7 +32,7 @@ def refusal(path: Path, **changes: str | None) -> str:
     base.update(changes)
     metadata = {key: value for key, value in base.items() if value is not None}
     with pytest.raises(RazorzooError) as info:
-        read_metadata(write(path, metadata))
+        read_metadata(tagged_relu(path, metadata))
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"{path}: razorzoo metadata: "), message
     return message
@@ -69,17 +42,17 @@ def test_a_valid_file_returns_every_field_as_written(tmp_path):
     for metadata in (CLASSIFIER, DETECTOR, {**DETECTOR, "razorzoo_variant": "raw", "razorzoo_fp16": "true",
                                               "razorzoo_precision": "int8", "razorzoo_calibration": '{"n": 3}',
                                               "razorzoo_int8_cost": '{"matched": 1}'}):
-        assert read_metadata(write(tmp_path / "m.onnx", metadata)) == metadata
+        assert read_metadata(tagged_relu(tmp_path / "m.onnx", metadata)) == metadata
     # the same from the file's bytes, and for a backbone (no class names)
     backbone = {**CLASSIFIER, "razorzoo_task": "backbone", "razorzoo_outputs": '["stage1", "stage2"]'}
     del backbone["razorzoo_class_names"], backbone["razorzoo_preprocessing"]
-    assert read_metadata(model_proto(backbone).SerializeToString()) == backbone
+    assert read_metadata(tagged_relu(tmp_path / "b.onnx", backbone).read_bytes()) == backbone
 
 
 def test_metadata_is_read_without_the_weights(tmp_path):
     """An export's weights may be external (large models): reading its metadata never loads them, so a missing
     or huge weight file does not matter here."""
-    path = write(tmp_path / "m.onnx", CLASSIFIER, external=True)
+    path = tagged_relu(tmp_path / "m.onnx", CLASSIFIER, external=True)
     with pytest.raises(Exception):
         onnx.load(str(path))  # w.bin does not exist
     assert read_metadata(path)["razorzoo_task"] == "classification"
@@ -104,7 +77,7 @@ def test_metadata_is_read_without_the_weights(tmp_path):
 ])
 def test_each_field_is_held_to_its_range_at_both_ends(field, good, bad, expected, tmp_path):
     for value in good:
-        assert read_metadata(write(tmp_path / "m.onnx", {**CLASSIFIER, field: value}))[field] == value
+        assert read_metadata(tagged_relu(tmp_path / "m.onnx", {**CLASSIFIER, field: value}))[field] == value
     for value in bad:
         assert expected in refusal(tmp_path / "m.onnx", **{field: value}), value
 
@@ -112,7 +85,7 @@ def test_each_field_is_held_to_its_range_at_both_ends(field, good, bad, expected
 def test_a_detectors_class_names_are_checked_in_its_recipe(tmp_path):
     for names in (["person"], ["x" * 256]):
         recipe = json.dumps({"class_names": names})
-        assert read_metadata(write(tmp_path / "m.onnx", {**DETECTOR, "razorzoo_recipe": recipe}))
+        assert read_metadata(tagged_relu(tmp_path / "m.onnx", {**DETECTOR, "razorzoo_recipe": recipe}))
     for names in ([], ["x" * 257], [3]):
         message = refusal(tmp_path / "m.onnx", razorzoo_task="detection",
                           razorzoo_recipe=json.dumps({"class_names": names}))
@@ -149,13 +122,14 @@ def test_a_value_longer_than_four_mebibytes_is_refused_before_it_is_decoded(tmp_
 
 
 def test_files_razorzoo_did_not_write_or_cannot_read_are_one_line_each(tmp_path):
-    foreign = write(tmp_path / "foreign.onnx", {"producer": "someone"})
+    foreign = tagged_relu(tmp_path / "foreign.onnx", {"producer": "someone"})
     with pytest.raises(RazorzooError) as info:
         read_metadata(foreign)
     assert str(info.value) == (f"{foreign} is an ONNX file razorzoo did not write (no {FORMAT} metadata), so its "
                                "pre-processing and outputs are unknown; export it with `razorzoo export NAME -o FILE`")
+    other_format = tagged_relu(tmp_path / "v2.onnx", {**CLASSIFIER, "razorzoo_format": "razorzoo-onnx/2"})
     with pytest.raises(RazorzooError) as info:
-        read_metadata(model_proto({**CLASSIFIER, "razorzoo_format": "razorzoo-onnx/2"}).SerializeToString())
+        read_metadata(other_format.read_bytes())
     assert str(info.value).startswith(f"the ONNX bytes is an ONNX file razorzoo did not write (no {FORMAT} ")
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\xff" * 64)
@@ -182,7 +156,7 @@ def test_an_openvino_irs_metadata_is_read_from_its_rt_info(tmp_path):
     ov = pytest.importorskip("openvino", reason="needs the openvino extra: pip install -e '.[onnx,openvino]'")
 
     def ir(path: Path, metadata: dict[str, str]) -> Path:
-        model = ov.convert_model(str(write(tmp_path / "plain.onnx", {})))
+        model = ov.convert_model(str(tagged_relu(tmp_path / "plain.onnx", {})))
         for key, value in metadata.items():
             model.set_rt_info(value, key)
         ov.save_model(model, str(path))
@@ -209,7 +183,7 @@ def test_an_openvino_irs_metadata_is_read_from_its_rt_info(tmp_path):
 
 
 def test_without_the_onnx_package_the_refusal_names_the_extra(tmp_path, monkeypatch):
-    path = write(tmp_path / "m.onnx", CLASSIFIER)
+    path = tagged_relu(tmp_path / "m.onnx", CLASSIFIER)
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now fails, as when not installed
     with pytest.raises(RazorzooError) as info:
         read_metadata(path)

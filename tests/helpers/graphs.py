@@ -34,3 +34,29 @@ def offset(value: float) -> Callable[[Any, str], None]:
         graph.node.append(helper.make_node("Add", [old, f"{name}__offset"], [name]))
 
     return build
+
+
+def tagged_relu(path: Path, metadata: dict[str, str], *, external: bool = False) -> Path:
+    """A one-Relu ONNX graph with ``metadata`` as its metadata props, saved as ``path``: the smallest real file to
+    read export metadata from. ``external``: plus a weight stored in a ``w.bin`` beside it (not written)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    x = helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["N", 3, 32, 32])
+    y = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 3, 32, 32])
+    initializers = []
+    if external:
+        weight = numpy_helper.from_array(np.zeros((1024,), np.float32), "w")
+        weight.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in {"location": "w.bin", "offset": "0", "length": "4096"}.items():
+            weight.external_data.add(key=key, value=value)
+        weight.ClearField("raw_data")
+        initializers.append(weight)
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["images"], ["logits"])], "g", [x], [y],
+                                                initializer=initializers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.graphs import tagged_relu
 from razorzoo.cli import main
 from razorzoo.errors import DatasetError, RazorzooError
 from razorzoo.evaluation.coco import read_coco
@@ -248,23 +249,12 @@ def test_an_untouched_search_state_resumes(tmp_path):
 
 
 def _onnx_with_metadata(path: Path, **changes: str) -> Path:
-    """A tiny real ONNX graph (Relu) tagged as a razorzoo classifier export, with metadata ``changes``."""
-    import onnx
-    import onnx.helper as oh
-
-    x = oh.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["N", 3, 32, 32])
-    y = oh.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 3, 32, 32])
-    model = oh.make_model(oh.make_graph([oh.make_node("Relu", ["images"], ["logits"])], "g", [x], [y]),
-                          opset_imports=[oh.make_opsetid("", 17)])
-    model.ir_version = 9
+    """A tiny real ONNX graph tagged as a razorzoo classifier export, with metadata ``changes``."""
     metadata = {"razorzoo_format": "razorzoo-onnx/1", "razorzoo_task": "classification", "razorzoo_variant": "raw",
                 "razorzoo_outputs": '"logits"', "razorzoo_input_size": "[32, 32]",
                 "razorzoo_class_names": json.dumps(["cat", "dog"]),
                 "razorzoo_preprocessing": json.dumps({"resize": 32, "crop": 32}), **changes}
-    for key, value in metadata.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
-    return path
+    return tagged_relu(path, metadata)
 
 
 ONNX_METADATA = {
