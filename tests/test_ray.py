@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import razorzoo
-from razorzoo.detection.results import Detections
 from razorzoo.bounded import InputError
+from razorzoo.detection.results import Detections
 from razorzoo.errors import DatasetError, ImageError
 from razorzoo.evaluation.ray_adapter import RayDetector
 from helpers import unmatched_detections

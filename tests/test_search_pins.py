@@ -34,6 +34,11 @@ def _flops(genome, resolution: int = RESOLUTION) -> int:
     return razorzoo.count_flops(model, (1, 3, resolution, resolution)).flops
 
 
+def _smallest_classifier() -> torch.nn.Module:
+    """The OFA space's smallest subnet as a classifier (fresh weights): the latency tables' test network."""
+    return razorzoo.build_classifier(SPACE.subnet(SPACE.smallest()).to_yaml())
+
+
 def _scored(out: Path) -> list[tuple]:
     return [SPACE.from_json(e["subnet"]) for e in json.loads((out / "search_state.json").read_text())["scores"]]
 
@@ -68,6 +73,18 @@ def _toy_search(state: Path, generations: int = 4) -> EvolutionSearch:
     return EvolutionSearch(SPACE, SearchSettings.for_population(8, generations, seed=3),
                            score=lambda g: (sum(w * v for w, v in zip(weights, g)), 0.0),
                            feasible=lambda g: sum(g) <= 1820, state_path=state)
+
+
+def _resume_edited(folder: Path, edit) -> EvolutionSearch:
+    """A toy search stopped after one generation, its saved ``folder/state.json`` changed by ``edit(state)``, then
+    resumed by a fresh search. An infinite number is written as ``1e999`` (JSON's ``Infinity`` is not JSON)."""
+    _toy_search(folder / "state.json", generations=2).run(stop_after=1)
+    state = json.loads((folder / "state.json").read_text())
+    edit(state)
+    (folder / "state.json").write_text(json.dumps(state).replace("Infinity", "1e999"))
+    resumed = _toy_search(folder / "other.json", generations=2)
+    resumed.resume(folder / "state.json")
+    return resumed
 
 
 def test_resume_continues_the_random_draws_of_the_stopped_search(tmp_path):
@@ -173,7 +190,7 @@ def test_latency_table_entries_are_per_input_size(files):
     """A unit's latency depends on the size it runs at: a profile measured at 64 px has no entry for the same
     network at 96 px, and measuring there adds one entry per unit instead of reusing the 64 px ones. Only OFA's
     head (after the last conv's global pooling) sees 1 x 1 at both sizes: the same work, one entry."""
-    model = razorzoo.build_classifier(SPACE.subnet(SPACE.smallest()).to_yaml())
+    model = _smallest_classifier()
     small = {s: shape for s, _, shape in block_signatures(model, (1, 3, 64, 64))}
     large = {s: shape for s, _, shape in block_signatures(model, (1, 3, 96, 96))}
     shared = set(small) & set(large)
@@ -231,14 +248,9 @@ def test_progress_lines_name_each_generations_best_score(tmp_path):
 
 def test_a_saved_candidate_that_is_not_an_object_is_named_in_the_refusal(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a short relative name: the message quotes it whole
-    search = _toy_search(Path("state.json"), generations=2)
-    search.run(stop_after=1)
-    state = json.loads(Path("state.json").read_text())
     for wrong, shown in ((5, "5"), ([5, 6], "a list of 2 items")):
-        state["candidates"][0] = wrong
-        Path("state.json").write_text(json.dumps(state))
         with pytest.raises(RazorzooError) as info:
-            _toy_search(Path("other.json"), generations=2).resume("state.json")
+            _resume_edited(Path("."), lambda state, wrong=wrong: state["candidates"].__setitem__(0, wrong))
         assert str(info.value) == f"search state 'state.json': a saved candidate is {shown}, not an object of choices"
 
 
@@ -256,25 +268,18 @@ RNG_CHANGES = {
 
 @pytest.mark.parametrize("change", RNG_CHANGES)
 def test_a_saved_random_state_is_checked_word_by_word(change, tmp_path):
-    search = _toy_search(tmp_path / "state.json", generations=2)
-    search.run(stop_after=1)
-    state = json.loads((tmp_path / "state.json").read_text())
-    RNG_CHANGES[change](state["rng"])
-    (tmp_path / "state.json").write_text(json.dumps(state).replace("Infinity", "1e999"))
     with pytest.raises(RazorzooError) as info:
-        _toy_search(tmp_path / "other.json", generations=2).resume(tmp_path / "state.json")
+        _resume_edited(tmp_path, lambda state: RNG_CHANGES[change](state["rng"]))
     assert str(info.value).endswith(": rng is not a random-generator state razorzoo wrote"), str(info.value)
 
 
 def test_a_saved_candidate_outside_the_space_is_refused_as_another_searchs(tmp_path):
-    search = _toy_search(tmp_path / "state.json", generations=2)
-    search.run(stop_after=1)
-    state = json.loads((tmp_path / "state.json").read_text())
-    key = next(iter(state["candidates"][0]))
-    state["candidates"][0][key] = 10 ** 6
-    (tmp_path / "state.json").write_text(json.dumps(state))
+    def outside(state: dict) -> None:
+        candidate = state["candidates"][0]
+        candidate[next(iter(candidate))] = 10 ** 6
+
     with pytest.raises(RazorzooError) as info:
-        _toy_search(tmp_path / "other.json", generations=2).resume(tmp_path / "state.json")
+        _resume_edited(tmp_path, outside)
     message = str(info.value)
     assert message.startswith("search state '") and message.endswith(
         ": a saved ofa candidate is outside the search space; the state file was written for another search"), message
@@ -319,7 +324,7 @@ def test_a_saved_device_profile_is_the_documented_file_and_loads_back_equal(tmp_
 def test_a_units_signature_is_its_input_and_every_layer_in_a_stable_text():
     """The keys a saved profile's entries are read back by (a profile measured on one machine is shared with
     another razorzoo): the unit, its input shape, and each leaf layer with its sizes, then a residual."""
-    model = razorzoo.build_classifier(SPACE.subnet(SPACE.smallest()).to_yaml())
+    model = _smallest_classifier()
     signatures = [s for s, _, _ in block_signatures(model, (1, 3, 64, 64))]
     assert signatures[0] == "first_conv:3x64x64:conv3-16k3s2g1,bn,hardswish"
     assert signatures[1] == "block:16x32x32:conv16-16k3s1g16,bn,relu,conv16-16k1s1g1,bn,res-identity"
@@ -359,7 +364,7 @@ def test_a_new_profile_records_the_machine_it_is_measured_on():
 
 
 def test_a_prediction_is_the_sum_of_the_units_entries_and_repeats_are_bounded():
-    model = razorzoo.build_classifier(SPACE.subnet(SPACE.smallest()).to_yaml())
+    model = _smallest_classifier()
     signatures = [s for s, _, _ in block_signatures(model, (1, 3, 64, 64))]
     entries = {s: 0.25 * (i + 1) for i, s in enumerate(signatures)}  # exact in binary: the sum is exact too
     profile = DeviceProfile(entries=dict(entries))
@@ -380,11 +385,5 @@ def test_a_prediction_is_the_sum_of_the_units_entries_and_repeats_are_bounded():
 @pytest.mark.parametrize("word, value", [(3, 0), (3, (1 << 32) - 1), (624, 624), (624, 0)],
                          ids=["word 0", "word 2^32-1", "index 624", "index 0"])
 def test_a_saved_random_state_at_the_edges_of_its_range_resumes(word, value, tmp_path):
-    search = _toy_search(tmp_path / "state.json", generations=2)
-    search.run(stop_after=1)
-    state = json.loads((tmp_path / "state.json").read_text())
-    state["rng"][1][word] = value
-    (tmp_path / "state.json").write_text(json.dumps(state))
-    resumed = _toy_search(tmp_path / "other.json", generations=2)
-    resumed.resume(tmp_path / "state.json")
+    resumed = _resume_edited(tmp_path, lambda state: state["rng"][1].__setitem__(word, value))
     assert resumed.rng.getstate()[1][word] == value
