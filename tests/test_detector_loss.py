@@ -105,6 +105,18 @@ def test_images_without_boxes_train_objectness_or_background_only(model):
     assert float(losses["loss_cls"].detach()) >= 0 and all(math.isfinite(float(v.detach())) for v in losses.values())
 
 
+@pytest.mark.parametrize("model", DETECTORS)
+def test_a_float64_detector_computes_its_loss_in_float64(model):
+    """A double-precision model (how a gradient's float32 rounding is measured) trains in double throughout: the
+    targets follow the batch, so no assigner mixes float32 rows into float64 predictions."""
+    detector = training_detector(model).double()
+    batch, targets = golden_batch()
+    losses = detector.loss(batch.double(), targets)
+    assert {str(v.dtype) for v in losses.values()} == {"torch.float64"}
+    reference = training_detector(model).loss(batch, targets)
+    assert all(float(losses[k]) == pytest.approx(float(reference[k]), rel=1e-3) for k in reference)
+
+
 @pytest.mark.parametrize("model", ["yolov5s-spos_0.33M", "yolov6s-attentive_a6"])
 @pytest.mark.parametrize("epoch", [0, 10])
 def test_a_flat_box_changes_nothing_where_upstream_never_matches_it(model, epoch):

@@ -45,9 +45,7 @@ def yolov5_loss(outputs: Outputs, rows: torch.Tensor, *, config: YOLOv5TrainConf
         / torch.tensor(strides, dtype=torch.float, device=device)[:, None, None]
 
     targets = yolov5_normalized_targets(rows, batch_hw, num_priors)
-    loss_cls = torch.zeros(1, device=device)
-    loss_box = torch.zeros(1, device=device)
-    loss_obj = torch.zeros(1, device=device)
+    loss_cls, loss_box, loss_obj = (torch.zeros(1, device=device, dtype=cls_scores[0].dtype) for _ in range(3))
     for i in range(num_levels):
         batch_size, _, h, w = bbox_preds[i].shape
         target_obj = torch.zeros_like(objectnesses[i])

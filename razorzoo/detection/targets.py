@@ -27,7 +27,8 @@ class TargetError(RazorzooError, ValueError):
 
 def pack_targets(targets: Sequence[Mapping[str, Any]], batch: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Check ``targets`` against the normalized ``batch`` (``N x 3 x H x W``) and return the float32 rows
-    ``[image, label, x1, y1, x2, y2]`` (image order, then the order given), on the batch's device."""
+    ``[image, label, x1, y1, x2, y2]`` (image order, then the order given), on the batch's device (float64 for a
+    float64 batch: a double-precision run stays double throughout)."""
     if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or batch.shape[1] != 3:
         shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
         raise TargetError(f"the batch must be an N x 3 x H x W tensor, got {shape}")
@@ -61,7 +62,7 @@ def pack_targets(targets: Sequence[Mapping[str, Any]], batch: torch.Tensor, num_
         image = torch.full((len(boxes), 1), float(index))
         rows.append(torch.cat([image, labels[:, None].float(), boxes], dim=1))
     packed = torch.cat(rows) if rows else torch.zeros((0, 6))
-    return packed.to(batch.device)
+    return packed.to(batch.device, torch.float64 if batch.dtype == torch.float64 else torch.float32)
 
 
 def _image_targets(target: Any, index: int) -> tuple[torch.Tensor, torch.Tensor]:
