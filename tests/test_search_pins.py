@@ -387,3 +387,190 @@ def test_a_prediction_is_the_sum_of_the_units_entries_and_repeats_are_bounded():
 def test_a_saved_random_state_at_the_edges_of_its_range_resumes(word, value, tmp_path):
     resumed = _resume_edited(tmp_path, lambda state: state["rng"][1].__setitem__(word, value))
     assert resumed.rng.getstate()[1][word] == value
+
+
+def _observed_search(mutate_prob: float, num_mutation: int = 3):
+    """A toy search (population 8, top-k 2, 3 generations) whose constraint checks and progress lines are recorded:
+    ``calls`` holds every genome ``feasible`` was asked about, ``lines`` each line with ``len(calls)`` at that time."""
+    calls, lines = [], []
+    weights = random.Random(11).choices(range(-3, 4), k=len(SPACE.keys))
+
+    def feasible(genome):
+        calls.append(genome)
+        return sum(genome) <= 1820
+
+    settings = SearchSettings(population=8, generations=3, top_k=2, num_mutation=num_mutation, num_crossover=3,
+                              mutate_prob=mutate_prob, seed=5)
+    search = EvolutionSearch(SPACE, settings, score=lambda g: (sum(w * v for w, v in zip(weights, g)), 0.0),
+                             feasible=feasible, progress=lambda line: lines.append((line, len(calls))))
+    return search, calls, lines
+
+
+def test_each_generation_keeps_the_best_scored_and_breeds_from_them():
+    """MMRazor's loop, generation by generation: the population is topped up with feasible random subnets, every
+    candidate is scored once, the top-k are the best of everything scored so far (compared by score: ties are
+    interchangeable), and the next generation's mutations (``mutate_prob`` 0: copies) and crossovers (each choice
+    from one of two top-k parents) are bred from those top-k only, feasible, at most as many as asked for."""
+    search, calls, _ = _observed_search(mutate_prob=0.0)
+    scored_calls = []
+    search.score = lambda g, score=search.score: scored_calls.append(g) or score(g)
+    mixed = []
+    for generation in range(1, 4):
+        bred = list(search.candidates)
+        search.run(stop_after=generation)
+        assert search.generation == generation and len(scored_calls) == len(set(scored_calls)) == len(search.scores)
+        assert all(sum(g) <= 1820 for g in search.scores)  # only feasible subnets are scored
+        assert set(bred) <= set(search.scores)  # the bred candidates were scored with the random ones
+        best = sorted((s for s in search.scores.values()), reverse=True)[:2]
+        assert [search.scores[g] for g in search.top_k] == best
+        parents = set(search.top_k)
+        children = search.candidates
+        mutated, crossed = children[:3], children[3:]
+        # 10 tries per wanted child: enough for all 6 here (most children meet the constraint)
+        assert len(children) == 6 and all(sum(g) <= 1820 for g in children)
+        assert all(child in parents for child in mutated)  # mutate_prob 0: a parent unchanged
+        for child in crossed:
+            assert any(all(c in (x, y) for c, x, y in zip(child, a, b)) for a in parents for b in parents), child
+        mixed += [child for child in crossed if child not in parents]
+    assert mixed  # crossovers of two different parents take choices from both
+    assert len(calls) > len(search.scores)  # children and samples that failed the constraint were checked too
+
+
+def test_breeding_gives_up_after_ten_tries_per_wanted_child():
+    """Upstream's limit: when no child meets the constraint, 10 x (mutations + crossovers) are tried, and the next
+    generation starts with none bred (it is filled with random subnets)."""
+    search, calls, _ = _observed_search(mutate_prob=0.5)
+    breeding = []  # the number of checks made when the first generation was done, before breeding
+    search.progress = lambda line: breeding.append(len(calls)) if "best so far" in line else None
+    search.feasible = lambda genome: calls.append(genome) or (not breeding and sum(genome) <= 1820)
+    search.run(stop_after=1)
+    assert search.candidates == [] and len(calls) - breeding[0] == 10 * 3 + 10 * 3
+
+
+def test_a_generation_that_needs_one_random_subnet_says_so_in_the_singular():
+    """Three copies bred (mutate_prob 0) into a population of four: one random sample fills it."""
+    lines = []
+    settings = SearchSettings(population=4, generations=2, top_k=1, num_mutation=3, num_crossover=0, mutate_prob=0.0)
+    search = EvolutionSearch(SPACE, settings, score=lambda g: (float(sum(g)),), feasible=lambda g: True,
+                             progress=lines.append)
+    search.run()
+    assert ("generation 2/2: 1 random candidate meeting the constraint, from 1 sample, with 3 candidates bred from "
+            "the last generation") in lines
+
+
+def test_a_mutation_resamples_choices_at_the_mutation_probability():
+    """``mutate_prob`` 1: every choice is drawn afresh (children are random subnets, not copies of the parents)."""
+    search, _, _ = _observed_search(mutate_prob=1.0)
+    search.run(stop_after=1)
+    mutated = search.candidates[:3]
+    assert len(mutated) == 3 and not set(mutated) & set(search.top_k)
+    for generation in (2, 3):  # the top-k stay the best of everything scored, carried over when no child beats them
+        search.run(stop_after=generation)
+        assert [search.scores[g] for g in search.top_k] == sorted(search.scores.values(), reverse=True)[:2]
+    # each choice is the parent's or a fresh draw with probability 1/2 and 1/2: a child shares some choices
+    # with a parent, and differs in others
+    search, _, _ = _observed_search(mutate_prob=0.5)
+    search.run(stop_after=1)
+    for child in search.candidates[:3]:
+        same = max(sum(c == p for c, p in zip(child, parent)) for parent in search.top_k)
+        assert len(SPACE.keys) // 4 < same < len(SPACE.keys), (same, len(SPACE.keys))
+
+
+def test_each_generations_progress_lines_count_what_they_say():
+    """``generation g/G: N random candidates meeting the constraint, from S samples, with B candidates bred from the
+    last generation``, then one numbered line per candidate: N, S and B counted here, from the constraint checks
+    (no mutations: every check of a generation's fill is a random sample)."""
+    from razorzoo.wording import count
+
+    search, calls, lines = _observed_search(mutate_prob=0.0, num_mutation=0)
+    checked_before = 0
+    for generation in range(1, 4):
+        bred = len(search.candidates)
+        search.run(stop_after=generation)
+        mine = [(line, n) for line, n in lines if line.startswith(f"generation {generation}/3")]
+        (fill, checked), *candidates, (done, _) = mine
+        samples = checked - checked_before
+        expected = (f"generation {generation}/3: {count(8 - bred, 'random candidate')} meeting the constraint, from "
+                    f"{count(samples, 'sample')}" + (f", with {count(bred, 'candidate')} bred from the last generation"
+                                                     if bred else ""))
+        assert fill == expected and samples >= 8 - bred
+        assert [line.split(":")[0] for line, _ in candidates] == [
+            f"generation {generation}/3, candidate {i}/8" for i in range(1, 9)]
+        assert "best so far" in done
+        checked_before = len(calls)
+
+
+def test_the_top_k_carry_over_when_a_generation_is_worse():
+    """A later generation that scores below the first does not replace the first's top-k: they stay in the pool."""
+    settings = SearchSettings(population=4, generations=2, top_k=2, num_mutation=0, num_crossover=0)
+    search = EvolutionSearch(SPACE, settings, score=lambda g: (1.0 if search.generation == 0 else 0.0, sum(g)),
+                             feasible=lambda g: True)
+    first = search.run(stop_after=1)
+    assert search.run() == first and [search.scores[g][0] for g in first] == [1.0, 1.0]
+    assert len(search.scores) == 8  # the second generation was scored (four fresh random subnets)
+
+
+class _Recorder(torch.nn.Module):
+    """A model that records, for each call, its input's shape, torch's thread count, its own mode and whether
+    inference mode was on."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((tuple(x.shape), torch.get_num_threads(), self.training, torch.is_inference_mode_enabled()))
+        return x
+
+
+def test_time_model_is_the_median_of_its_repeats_after_a_warm_up_on_its_threads(monkeypatch):
+    """``time_model``: warm-up calls, then ``repeats`` timed ones, in eval and inference mode on ``threads``
+    threads, on one input of the given shape; the result is the median in milliseconds (the clock is read around
+    each timed call only: here it advances 5, 1, 90, 3 and 7 ms, whose mean would be 21.2)."""
+    from razorzoo.search import latency
+
+    readings = iter([0.0, 0.005, 1.0, 1.001, 2.0, 2.090, 3.0, 3.003, 4.0, 4.007])
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: next(readings))
+    model = _Recorder().train()
+    saved = torch.get_num_threads()
+    assert latency.time_model(model, (1, 3, 32, 24), threads=2, repeats=5) == pytest.approx(5.0)
+    assert model.calls == [((1, 3, 32, 24), 2, False, True)] * (latency.WARMUP + 5)
+    assert torch.get_num_threads() == saved
+    with pytest.raises(RazorzooError, match=r"^unknown latency backend 'onnx'; available: torch$"):
+        latency.time_model(model, (1, 3, 8, 8), backend="onnx")
+
+
+STATE_EDGES = {  # the toy search: population 8, top-k 1, 2 generations; each bound and one past it
+    "generation 2": (lambda s: s.update(generation=2), None),
+    "generation 3": (lambda s: s.update(generation=3), "generation must be an integer in 0..2, not 3"),
+    "8 candidates": (lambda s: s.update(candidates=(s["candidates"] * 8)[:8]), None),
+    "9 candidates": (lambda s: s.update(candidates=(s["candidates"] * 9)[:9]),
+                     "candidates must be a list of at most 8 items, not a list of 9 items"),
+    "2 top-k": (lambda s: s.update(top_k=s["top_k"] * 2), "top_k must be a list of at most 1 items, not a list of 2"),
+    "24 scores": (lambda s: s.update(scores=(s["scores"] * 24)[:24]), None),
+    "25 scores": (lambda s: s.update(scores=(s["scores"] * 25)[:25]),
+                  "scores must be a list of at most 24 items, not a list of 25 items"),
+    "version 0": (lambda s: s.update(version=0), "version must be an integer in 1..1, not 0"),
+    "version 2": (lambda s: s.update(version=2), "version must be an integer in 1..1, not 2"),
+    "no format": (lambda s: s.pop("format"), "is not a razorzoo search state (no \"format\": \"razorzoo-search-state\")"),
+    "top-k unscored": (lambda s: s.update(scores=[e for e in s["scores"] if e["subnet"] != s["top_k"][0]]),
+                       "top_k[0] has no entry in scores; the file was edited or is damaged: start anew"),
+}
+
+
+@pytest.mark.parametrize("edge", STATE_EDGES)
+def test_a_saved_states_sizes_are_checked_at_their_bounds(edge, tmp_path, monkeypatch):
+    """Each size bound of a saved search state (from the search's own settings) admits its limit and refuses one
+    more, naming the field and the file in one line."""
+    monkeypatch.chdir(tmp_path)  # a short relative name: the message quotes it whole
+    edit, refusal = STATE_EDGES[edge]
+    if refusal is None:
+        saved = {}
+        resumed = _resume_edited(Path("."), lambda state: (edit(state), saved.update(state)))
+        assert resumed.generation == saved["generation"] and len(resumed.candidates) == len(saved["candidates"])
+        assert len(resumed.scores) == len({json.dumps(e["subnet"], sort_keys=True) for e in saved["scores"]})
+        return
+    with pytest.raises(RazorzooError) as info:
+        _resume_edited(Path("."), edit)
+    assert str(info.value).startswith("search state 'state.json'") and refusal in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)

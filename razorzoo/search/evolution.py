@@ -256,8 +256,10 @@ class EvolutionSearch:
         scores = {}
         for entry in data.objects("scores", max_items=(s.generations + 1) * s.population):
             scores[self._genome(entry.value.get("subnet"), where)] = tuple(entry.numbers("score", length=2))
-        if any(g not in scores for g in top_k):
-            raise data.fail("top_k", "subnets that have a score")
+        unscored = [i for i, g in enumerate(top_k) if g not in scores]
+        if unscored:
+            raise RazorzooError(f"{where}: top_k[{unscored[0]}] has no entry in scores; the file was edited or is "
+                                "damaged: start anew")
         self.rng.setstate(_rng_state(data.array("rng", max_items=3, min_items=3), where))
         self.generation, self.candidates, self.top_k, self.scores = generation, candidates, top_k, scores
 
