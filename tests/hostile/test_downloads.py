@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from http_server import HOSTILE, FileServer
+from http_server import HOSTILE, FileServer, gzip_bomb
 from hub_server import HubServer, Repo
 from razorzoo.cli import main as cli
 from razorzoo.errors import FetchError, HubError, RazorzooError
@@ -29,7 +29,10 @@ EXPECTED = {"endless": "too long", "longer": "too long", "gzip": "encoded", "tri
 def limits(monkeypatch):
     """Small limits, so that every hostile answer is cut within seconds: 0.5 s stall window and read timeout,
     1 MiB for a download whose size nobody states, and 20 ms before the first retry (the stalled tries' backoff
-    is test_fetch_promises.py's; here it would only add 7.5 s of sleep to each trickle)."""
+    is test_fetch_promises.py's; here it would only add 7.5 s of sleep to each trickle). The gzip bomb is made
+    first: made by the server's first hostile answer, it kept the headers back past the 0.5 s window on a loaded
+    machine, and the client rightly said "no answer" instead of "encoded"."""
+    gzip_bomb()
     monkeypatch.setattr(fetch_module, "_BACKOFF_S", 0.01)
     monkeypatch.setenv("RAZORZOO_STALL_TIMEOUT", str(STALL_S))
     monkeypatch.setenv("RAZORZOO_HTTP_TIMEOUT", "2")
