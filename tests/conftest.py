@@ -55,6 +55,22 @@ def installed(tmp_path_factory):
     return install_wheel(tmp_path_factory.mktemp("installed"))
 
 
+def _run_folder(tmp_path_factory, worker_id, name: str):
+    """A folder shared by every xdist worker of this run (in the run's temporary root)."""
+    root = tmp_path_factory.getbasetemp()
+    folder = (root if worker_id == "master" else root.parent) / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def run_cache(tmp_path_factory, worker_id):
+    """A razorzoo cache shared by the run's xdist workers, for tests that load the same converted file with
+    ``backend=`` from different files (the end-to-end export, 30-60 s, is made once: the cache's own lock makes a
+    second process wait for the first one's export and reuse it, as it does for users)."""
+    return _run_folder(tmp_path_factory, worker_id, "shared-cache")
+
+
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory, worker_id):
     """``exports(model) -> (eager model, exported file)``: each fixture model exported once per run (``raw``, gate
@@ -66,9 +82,7 @@ def exports(tmp_path_factory, worker_id):
     import razorzoo
     from helpers import DETECTORS, fixture_model
 
-    root = tmp_path_factory.getbasetemp()
-    shared = (root if worker_id == "master" else root.parent) / "shared-exports"
-    shared.mkdir(exist_ok=True)
+    shared = _run_folder(tmp_path_factory, worker_id, "shared-exports")
     done = {}
 
     def get(model: str):

@@ -2,14 +2,14 @@
 output of every variant, detections matched both ways, float32's tolerance), its fallback, the exported-model
 cache (keyed by the weights' content) and the metadata a file carries.
 
-Budget: one end-to-end YOLOv5 export from a converted file into the session's cache (shared with test_val_coco.py),
-one fallback ``raw`` export into a private cache, classifier exports at 64 px for the cache; the gate checks reuse
-the session's ``exports``. Each gate check runs eager and ONNX Runtime on the gate's four canvases (~3 s).
+Budget: one end-to-end YOLOv5 export from a converted file into the run's cache (shared with test_val_coco.py),
+classifier exports at 64 px for the cache; the gate checks and the fallback reuse the session's ``exports``. Each gate check runs eager and ONNX Runtime on the gate's four canvases (~3 s).
 """
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,10 @@ def converted(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fast(converted):
-    """``load_detector(converted file, backend=...)``: exported once into the session's cache."""
-    return razorzoo.load_detector(converted, backend="onnxruntime")
+def fast(converted, run_cache):
+    """``load_detector(converted file, backend=...)``: exported once into the run's cache (shared with
+    test_val_coco.py's ``val --backend``)."""
+    return razorzoo.load_detector(converted, backend="onnxruntime", cache_dir=run_cache)
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -56,13 +57,13 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
 
 
 # -- the end-to-end graph is the default -------------------------------------------------------------------------
-def test_a_detector_on_a_runtime_runs_the_end_to_end_graph_and_predicts_like_eager(fast, converted):
+def test_a_detector_on_a_runtime_runs_the_end_to_end_graph_and_predicts_like_eager(fast, converted, run_cache):
     eager = razorzoo.load_detector(converted)
     assert fast.variant == "nms" and "variant='nms'" in repr(fast)
     num_dets, boxes, scores, labels = fast(eager.preprocess(IMAGES[0])[0])
     assert num_dets.shape == (1, 1) and boxes.shape == (1, 300, 4) and labels.dtype == torch.int64
     for backend in ("onnxruntime", "openvino"):
-        runtime = razorzoo.load_detector(converted, backend=backend, offline=True)
+        runtime = razorzoo.load_detector(converted, backend=backend, offline=True, cache_dir=run_cache)
         assert runtime.source == fast.source  # the one cached export
         for thresholds in ({}, {"score_thr": 0.3}, {"score_thr": 0.32, "iou_thr": 0.3, "max_det": 20}):
             for image in IMAGES:  # the graph runs with the thresholds asked for
@@ -80,13 +81,17 @@ def test_a_detector_on_a_runtime_runs_the_end_to_end_graph_and_predicts_like_eag
     assert "pass thresholds to predict()" in _one_line(exc)
 
 
-def test_a_refused_end_to_end_export_falls_back_to_raw_and_says_why_once(converted, tmp_path, capsys):
+def test_a_refused_end_to_end_export_falls_back_to_raw_and_says_why_once(converted, exports, tmp_path, capsys):
     """The gate's verdict on the end-to-end export is recorded in the cache; a load then runs the raw export and
-    says why, once per process."""
+    says why, once per process. (The raw export is the run's shared one of the same weights, put where the cache
+    keeps it: exporting into a cache is test_deploy.py's subject, and costs 30 s.)"""
     cache = tmp_path / "cache"
     refused = export_dir(converted, "detection", cache_dir=cache, variant="nms") / "parity_refused.txt"
     refused.parent.mkdir(parents=True)
     refused.write_text("detections agreeing 1083/1084")
+    raw = export_dir(converted, "detection", cache_dir=cache, variant="raw") / "model.onnx"
+    raw.parent.mkdir(parents=True)
+    shutil.copy(exports(MODEL)[1], raw)
     runtime = razorzoo.load_detector(converted, backend="onnxruntime", cache_dir=cache)
     again = razorzoo.load_detector(converted, backend="openvino", cache_dir=cache)
     err = capsys.readouterr().err

@@ -250,12 +250,13 @@ def test_val_parser_and_import_razorzoo_do_not_import_torch():
 
 
 def test_val_on_a_runtime_keeps_the_batch_shapes_and_equals_eager_val(dataset, detector, converted, val_run,
-                                                                      tmp_path, capsys):
-    """``val --backend``: the converted file is exported once (gate on) into the session's cache, as the end-to-end
-    graph with a free height and width, so every image runs on its own ``BatchShapePolicy`` canvas like eager
-    ``val``: the same detections per image and the same AP. Budget: one YOLOv5 export (~30-60 s), shared with
-    test_deploy_fast.py."""
+                                                                      run_cache, tmp_path, capsys, monkeypatch):
+    """``val --backend``: the converted file is exported once (gate on) into the cache, as the end-to-end graph with
+    a free height and width, so every image runs on its own ``BatchShapePolicy`` canvas like eager ``val``: the
+    same detections per image and the same AP. Budget: one YOLOv5 export (~30-60 s) into the run's cache, shared
+    with test_deploy_fast.py."""
     pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx]'")
+    monkeypatch.setenv("RAZORZOO_CACHE", str(run_cache))
     root, data, _ = dataset
     eager, eager_results = val_run
     saved = tmp_path / "preds.json"
