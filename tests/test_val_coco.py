@@ -6,6 +6,7 @@ Budget: ~40 s (each full pass over the 4 images is ~5 s of YOLOv5 on one thread)
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -25,6 +26,7 @@ from helpers import MAX_PER_IMG, assert_same_detections, unmatched_detections
 from razorzoo.cli import main
 from razorzoo.detection.transforms import ImageMeta
 from razorzoo.detection.batch_shapes import batch_shape, letterbox_to_batch_shape
+from razorzoo.errors import RazorzooError
 from razorzoo.evaluation.coco import coco_stats, evaluate_coco, read_coco
 from val_data import GENERATED, PHOTOS, SHAPES, coco_file, converted_model, interrupt_cli, write_images
 
@@ -378,3 +380,73 @@ def test_a_file_name_too_long_for_the_system_is_a_missing_image(tmp_path):
     assert str(info.value).startswith("1 of 2 images is missing from ") and "--skip-missing" in str(info.value)
     _, images, skipped = read_coco(tmp_path / "ann.json", tmp_path / "images", skip_missing=True)
     assert [image.file_name for image in images] == ["a.png"] and skipped == (deep,)
+
+
+def test_category_ids_are_the_files_own_from_zero_in_any_order_and_its_other_categories_are_not_scored(
+        dataset, detector, val_run, tmp_path):
+    """Custom COCO files number their categories their own way (from 0, shuffled) and may hold categories the model
+    does not have. The classes are matched by name: the same detections, scored under the file's ids, give the same
+    AP as the standard file, and a category the model cannot detect, with ground truth, is left out of the mean
+    (not scored as 0). seconds_per_image is the run's time over its images."""
+    import random
+    import time
+
+    root, data, _ = dataset
+    standard, _ = val_run
+    shuffled = list(range(len(data["categories"])))
+    random.Random(0).shuffle(shuffled)
+    renumber = {c["id"]: new for c, new in zip(data["categories"], shuffled)}
+    first_class = data["annotations"][0]["category_id"]  # a class the model finds gets id 0
+    holder = next(old for old, new in renumber.items() if new == 0)
+    renumber[holder], renumber[first_class] = renumber[first_class], 0
+    unicorn = 500
+    custom = {"images": data["images"],
+              "annotations": [{**a, "category_id": renumber[a["category_id"]]} for a in data["annotations"]]
+              + [{"id": 10_000 + i, "image_id": image["id"], "iscrowd": 0, "category_id": unicorn,
+                  "bbox": [1.0, 1.0, 50.0, 50.0], "area": 2500.0} for i, image in enumerate(data["images"])],
+              "categories": [{"id": renumber[c["id"]], "name": c["name"]} for c in reversed(data["categories"])]
+              + [{"id": unicorn, "name": "unicorn"}]}
+    (tmp_path / "custom.json").write_text(json.dumps(custom))
+    saved = tmp_path / "preds.json"
+    start = time.perf_counter()
+    result = evaluate_coco(detector, tmp_path / "custom.json", root / "images", save_json=saved, progress=False)
+    elapsed = time.perf_counter() - start
+    assert result.stats == pytest.approx(standard.stats, abs=1e-12)
+    assert result.num_detections == standard.num_detections and not result.other_classes
+    assert 0 in {r["category_id"] for r in json.loads(saved.read_text())}
+    assert 0 < result.seconds_per_image * result.num_images <= elapsed
+
+
+def test_classes_the_file_lacks_are_counted_most_frequent_first(dataset, detector, val_run, tmp_path):
+    """``other_classes`` (the CLI names its first five) runs from the most to the least frequent class, not in the
+    order they were met: the file keeps person and the classes that every image meets first, and the image
+    evaluated first is one whose first unscored detection is of a rarer class than the most frequent one."""
+    root, data, _ = dataset
+    found = val_run[1]  # every detection per image id, in the order val met them
+    kept = {1}  # person
+    while True:
+        totals = collections.Counter(r["category_id"] for rows in found.values() for r in rows
+                                     if r["category_id"] not in kept)
+        first = {i: next(r["category_id"] for r in rows if r["category_id"] not in kept) for i, rows in found.items()}
+        rarest = min(first, key=lambda image_id: totals[first[image_id]])
+        if totals[first[rarest]] < max(totals.values()):
+            break
+        kept.add(first[rarest])  # every image meets the most frequent class first: score it, look again
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    images = sorted(data["images"], key=lambda image: image["id"] != rarest)
+    (tmp_path / "some.json").write_text(json.dumps({
+        "images": images, "categories": [{"id": i, "name": names[i]} for i in sorted(kept)],
+        "annotations": [{**a, "id": n} for n, a in enumerate(data["annotations"], 1) if a["category_id"] in kept]}))
+    result = evaluate_coco(detector, tmp_path / "some.json", root / "images", progress=False)
+    counts = list(result.other_classes.values())
+    assert len(counts) >= 2 and counts == sorted(counts, reverse=True), result.other_classes
+    assert set(result.other_classes) == {names[i] for i in totals}
+    assert sum(counts) + result.num_detections == val_run[0].num_detections
+
+
+@pytest.mark.parametrize("option, message", [({"batch": 0}, "batch"), ({"workers": -1}, "workers"),
+                                             ({"limit": 0}, "limit")])
+def test_evaluate_coco_refuses_bad_batching_before_reading_anything(option, message, detector, tmp_path):
+    """The Python API checks its own arguments (the CLI's checks do not guard it), before the files are read."""
+    with pytest.raises(RazorzooError, match=rf"^{message} must be"):
+        evaluate_coco(detector, tmp_path / "missing.json", tmp_path / "missing", **option)
