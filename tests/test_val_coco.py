@@ -450,3 +450,29 @@ def test_evaluate_coco_refuses_bad_batching_before_reading_anything(option, mess
     """The Python API checks its own arguments (the CLI's checks do not guard it), before the files are read."""
     with pytest.raises(RazorzooError, match=rf"^{message} must be"):
         evaluate_coco(detector, tmp_path / "missing.json", tmp_path / "missing", **option)
+
+
+def test_prefetch_reads_ahead_on_its_threads_and_at_most_twice_their_number():
+    """The images val decodes ahead of the model: on ``workers`` threads (``0``: inline, in the caller's thread), in
+    order, and no more than ``2 * workers`` at a time (a bound on memory, whatever the dataset's size)."""
+    import threading
+
+    from razorzoo.evaluation.engine import prefetch
+
+    pulled = []
+
+    def items():
+        for i in range(20):
+            pulled.append(i)
+            yield i
+
+    for workers in (1, 3):
+        pulled.clear()
+        ahead = prefetch(lambda i: (i, threading.current_thread().name), items(), workers)
+        first = next(ahead)
+        assert len(pulled) == 2 * workers  # handed to the threads when the first result is taken
+        rest = [first, *ahead]
+        assert [i for i, _ in rest] == list(range(20))
+        assert all(name.startswith("razorzoo-load") for _, name in rest)
+    inline = list(prefetch(lambda i: threading.current_thread().name, range(3), 0))
+    assert inline == [threading.current_thread().name] * 3
