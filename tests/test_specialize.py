@@ -397,6 +397,15 @@ def test_the_cost_table_gives_the_whole_network_counts(family, resolution):
         costs = table.costs(subnet, resolution)
         assert (costs.flops, costs.params) == (report.flops, report.params), subnet
     counted = table.counted
+    assert counted == len(table.entries) > 0  # each distinct unit was built and counted once
     for subnet in subnets:  # the second time everything comes from the table: nothing is built or run
         table.costs(subnet, resolution)
     assert table.counted == counted
+
+
+def test_a_cost_table_refuses_a_subnet_that_is_not_a_mobilenet():
+    from razorzoo.search.costs import CostTable
+
+    with pytest.raises(RazorzooError, match=r"^cost tables cover AttentiveNAS and OFA subnets \(MobileNet blocks\), "
+                                            r"not SposSubnet$"):
+        CostTable().costs(razorzoo.load_subnet(razorzoo.get_card("spos_0.33M").subnet_path), 224)
