@@ -705,3 +705,27 @@ def test_download_hub_onnx_takes_the_cache_and_offline_flag_it_is_given(hub, pus
     path = download_hub_onnx(ref, cache_dir=elsewhere)
     assert path.read_bytes() == b"onnx bytes" and path.is_relative_to(elsewhere) and not fresh_cache.exists()
     assert download_hub_onnx(ref, cache_dir=elsewhere, offline=True) == path
+
+
+def test_a_custom_base_card_gives_its_hub_id_and_the_families_defaults(hub, classifier_files, tmp_path, monkeypatch):
+    """A user's own base card (RAZORZOO_CARDS) with a ``hub_id`` and no ``flops``, ``algorithm`` or
+    ``search_space``: the pushed card names the base repo as ``base_model``, counts FLOPs at 224 px (the
+    classifiers' ImageNet input) and names the family's search algorithm and space."""
+    import yaml
+
+    from custom_cards import card_text
+
+    subnet, weights_path, _ = classifier_files
+    (tmp_path / "my_base.yaml").write_text(CUSTOM_SUBNET)
+    (tmp_path / "my_base.md").write_text(card_text("my_base", hub_id="bob/my-base"))
+    monkeypatch.setenv("RAZORZOO_CARDS", str(tmp_path))
+    push_to_hub("alice/from-custom", subnet=subnet, weights=weights_path, base="my_base")
+    repo = hub.repos["alice/from-custom"]
+    pushed = next(c for c in repo.commits if c.oid == repo.branches["main"])
+    front = yaml.safe_load(pushed.files["README.md"].decode().split("---\n")[1])
+    block = front["razorzoo"]
+    assert front["base_model"] == "bob/my-base" and block["base"] == "my_base"
+    assert (block["algorithm"], block["search_space"]) == ("AttentiveNAS", "AttentiveMobileNetV3")
+    report = razorzoo.count_flops(razorzoo.build_classifier(CUSTOM_SUBNET), (1, 3, 224, 224))
+    assert block["flops"] == {"value": report.flops, "unit": "MAC", "input": [1, 3, 224, 224]}
+    assert block["num_params"] == report.params
