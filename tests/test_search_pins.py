@@ -574,3 +574,15 @@ def test_a_saved_states_sizes_are_checked_at_their_bounds(edge, tmp_path, monkey
         _resume_edited(Path("."), edit)
     assert str(info.value).startswith("search state 'state.json'") and refusal in str(info.value), str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_budget_equal_to_the_smallest_subnets_cost_is_reachable(files):
+    """The smallest subnet's exact FLOPs is a budget one subnet meets: not refused as unreachable (one FLOP less
+    is), so the search looks for it among random samples, and says it found too few to fill a population."""
+    smallest = _flops(SPACE.smallest())
+    with pytest.raises(RazorzooError) as below:
+        _search(files, files["root"] / "below_smallest", Constraint("flops", float(smallest - 1)), population=1)
+    assert "no ofa subnet meets" in str(below.value)
+    with pytest.raises(RazorzooError) as equal:
+        _search(files, files["root"] / "at_smallest", Constraint("flops", float(smallest)), population=1)
+    assert str(equal.value).startswith("found only 0 of 1 subnet that meet the constraint in 101 random samples")
