@@ -77,6 +77,11 @@ def candidates(out: Path) -> list[dict]:
 def test_every_candidate_is_in_the_space_and_feasible_ones_meet_the_budget(searched):
     rows = candidates(searched.out)
     assert len(rows) >= 6
+    # on the front: no other candidate has at most its FLOPs and at least its top-1, better in one of them
+    for row in rows:
+        dominated = any(o["flops"] <= row["flops"] and o["top1"] >= row["top1"]
+                        and (o["flops"] < row["flops"] or o["top1"] > row["top1"]) for o in rows)
+        assert row["pareto"] is not dominated, row
     assert sum(r["pareto"] for r in rows) >= 1
     limit = Constraint.parse("flops", OFA_FLOPS).limit
     for row in rows:
