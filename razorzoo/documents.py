@@ -170,8 +170,9 @@ class Fields:
         """``value`` (found at ``path``) as a finite float in range: for :meth:`mapping` values."""
         return self._number(value, path, minimum, maximum, "a finite number" + _range(minimum, maximum))
 
-    def fail(self, key: str, expected: str, value: Any = _MISSING) -> Exception:
-        """The error for a field that passed its type check but not a rule across fields (raise it)."""
+    def fail(self, key: str, expected: str, value: Any) -> Exception:
+        """The error for a field that passed its type check but not a rule across fields (raise it); ``value`` is
+        what the field holds (never "missing": the field is there)."""
         return self._error(self._path(key), expected, value)
 
 

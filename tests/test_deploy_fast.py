@@ -3,7 +3,8 @@ output of every variant, detections matched both ways, float32's tolerance), its
 cache (keyed by the weights' content) and the metadata a file carries.
 
 Budget: one end-to-end YOLOv5 export from a converted file into the run's cache (shared with test_val_coco.py),
-classifier exports at 64 px for the cache; the gate checks and the fallback reuse the session's ``exports``. Each gate check runs eager and ONNX Runtime on the gate's four canvases (~3 s).
+classifier exports at 64 px for the cache; the gate checks and the fallback reuse the session's ``exports``. Each
+gate check runs eager and ONNX Runtime on the gate's four canvases (~3 s).
 """
 from __future__ import annotations
 

@@ -552,7 +552,8 @@ STATE_EDGES = {  # the toy search: population 8, top-k 1, 2 generations; each bo
                   "scores must be a list of at most 24 items, not a list of 25 items"),
     "version 0": (lambda s: s.update(version=0), "version must be an integer in 1..1, not 0"),
     "version 2": (lambda s: s.update(version=2), "version must be an integer in 1..1, not 2"),
-    "no format": (lambda s: s.pop("format"), "is not a razorzoo search state (no \"format\": \"razorzoo-search-state\")"),
+    "no format": (lambda s: s.pop("format"),
+                  "is not a razorzoo search state (no \"format\": \"razorzoo-search-state\")"),
     "top-k unscored": (lambda s: s.update(scores=[e for e in s["scores"] if e["subnet"] != s["top_k"][0]]),
                        "top_k[0] has no entry in scores; the file was edited or is damaged: start anew"),
 }
