@@ -414,3 +414,81 @@ def test_a_cost_table_refuses_a_subnet_that_is_not_a_mobilenet():
     with pytest.raises(RazorzooError, match=r"^cost tables cover AttentiveNAS and OFA subnets \(MobileNet blocks\), "
                                             r"not SposSubnet$"):
         CostTable().costs(razorzoo.load_subnet(razorzoo.get_card("spos_0.33M").subnet_path), 224)
+
+
+# -- the numbers behind the written subnet: top-1, the finalists, the budget's verdict -----------------------------
+def _evaluator(files, labels: list[int] | None = None):
+    from razorzoo.search.specialize import _Evaluator
+
+    transform = ClassifierTransform(search_preprocess("ofa", RESOLUTION))
+    photos = sorted(files["calib"].iterdir())
+    state_dict = {k.removeprefix("architecture."): v for k, v in supernet_state_dict("ofa", "architecture.").items()}
+    return _Evaluator(ChoiceSpace.for_family("ofa"), state_dict, transform(photos), transform(photos[:4]),
+                      torch.tensor(labels or [0, 0, 0, 0]), RESOLUTION, None, 32)
+
+
+def test_top1_is_the_percentage_of_validation_images_whose_label_is_the_first_class(files):
+    """Labels set to what the calibrated candidate predicts, all but one: its top-1 is 75%, and its loss is the
+    mean cross-entropy of its logits (the fixture supernet scores 0% on the real labels, which pins no scale)."""
+    probe = _evaluator(files)
+    genome = probe.space.smallest()
+    with torch.no_grad():
+        logits = probe.calibrated_model(genome)(probe.val)
+    labels = logits.argmax(1).tolist()
+    labels[2] = (labels[2] + 1) % 1000
+    evaluator = _evaluator(files, labels)
+    top1, minus_loss = evaluator.score(genome)
+    loss = torch.nn.functional.cross_entropy(logits.double(), torch.tensor(labels)).item()
+    assert top1 == 75.0 and minus_loss == pytest.approx(-loss, rel=1e-6)
+    assert evaluator.results[genome]["top1"] == 75.0 and evaluator.results[genome]["loss"] == -minus_loss
+
+
+def test_finalists_are_the_best_and_the_most_accurate_feasible_front_rows_best_first():
+    import random
+
+    from razorzoo.search.specialize import FINALISTS, _finalists
+
+    space, rng = ChoiceSpace.for_family("ofa"), random.Random(0)
+    genomes = list({space.sample(rng) for _ in range(8)})[:6]
+    top1 = dict(zip(genomes, [70.0, 60.0, 50.0, 40.0, 30.0, 80.0]))
+    ranked = lambda g: (top1[g], 0.0)  # noqa: E731
+    front = [{"subnet": space.to_json(g), "feasible": g != genomes[5]} for g in genomes[1:]]  # [5]: over budget
+    assert FINALISTS == 3
+    # the best (not on the front here) first, then the most accurate feasible rows; the 80% row is over budget
+    assert _finalists(front, genomes[0], space, ranked) == [genomes[0], genomes[1], genomes[2]]
+    assert _finalists(front[2:], genomes[0], space, ranked) == [genomes[0], genomes[3], genomes[4]]
+    assert _finalists([], genomes[4], space, ranked) == [genomes[4]]
+
+
+def test_a_latency_budget_picks_the_most_accurate_finalist_timed_within_it(files):
+    import random
+
+    from razorzoo.search.specialize import _choose
+
+    evaluator = _evaluator(files)
+    rng = random.Random(1)
+    a, b, c = evaluator.space.sample(rng), evaluator.space.sample(rng), evaluator.space.smallest()
+    assert len({a, b, c}) == 3
+    ranked = {a: (3,), b: (2,), c: (1,)}.get
+    budget = Constraint("latency", 10.0)
+    # a is the most accurate but over budget end to end; b is exactly at the budget, which meets it; c is within
+    chosen, verdict = _choose([a, b, c], a, {a: 12.0, b: 10.0, c: 4.0}, evaluator, budget, ranked)
+    assert chosen == b and verdict == {"constraint": "latency<=10ms", "metric": "latency", "limit": 10.0,
+                                       "measured": 10.0, "measured_by": f"timed end to end ({RESOLUTION}px, batch 1)",
+                                       "met": True}
+    chosen, verdict = _choose([c, b, a], a, {a: 9.0, b: 8.0, c: 4.0}, evaluator, budget, ranked)  # any order in
+    assert chosen == a and verdict["measured"] == 9.0 and verdict["met"] is True
+    chosen, verdict = _choose([a, b], a, {a: 12.0, b: 10.5}, evaluator, budget, ranked)  # none within: the best
+    assert chosen == a and verdict["measured"] == 12.0 and verdict["met"] is False
+
+
+def test_a_flops_budget_equal_to_the_written_networks_count_is_met(files):
+    from razorzoo.search.specialize import _choose
+
+    evaluator = _evaluator(files)
+    genome = evaluator.space.smallest()
+    with torch.device("meta"):
+        flops = razorzoo.count_flops(_build(evaluator.space.subnet(genome)), (1, 3, RESOLUTION, RESOLUTION)).flops
+    for limit, met in ((flops, True), (flops - 1, False)):
+        chosen, verdict = _choose([genome], genome, {genome: 1.0}, evaluator, Constraint("flops", limit), None)
+        assert chosen == genome and verdict["measured"] == flops and verdict["met"] is met

@@ -320,8 +320,7 @@ def _write_output(out: Path, evaluator: _Evaluator, best: Genome, constraint: Co
             for g, r in evaluator.results.items()]
     front = pareto_front(rows, constraint.metric, "top1")
     ranked = lambda g: (evaluator.results[g]["top1"], -evaluator.results[g]["loss"])  # noqa: E731 - the search's score
-    finalists = sorted({space.from_json(r["subnet"]) for r in front if r["feasible"]} | {best}, key=ranked,
-                       reverse=True)[:FINALISTS]
+    finalists = _finalists(front, best, space, ranked)
     measured: dict[Genome, float] = {}
     for i, genome in enumerate(finalists, start=1):  # the block sum misses the glue between blocks: re-time them
         measured[genome] = time_model(_build(space.subnet(genome)), evaluator.input_shape,
@@ -363,6 +362,15 @@ def _write_output(out: Path, evaluator: _Evaluator, best: Genome, constraint: Co
     write_bytes_atomic(out / OUTPUT_FILES["card"], _card(summary, out).encode())
     return SpecializeResult(out, subnet, result["top1"], int(result["flops"]), int(result["params"]),
                             measured[chosen], result.get("latency"), summary, budget_met=budget["met"])
+
+
+def _finalists(front: list[dict[str, Any]], best: Genome, space: ChoiceSpace,
+               ranked: Callable[[Genome], tuple]) -> list[Genome]:
+    """The subnets timed end to end: the search's best and the feasible subnets of the Pareto front, most accurate
+    first, at most :data:`FINALISTS`. (A front row can be over a latency budget after a resume: latencies are
+    predicted again from the device profile, which may have been measured further in between.)"""
+    return sorted({space.from_json(r["subnet"]) for r in front if r["feasible"]} | {best}, key=ranked,
+                  reverse=True)[:FINALISTS]
 
 
 def _choose(finalists: list[Genome], best: Genome, measured: dict[Genome, float], evaluator: _Evaluator,
