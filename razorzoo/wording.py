@@ -7,11 +7,13 @@ index), so it is quoted with :func:`~razorzoo.bounded.safe_repr`.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 from razorzoo.bounded import safe_repr
 
-__all__ = ["count", "plural", "close_matches", "did_you_mean"]
+__all__ = ["count", "plural", "first_few", "close_matches", "did_you_mean"]
+
+T = TypeVar("T")
 
 _IRREGULAR = {"entry": "entries", "class": "classes", "process": "processes", "match": "matches"}
 
@@ -26,6 +28,13 @@ def plural(n: int, noun: str) -> str:
 def count(n: int, noun: str) -> str:
     """``"<n> <noun>"`` with the noun in the right number: ``count(0, "detection")`` is "0 detections"."""
     return f"{n} {plural(n, noun)}"
+
+
+def first_few(items: Sequence[T], describe: Callable[[T], str] = safe_repr, limit: int = 5) -> str:
+    """The first ``limit`` items described and joined with commas, then how many more: ``"'a.jpg', 'b.jpg' and 3
+    more"``. A message names a few of a list of any length and counts the rest, so its length stays bounded."""
+    shown = ", ".join(describe(item) for item in items[:limit])
+    return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
 
 
 def close_matches(word: str, choices: "Iterable[str] | Mapping[str, str]", n: int = 3) -> list[str]:

@@ -199,6 +199,19 @@ def test_bad_folders_and_files_are_one_line_errors(folder, tmp_path):
         assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
 
 
+def test_missing_training_images_are_named_by_file_and_id_the_rest_counted(folder, tmp_path):
+    def gone(data: dict) -> None:
+        for image in data["images"][:7]:
+            image["file_name"] = f"gone{image['id']}.png"
+
+    ids = [image["id"] for image in json.loads((folder / "instances.json").read_text())["images"][:7]]
+    with pytest.raises(DatasetError) as caught:
+        CocoTrainingSet(broken(folder, tmp_path, gone), folder / "images")
+    named = ", ".join(f"'gone{i}.png' (id {i})" for i in ids[:5])
+    assert str(caught.value) == (f"7 of the 10 training images of {str(tmp_path / 'bad.json')!r} are missing from "
+                                 f"{str(folder / 'images')!r}: {named} and 2 more")
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

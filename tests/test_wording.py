@@ -2,12 +2,22 @@
 import pytest
 
 from razorzoo.cli import main
-from razorzoo.wording import close_matches, count, did_you_mean
+from razorzoo.wording import close_matches, count, did_you_mean, first_few
 
 
 def test_counts_read_in_the_right_number():
     assert [count(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
     assert count(1, "entry") == "1 entry" and count(3, "entry") == "3 entries" and count(2, "class") == "2 classes"
+
+
+def test_a_long_list_is_named_in_part_and_the_rest_counted():
+    names = [f"img{i}.jpg" for i in range(7)]
+    assert first_few(names) == "'img0.jpg', 'img1.jpg', 'img2.jpg', 'img3.jpg', 'img4.jpg' and 2 more"
+    assert first_few(names[:5]) == "'img0.jpg', 'img1.jpg', 'img2.jpg', 'img3.jpg', 'img4.jpg'"  # 5: all named
+    assert first_few(names[:6], str, limit=2) == "img0.jpg, img1.jpg and 4 more"
+    hostile = first_few(["\x1b[2J" + "x" * 10_000] * 9)  # each name quoted (escapes shown) and cut by safe_repr
+    assert hostile.startswith("'\\x1b[2J") and "\x1b" not in hostile and len(hostile) < 500
+    assert hostile.endswith(" and 4 more") and first_few([]) == ""
 
 
 def test_close_matches_catch_prefixes_parts_and_misspellings():

@@ -18,6 +18,7 @@ import yaml
 
 from razorzoo.bounded import load_yaml, read_text, safe_repr
 from razorzoo.errors import SubnetError
+from razorzoo.wording import first_few
 
 __all__ = [
     "FAMILIES",
@@ -354,9 +355,8 @@ class _Reader:
     def finish(self, family: str) -> None:
         if self.values:
             unknown = sorted(self.values)
-            keys = ", ".join(safe_repr(_display(key)) for key in unknown[:5])
-            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            raise SubnetError(f"{self.where}: unknown key(s) for the {family} search space: {keys}{more}")
+            keys = first_few(unknown, lambda key: safe_repr(_display(key)))
+            raise SubnetError(f"{self.where}: unknown key(s) for the {family} search space: {keys}")
 
 
 def _display(key: str) -> str:

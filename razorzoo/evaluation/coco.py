@@ -26,7 +26,7 @@ from razorzoo.bounded import safe_repr
 from razorzoo.errors import DatasetError, RazorzooError
 from razorzoo.evaluation.coco_format import CocoDocument, read_coco_document
 from razorzoo.files import check_output_file, confined, is_file, write_json_atomic
-from razorzoo.wording import count
+from razorzoo.wording import count, first_few
 
 __all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "CocoResult", "read_coco",
            "category_ids", "coco_stats", "evaluate_coco", "require_pycocotools"]
@@ -34,7 +34,6 @@ __all__ = ["STAT_NAMES", "STANDARD_MAXDETS", "MMYOLO_MAXDETS", "CocoImage", "Coc
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")  # COCOeval.stats[0:6]
 STANDARD_MAXDETS = (1, 10, 100)
 MMYOLO_MAXDETS = (100, 1, 10)  # CocoMetric(proposal_nums=(100, 1, 10)) of the detector configs; COCOeval sorts it
-_LISTED_MISSING = 5  # missing images named in the error; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -88,11 +87,10 @@ def read_coco(ann_file: str | os.PathLike, images_dir: str | os.PathLike, *, lim
         image = CocoImage(entry.id, entry.file_name, entry.width, entry.height, path)
         (images if is_file(image.path) else missing).append(image)
     if missing and not skip_missing:
-        names = ", ".join(safe_repr(m.file_name) for m in missing[:_LISTED_MISSING])
-        more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
+        names = first_few(missing, lambda image: safe_repr(image.file_name))
         raise DatasetError(f"{len(missing)} of {count(len(entries), 'image')} {'is' if len(missing) == 1 else 'are'} "
-                           f"missing from {str(images_dir)!r}: "
-                           f"{names}{more}; pass --skip-missing (skip_missing=True) to evaluate the others")
+                           f"missing from {str(images_dir)!r}: {names}; pass --skip-missing (skip_missing=True) to "
+                           "evaluate the others")
     if not images:
         raise DatasetError(f"none of the {count(len(entries), 'image')} is in {str(images_dir)!r}")
     return document, images, tuple(m.file_name for m in missing)

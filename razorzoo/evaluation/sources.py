@@ -18,7 +18,7 @@ from razorzoo.bounded import read_text, safe_repr
 from razorzoo.detection.transforms import IMAGE_SUFFIXES
 from razorzoo.errors import DatasetError
 from razorzoo.files import confined, is_file
-from razorzoo.wording import count
+from razorzoo.wording import count, first_few
 
 if TYPE_CHECKING:
     from razorzoo.detection.transforms import ImageMeta
@@ -27,7 +27,6 @@ __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_images", "check_mi
            "iter_source", "predict_stream", "classify_stream"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-_LISTED_MISSING = 5
 MAX_LIST_BYTES = 256 << 20  # ImageNet's train list (1.28 M lines) is 40 MB
 MAX_LIST_LINE = 4096
 
@@ -53,11 +52,10 @@ def check_missing(paths: Sequence[Path], where: Any, *, skip_missing: bool) -> s
     present = {path for path in paths if is_file(path)}
     missing = [path for path in paths if path not in present]
     if missing and not skip_missing:
-        names = ", ".join(safe_repr(str(path)) for path in missing[:_LISTED_MISSING])
-        more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
         verb = "is" if len(missing) == 1 else "are"
+        names = first_few(missing, lambda path: safe_repr(str(path)))
         raise DatasetError(f"{len(missing)} of {count(len(paths), 'image')} listed in {str(where)!r} {verb} missing: "
-                           f"{names}{more}; pass --skip-missing (skip_missing=True) to use the others")
+                           f"{names}; pass --skip-missing (skip_missing=True) to use the others")
     return present
 
 

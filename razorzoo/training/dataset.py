@@ -42,6 +42,7 @@ from razorzoo.detection.coco_file import describe_path, read_coco_file
 from razorzoo.detection.transforms import MAX_IMAGE_PIXELS, load_image
 from razorzoo.errors import DatasetError, ImageError
 from razorzoo.files import UnsafePathError, is_file, safe_join
+from razorzoo.wording import first_few
 
 __all__ = ["Sample", "ImageRecord", "CocoTrainingSet", "MAX_COORDINATE"]
 
@@ -54,7 +55,6 @@ _TRAINING_KEYS = {
 MAX_COORDINATE = 1e7  # box numbers beyond this many pixels are refused (float32 keeps them; nothing real is larger)
 _MAX_ID = 2**63 - 1
 _MAX_NAME_CHARS = 200
-_LISTED_MISSING = 5
 
 
 @dataclass(frozen=True)
@@ -307,8 +307,6 @@ class CocoTrainingSet:
     def _check_files(self) -> None:
         missing = [record for record in self.records if not is_file(record.path)]
         if missing:
-            names = ", ".join(f"{safe_repr(record.file_name)} (id {record.img_id})"
-                              for record in missing[:_LISTED_MISSING])
-            more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
+            names = first_few(missing, lambda record: f"{safe_repr(record.file_name)} (id {record.img_id})")
             raise DatasetError(f"{len(missing)} of the {len(self.records)} training images of {self._where} are "
-                               f"missing from {describe_path(self.images_dir)}: {names}{more}")
+                               f"missing from {describe_path(self.images_dir)}: {names}")
