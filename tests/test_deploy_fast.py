@@ -122,6 +122,45 @@ def test_a_refusal_is_remembered_instead_of_exporting_again(tmp_path):
     assert not list((tmp_path / "cache").rglob("*.onnx"))
 
 
+def test_a_recorded_refusal_is_read_as_one_bounded_line_and_a_damaged_one_says_how_to_export_again(tmp_path):
+    """The record is a file in the user's cache: whatever it holds (lines, terminal escapes, any length, other
+    bytes) comes back as one bounded line, and nothing is exported while it is there."""
+    converted = _converted_classifier(tmp_path)
+    cache = tmp_path / "cache"
+    record = export_dir(converted, "classification", cache_dir=cache, input_size=64) / "parity_refused.txt"
+    record.parent.mkdir(parents=True)
+    record.write_text("max raw difference\n\x1b[2Jnan\r\n" + "x" * 3000)
+    with pytest.raises(razorzoo.deploy.ParityError) as refused:
+        cached_export(converted, "classification", cache_dir=cache, input_size=64)
+    assert refused.value.verdict == ("max raw difference nan " + "x" * 300)[:300]
+    assert str(refused.value) == f"{record.parent / 'model.onnx'}: the parity gate refused this export earlier: " \
+                                 + refused.value.verdict  # one line: the path and at most 300 characters of it
+    for damaged, why in ((b"y" * 5000, "is larger than the 4096 bytes allowed"), (b"\xff\xfe", "is not UTF-8 text")):
+        record.write_bytes(damaged)
+        with pytest.raises(RazorzooError) as caught:
+            cached_export(converted, "classification", cache_dir=cache, input_size=64)
+        assert _one_line(caught) == f"the parity gate's recorded verdict {str(record)!r} {why}; delete it to export again"
+    assert not list(cache.rglob("*.onnx"))
+
+
+def test_the_cache_key_holds_the_task_every_setting_and_the_razorzoo_and_torch_versions(tmp_path, monkeypatch):
+    """Another razorzoo or torch may export another graph: an upgrade exports again instead of reusing."""
+    import razorzoo.deploy.cached as cached
+
+    converted = _converted_classifier(tmp_path)
+    key = lambda task="classification", **options: export_dir(converted, task, cache_dir=tmp_path, **options)  # noqa
+    base = key(input_size=64)
+    assert key(input_size=64) == base and base.parent == tmp_path / "exported"
+    others = [key("backbone", input_size=64), key(input_size=96), key(input_size=64, fp16=True), key(),
+              key(input_size=64, opset=18)]
+    monkeypatch.setattr(cached, "__version__", __version__ + ".post1")
+    others.append(key(input_size=64))
+    monkeypatch.setattr(cached, "__version__", __version__)
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + "+other")
+    others.append(key(input_size=64))
+    assert len({base, *others}) == len(others) + 1
+
+
 # -- the gate compares every output of every variant -------------------------------------------------------------
 def test_the_gate_sees_a_wrong_value_in_any_one_output(exports, tmp_path):
     """One output at a time off by 3e-4 (above float32's 1e-4): every output of a backbone (three stages) and, of a
@@ -223,6 +262,21 @@ def test_the_cache_is_keyed_by_the_weights_content_and_the_export_settings(tmp_p
         expected = razorzoo.load_classifier(file)(x)
     torch.testing.assert_close(open_exported(second)(x), expected, rtol=0, atol=1e-4)
     assert (open_exported(first)(x) - expected).abs().max() > 1e-2  # the first export holds the first weights
+
+
+def test_a_batch_one_graph_runs_a_batch_image_by_image_on_both_runtimes(tmp_path):
+    """``dynamic_batch=False`` (docs/deploy.md's classifier): a batch of three runs as three single-image calls,
+    and each image keeps its own outputs (OpenVINO reuses its output buffer from call to call)."""
+    converted = _converted_classifier(tmp_path, fc_scale=100)  # logits further apart from image to image
+    path = razorzoo.export(converted, tmp_path / "batch1.onnx", input_size=64, dynamic_batch=False).path
+    assert [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = razorzoo.load_classifier(converted)(x)
+    for backend in ("onnxruntime", "openvino"):
+        found = open_exported(path, backend=backend)(x)
+        torch.testing.assert_close(found, expected, rtol=0, atol=1e-3)  # measured: 3e-5
+        assert min((found[i] - found[j]).abs().max() for i, j in ((0, 1), (1, 2), (0, 2))) > 0.05  # none a copy (measured: 0.11)
 
 
 # -- the metadata a file carries -----------------------------------------------------------------------------------

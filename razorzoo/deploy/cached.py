@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from razorzoo.bounded import read_text, terminal_safe
+from razorzoo.bounded import InputError, read_text, safe_repr, terminal_safe
 from razorzoo.deploy.export import end_to_end_or_raw, export
 from razorzoo.deploy.parity import ParityError
 from razorzoo.files import write_bytes_atomic
@@ -62,8 +62,7 @@ def cached_export(converted: Path, task: str, *, cache_dir: str | os.PathLike | 
             if not target.is_file():
                 refused = folder / REFUSED
                 if refused.is_file():
-                    verdict = terminal_safe(read_text(refused, what="the gate's recorded verdict", limit=4096)
-                                            ).strip().replace("\n", " ")[:_VERDICT_CHARS]
+                    verdict = _recorded_verdict(refused)
                     raise ParityError(f"{target}: the parity gate refused this export earlier: {verdict}", verdict)
                 what = f"{options['variant']} " if options.get("variant") else ""
                 try:
@@ -77,6 +76,17 @@ def cached_export(converted: Path, task: str, *, cache_dir: str | os.PathLike | 
                     if target.is_file() or refused.is_file():
                         cache.record_export(folder, converted_sha256=weights, task=task)
     return target
+
+
+def _recorded_verdict(refused: Path) -> str:
+    """The gate's recorded one-line verdict, bounded and without terminal escapes; a damaged record says how to
+    export again instead."""
+    try:
+        text = read_text(refused, what=f"the parity gate's recorded verdict {safe_repr(str(refused), 512)}",
+                         limit=4096)
+    except InputError as exc:
+        raise InputError(f"{exc}; delete it to export again") from None
+    return " ".join(terminal_safe(text).split())[:_VERDICT_CHARS]
 
 
 def detector_export(converted: Path, *, cache_dir: str | os.PathLike | None = None, **options: Any) -> Path:
