@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from razorzoo.version import __version__
 from razorzoo.bounded import check_number, safe_repr
-from razorzoo.deploy.metadata import FORMAT, MAX_SIDE, TASKS, VARIANTS, require, require_deploy
+from razorzoo.deploy.metadata import FORMAT, MAX_SIDE, MIN_SIDE, TASKS, VARIANTS, require, require_deploy
 from razorzoo.errors import RazorzooError
 
 if TYPE_CHECKING:
@@ -240,9 +240,11 @@ def _input_size(model: "nn.Module", task: str, requested: int | tuple[int, int] 
     if requested is None:
         crop = getattr(getattr(model, "preprocessing", None), "crop", 224)  # what the classifier's preprocess makes
         return crop, crop
-    size = (requested, requested) if isinstance(requested, int) else tuple(requested)
-    if len(size) != 2 or not all(isinstance(v, int) and 16 <= v <= 4096 for v in size):
-        raise RazorzooError(f"input_size must be an int or (H, W) between 16 and 4096, got {safe_repr(requested)}")
+    size = (requested, requested) if isinstance(requested, int) else tuple(requested) if isinstance(
+        requested, (tuple, list)) else ()  # anything else is refused below, in one line
+    if len(size) != 2 or not all(type(v) is int and MIN_SIDE <= v <= MAX_SIDE for v in size):
+        raise RazorzooError(f"input_size must be an int or (H, W) between {MIN_SIDE} and {MAX_SIDE}, got "
+                            f"{safe_repr(requested)}")
     if task == "classification" and size[0] != size[1]:
         raise RazorzooError(f"a classifier's input is square (its pipeline centre-crops one), got {safe_repr(requested)}")
     return size

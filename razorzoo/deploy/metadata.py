@@ -13,11 +13,12 @@ from razorzoo.bounded import load_json, safe_repr
 from razorzoo.documents import Fields
 from razorzoo.errors import RazorzooError
 
-__all__ = ["FORMAT", "TASKS", "VARIANTS", "MAX_SIDE", "require", "require_deploy", "read_metadata", "is_openvino_ir"]
+__all__ = ["FORMAT", "TASKS", "VARIANTS", "MIN_SIDE", "MAX_SIDE", "require", "require_deploy", "read_metadata",
+           "is_openvino_ir"]
 
 FORMAT = "razorzoo-onnx/1"  # metadata "razorzoo_format": files without it were not written by razorzoo
 TASKS = ("detection", "classification", "backbone")
-MAX_SIDE = 4096  # the largest height/width a free-size detector graph takes
+MIN_SIDE, MAX_SIDE = 32, 4096  # a graph's input height/width (MAX_SIDE: also what a free-size detector graph takes)
 
 
 _RUNTIMES = ("onnxruntime", "openvino")  # both write telemetry ids under $HOME when imported
@@ -125,7 +126,7 @@ def _check(metadata: dict[str, str], what: str) -> None:
     doc = Fields(fields, what, error=RazorzooError)
     task = doc.text("razorzoo_task", choices=TASKS)
     doc.text("razorzoo_variant", choices=VARIANTS)
-    doc.numbers("razorzoo_input_size", length=2, minimum=32, maximum=MAX_SIDE)
+    doc.numbers("razorzoo_input_size", length=2, minimum=MIN_SIDE, maximum=MAX_SIDE)
     if not all(type(v) is int for v in fields["razorzoo_input_size"]):
         raise doc.fail("razorzoo_input_size", "two integer sides", fields["razorzoo_input_size"])
     _output_names(fields.get("razorzoo_outputs"), doc)
