@@ -18,8 +18,6 @@ import pytest
 import torch
 
 import razorzoo
-from checkpoints import write_checkpoint
-from fixture_rule import rule_state_dict
 from helpers import CLASSIFIERS, DATA, DETECTORS, fixture_model, unmatched_above_cutoff
 from helpers.graphs import offset, rewired
 from razorzoo.deploy import check_parity, open_exported
@@ -28,7 +26,7 @@ from razorzoo.deploy.end2end import OUTPUTS
 from razorzoo.deploy.metadata import read_metadata
 from razorzoo.errors import RazorzooError
 from razorzoo.version import __version__
-from val_data import converted_model
+from val_data import converted_classifier, converted_model
 
 onnx = pytest.importorskip("onnx", reason="needs the onnx extra: pip install -e '.[onnx,openvino]'")
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx,openvino]'")
@@ -109,7 +107,7 @@ def test_a_refused_end_to_end_export_falls_back_to_raw_and_says_why_once(convert
 def test_a_refusal_is_remembered_instead_of_exporting_again(tmp_path):
     """A real refusal: logits in the ten thousands keep no decimals in float16 (its spacing there is 8 to 64), so a
     float16 export is refused; the second call reads the record instead of exporting again."""
-    converted = _converted_classifier(tmp_path, fc_scale=1e5)
+    converted = converted_classifier(tmp_path, fc_scale=1e5)
     options = {"input_size": 64, "fp16": True}
     with pytest.raises(razorzoo.deploy.ParityError) as first:
         cached_export(converted, "classification", cache_dir=tmp_path / "cache", **options)
@@ -125,7 +123,7 @@ def test_a_refusal_is_remembered_instead_of_exporting_again(tmp_path):
 def test_a_recorded_refusal_is_read_as_one_bounded_line_and_a_damaged_one_says_how_to_export_again(tmp_path):
     """The record is a file in the user's cache: whatever it holds (lines, terminal escapes, any length, other
     bytes) comes back as one bounded line, and nothing is exported while it is there."""
-    converted = _converted_classifier(tmp_path)
+    converted = converted_classifier(tmp_path)
     cache = tmp_path / "cache"
     record = export_dir(converted, "classification", cache_dir=cache, input_size=64) / "parity_refused.txt"
     record.parent.mkdir(parents=True)
@@ -147,7 +145,7 @@ def test_the_cache_key_holds_the_task_every_setting_and_the_razorzoo_and_torch_v
     """Another razorzoo or torch may export another graph: an upgrade exports again instead of reusing."""
     import razorzoo.deploy.cached as cached
 
-    converted = _converted_classifier(tmp_path)
+    converted = converted_classifier(tmp_path)
     key = lambda task="classification", **options: export_dir(converted, task, cache_dir=tmp_path, **options)  # noqa
     base = key(input_size=64)
     assert key(input_size=64) == base and base.parent == tmp_path / "exported"
@@ -235,26 +233,14 @@ def test_the_gate_matches_detections_both_ways_an_extra_runtime_box_fails(fast, 
 
 
 # -- the exported-model cache ------------------------------------------------------------------------------------
-def _converted_classifier(folder: Path, scale: float = 1.0, fc_scale: float = 1.0) -> Path:
-    """``folder/model.safetensors``: the SPOS classifier's fixture weights (floats times ``scale``, the classifier
-    layer's weights times ``fc_scale`` too), converted."""
-    from razorzoo.builder import resolve_spec
-    from razorzoo.weights.convert import convert_checkpoint
-
-    state = {k: v * scale * (fc_scale if k == "head.fc.weight" else 1) if v.is_floating_point() else v
-             for k, v in rule_state_dict(CLASSIFIERS[0]).items()}
-    checkpoint = write_checkpoint(CLASSIFIERS[0], "mmrazor-subnet", folder / "model.pth", state)
-    return convert_checkpoint(checkpoint, resolve_spec(CLASSIFIERS[0], "classification"), folder / "model.safetensors")
-
-
 def test_the_cache_is_keyed_by_the_weights_content_and_the_export_settings(tmp_path):
     cache = tmp_path / "cache"
-    file = _converted_classifier(tmp_path)
+    file = converted_classifier(tmp_path)
     first = cached_export(file, "classification", cache_dir=cache, input_size=64)
     assert cached_export(file, "classification", cache_dir=cache, input_size=64) == first
     other_size = cached_export(file, "classification", cache_dir=cache, input_size=96)
     assert other_size != first and open_exported(other_size).input_size == (96, 96)
-    _converted_classifier(tmp_path, scale=1.1)  # other weights under the same file name
+    converted_classifier(tmp_path, scale=1.1)  # other weights under the same file name
     second = cached_export(file, "classification", cache_dir=cache, input_size=64)
     assert second != first
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -267,7 +253,7 @@ def test_the_cache_is_keyed_by_the_weights_content_and_the_export_settings(tmp_p
 def test_a_batch_one_graph_runs_a_batch_image_by_image_on_both_runtimes(tmp_path):
     """``dynamic_batch=False`` (docs/deploy.md's classifier): a batch of three runs as three single-image calls,
     and each image keeps its own outputs (OpenVINO reuses its output buffer from call to call)."""
-    converted = _converted_classifier(tmp_path, fc_scale=100)  # logits further apart from image to image
+    converted = converted_classifier(tmp_path, fc_scale=100)  # logits further apart from image to image
     path = razorzoo.export(converted, tmp_path / "batch1.onnx", input_size=64, dynamic_batch=False).path
     assert [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))

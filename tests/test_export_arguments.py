@@ -14,8 +14,9 @@ from torch import nn
 import razorzoo
 from helpers import CLASSIFIERS, DETECTORS, fixture_model
 from razorzoo.errors import RazorzooError
-from val_data import converted_model
+from val_data import converted_classifier, converted_model
 
+onnx = pytest.importorskip("onnx", reason="needs the onnx extra: pip install -e '.[onnx,openvino]'")
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install -e '.[onnx,openvino]'")
 
 
@@ -108,3 +109,31 @@ def test_the_input_size_range_is_inclusive_at_both_ends(size, tmp_path):
     x = torch.randn(1, 3, *expected, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(runtime(x)[0], net(x)[0], rtol=0, atol=1e-5)
+
+
+# -- `razorzoo export`'s flags, each shown to change what it says it changes --------------------------------------
+def test_the_export_commands_flags_reach_the_file(tmp_path, capsys):
+    """One converted classifier whose logits are in the ten thousands (float16 keeps no decimals there, so its
+    float16 export fails the gate): ``--no-check`` writes it anyway, and the file has a fixed batch of 1, float16
+    weights, opset 18 and the 64 px input asked for; without ``--no-check`` the same export is refused."""
+    from razorzoo.cli import main
+
+    converted = converted_classifier(tmp_path, fc_scale=1e5)
+    flags = ["--fp16", "--static-batch", "--opset", "18", "--input-size", "64"]
+    assert main(["export", str(converted), "-o", str(tmp_path / "a.onnx"), *flags, "--no-check"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"wrote {tmp_path / 'a.onnx'} (") and "parity" not in out  # no gate ran
+    graph = onnx.load(tmp_path / "a.onnx")
+    assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
+    assert {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")} == {18}
+    weights = [init for init in graph.graph.initializer if len(init.dims) == 4]  # the convolutions' kernels
+    assert weights and all(init.data_type == onnx.TensorProto.FLOAT16 for init in weights)
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 in and out
+    runtime = razorzoo.deploy.open_exported(tmp_path / "a.onnx")
+    assert runtime.input_size == (64, 64) and runtime.metadata["razorzoo_fp16"] == "true"
+
+    assert main(["export", str(converted), "-o", str(tmp_path / "b.onnx"), *flags]) == 2  # the gate, on
+    assert "does not reproduce the eager one" in capsys.readouterr().err and not (tmp_path / "b.onnx").exists()
+    # --variant reaches the export: a classifier is refused it before anything is exported
+    assert main(["export", str(converted), "-o", str(tmp_path / "c.onnx"), "--variant", "nms"]) == 2
+    assert "the 'nms' variant is for detectors" in capsys.readouterr().err

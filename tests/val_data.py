@@ -18,10 +18,14 @@ import numpy as np
 import skimage
 
 from checkpoints import write_checkpoint
+from fixture_rule import rule_state_dict
+from helpers import CLASSIFIERS
 from helpers.processes import python_module
 from razorzoo.arch.recipes import COCO_CLASSES
+from razorzoo.builder import resolve_spec
 from razorzoo.cli import main
 from razorzoo.detection.results import COCO_CATEGORY_IDS, Detections
+from razorzoo.weights.convert import convert_checkpoint
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 
@@ -109,6 +113,15 @@ def converted_model(model: str, folder: Path) -> Path:
         assert main(["convert", str(checkpoint), "--subnet", model, "--detector", model,
                      "-o", str(folder / "model.safetensors")]) == 0
     return folder / "model.safetensors"
+
+
+def converted_classifier(folder: Path, scale: float = 1.0, fc_scale: float = 1.0) -> Path:
+    """``folder/model.safetensors``: the SPOS classifier's fixture weights (floats times ``scale``, the classifier
+    layer's weights times ``fc_scale`` too), converted: the cheapest converted classifier to export."""
+    state = {k: v * scale * (fc_scale if k == "head.fc.weight" else 1) if v.is_floating_point() else v
+             for k, v in rule_state_dict(CLASSIFIERS[0]).items()}
+    checkpoint = write_checkpoint(CLASSIFIERS[0], "mmrazor-subnet", folder / "model.pth", state)
+    return convert_checkpoint(checkpoint, resolve_spec(CLASSIFIERS[0], "classification"), folder / "model.safetensors")
 
 
 def interrupt_cli(argv: list[str], progress_mark: bytes, ready_within: float = 300) -> tuple[int, bytes]:
