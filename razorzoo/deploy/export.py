@@ -240,8 +240,10 @@ def _input_size(model: "nn.Module", task: str, requested: int | tuple[int, int] 
     if requested is None:
         crop = getattr(getattr(model, "preprocessing", None), "crop", 224)  # what the classifier's preprocess makes
         return crop, crop
-    size = (requested, requested) if isinstance(requested, int) else tuple(requested) if isinstance(
-        requested, (tuple, list)) else ()  # anything else is refused below, in one line
+    if isinstance(requested, int):
+        size = (requested, requested)
+    else:  # anything but an int or a pair is refused below, in one line
+        size = tuple(requested) if isinstance(requested, (tuple, list)) else ()
     if len(size) != 2 or not all(type(v) is int and MIN_SIDE <= v <= MAX_SIDE for v in size):
         raise RazorzooError(f"input_size must be an int or (H, W) between {MIN_SIDE} and {MAX_SIDE}, got "
                             f"{safe_repr(requested)}")
