@@ -117,6 +117,16 @@ def test_cli_val_imagenet(classifier, photos, labelled, tmp_path, capsys):
     assert [line.split() for line in table[:3]] == [["metric", "razorzoo", "published"], ["top1", "50.00", "n/a"],
                                                     ["top5", "75.00", "n/a"]]  # a file: no published figure
     assert table[3].startswith("4 images, ")
+    # a listed path outside the root is refused, and read with --allow-outside (chelsea again: a top-1 hit)
+    (tmp_path / "elsewhere").mkdir()
+    cv2.imwrite(str(tmp_path / "elsewhere" / "cat.png"), photos["chelsea.png"])
+    listed = (tmp_path / "val.txt").read_text() + f"../elsewhere/cat.png {labelled['chelsea.png']}\n"
+    (tmp_path / "out.txt").write_text(listed)
+    argv = ["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "out.txt"), "--json"]
+    assert main(argv) == 2 and "--allow-outside" in capsys.readouterr().err
+    assert main([*argv, "--allow-outside"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["top1"], printed["top5"], printed["images"]) == (0.6, 0.8, 5)
     (tmp_path / "bad.txt").write_text("just-a-path\n")
     assert main(["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "bad.txt")]) == 2
     assert "line 1" in capsys.readouterr().err

@@ -161,6 +161,29 @@ def test_limit_scores_only_the_evaluated_images(dataset, converted, capsys):
     assert fed.batches == [1, 1] and not fed.loaders  # batch 1 by default; --workers 0 decodes inline
 
 
+def test_allow_outside_reads_an_image_the_annotation_file_places_outside_the_folder(dataset, converted, capsys):
+    """A ``file_name`` with ``../`` is refused by default (an annotation file decides which files are read) and read
+    with ``--allow-outside``, scored under its own id."""
+    root, expected = dataset
+    document = json.loads((root / "instances.json").read_text())
+    [entry] = [image for image in document["images"] if image["file_name"] == "chelsea.png"]
+    entry["file_name"] = "../elsewhere/cat.png"
+    (root / "elsewhere").mkdir(exist_ok=True)
+    shutil.copy(root / "images" / "chelsea.png", root / "elsewhere" / "cat.png")
+    (root / "outside.json").write_text(json.dumps(document))
+    argv = ["val", str(converted), "--coco-ann", str(root / "outside.json"), "--images", str(root / "images")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'../elsewhere/cat.png'" in err and "--allow-outside" in err and err.count("\n") == 1
+    saved = root / "run" / "outside.json"
+    saved.parent.mkdir(exist_ok=True)
+    assert main([*argv, "--allow-outside", "--save-json", str(saved), "--json"]) == 0
+    printed, results = json.loads(capsys.readouterr().out), json.loads(saved.read_text())
+    assert printed["images"] == 3
+    assert_same_detections(_of(results, entry["id"]),
+                           expected["chelsea.png"].to_coco(entry["id"], COCO_CATEGORY_IDS), 100, what="outside")
+
+
 def test_skip_missing_scores_only_the_images_on_disk(dataset, converted, capsys):
     root, _ = dataset
     partial = root / "partial"
