@@ -587,3 +587,20 @@ def test_a_budget_equal_to_the_smallest_subnets_cost_is_reachable(files):
     with pytest.raises(RazorzooError) as equal:
         _search(files, files["root"] / "at_smallest", Constraint("flops", float(smallest)), population=1)
     assert str(equal.value).startswith("found only 0 of 1 subnet that meet the constraint in 101 random samples")
+
+
+def test_force_and_params_reach_the_search(files, tmp_path, capsys):
+    """``-o`` holding a user's file is refused unless ``--force``; ``--params`` is the budget searched for. An
+    unreachable budget stops each run right after the output check, before any search."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+    argv = ["specialize", "ofa_supernet", "--calib", str(files["calib"]), "--val", str(files["val"]), "--weights",
+            str(files["ofa"]), "-o", str(out), "--resolution", str(RESOLUTION)]
+    assert cli_main([*argv, "--flops", "1M"]) == 2
+    assert "holds files that `razorzoo specialize` did not write" in capsys.readouterr().err
+    assert cli_main([*argv, "--flops", "1M", "--force"]) == 2
+    assert "no ofa subnet meets flops<=1M" in capsys.readouterr().err  # past the output check
+    assert cli_main([*argv, "--params", "1K", "--force"]) == 2
+    assert "no ofa subnet meets params<=0.001M" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
