@@ -13,9 +13,11 @@ import torch
 import razorzoo
 from checkpoints import write_checkpoint
 from fixture_rule import rule_state_dict
+from helpers.feeding import FedBatches
 from razorzoo.cli import main
 from razorzoo.errors import DatasetError
 from razorzoo.evaluation.imagenet import evaluate_imagenet, read_imagenet
+from razorzoo.models.classifier import ImageClassifier
 from val_data import write_images
 
 MODEL = "spos_0.33M"  # its config resizes with OpenCV (mmcv's default backend)
@@ -108,10 +110,14 @@ def test_cli_val_imagenet(classifier, photos, labelled, tmp_path, capsys):
     converted = tmp_path / "model.safetensors"
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["convert", str(checkpoint), "--subnet", MODEL, "-o", str(converted)]) == 0
-    assert main(["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "val.txt"),
-                 "--json"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert (printed["top1"], printed["top5"], printed["images"]) == (0.5, 0.75, 4)
+    for batching, fed_as, threads in ((["--batch", "3", "--workers", "0"], [3, 1], False),
+                                      (["--workers", "2"], [1, 1, 1, 1], True)):  # --batch 1 by default
+        with FedBatches(ImageClassifier) as fed:
+            assert main(["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "val.txt"),
+                         "--json", *batching]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert (printed["top1"], printed["top5"], printed["images"]) == (0.5, 0.75, 4)
+        assert fed.batches == fed_as and bool(fed.loaders) == threads  # images per pass; decoded on loader threads
     assert main(["val", str(converted), "--imagenet", str(root), "--ann-file", str(tmp_path / "val.txt")]) == 0
     table = capsys.readouterr().out.splitlines()
     assert [line.split() for line in table[:3]] == [["metric", "razorzoo", "published"], ["top1", "50.00", "n/a"],
