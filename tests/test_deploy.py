@@ -391,6 +391,7 @@ def test_predict_command_on_a_runtime(exports, capsys):
     assert main(["predict", str(path), image, "--backend", "openvino", "--json", "--score-thr", "0.2",
                  "--max-det", "5"]) == 0
     [result] = json.loads(capsys.readouterr().out)
+    assert result["runtime"] == {"backend": "openvino", "precision": "f32", "variant": "raw"}  # --backend: what ran
     expected = net.predict(image, score_thr=0.2, max_det=5)
     found = razorzoo.Detections(torch.tensor(result["boxes"]).view(-1, 4), torch.tensor(result["scores"]),
                                 torch.tensor(result["labels"]), net.class_names)
@@ -401,6 +402,7 @@ def test_predict_command_on_a_runtime(exports, capsys):
     assert main(["predict", str(path), image, "--json", "--score-thr", "0.2", "--max-det", "5"]) == 0
     [default] = json.loads(capsys.readouterr().out)
     assert len(default["boxes"]) == 5 and default["names"][0] == result["names"][0]
+    assert default["runtime"]["backend"] == "onnxruntime"
 
 
 def test_the_decoded_variant_returns_every_priors_box_and_scores(tmp_path):
