@@ -16,7 +16,7 @@ from razorzoo.deploy.metadata import read_metadata
 from razorzoo.deploy.parity import match_by_overlap
 from razorzoo.detection.results import Detections
 from razorzoo.errors import RazorzooError
-from val_data import write_images
+from val_data import converted_classifier, write_images
 
 pytest.importorskip("openvino", reason="needs the int8 extra: pip install -e '.[int8]'")
 pytest.importorskip("nncf", reason="needs the int8 extra: pip install -e '.[int8]'")
@@ -158,13 +158,9 @@ def test_bad_int8_input_is_one_line_before_any_export_work(calib, tmp_path, expo
 
 
 def test_int8_export_command_prints_the_cost(calib, tmp_path, capsys):
-    from checkpoints import write_checkpoint
-    from razorzoo.builder import resolve_spec
     from razorzoo.cli import main
-    from razorzoo.weights.convert import convert_checkpoint
 
-    converted = convert_checkpoint(write_checkpoint(MODEL, "mmrazor-subnet", tmp_path / "c.pth"),
-                                   resolve_spec(MODEL, "classification"), tmp_path / "model.safetensors")
+    converted = converted_classifier(tmp_path)  # MODEL's fixture weights, converted
     assert main(["export", str(converted), "-o", str(tmp_path / "cli.onnx"), "--calib", str(calib)]) == 2
     assert "--calib are for --int8 exports" in capsys.readouterr().err
     imagenet = tmp_path / "imagenet"  # class folders named by index: 0/ and 1/, two images each
