@@ -422,8 +422,7 @@ def _evaluator(files, labels: list[int] | None = None):
 
     transform = ClassifierTransform(search_preprocess("ofa", RESOLUTION))
     photos = sorted(files["calib"].iterdir())
-    state_dict = {k.removeprefix("architecture."): v for k, v in supernet_state_dict("ofa", "architecture.").items()}
-    return _Evaluator(ChoiceSpace.for_family("ofa"), state_dict, transform(photos), transform(photos[:4]),
+    return _Evaluator(ChoiceSpace.for_family("ofa"), supernet_state_dict("ofa"), transform(photos), transform(photos[:4]),
                       torch.tensor(labels or [0, 0, 0, 0]), RESOLUTION, None, 32)
 
 
